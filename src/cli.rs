@@ -1,0 +1,133 @@
+//! The command line: `serve`, `print-config`, `check-config`. Each flag's help lives beside it.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+use crate::config::Overrides;
+use crate::options::{HttpTokens, Switch};
+
+/// An EC2-compatible Instance Metadata Service.
+///
+/// Serves /latest/meta-data, /latest/dynamic, /latest/user-data and IMDSv2 session tokens exactly
+/// as EC2 does, so unmodified AWS SDKs, the AWS CLI and cloud-init work against it. Point SDKs at
+/// it with AWS_EC2_METADATA_SERVICE_ENDPOINT=http://127.0.0.1:1338.
+#[derive(Debug, Parser)]
+#[command(name = "imds", version, propagate_version = true)]
+pub struct Cli {
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// The subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Serve the instance metadata service.
+    ///
+    /// Without --config, serves the built-in default instance (see `imds print-config`) on
+    /// 127.0.0.1:1338. Prints each bound address as `listening on http://ADDR` on stdout, then
+    /// runs until SIGINT or SIGTERM, letting requests in flight finish.
+    Serve(ServeArgs),
+    /// Print the built-in default configuration: a commented TOML file to edit and pass to --config.
+    PrintConfig,
+    /// Check a configuration file; exit 0 when it is valid, else name the file, key and reason.
+    CheckConfig {
+        /// The TOML (or .json) file to check.
+        file: PathBuf,
+    },
+}
+
+/// Flags of `imds serve`. Each can also be set by an IMDS_* environment variable; flags win over
+/// the environment, which wins over the config file.
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// Configuration file (TOML, or JSON when it ends in .json) laid over the built-in default.
+    #[arg(long, short, env = "IMDS_CONFIG", value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// Address to listen on; repeat for several (e.g. --listen 127.0.0.1:1338 --listen [::1]:1338).
+    /// Port 0 picks a free port.
+    #[arg(
+        long,
+        env = "IMDS_LISTEN",
+        value_delimiter = ',',
+        value_name = "ADDR:PORT"
+    )]
+    pub listen: Vec<SocketAddr>,
+    /// IMDSv2 enforcement: `optional` answers v1 and v2, `required` answers only requests with a
+    /// valid session token (401 otherwise).
+    #[arg(long, env = "IMDS_HTTP_TOKENS", value_name = "MODE")]
+    pub http_tokens: Option<HttpTokens>,
+    /// `disabled` answers every request with 403, as EC2 does with HttpEndpoint=disabled.
+    #[arg(long, env = "IMDS_HTTP_ENDPOINT", value_name = "STATE")]
+    pub http_endpoint: Option<Switch>,
+    /// `enabled` serves the instance's tags under meta-data/tags/instance/.
+    #[arg(long, env = "IMDS_INSTANCE_METADATA_TAGS", value_name = "STATE")]
+    pub instance_metadata_tags: Option<Switch>,
+    /// Serve persistent HTTP/1.1 connections instead of real IMDS' `Connection: close`
+    /// (faster for load tests; every SDK works either way).
+    #[arg(long, env = "IMDS_KEEP_ALIVE", num_args = 0..=1, default_missing_value = "true", value_name = "BOOL")]
+    pub keep_alive: Option<bool>,
+    /// File of at least 32 bytes that keys session tokens, so restarts and replicas accept each
+    /// other's tokens (default: a random key per process).
+    #[arg(long, env = "IMDS_TOKEN_KEY_FILE", value_name = "FILE")]
+    pub token_key_file: Option<PathBuf>,
+    /// Log verbosity on stderr: error, warn, info, debug (one line per request) or trace; or a
+    /// tracing filter such as `imds=debug`.
+    #[arg(
+        long,
+        env = "IMDS_LOG_LEVEL",
+        default_value = "info",
+        value_name = "LEVEL"
+    )]
+    pub log_level: String,
+}
+
+impl ServeArgs {
+    /// The environment and flag layer, to lay over the config file.
+    pub fn overrides(&self) -> Overrides {
+        Overrides {
+            listen: self.listen.clone(),
+            keep_alive: self.keep_alive,
+            token_key_file: self.token_key_file.clone(),
+            http_tokens: self.http_tokens,
+            http_endpoint: self.http_endpoint,
+            instance_metadata_tags: self.instance_metadata_tags,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn the_command_line_is_well_formed() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn listen_repeats_and_tokens_parse() {
+        let cli = Cli::try_parse_from([
+            "imds",
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--listen",
+            "[::1]:0",
+            "--http-tokens",
+            "required",
+            "--keep-alive",
+        ])
+        .unwrap();
+        let Command::Serve(args) = cli.command else {
+            panic!("not serve")
+        };
+        assert_eq!(args.listen.len(), 2);
+        assert_eq!(args.http_tokens, Some(HttpTokens::Required));
+        assert_eq!(args.keep_alive, Some(true));
+        assert!(Cli::try_parse_from(["imds", "serve", "--http-tokens", "maybe"]).is_err());
+    }
+}

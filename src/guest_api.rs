@@ -1,0 +1,269 @@
+//! The guest surface: what instances see at 169.254.169.254. The hot path: pick the caller's
+//! snapshot (lock-free), apply its options, check the token, look the path up in the prebuilt
+//! tree and write precomputed bytes. It changes no state.
+
+mod error;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use http::header::{self, HeaderName};
+use http::{HeaderMap, HeaderValue, Method, Request, Response, StatusCode};
+use http_body_util::Full;
+
+pub use self::error::{GuestError, NOT_FOUND_PAGE};
+use crate::clock::Clock;
+use crate::metadata::path::{self, GuestPath};
+use crate::metadata::version::API_VERSIONS;
+use crate::metadata::{render, CredentialsLeaf, Found, Leaf};
+use crate::options::HttpTokens;
+use crate::state::{Snapshot, State};
+use crate::token::{TokenSealer, TokenTtl};
+
+/// `X-aws-ec2-metadata-token`: the session token on a GET.
+pub const TOKEN_HEADER: HeaderName = HeaderName::from_static("x-aws-ec2-metadata-token");
+/// `X-aws-ec2-metadata-token-ttl-seconds`: requested TTL on the PUT; remaining TTL on answers.
+pub const TOKEN_TTL_HEADER: HeaderName =
+    HeaderName::from_static("x-aws-ec2-metadata-token-ttl-seconds");
+const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+const SERVER: HeaderValue = HeaderValue::from_static("EC2ws");
+const CLOSE: HeaderValue = HeaderValue::from_static("close");
+const NONE: HeaderValue = HeaderValue::from_static("none");
+const TEXT_PLAIN: &str = "text/plain";
+const OCTET_STREAM: &str = "application/octet-stream";
+const ALLOW_METADATA: &str = "GET, HEAD";
+const ALLOW_TOKEN: &str = "OPTIONS, PUT";
+
+/// Builds responses with the headers every IMDS answer carries.
+#[derive(Debug, Clone, Copy)]
+struct Responder {
+    connection_close: bool,
+}
+
+impl Responder {
+    fn response(
+        &self,
+        status: StatusCode,
+        content_type: &'static str,
+        body: Bytes,
+        token_ttl: Option<u32>,
+    ) -> Response<Full<Bytes>> {
+        let mut response = Response::new(Full::new(body));
+        *response.status_mut() = status;
+        let headers = response.headers_mut();
+        headers.insert(header::SERVER, SERVER);
+        headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+        if self.connection_close {
+            headers.insert(header::CONNECTION, CLOSE);
+        }
+        if let Some(ttl) = token_ttl {
+            headers.insert(TOKEN_TTL_HEADER, HeaderValue::from(ttl));
+        }
+        response
+    }
+
+    /// A 200 with data: adds `Accept-Ranges: none` and `Last-Modified`.
+    fn data(
+        &self,
+        content_type: &'static str,
+        body: Bytes,
+        last_modified: &HeaderValue,
+        token_ttl: Option<u32>,
+    ) -> Response<Full<Bytes>> {
+        let mut response = self.response(StatusCode::OK, content_type, body, token_ttl);
+        let headers = response.headers_mut();
+        headers.insert(header::ACCEPT_RANGES, NONE);
+        headers.insert(header::LAST_MODIFIED, last_modified.clone());
+        response
+    }
+}
+
+/// Answers guest requests.
+pub struct GuestApi {
+    state: Arc<State>,
+    tokens: TokenSealer,
+    clock: Arc<dyn Clock>,
+    responder: Responder,
+    versions: Bytes,
+}
+
+impl std::fmt::Debug for GuestApi {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("GuestApi")
+            .field("responder", &self.responder)
+            .finish_non_exhaustive()
+    }
+}
+
+impl GuestApi {
+    /// A guest API over `state`. `connection_close` adds `Connection: close` to every answer,
+    /// as real IMDS does.
+    pub fn new(
+        state: Arc<State>,
+        tokens: TokenSealer,
+        clock: Arc<dyn Clock>,
+        connection_close: bool,
+    ) -> GuestApi {
+        GuestApi {
+            state,
+            tokens,
+            clock,
+            responder: Responder { connection_close },
+            versions: render::lines(API_VERSIONS),
+        }
+    }
+
+    /// Answers one request from `peer`. The request body is never read.
+    pub fn handle<B>(&self, request: &Request<B>, peer: SocketAddr) -> Response<Full<Bytes>> {
+        let Some(snapshot) = self.state.for_peer(peer.ip()) else {
+            return GuestError::NotFound.into_response(&self.responder, None);
+        };
+        let mut token_ttl = None;
+        let result = self.route(&snapshot, request, &mut token_ttl);
+        let response =
+            result.unwrap_or_else(|error| error.into_response(&self.responder, token_ttl));
+        tracing::debug!(
+            %peer,
+            method = %request.method(),
+            path = request.uri().path(),
+            status = response.status().as_u16(),
+            imds_version = if token_ttl.is_some() { "v2" } else { "v1" },
+            "guest request"
+        );
+        response
+    }
+
+    fn route<B>(
+        &self,
+        snapshot: &Snapshot,
+        request: &Request<B>,
+        token_ttl: &mut Option<u32>,
+    ) -> Result<Response<Full<Bytes>>, GuestError> {
+        if !snapshot.options.http_endpoint.is_enabled() {
+            return Err(GuestError::EndpointDisabled);
+        }
+        let parsed = path::parse(request.uri().path());
+        let method = request.method();
+        if *method == Method::PUT {
+            return match parsed {
+                Ok(GuestPath::TokenEndpoint) => self.issue_token(snapshot, request.headers()),
+                _ => Err(GuestError::TokenPutOnWrongPath),
+            };
+        }
+        let is_token_path = parsed == Ok(GuestPath::TokenEndpoint);
+        if *method == Method::OPTIONS && is_token_path {
+            let mut response =
+                self.responder
+                    .response(StatusCode::OK, TEXT_PLAIN, Bytes::new(), None);
+            response
+                .headers_mut()
+                .insert(header::ALLOW, HeaderValue::from_static(ALLOW_TOKEN));
+            return Ok(response);
+        }
+        if *method != Method::GET && *method != Method::HEAD {
+            let allow = if is_token_path {
+                ALLOW_TOKEN
+            } else {
+                ALLOW_METADATA
+            };
+            return Err(GuestError::MethodNotAllowed { allow });
+        }
+        *token_ttl = self.check_token(snapshot, request.headers())?;
+        let found = match parsed {
+            Ok(GuestPath::VersionList) => {
+                return Ok(self.responder.data(
+                    TEXT_PLAIN,
+                    self.versions.clone(),
+                    &snapshot.last_modified,
+                    *token_ttl,
+                ));
+            }
+            Ok(GuestPath::TokenEndpoint) => {
+                return Err(GuestError::MethodNotAllowed { allow: ALLOW_TOKEN })
+            }
+            Ok(GuestPath::Metadata(path)) => snapshot.tree.find(path.version, path.segments()),
+            Err(_) => None,
+        };
+        let ttl = *token_ttl;
+        match found.ok_or(GuestError::NotFound)? {
+            Found::Listing(body) => {
+                Ok(self
+                    .responder
+                    .data(TEXT_PLAIN, body.clone(), &snapshot.last_modified, ttl))
+            }
+            Found::Leaf(Leaf::Text(body)) => {
+                Ok(self
+                    .responder
+                    .data(TEXT_PLAIN, body.clone(), &snapshot.last_modified, ttl))
+            }
+            Found::Leaf(Leaf::UserData(body)) => {
+                Ok(self
+                    .responder
+                    .data(OCTET_STREAM, body.clone(), &snapshot.last_modified, ttl))
+            }
+            Found::Leaf(Leaf::Credentials(which)) => {
+                let issued = snapshot.credentials.at(self.clock.now_millis());
+                let body = match which {
+                    CredentialsLeaf::Role => issued.role.clone(),
+                    CredentialsLeaf::RoleExtended => issued.role_extended.clone(),
+                    CredentialsLeaf::Identity => Some(issued.identity.clone()),
+                };
+                let body = body.ok_or(GuestError::NotFound)?;
+                Ok(self
+                    .responder
+                    .data(TEXT_PLAIN, body, &issued.last_modified, ttl))
+            }
+        }
+    }
+
+    /// `None` for a token-less (IMDSv1) request allowed by the options; the remaining TTL of a
+    /// valid token; an error otherwise.
+    fn check_token(
+        &self,
+        snapshot: &Snapshot,
+        headers: &HeaderMap,
+    ) -> Result<Option<u32>, GuestError> {
+        match headers.get(TOKEN_HEADER) {
+            Some(token) => self
+                .tokens
+                .verify(
+                    snapshot.instance.id(),
+                    token.as_bytes(),
+                    self.clock.now_millis(),
+                )
+                .map(Some)
+                .map_err(|_| GuestError::InvalidToken),
+            None if snapshot.options.http_tokens == HttpTokens::Required => {
+                Err(GuestError::MissingToken)
+            }
+            None => Ok(None),
+        }
+    }
+
+    fn issue_token(
+        &self,
+        snapshot: &Snapshot,
+        headers: &HeaderMap,
+    ) -> Result<Response<Full<Bytes>>, GuestError> {
+        if headers.contains_key(X_FORWARDED_FOR) {
+            return Err(GuestError::ForwardedTokenRequest);
+        }
+        let mut values = headers.get_all(TOKEN_TTL_HEADER).iter();
+        let ttl = match (values.next(), values.next()) {
+            (Some(value), None) => {
+                TokenTtl::parse(value.as_bytes()).map_err(|_| GuestError::InvalidTokenTtl)?
+            }
+            _ => return Err(GuestError::InvalidTokenTtl),
+        };
+        let token = self
+            .tokens
+            .issue(snapshot.instance.id(), self.clock.now_millis(), ttl);
+        Ok(self.responder.response(
+            StatusCode::OK,
+            TEXT_PLAIN,
+            Bytes::from(token),
+            Some(ttl.seconds()),
+        ))
+    }
+}

@@ -1,0 +1,66 @@
+//! imds: an EC2-compatible Instance Metadata Service.
+//!
+//! Two parts around one domain core. The **guest API** ([`guest_api`]) is what instances see:
+//! `GET /<version>/meta-data/...`, `/dynamic/...`, `/user-data` and `PUT /latest/api/token`;
+//! it is the hot path and changes no state. The **core** is plain data and pure functions: the
+//! instance model ([`instance`], [`options`]), the metadata tree with bodies prebuilt per
+//! instance ([`metadata`]), sealed stateless session tokens ([`token`]) and rotating
+//! credentials ([`credentials`]). The **edges** load configuration ([`config`]), parse the
+//! command line ([`cli`]) and serve sockets ([`server`]).
+//!
+//! A guest GET flows: accept → pick the caller's [`state::Snapshot`] (lock-free) → apply its
+//! options (endpoint, token rule) → parse the path ([`metadata::path`]) → look it up in the
+//! snapshot's prebuilt tree → write precomputed bytes. Changing an instance builds a new snapshot
+//! and swaps it in whole. Time-dependent answers (credentials) are derived from the clock
+//! ([`clock`]) at request time, never rebuilt per request.
+
+pub mod cli;
+pub mod clock;
+pub mod config;
+pub mod credentials;
+pub mod guest_api;
+pub mod instance;
+pub mod metadata;
+pub mod options;
+pub mod secret;
+pub mod server;
+pub mod state;
+pub mod token;
+
+use std::sync::Arc;
+
+pub use crate::config::{Config, Loaded, Overrides};
+pub use crate::guest_api::GuestApi;
+pub use crate::server::ServerSettings;
+
+/// A ready-to-serve guest API and its connection settings, built from a loaded configuration.
+#[derive(Debug)]
+pub struct App {
+    /// The request handler.
+    pub api: Arc<GuestApi>,
+    /// How connections are served.
+    pub settings: ServerSettings,
+}
+
+impl App {
+    /// Builds the app for `loaded`, keyed by `secret`, reading time from `clock`.
+    pub fn new(loaded: Loaded, secret: &secret::ServerSecret, clock: Arc<dyn clock::Clock>) -> App {
+        let server = &loaded.server;
+        let settings = ServerSettings {
+            keep_alive: server.keep_alive,
+            max_connections: server.max_connections,
+            header_read_timeout: server.header_read_timeout(),
+            max_request_header_bytes: server.max_request_header_bytes,
+            shutdown_grace: server.shutdown_grace(),
+        };
+        let state = Arc::new(state::State::single(state::Snapshot::new(
+            loaded.instance,
+            secret,
+        )));
+        let tokens = token::TokenSealer::new(secret);
+        App {
+            api: Arc::new(GuestApi::new(state, tokens, clock, !settings.keep_alive)),
+            settings,
+        }
+    }
+}

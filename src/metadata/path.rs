@@ -1,0 +1,165 @@
+//! Request paths: which API version and which segments a guest asked for.
+//!
+//! Empty segments collapse (`//latest//meta-data` is `/latest/meta-data`), a trailing slash is
+//! ignored (leaves answer as leaves, directories with their listing), and no path can leave the
+//! tree: `.`/`..` segments are refused and nothing is percent-decoded, so `%2e%2e` is just a name
+//! that matches nothing.
+
+use super::version::ApiVersion;
+
+/// A parsed guest request path.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum GuestPath<'a> {
+    /// `/`: the list of API versions.
+    VersionList,
+    /// `/latest/api/token` exactly (the token endpoint).
+    TokenEndpoint,
+    /// Below a version root.
+    Metadata(MetadataPath<'a>),
+}
+
+/// A path below `/<version>/`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MetadataPath<'a> {
+    /// The version named by the first segment.
+    pub version: ApiVersion,
+    rest: &'a str,
+}
+
+/// Why a path names nothing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum PathError {
+    /// The first segment is not a known API version.
+    #[error("unknown API version")]
+    UnknownVersion,
+    /// A `.` or `..` segment.
+    #[error("dot segment in path")]
+    DotSegment,
+}
+
+impl<'a> MetadataPath<'a> {
+    /// The segments after the version, without empty ones.
+    pub fn segments(&self) -> impl Iterator<Item = &'a str> + 'a {
+        self.rest.split('/').filter(|s| !s.is_empty())
+    }
+}
+
+/// Parses the path part of a request target (no query string).
+pub fn parse(path: &str) -> Result<GuestPath<'_>, PathError> {
+    let mut segments = path.split('/').filter(|s| !s.is_empty());
+    if path.split('/').any(|s| s == "." || s == "..") {
+        return Err(PathError::DotSegment);
+    }
+    let Some(first) = segments.next() else {
+        return Ok(GuestPath::VersionList);
+    };
+    let version = ApiVersion::from_name(first).ok_or(PathError::UnknownVersion)?;
+    let after_version = path.find(first).map_or("", |at| &path[at + first.len()..]);
+    if version == ApiVersion::LATEST && !path.ends_with('/') {
+        let mut rest = after_version.split('/').filter(|s| !s.is_empty());
+        if rest.next() == Some("api") && rest.next() == Some("token") && rest.next().is_none() {
+            return Ok(GuestPath::TokenEndpoint);
+        }
+    }
+    Ok(GuestPath::Metadata(MetadataPath {
+        version,
+        rest: after_version,
+    }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn segments(path: &str) -> Vec<&str> {
+        match parse(path).unwrap() {
+            GuestPath::Metadata(m) => m.segments().collect(),
+            other => panic!("{path}: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn slashes_collapse_and_trailing_slash_is_ignored() {
+        assert_eq!(
+            segments("/latest/meta-data/placement/availability-zone/"),
+            ["meta-data", "placement", "availability-zone"]
+        );
+        assert_eq!(
+            segments("//latest//meta-data///reservation-id"),
+            ["meta-data", "reservation-id"]
+        );
+        assert_eq!(segments("/latest"), Vec::<&str>::new());
+        assert_eq!(
+            segments("/2021-03-23/dynamic/instance-identity"),
+            ["dynamic", "instance-identity"]
+        );
+    }
+
+    #[test]
+    fn root_and_token_endpoint() {
+        assert_eq!(parse("/"), Ok(GuestPath::VersionList));
+        assert_eq!(parse("//"), Ok(GuestPath::VersionList));
+        assert_eq!(parse("/latest/api/token"), Ok(GuestPath::TokenEndpoint));
+        assert_eq!(parse("//latest/api/token"), Ok(GuestPath::TokenEndpoint));
+        assert!(matches!(
+            parse("/latest/api/token/"),
+            Ok(GuestPath::Metadata(_))
+        ));
+        assert!(matches!(
+            parse("/2021-03-23/api/token"),
+            Ok(GuestPath::Metadata(_))
+        ));
+    }
+
+    #[test]
+    fn nothing_escapes_the_tree() {
+        assert_eq!(
+            parse("/latest/meta-data/../user-data"),
+            Err(PathError::DotSegment)
+        );
+        assert_eq!(parse("/latest/./meta-data"), Err(PathError::DotSegment));
+        assert_eq!(parse("/../etc/passwd"), Err(PathError::DotSegment));
+        assert_eq!(parse("/%2e%2e/latest"), Err(PathError::UnknownVersion));
+        assert_eq!(
+            segments("/latest/meta-data/%2e%2e"),
+            ["meta-data", "%2e%2e"]
+        );
+        assert_eq!(parse("/etc/passwd"), Err(PathError::UnknownVersion));
+    }
+
+    #[test]
+    fn version_names_are_exact() {
+        assert_eq!(parse("/LATEST/meta-data"), Err(PathError::UnknownVersion));
+        assert!(
+            matches!(parse("/1.0/meta-data"), Ok(GuestPath::Metadata(m)) if m.version == ApiVersion::OLDEST)
+        );
+    }
+
+    proptest! {
+        #[test]
+        fn parsing_never_panics_and_never_yields_empty_or_dot_segments(path in "[/a-z0-9.%-]{0,40}") {
+            if let Ok(GuestPath::Metadata(m)) = parse(&path) {
+                for segment in m.segments() {
+                    prop_assert!(!segment.is_empty() && segment != "." && segment != "..");
+                }
+            }
+        }
+
+        #[test]
+        fn extra_slashes_do_not_change_the_meaning(parts in proptest::collection::vec("[a-z0-9-]{1,8}", 0..5), extra in 1usize..4) {
+            let plain = format!("/latest/{}", parts.join("/"));
+            let sep = "/".repeat(extra);
+            let doubled = format!("{sep}latest{sep}{}{sep}", parts.join(&sep));
+            let a = parse(&plain).unwrap();
+            let b = parse(&doubled).unwrap();
+            match (a, b) {
+                (GuestPath::Metadata(a), GuestPath::Metadata(b)) => {
+                    prop_assert_eq!(a.segments().collect::<Vec<_>>(), b.segments().collect::<Vec<_>>());
+                }
+                (GuestPath::TokenEndpoint, GuestPath::Metadata(_)) => {} // trailing slash: not the token endpoint
+                (a, b) => prop_assert_eq!(a, b),
+            }
+        }
+    }
+}

@@ -1,0 +1,134 @@
+//! Serving HTTP/1.1 on already-bound listeners: connection limit, header read timeout, request
+//! head size limit, `Connection: close` or keep-alive, and a graceful drain at shutdown.
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{watch, Semaphore};
+
+use crate::guest_api::GuestApi;
+
+/// Connection handling settings.
+#[derive(Debug, Clone, Copy)]
+pub struct ServerSettings {
+    /// Persistent connections; otherwise one request per connection.
+    pub keep_alive: bool,
+    /// Connections served at once.
+    pub max_connections: usize,
+    /// Deadline for a request head.
+    pub header_read_timeout: Duration,
+    /// Largest request head in bytes.
+    pub max_request_header_bytes: usize,
+    /// How long in-flight requests get at shutdown.
+    pub shutdown_grace: Duration,
+}
+
+/// Serves `api` on every listener until `shutdown` completes, then lets connections finish their
+/// current request for up to the grace period.
+pub async fn run(
+    listeners: Vec<TcpListener>,
+    api: Arc<GuestApi>,
+    settings: ServerSettings,
+    shutdown: impl Future<Output = ()>,
+) {
+    let permits = Arc::new(Semaphore::new(settings.max_connections));
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let mut http = http1::Builder::new();
+    http.timer(TokioTimer::new())
+        .header_read_timeout(settings.header_read_timeout)
+        .max_buf_size(settings.max_request_header_bytes)
+        .keep_alive(settings.keep_alive);
+    let accept_loops: Vec<_> = listeners
+        .into_iter()
+        .map(|listener| {
+            let accept = accept_loop(
+                listener,
+                api.clone(),
+                http.clone(),
+                permits.clone(),
+                stop_rx.clone(),
+            );
+            tokio::spawn(accept)
+        })
+        .collect();
+    shutdown.await;
+    let _ = stop_tx.send(true);
+    for accept in accept_loops {
+        accept.abort();
+    }
+    let max = u32::try_from(settings.max_connections).unwrap_or(u32::MAX);
+    if tokio::time::timeout(settings.shutdown_grace, permits.acquire_many(max))
+        .await
+        .is_err()
+    {
+        tracing::warn!(grace = ?settings.shutdown_grace, "connections still open after the shutdown grace period; closing them");
+    }
+}
+
+async fn accept_loop(
+    listener: TcpListener,
+    api: Arc<GuestApi>,
+    http: http1::Builder,
+    permits: Arc<Semaphore>,
+    stop: watch::Receiver<bool>,
+) {
+    loop {
+        let Ok(permit) = permits.clone().acquire_owned().await else {
+            return;
+        };
+        let (stream, peer) = match listener.accept().await {
+            Ok(accepted) => accepted,
+            Err(error) => {
+                // Out of file descriptors and the like: back off instead of spinning.
+                tracing::warn!(%error, "accept failed");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        let api = api.clone();
+        let http = http.clone();
+        let stop = stop.clone();
+        tokio::spawn(async move {
+            serve_connection(stream, peer, api, http, stop).await;
+            drop(permit);
+        });
+    }
+}
+
+async fn serve_connection(
+    stream: TcpStream,
+    peer: SocketAddr,
+    api: Arc<GuestApi>,
+    http: http1::Builder,
+    mut stop: watch::Receiver<bool>,
+) {
+    let _ = stream.set_nodelay(true);
+    let service = service_fn(move |request| {
+        let response = api.handle(&request, peer);
+        async move { Ok::<_, Infallible>(response) }
+    });
+    let connection = http.serve_connection(TokioIo::new(stream), service);
+    tokio::pin!(connection);
+    let result = tokio::select! {
+        result = connection.as_mut() => result,
+        () = stopping(&mut stop) => {
+            connection.as_mut().graceful_shutdown();
+            connection.await
+        }
+    };
+    if let Err(error) = result {
+        tracing::debug!(%peer, %error, "connection ended with an error");
+    }
+}
+
+/// Completes when shutdown has begun (or the sender is gone).
+async fn stopping(stop: &mut watch::Receiver<bool>) {
+    let _ = stop.wait_for(|stopping| *stopping).await;
+}

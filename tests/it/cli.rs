@@ -1,0 +1,253 @@
+//! The `imds` binary as a user runs it.
+
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+const IMDS: &str = env!("CARGO_BIN_EXE_imds");
+
+fn imds(args: &[&str]) -> std::process::Output {
+    Command::new(IMDS)
+        .args(args)
+        .env_remove("IMDS_HTTP_TOKENS")
+        .output()
+        .unwrap()
+}
+
+/// `imds serve` started in the background; stopped with SIGTERM on drop.
+struct Served {
+    child: Child,
+    endpoints: Vec<String>,
+    export_line: String,
+}
+
+impl Served {
+    fn start(args: &[&str], env: &[(&str, &str)]) -> Served {
+        let mut child = Command::new(IMDS)
+            .arg("serve")
+            .args(args)
+            .envs(env.iter().copied())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+        let mut endpoints = Vec::new();
+        let export_line = loop {
+            let line = lines
+                .next()
+                .expect("imds serve printed its addresses")
+                .unwrap();
+            match line.strip_prefix("listening on ") {
+                Some(endpoint) => endpoints.push(endpoint.to_owned()),
+                None => break line,
+            }
+        };
+        Served {
+            child,
+            endpoints,
+            export_line,
+        }
+    }
+
+    fn terminate(&mut self) -> (std::process::ExitStatus, String) {
+        let pid = self.child.id().to_string();
+        assert!(Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .unwrap()
+            .success());
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let status = loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                break status;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "imds did not stop within 10 s of SIGTERM"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        let mut stderr = String::new();
+        std::io::Read::read_to_string(self.child.stderr.as_mut().unwrap(), &mut stderr).unwrap();
+        (status, stderr)
+    }
+}
+
+impl Drop for Served {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A blocking GET through curl-free plain TCP.
+fn http_get(endpoint: &str, path: &str, headers: &[(&str, &str)]) -> (u16, String) {
+    use std::io::{Read, Write};
+    let addr = endpoint.trim_start_matches("http://");
+    let mut stream = std::net::TcpStream::connect(addr).unwrap();
+    let mut request = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\n");
+    for (name, value) in headers {
+        request.push_str(&format!("{name}: {value}\r\n"));
+    }
+    request.push_str("\r\n");
+    stream.write_all(request.as_bytes()).unwrap();
+    let mut answer = String::new();
+    stream.read_to_string(&mut answer).unwrap();
+    let status = answer[9..12].parse().unwrap();
+    let body = answer
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_owned())
+        .unwrap_or_default();
+    (status, body)
+}
+
+#[test]
+fn serve_prints_its_addresses_answers_and_stops_cleanly_on_sigterm() {
+    let mut served = Served::start(&["--listen", "127.0.0.1:0", "--listen", "[::1]:0"], &[]);
+    assert_eq!(served.endpoints.len(), 2);
+    assert!(served.endpoints[0].starts_with("http://127.0.0.1:"));
+    assert!(served.endpoints[1].starts_with("http://[::1]:"));
+    assert_eq!(
+        served.export_line,
+        format!(
+            "export AWS_EC2_METADATA_SERVICE_ENDPOINT={}",
+            served.endpoints[0]
+        )
+    );
+    for endpoint in &served.endpoints {
+        assert_eq!(
+            http_get(endpoint, "/latest/meta-data/instance-id", &[]),
+            (200, "i-0b4f7d2c9a1e83f56".into())
+        );
+    }
+    let (status, stderr) = served.terminate();
+    assert!(status.success(), "{status}: {stderr}");
+    assert_eq!(
+        stderr.lines().filter(|l| l.contains("INFO")).count(),
+        3,
+        "start, shutting down, stopped:\n{stderr}"
+    );
+    assert!(stderr.contains("imds stopped"));
+}
+
+#[test]
+fn flags_beat_environment_which_beats_the_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("i.toml");
+    std::fs::write(
+        &file,
+        "[instance.metadata_options]\nhttp_tokens = \"optional\"\n",
+    )
+    .unwrap();
+    let file = file.to_str().unwrap();
+    let served = Served::start(
+        &["--config", file, "--listen", "127.0.0.1:0"],
+        &[("IMDS_HTTP_TOKENS", "required")],
+    );
+    assert_eq!(
+        http_get(&served.endpoints[0], "/latest/meta-data/instance-id", &[]).0,
+        401
+    );
+    let served = Served::start(
+        &[
+            "--config",
+            file,
+            "--listen",
+            "127.0.0.1:0",
+            "--http-tokens",
+            "optional",
+        ],
+        &[("IMDS_HTTP_TOKENS", "required")],
+    );
+    assert_eq!(
+        http_get(&served.endpoints[0], "/latest/meta-data/instance-id", &[]).0,
+        200
+    );
+}
+
+#[test]
+fn print_config_round_trips_through_check_config() {
+    let printed = imds(&["print-config"]);
+    assert!(printed.status.success());
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("my-instance.toml");
+    std::fs::write(&file, &printed.stdout).unwrap();
+    let checked = imds(&["check-config", file.to_str().unwrap()]);
+    assert!(
+        checked.status.success(),
+        "{}",
+        String::from_utf8_lossy(&checked.stderr)
+    );
+    let out = String::from_utf8_lossy(&checked.stdout);
+    assert!(
+        out.contains("ok") && out.contains("i-0b4f7d2c9a1e83f56"),
+        "{out}"
+    );
+}
+
+#[test]
+fn check_config_names_file_key_and_reason() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("broken.toml");
+    std::fs::write(&file, "[instance]\naccount_id = \"12345\"\n").unwrap();
+    let checked = imds(&["check-config", file.to_str().unwrap()]);
+    assert_eq!(checked.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&checked.stderr);
+    assert!(
+        err.contains("broken.toml")
+            && err.contains("instance.account_id")
+            && err.contains("12 digits"),
+        "{err}"
+    );
+
+    let missing = imds(&["check-config", "/nonexistent/instance.toml"]);
+    assert_eq!(missing.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&missing.stderr)
+        .contains("/nonexistent/instance.toml: cannot read"));
+}
+
+#[test]
+fn a_busy_port_is_a_clear_error() {
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = taken.local_addr().unwrap().to_string();
+    let output = imds(&["serve", "--listen", &addr]);
+    assert_eq!(output.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&output.stderr);
+    assert!(err.contains(&format!("cannot listen on {addr}")), "{err}");
+}
+
+#[test]
+fn a_short_token_key_file_is_refused_with_a_hint() {
+    let dir = tempfile::tempdir().unwrap();
+    let key = dir.path().join("token.key");
+    std::fs::write(&key, "too short").unwrap();
+    let output = imds(&[
+        "serve",
+        "--listen",
+        "127.0.0.1:0",
+        "--token-key-file",
+        key.to_str().unwrap(),
+    ]);
+    assert_eq!(output.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&output.stderr).contains("needs at least 32"));
+}
+
+#[test]
+fn help_teaches_how_to_point_sdks_at_imds() {
+    let help = imds(&["--help"]);
+    assert!(String::from_utf8_lossy(&help.stdout).contains("AWS_EC2_METADATA_SERVICE_ENDPOINT"));
+    let serve_help = String::from_utf8_lossy(&imds(&["serve", "--help"]).stdout).into_owned();
+    for flag in [
+        "--config",
+        "--listen",
+        "--http-tokens",
+        "--http-endpoint",
+        "--instance-metadata-tags",
+        "--keep-alive",
+        "--log-level",
+        "IMDS_HTTP_TOKENS",
+    ] {
+        assert!(serve_help.contains(flag), "serve --help lacks {flag}");
+    }
+}

@@ -1,0 +1,214 @@
+//! `TestImds`: a real imds on 127.0.0.1:0 (or [::1]:0) in this process, and a plain HTTP/1.1
+//! client that sends paths exactly as given.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use http::{HeaderMap, Method, Request, StatusCode};
+use http_body_util::{BodyExt, Empty};
+use hyper_util::rt::TokioIo;
+use imds::clock::SystemClock;
+use imds::config::{Config, Overrides};
+use imds::secret::ServerSecret;
+use imds::App;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+
+/// A response as a client sees it.
+#[derive(Debug)]
+pub struct Answer {
+    pub status: StatusCode,
+    pub headers: HeaderMap,
+    pub body: Bytes,
+}
+
+impl Answer {
+    pub fn text(&self) -> &str {
+        std::str::from_utf8(&self.body).expect("utf-8 body")
+    }
+
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .get(name)
+            .map(|v| v.to_str().expect("ascii header"))
+    }
+
+    /// Header names, sorted.
+    pub fn header_names(&self) -> Vec<String> {
+        let mut names: Vec<String> = self.headers.keys().map(|k| k.as_str().to_owned()).collect();
+        names.sort();
+        names
+    }
+}
+
+/// A running server.
+pub struct TestImds {
+    pub addr: SocketAddr,
+    stop: Option<oneshot::Sender<()>>,
+    task: Option<JoinHandle<()>>,
+    _dir: tempfile::TempDir,
+}
+
+/// How to start a [`TestImds`].
+#[derive(Default)]
+pub struct Setup {
+    toml: String,
+    overrides: Overrides,
+    secret: Option<ServerSecret>,
+    ipv6: bool,
+}
+
+impl Setup {
+    /// Config text laid over the built-in default.
+    pub fn toml(mut self, toml: &str) -> Self {
+        self.toml = toml.to_owned();
+        self
+    }
+
+    pub fn required(mut self) -> Self {
+        self.overrides.http_tokens = Some(imds::options::HttpTokens::Required);
+        self
+    }
+
+    pub fn keep_alive(mut self) -> Self {
+        self.overrides.keep_alive = Some(true);
+        self
+    }
+
+    pub fn secret(mut self, secret: ServerSecret) -> Self {
+        self.secret = Some(secret);
+        self
+    }
+
+    pub fn ipv6(mut self) -> Self {
+        self.ipv6 = true;
+        self
+    }
+
+    pub async fn start(self) -> TestImds {
+        let dir = tempfile::tempdir().unwrap();
+        let path: PathBuf = dir.path().join("instance.toml");
+        std::fs::write(&path, &self.toml).unwrap();
+        let loaded = Config::load(Some(&path))
+            .unwrap()
+            .resolve(&self.overrides, Some(&path))
+            .unwrap();
+        let secret = self.secret.unwrap_or_else(ServerSecret::random);
+        let app = App::new(loaded, &secret, Arc::new(SystemClock));
+        let bind = if self.ipv6 { "[::1]:0" } else { "127.0.0.1:0" };
+        let listener = TcpListener::bind(bind).await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (stop, stopped) = oneshot::channel::<()>();
+        let task = tokio::spawn(imds::server::run(
+            vec![listener],
+            app.api,
+            app.settings,
+            async {
+                let _ = stopped.await;
+            },
+        ));
+        TestImds {
+            addr,
+            stop: Some(stop),
+            task: Some(task),
+            _dir: dir,
+        }
+    }
+}
+
+impl TestImds {
+    pub fn setup() -> Setup {
+        Setup::default()
+    }
+
+    /// The built-in default instance, v1 and v2 allowed.
+    pub async fn start() -> TestImds {
+        Setup::default().start().await
+    }
+
+    pub fn endpoint(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// Sends one request on a new connection.
+    pub async fn send(&self, method: Method, path: &str, headers: &[(&str, &str)]) -> Answer {
+        let stream = TcpStream::connect(self.addr).await.unwrap();
+        let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+            .await
+            .unwrap();
+        tokio::spawn(connection);
+        send_on(&mut sender, self.addr, method, path, headers).await
+    }
+
+    pub async fn get(&self, path: &str) -> Answer {
+        self.send(Method::GET, path, &[]).await
+    }
+
+    pub async fn get_with_token(&self, path: &str, token: &str) -> Answer {
+        self.send(Method::GET, path, &[("x-aws-ec2-metadata-token", token)])
+            .await
+    }
+
+    /// A fresh token (asserting the PUT succeeds).
+    pub async fn token(&self, ttl: u32) -> String {
+        let answer = self.put_token(&ttl.to_string()).await;
+        assert_eq!(answer.status, StatusCode::OK, "token PUT");
+        answer.text().to_owned()
+    }
+
+    pub async fn put_token(&self, ttl: &str) -> Answer {
+        self.send(
+            Method::PUT,
+            "/latest/api/token",
+            &[("x-aws-ec2-metadata-token-ttl-seconds", ttl)],
+        )
+        .await
+    }
+
+    /// Stops the server and waits for it to finish.
+    pub async fn stop(mut self) {
+        self.stop.take().map(|s| s.send(()));
+        if let Some(task) = self.task.take() {
+            task.await.unwrap();
+        }
+    }
+}
+
+impl Drop for TestImds {
+    fn drop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+    }
+}
+
+/// Sends a request on an open client connection.
+pub async fn send_on(
+    sender: &mut hyper::client::conn::http1::SendRequest<Empty<Bytes>>,
+    addr: SocketAddr,
+    method: Method,
+    path: &str,
+    headers: &[(&str, &str)],
+) -> Answer {
+    let mut request = Request::builder()
+        .method(method)
+        .uri(path)
+        .header("host", addr.to_string());
+    for (name, value) in headers {
+        request = request.header(*name, *value);
+    }
+    let response = sender
+        .send_request(request.body(Empty::new()).unwrap())
+        .await
+        .unwrap();
+    let (parts, body) = response.into_parts();
+    let body = body.collect().await.unwrap().to_bytes();
+    Answer {
+        status: parts.status,
+        headers: parts.headers,
+        body,
+    }
+}

@@ -1,0 +1,11 @@
+//! Integration tests: a real imds on an ephemeral port, spoken to over HTTP the way clients do.
+
+mod cli;
+mod clock;
+
+mod connections;
+mod harness;
+mod instance_config;
+mod paths;
+mod recordings;
+mod tokens;
