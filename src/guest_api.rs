@@ -35,46 +35,72 @@ const OCTET_STREAM: &str = "application/octet-stream";
 const ALLOW_METADATA: &str = "GET, HEAD";
 const ALLOW_TOKEN: &str = "OPTIONS, PUT";
 
-/// Builds responses with the headers every IMDS answer carries.
-#[derive(Debug, Clone, Copy)]
+/// Builds responses from header templates made once, so an answer costs a clone rather than a
+/// hash insert per header.
+#[derive(Debug, Clone)]
 struct Responder {
-    connection_close: bool,
+    /// `Server`, `Connection: close` (unless keep-alive), `Content-Type: text/plain`.
+    plain: HeaderMap,
+    /// The same with `Content-Type: text/html` (the 404 page).
+    html: HeaderMap,
+    /// `plain` plus `Accept-Ranges: none`: 200s with data.
+    data: HeaderMap,
+    /// `data` with `Content-Type: application/octet-stream` (user data).
+    octets: HeaderMap,
 }
 
 impl Responder {
+    fn new(connection_close: bool) -> Responder {
+        let template = |content_type: &'static str, data: bool| {
+            let mut headers = HeaderMap::with_capacity(8);
+            headers.insert(header::SERVER, SERVER);
+            headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+            if connection_close {
+                headers.insert(header::CONNECTION, CLOSE);
+            }
+            if data {
+                headers.insert(header::ACCEPT_RANGES, NONE);
+            }
+            headers
+        };
+        Responder {
+            plain: template(TEXT_PLAIN, false),
+            html: template("text/html", false),
+            data: template(TEXT_PLAIN, true),
+            octets: template(OCTET_STREAM, true),
+        }
+    }
+
     fn response(
         &self,
         status: StatusCode,
-        content_type: &'static str,
+        headers: &HeaderMap,
         body: Bytes,
         token_ttl: Option<u32>,
     ) -> Response<Full<Bytes>> {
         let mut response = Response::new(Full::new(body));
         *response.status_mut() = status;
-        let headers = response.headers_mut();
-        headers.insert(header::SERVER, SERVER);
-        headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
-        if self.connection_close {
-            headers.insert(header::CONNECTION, CLOSE);
-        }
+        *response.headers_mut() = headers.clone();
         if let Some(ttl) = token_ttl {
-            headers.insert(TOKEN_TTL_HEADER, HeaderValue::from(ttl));
+            response
+                .headers_mut()
+                .insert(TOKEN_TTL_HEADER, HeaderValue::from(ttl));
         }
         response
     }
 
-    /// A 200 with data: adds `Accept-Ranges: none` and `Last-Modified`.
+    /// A 200 with data: `Accept-Ranges: none` and `Last-Modified` besides the usual headers.
     fn data(
         &self,
-        content_type: &'static str,
+        headers: &HeaderMap,
         body: Bytes,
         last_modified: &HeaderValue,
         token_ttl: Option<u32>,
     ) -> Response<Full<Bytes>> {
-        let mut response = self.response(StatusCode::OK, content_type, body, token_ttl);
-        let headers = response.headers_mut();
-        headers.insert(header::ACCEPT_RANGES, NONE);
-        headers.insert(header::LAST_MODIFIED, last_modified.clone());
+        let mut response = self.response(StatusCode::OK, headers, body, token_ttl);
+        response
+            .headers_mut()
+            .insert(header::LAST_MODIFIED, last_modified.clone());
         response
     }
 }
@@ -109,7 +135,7 @@ impl GuestApi {
             state,
             tokens,
             clock,
-            responder: Responder { connection_close },
+            responder: Responder::new(connection_close),
             versions: render::lines(API_VERSIONS),
         }
     }
@@ -152,13 +178,12 @@ impl GuestApi {
             };
         }
         let is_token_path = parsed == Ok(GuestPath::TokenEndpoint);
+        let responder = &self.responder;
         if *method == Method::OPTIONS && is_token_path {
             let mut response =
-                self.responder
-                    .response(StatusCode::OK, TEXT_PLAIN, Bytes::new(), None);
-            response
-                .headers_mut()
-                .insert(header::ALLOW, HeaderValue::from_static(ALLOW_TOKEN));
+                responder.response(StatusCode::OK, &responder.plain, Bytes::new(), None);
+            let allow = HeaderValue::from_static(ALLOW_TOKEN);
+            response.headers_mut().insert(header::ALLOW, allow);
             return Ok(response);
         }
         if *method != Method::GET && *method != Method::HEAD {
@@ -170,37 +195,24 @@ impl GuestApi {
             return Err(GuestError::MethodNotAllowed { allow });
         }
         *token_ttl = self.check_token(snapshot, request.headers())?;
+        let ttl = *token_ttl;
+        let modified = &snapshot.last_modified;
         let found = match parsed {
             Ok(GuestPath::VersionList) => {
-                return Ok(self.responder.data(
-                    TEXT_PLAIN,
-                    self.versions.clone(),
-                    &snapshot.last_modified,
-                    *token_ttl,
-                ));
+                return Ok(responder.data(&responder.data, self.versions.clone(), modified, ttl));
             }
             Ok(GuestPath::TokenEndpoint) => {
-                return Err(GuestError::MethodNotAllowed { allow: ALLOW_TOKEN })
+                return Err(GuestError::MethodNotAllowed { allow: ALLOW_TOKEN });
             }
             Ok(GuestPath::Metadata(path)) => snapshot.tree.find(path.version, path.segments()),
             Err(_) => None,
         };
-        let ttl = *token_ttl;
         match found.ok_or(GuestError::NotFound)? {
-            Found::Listing(body) => {
-                Ok(self
-                    .responder
-                    .data(TEXT_PLAIN, body.clone(), &snapshot.last_modified, ttl))
-            }
-            Found::Leaf(Leaf::Text(body)) => {
-                Ok(self
-                    .responder
-                    .data(TEXT_PLAIN, body.clone(), &snapshot.last_modified, ttl))
+            Found::Listing(body) | Found::Leaf(Leaf::Text(body)) => {
+                Ok(responder.data(&responder.data, body.clone(), modified, ttl))
             }
             Found::Leaf(Leaf::UserData(body)) => {
-                Ok(self
-                    .responder
-                    .data(OCTET_STREAM, body.clone(), &snapshot.last_modified, ttl))
+                Ok(responder.data(&responder.octets, body.clone(), modified, ttl))
             }
             Found::Leaf(Leaf::Credentials(which)) => {
                 let issued = snapshot.credentials.at(self.clock.now_millis());
@@ -210,9 +222,7 @@ impl GuestApi {
                     CredentialsLeaf::Identity => Some(issued.identity.clone()),
                 };
                 let body = body.ok_or(GuestError::NotFound)?;
-                Ok(self
-                    .responder
-                    .data(TEXT_PLAIN, body, &issued.last_modified, ttl))
+                Ok(responder.data(&responder.data, body, &issued.last_modified, ttl))
             }
         }
     }
@@ -259,9 +269,10 @@ impl GuestApi {
         let token = self
             .tokens
             .issue(snapshot.instance.id(), self.clock.now_millis(), ttl);
+        let plain = &self.responder.plain;
         Ok(self.responder.response(
             StatusCode::OK,
-            TEXT_PLAIN,
+            plain,
             Bytes::from(token),
             Some(ttl.seconds()),
         ))

@@ -1,15 +1,21 @@
-//! Serving HTTP/1.1 on already-bound listeners: connection limit, header read timeout, request
+//! Serving HTTP/1.1 on already-bound listeners: connection limit, client deadline, request
 //! head size limit, `Connection: close` or keep-alive, and a graceful drain at shutdown.
+//!
+//! The client deadline is enforced by one coarse watchdog per connection rather than hyper's
+//! per-request header timer: arming a timer for every request cost a quarter of keep-alive
+//! throughput (`scripts/bench`), while a connection records when it last received a request
+//! with one clock read and one atomic store.
 
 use std::convert::Infallible;
 use std::future::Future;
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
-use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::rt::TokioIo;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{watch, Semaphore};
 
@@ -22,7 +28,8 @@ pub struct ServerSettings {
     pub keep_alive: bool,
     /// Connections served at once.
     pub max_connections: usize,
-    /// Deadline for a request head.
+    /// A client must send each request head within this long of connecting or of its previous
+    /// request; idle keep-alive connections are closed after it too.
     pub header_read_timeout: Duration,
     /// Largest request head in bytes.
     pub max_request_header_bytes: usize,
@@ -41,9 +48,7 @@ pub async fn run(
     let permits = Arc::new(Semaphore::new(settings.max_connections));
     let (stop_tx, stop_rx) = watch::channel(false);
     let mut http = http1::Builder::new();
-    http.timer(TokioTimer::new())
-        .header_read_timeout(settings.header_read_timeout)
-        .max_buf_size(settings.max_request_header_bytes)
+    http.max_buf_size(settings.max_request_header_bytes)
         .keep_alive(settings.keep_alive);
     let accept_loops: Vec<_> = listeners
         .into_iter()
@@ -52,6 +57,7 @@ pub async fn run(
                 listener,
                 api.clone(),
                 http.clone(),
+                settings.header_read_timeout,
                 permits.clone(),
                 stop_rx.clone(),
             );
@@ -76,6 +82,7 @@ async fn accept_loop(
     listener: TcpListener,
     api: Arc<GuestApi>,
     http: http1::Builder,
+    deadline: Duration,
     permits: Arc<Semaphore>,
     stop: watch::Receiver<bool>,
 ) {
@@ -96,7 +103,7 @@ async fn accept_loop(
         let http = http.clone();
         let stop = stop.clone();
         tokio::spawn(async move {
-            serve_connection(stream, peer, api, http, stop).await;
+            serve_connection(stream, peer, api, http, deadline, stop).await;
             drop(permit);
         });
     }
@@ -107,10 +114,14 @@ async fn serve_connection(
     peer: SocketAddr,
     api: Arc<GuestApi>,
     http: http1::Builder,
+    deadline: Duration,
     mut stop: watch::Receiver<bool>,
 ) {
     let _ = stream.set_nodelay(true);
+    let waiting = Arc::new(ClientWait::new());
+    let marker = waiting.clone();
     let service = service_fn(move |request| {
+        marker.request_arrived();
         let response = api.handle(&request, peer);
         async move { Ok::<_, Infallible>(response) }
     });
@@ -118,6 +129,10 @@ async fn serve_connection(
     tokio::pin!(connection);
     let result = tokio::select! {
         result = connection.as_mut() => result,
+        () = waiting.overdue(deadline) => {
+            tracing::debug!(%peer, ?deadline, "client too slow or idle; closing");
+            return;
+        }
         () = stopping(&mut stop) => {
             connection.as_mut().graceful_shutdown();
             connection.await
@@ -131,4 +146,41 @@ async fn serve_connection(
 /// Completes when shutdown has begun (or the sender is gone).
 async fn stopping(stop: &mut watch::Receiver<bool>) {
     let _ = stop.wait_for(|stopping| *stopping).await;
+}
+
+/// When a connection last heard a whole request head from its client (or opened).
+struct ClientWait {
+    opened: Instant,
+    last_request_millis: AtomicU64,
+}
+
+impl ClientWait {
+    fn new() -> ClientWait {
+        ClientWait {
+            opened: Instant::now(),
+            last_request_millis: AtomicU64::new(0),
+        }
+    }
+
+    fn request_arrived(&self) {
+        let now = self.opened.elapsed().as_millis() as u64;
+        self.last_request_millis.store(now, Ordering::Relaxed);
+    }
+
+    /// Completes once the client has gone `deadline` without a request head, checked every
+    /// half deadline (so the connection closes between 1 and 1.5 deadlines after).
+    async fn overdue(&self, deadline: Duration) {
+        let period = (deadline / 2).max(Duration::from_millis(5));
+        let mut ticks = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
+        ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            ticks.tick().await;
+            let waited = self.opened.elapsed().saturating_sub(Duration::from_millis(
+                self.last_request_millis.load(Ordering::Relaxed),
+            ));
+            if waited >= deadline {
+                return;
+            }
+        }
+    }
 }

@@ -63,11 +63,14 @@ impl GuestError {
         token_ttl: Option<u32>,
     ) -> Response<Full<Bytes>> {
         let status = self.status();
-        let (content_type, body) = match self {
-            GuestError::NotFound => ("text/html", Bytes::from_static(NOT_FOUND_PAGE.as_bytes())),
-            _ => ("text/plain", Bytes::new()),
+        let (headers, body) = match self {
+            GuestError::NotFound => (
+                &responder.html,
+                Bytes::from_static(NOT_FOUND_PAGE.as_bytes()),
+            ),
+            _ => (&responder.plain, Bytes::new()),
         };
-        let mut response = responder.response(status, content_type, body, token_ttl);
+        let mut response = responder.response(status, headers, body, token_ttl);
         if let GuestError::MethodNotAllowed { allow } = self {
             response
                 .headers_mut()

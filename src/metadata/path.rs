@@ -2,8 +2,9 @@
 //!
 //! Empty segments collapse (`//latest//meta-data` is `/latest/meta-data`), a trailing slash is
 //! ignored (leaves answer as leaves, directories with their listing), and no path can leave the
-//! tree: `.`/`..` segments are refused and nothing is percent-decoded, so `%2e%2e` is just a name
-//! that matches nothing.
+//! tree: segments only ever descend (`.` and `..` are plain names that no node has), and nothing
+//! is percent-decoded, so `%2e%2e` is just a name that matches nothing. Parsing is one pass over
+//! the path with no allocation.
 
 use super::version::ApiVersion;
 
@@ -32,9 +33,6 @@ pub enum PathError {
     /// The first segment is not a known API version.
     #[error("unknown API version")]
     UnknownVersion,
-    /// A `.` or `..` segment.
-    #[error("dot segment in path")]
-    DotSegment,
 }
 
 impl<'a> MetadataPath<'a> {
@@ -46,15 +44,12 @@ impl<'a> MetadataPath<'a> {
 
 /// Parses the path part of a request target (no query string).
 pub fn parse(path: &str) -> Result<GuestPath<'_>, PathError> {
-    let mut segments = path.split('/').filter(|s| !s.is_empty());
-    if path.split('/').any(|s| s == "." || s == "..") {
-        return Err(PathError::DotSegment);
-    }
-    let Some(first) = segments.next() else {
+    let trimmed = path.trim_start_matches('/');
+    if trimmed.is_empty() {
         return Ok(GuestPath::VersionList);
-    };
+    }
+    let (first, after_version) = trimmed.split_at(trimmed.find('/').unwrap_or(trimmed.len()));
     let version = ApiVersion::from_name(first).ok_or(PathError::UnknownVersion)?;
-    let after_version = path.find(first).map_or("", |at| &path[at + first.len()..]);
     if version == ApiVersion::LATEST && !path.ends_with('/') {
         let mut rest = after_version.split('/').filter(|s| !s.is_empty());
         if rest.next() == Some("api") && rest.next() == Some("token") && rest.next().is_none() {
@@ -114,12 +109,13 @@ mod tests {
 
     #[test]
     fn nothing_escapes_the_tree() {
+        // Dot segments are names, never steps up: they can only fail to match.
         assert_eq!(
-            parse("/latest/meta-data/../user-data"),
-            Err(PathError::DotSegment)
+            segments("/latest/meta-data/../user-data"),
+            ["meta-data", "..", "user-data"]
         );
-        assert_eq!(parse("/latest/./meta-data"), Err(PathError::DotSegment));
-        assert_eq!(parse("/../etc/passwd"), Err(PathError::DotSegment));
+        assert_eq!(segments("/latest/./meta-data"), [".", "meta-data"]);
+        assert_eq!(parse("/../etc/passwd"), Err(PathError::UnknownVersion));
         assert_eq!(parse("/%2e%2e/latest"), Err(PathError::UnknownVersion));
         assert_eq!(
             segments("/latest/meta-data/%2e%2e"),
@@ -138,10 +134,10 @@ mod tests {
 
     proptest! {
         #[test]
-        fn parsing_never_panics_and_never_yields_empty_or_dot_segments(path in "[/a-z0-9.%-]{0,40}") {
+        fn parsing_never_panics_and_never_yields_empty_segments(path in "[/a-z0-9.%-]{0,40}") {
             if let Ok(GuestPath::Metadata(m)) = parse(&path) {
                 for segment in m.segments() {
-                    prop_assert!(!segment.is_empty() && segment != "." && segment != "..");
+                    prop_assert!(!segment.is_empty() && !segment.contains('/'));
                 }
             }
         }

@@ -45,6 +45,9 @@ impl ApiVersion {
 
     /// The version named exactly `name` (a path's first segment), if IMDS knows it.
     pub fn from_name(name: &str) -> Option<ApiVersion> {
+        if name == "latest" {
+            return Some(ApiVersion::LATEST);
+        }
         API_VERSIONS
             .iter()
             .position(|v| *v == name)
