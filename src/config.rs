@@ -135,32 +135,44 @@ pub struct Loaded {
 impl Config {
     /// Reads the built-in default, then `file` over it (if any).
     pub fn load(file: Option<&Path>) -> Result<Config, ConfigError> {
-        let mut table = parse_toml(Path::new(BUILT_IN), DEFAULT_CONFIG_TOML)?;
-        let source = match file {
+        match file {
             Some(path) => {
                 let text =
                     std::fs::read_to_string(path).map_err(|source| ConfigError::Unreadable {
                         path: path.to_owned(),
                         source,
                     })?;
-                let user = if path
-                    .extension()
-                    .is_some_and(|e| e.eq_ignore_ascii_case("json"))
-                {
-                    parse_json(path, &text)?
-                } else {
-                    parse_toml(path, &text)?
-                };
-                layer(&mut table, user);
-                path
+                Config::from_text(path, &text)
             }
-            None => Path::new(BUILT_IN),
+            None => Config::layered(Path::new(BUILT_IN), None),
+        }
+    }
+
+    /// The built-in default with `text` laid over it; `path` names it in errors and decides the
+    /// format (JSON when it ends in `.json`, else TOML).
+    pub fn from_text(path: &Path, text: &str) -> Result<Config, ConfigError> {
+        let user = if path
+            .extension()
+            .is_some_and(|e| e.eq_ignore_ascii_case("json"))
+        {
+            parse_json(path, text)?
+        } else {
+            parse_toml(path, text)?
         };
-        let deserializer = toml::Value::Table(table);
-        serde_path_to_error::deserialize(deserializer).map_err(|err| ConfigError::InvalidKey {
-            path: source.to_owned(),
-            key: err.path().to_string(),
-            reason: err.into_inner().message().to_owned(),
+        Config::layered(path, Some(user))
+    }
+
+    fn layered(source: &Path, user: Option<toml::Table>) -> Result<Config, ConfigError> {
+        let mut table = parse_toml(Path::new(BUILT_IN), DEFAULT_CONFIG_TOML)?;
+        if let Some(user) = user {
+            layer(&mut table, user);
+        }
+        serde_path_to_error::deserialize(toml::Value::Table(table)).map_err(|err| {
+            ConfigError::InvalidKey {
+                path: source.to_owned(),
+                key: err.path().to_string(),
+                reason: err.into_inner().message().to_owned(),
+            }
         })
     }
 

@@ -18,6 +18,7 @@ pub mod cli;
 pub mod clock;
 pub mod config;
 pub mod credentials;
+pub mod fuzzing;
 pub mod guest_api;
 pub mod instance;
 pub mod metadata;

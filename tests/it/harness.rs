@@ -129,7 +129,6 @@ impl TestImds {
         Setup::default().start().await
     }
 
-    #[allow(dead_code)]
     pub fn endpoint(&self) -> String {
         format!("http://{}", self.addr)
     }

@@ -2,8 +2,10 @@
 
 mod cli;
 mod clock;
+mod conformance;
 
 mod connections;
+mod fuzz_corpus;
 mod harness;
 mod instance_config;
 mod paths;

@@ -1,0 +1,86 @@
+//! Entry points for the fuzz targets in `fuzz/`, shared with the test that replays their corpus
+//! (`tests/it/fuzz_corpus.rs`), so CI runs every corpus input on stable Rust. Each must return
+//! normally for any input: a panic is a bug.
+
+use std::sync::OnceLock;
+
+use crate::config::Config;
+use crate::metadata::path::{self, GuestPath};
+use crate::secret::ServerSecret;
+use crate::state::Snapshot;
+use crate::token::{TokenSealer, TokenTtl};
+
+const INSTANCE_ID: &str = "i-0b4f7d2c9a1e83f56";
+
+fn sealer() -> &'static TokenSealer {
+    static SEALER: OnceLock<TokenSealer> = OnceLock::new();
+    SEALER.get_or_init(|| {
+        TokenSealer::new(&ServerSecret::from_bytes(
+            b"fuzzing key, not a secret at all",
+        ))
+    })
+}
+
+fn snapshot() -> &'static Snapshot {
+    static SNAPSHOT: OnceLock<Snapshot> = OnceLock::new();
+    SNAPSHOT.get_or_init(|| {
+        let loaded = Config::load(None)
+            .and_then(|c| c.resolve(&Default::default(), None))
+            .expect("the built-in configuration is valid");
+        Snapshot::new(loaded.instance, &ServerSecret::from_bytes(b"fuzzing"))
+    })
+}
+
+/// A request path: parsing and tree lookup never panic, and every segment found is non-empty.
+pub fn request_path(data: &[u8]) {
+    let Ok(text) = std::str::from_utf8(data) else {
+        return;
+    };
+    if let Ok(GuestPath::Metadata(parsed)) = path::parse(text) {
+        assert!(parsed.segments().all(|s| !s.is_empty() && !s.contains('/')));
+        let _ = snapshot().tree.find(parsed.version, parsed.segments());
+    }
+}
+
+/// A presented session token: verification never panics and never accepts a forgery.
+pub fn session_token(data: &[u8]) {
+    let now = 1_800_000_000_000;
+    assert!(
+        sealer().verify(INSTANCE_ID, data, now).is_err(),
+        "a fuzzer forged a token: {data:?}"
+    );
+    let token = sealer().issue(
+        INSTANCE_ID,
+        now,
+        TokenTtl::parse(b"60").expect("60 is a valid TTL"),
+    );
+    let mut tampered = token.into_bytes();
+    for (i, byte) in data.iter().enumerate().take(tampered.len()) {
+        tampered[i] ^= byte;
+    }
+    if data.iter().take(tampered.len()).any(|b| *b != 0) {
+        assert!(
+            sealer().verify(INSTANCE_ID, &tampered, now).is_err(),
+            "a tampered token passed"
+        );
+    }
+}
+
+/// A TTL header value: parsing never panics and accepts only 1..=21600.
+pub fn token_ttl(data: &[u8]) {
+    if let Ok(ttl) = TokenTtl::parse(data) {
+        assert!((1..=21_600).contains(&ttl.seconds()));
+        assert!(data.iter().all(u8::is_ascii_digit));
+    }
+}
+
+/// A config file: loading and validation never panic, whatever the text.
+pub fn config_file(data: &[u8]) {
+    let Ok(text) = std::str::from_utf8(data) else {
+        return;
+    };
+    let path = std::path::Path::new("fuzz.toml");
+    if let Ok(config) = Config::from_text(path, text) {
+        let _ = config.resolve(&Default::default(), Some(path));
+    }
+}

@@ -1,0 +1,37 @@
+//! Replays every input in `fuzz/corpus/<target>/` through the fuzz targets' entry points, so the
+//! corpus (seeds and anything a fuzzing run found and saved) is checked on every test run.
+
+use std::path::Path;
+
+fn replay(target: &str, run: fn(&[u8])) {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("fuzz/corpus")
+        .join(target);
+    let mut count = 0;
+    for entry in std::fs::read_dir(&dir).unwrap_or_else(|e| panic!("{}: {e}", dir.display())) {
+        let path = entry.unwrap().path();
+        run(&std::fs::read(&path).unwrap());
+        count += 1;
+    }
+    assert!(count > 0, "no corpus in {}", dir.display());
+}
+
+#[test]
+fn request_path_corpus_replays_cleanly() {
+    replay("request_path", imds::fuzzing::request_path);
+}
+
+#[test]
+fn session_token_corpus_replays_cleanly() {
+    replay("session_token", imds::fuzzing::session_token);
+}
+
+#[test]
+fn token_ttl_corpus_replays_cleanly() {
+    replay("token_ttl", imds::fuzzing::token_ttl);
+}
+
+#[test]
+fn config_file_corpus_replays_cleanly() {
+    replay("config_file", imds::fuzzing::config_file);
+}
