@@ -1,6 +1,6 @@
 //! The `imds` binary: parses arguments, runs the chosen command, maps errors to exit codes.
 
-use std::io::Write;
+use std::io::{IsTerminal, Write};
 use std::process::ExitCode;
 use std::sync::Arc;
 
@@ -110,8 +110,13 @@ fn serve(args: ServeArgs) -> Result<(), Failure> {
             "imds started"
         );
         let app = App::new(loaded, &secret, Arc::new(SystemClock));
-        imds::server::run(listeners, app.api, app.settings, shutdown_signal()).await;
-        tracing::info!("imds stopped");
+        let (signal_tx, signal_rx) = tokio::sync::oneshot::channel();
+        let shutdown = async move {
+            let _ = signal_tx.send(shutdown_signal().await);
+        };
+        imds::server::run(listeners, app.api, app.settings, shutdown).await;
+        let signal = signal_rx.await.unwrap_or("shutdown");
+        tracing::info!(signal, "imds stopped");
         Ok(())
     })
 }
@@ -124,24 +129,24 @@ fn init_logging(level: &str) -> Result<(), Failure> {
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
         .init();
     Ok(())
 }
 
-/// Completes on SIGINT or SIGTERM.
-async fn shutdown_signal() {
+/// Completes on SIGINT or SIGTERM, with the signal's name.
+async fn shutdown_signal() -> &'static str {
     use tokio::signal::unix::{signal, SignalKind};
     let mut terminate = match signal(SignalKind::terminate()) {
         Ok(s) => s,
         Err(error) => {
             tracing::warn!(%error, "cannot watch SIGTERM; stop with SIGINT");
             let _ = tokio::signal::ctrl_c().await;
-            return;
+            return "SIGINT";
         }
     };
     tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
-        _ = terminate.recv() => {}
+        _ = tokio::signal::ctrl_c() => "SIGINT",
+        _ = terminate.recv() => "SIGTERM",
     }
-    tracing::info!("shutting down");
 }

@@ -1,6 +1,8 @@
-// Reads the metadata paths given as arguments with @aws-sdk/ec2-metadata-service's MetadataService
-// and prints {"<path>": "<value>", ...}. IMDS_CONFORMANCE_DISABLE_TOKEN=true makes it an IMDSv1
-// (token-less) client through the SDK's own disableFetchToken option.
+// Reads the metadata paths given as arguments (e.g. /latest/meta-data/instance-id) with
+// @aws-sdk/ec2-metadata-service's MetadataService and prints {"<path>": "<value>", ...}.
+// IMDS_CONFORMANCE_DISABLE_TOKEN=true makes it a token-less (IMDSv1) client through the SDK's
+// own disableFetchToken option; the SDK reads AWS_EC2_METADATA_V1_DISABLED itself.
+// Exits 1 with a one-line error on stderr.
 import { MetadataService } from "@aws-sdk/ec2-metadata-service";
 
 const service = new MetadataService({
@@ -17,6 +19,6 @@ try {
   }
   console.log(JSON.stringify(values));
 } catch (error) {
-  console.error(`ec2-metadata-service failed: ${error.statusCode ?? ""} ${error.message}`);
+  console.error(`ec2-metadata-service failed: ${error.message}`);
   process.exit(1);
 }

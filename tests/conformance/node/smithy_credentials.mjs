@@ -1,6 +1,7 @@
 // Fetches role credentials with @smithy/credential-provider-imds, as the AWS SDK for JavaScript
-// does on EC2 (it reads AWS_EC2_METADATA_SERVICE_ENDPOINT and AWS_EC2_METADATA_V1_DISABLED itself),
-// and prints them as one JSON object.
+// does on EC2, and prints {"accessKeyId", "secretAccessKey", "sessionToken", "expiration"} (ISO
+// 8601). The provider itself reads AWS_EC2_METADATA_SERVICE_ENDPOINT and
+// AWS_EC2_METADATA_V1_DISABLED. Exits 1 with a one-line error on stderr.
 import { fromInstanceMetadata } from "@smithy/credential-provider-imds";
 
 try {
@@ -14,6 +15,7 @@ try {
     }),
   );
 } catch (error) {
-  console.error(`credential-provider-imds failed: ${error.message}`);
+  const status = error.statusCode ? ` (HTTP ${error.statusCode})` : "";
+  console.error(`credential-provider-imds failed: ${error.name}: ${error.message}${status}`);
   process.exit(1);
 }
