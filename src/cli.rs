@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use clap::{Args, Parser, Subcommand};
 
 use crate::config::Overrides;
-use crate::options::{HttpTokens, Switch};
+use crate::options::{HopLimit, HttpTokens, Switch};
 
 /// An EC2-compatible Instance Metadata Service.
 ///
@@ -62,6 +62,10 @@ pub struct ServeArgs {
     /// `disabled` answers every request with 403, as EC2 does with HttpEndpoint=disabled.
     #[arg(long, env = "IMDS_HTTP_ENDPOINT", value_name = "STATE")]
     pub http_endpoint: Option<Switch>,
+    /// HttpPutResponseHopLimit (1-64): the IP TTL / IPv6 hop limit of token PUT answers. Callers
+    /// more router hops away never receive a token (their PUT times out), as on EC2.
+    #[arg(long, env = "IMDS_HOP_LIMIT", value_name = "HOPS")]
+    pub hop_limit: Option<HopLimit>,
     /// `enabled` serves the instance's tags under meta-data/tags/instance/.
     #[arg(long, env = "IMDS_INSTANCE_METADATA_TAGS", value_name = "STATE")]
     pub instance_metadata_tags: Option<Switch>,
@@ -93,6 +97,7 @@ impl ServeArgs {
             token_key_file: self.token_key_file.clone(),
             http_tokens: self.http_tokens,
             http_endpoint: self.http_endpoint,
+            hop_limit: self.hop_limit,
             instance_metadata_tags: self.instance_metadata_tags,
         }
     }

@@ -9,7 +9,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 use crate::instance::{Instance, InstanceConfig, InstanceError};
-use crate::options::{HttpTokens, Switch};
+use crate::options::{HopLimit, HttpTokens, Switch};
 
 /// The built-in configuration, as `imds print-config` prints it.
 pub const DEFAULT_CONFIG_TOML: &str = include_str!("config/default.toml");
@@ -70,6 +70,8 @@ pub struct Overrides {
     pub http_tokens: Option<HttpTokens>,
     /// Replaces `instance.metadata_options.http_endpoint`.
     pub http_endpoint: Option<Switch>,
+    /// Replaces `instance.metadata_options.http_put_response_hop_limit`.
+    pub hop_limit: Option<HopLimit>,
     /// Replaces `instance.metadata_options.instance_metadata_tags`.
     pub instance_metadata_tags: Option<Switch>,
 }
@@ -198,6 +200,9 @@ impl Config {
         }
         if let Some(endpoint) = overrides.http_endpoint {
             options.http_endpoint = endpoint;
+        }
+        if let Some(hops) = overrides.hop_limit {
+            options.http_put_response_hop_limit = hops;
         }
         if let Some(tags) = overrides.instance_metadata_tags {
             options.instance_metadata_tags = tags;

@@ -17,6 +17,7 @@ use crate::clock::Clock;
 use crate::metadata::path::{self, GuestPath};
 use crate::metadata::version::API_VERSIONS;
 use crate::metadata::{render, CredentialsLeaf, Found, Leaf};
+use crate::net::ResponseHopLimit;
 use crate::options::HttpTokens;
 use crate::state::{Snapshot, State};
 use crate::token::{TokenSealer, TokenTtl};
@@ -270,11 +271,15 @@ impl GuestApi {
             .tokens
             .issue(snapshot.instance.id(), self.clock.now_millis(), ttl);
         let plain = &self.responder.plain;
-        Ok(self.responder.response(
+        let mut response = self.responder.response(
             StatusCode::OK,
             plain,
             Bytes::from(token),
             Some(ttl.seconds()),
-        ))
+        );
+        // Only this answer leaves with the instance's hop limit as its IP TTL (see `net`).
+        let hops = ResponseHopLimit(snapshot.options.http_put_response_hop_limit.get());
+        response.extensions_mut().insert(hops);
+        Ok(response)
     }
 }

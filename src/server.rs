@@ -20,6 +20,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{watch, Semaphore};
 
 use crate::guest_api::GuestApi;
+use crate::net::{HopLimitedStream, ResponseHopLimit, WantedHopLimit};
 
 /// Connection handling settings.
 #[derive(Debug, Clone, Copy)]
@@ -120,9 +121,12 @@ async fn serve_connection(
     let _ = stream.set_nodelay(true);
     let waiting = Arc::new(ClientWait::new());
     let marker = waiting.clone();
+    let wanted_hops = WantedHopLimit::default();
+    let stream = HopLimitedStream::new(stream, wanted_hops.clone());
     let service = service_fn(move |request| {
         marker.request_arrived();
         let response = api.handle(&request, peer);
+        wanted_hops.set(response.extensions().get::<ResponseHopLimit>().copied());
         async move { Ok::<_, Infallible>(response) }
     });
     let connection = http.serve_connection(TokioIo::new(stream), service);

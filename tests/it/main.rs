@@ -7,6 +7,7 @@ mod conformance;
 mod connections;
 mod fuzz_corpus;
 mod harness;
+mod hop_limit;
 mod instance_config;
 mod paths;
 mod recordings;
