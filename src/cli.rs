@@ -37,12 +37,25 @@ pub enum Command {
         /// The TOML (or .json) file to check.
         file: PathBuf,
     },
+    /// How machines and container networks reach imds at 169.254.169.254 without --link-local.
+    LinkLocal {
+        /// Print iptables and nftables rules that send 169.254.169.254:80 to imds.
+        #[arg(long, required = true)]
+        print_rules: bool,
+        /// Where imds listens.
+        #[arg(long, default_value = "127.0.0.1:1338", value_name = "ADDR:PORT")]
+        to: SocketAddr,
+    },
 }
 
 /// Flags of `imds serve`. Each can also be set by an IMDS_* environment variable; flags win over
 /// the environment, which wins over the config file.
 #[derive(Debug, Args)]
 pub struct ServeArgs {
+    /// Also serve at EC2's own addresses, 169.254.169.254:80 and (with HttpProtocolIpv6=enabled)
+    /// [fd00:ec2::254]:80, added to a dummy interface or `lo` and removed at exit. Needs root.
+    #[arg(long, env = "IMDS_LINK_LOCAL")]
+    pub link_local: bool,
     /// Configuration file (TOML, or JSON when it ends in .json) laid over the built-in default.
     #[arg(long, short, env = "IMDS_CONFIG", value_name = "FILE")]
     pub config: Option<PathBuf>,

@@ -6,7 +6,7 @@
 //! instance model ([`instance`], [`options`]), the metadata tree with bodies prebuilt per
 //! instance ([`metadata`]), sealed stateless session tokens ([`token`]) and rotating
 //! credentials ([`credentials`]). The **edges** load configuration ([`config`]), parse the
-//! command line ([`cli`]) and serve sockets ([`server`], [`net`]).
+//! command line ([`cli`]) and serve sockets ([`server`], [`net`], [`link_local`]).
 //!
 //! A guest GET flows: accept → pick the caller's [`state::Snapshot`] (lock-free) → apply its
 //! options (endpoint, token rule) → parse the path ([`metadata::path`]) → look it up in the
@@ -21,6 +21,7 @@ pub mod credentials;
 pub mod fuzzing;
 pub mod guest_api;
 pub mod instance;
+pub mod link_local;
 pub mod metadata;
 pub mod net;
 pub mod options;

@@ -26,6 +26,8 @@ enum Failure {
         addr: std::net::SocketAddr,
         source: std::io::Error,
     },
+    #[error(transparent)]
+    LinkLocal(#[from] imds::link_local::LinkLocalError),
     #[error("cannot start the runtime: {0}")]
     Runtime(std::io::Error),
 }
@@ -39,6 +41,10 @@ fn main() -> ExitCode {
             Ok(())
         }
         Command::CheckConfig { file } => check_config(&file),
+        Command::LinkLocal { to, .. } => {
+            print!("{}", imds::link_local::dnat_rules(to));
+            Ok(())
+        }
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -71,10 +77,18 @@ fn serve(args: ServeArgs) -> Result<(), Failure> {
         Some(path) => ServerSecret::from_file(path)?,
         None => ServerSecret::random(),
     };
+    let link_local = if args.link_local {
+        let ipv6 = loaded.instance.options().http_protocol_ipv6.is_enabled();
+        Some(imds::link_local::LinkLocal::setup(ipv6)?)
+    } else {
+        None
+    };
+    let mut addresses = loaded.server.listen.clone();
+    addresses.extend(link_local.iter().flat_map(|l| l.listen_addrs()));
     let runtime = tokio::runtime::Runtime::new().map_err(Failure::Runtime)?;
-    runtime.block_on(async move {
+    let result = runtime.block_on(async move {
         let mut listeners = Vec::new();
-        for addr in &loaded.server.listen {
+        for addr in &addresses {
             let listener = TcpListener::bind(addr)
                 .await
                 .map_err(|source| Failure::Bind {
@@ -106,6 +120,7 @@ fn serve(args: ServeArgs) -> Result<(), Failure> {
             http_tokens = ?options.http_tokens,
             http_endpoint = ?options.http_endpoint,
             keep_alive = loaded.server.keep_alive,
+            link_local = args.link_local,
             addresses = ?bound,
             "imds started"
         );
@@ -118,7 +133,10 @@ fn serve(args: ServeArgs) -> Result<(), Failure> {
         let signal = signal_rx.await.unwrap_or("shutdown");
         tracing::info!(signal, "imds stopped");
         Ok(())
-    })
+    });
+    // The link-local addresses go only after every connection has finished.
+    drop(link_local);
+    result
 }
 
 fn init_logging(level: &str) -> Result<(), Failure> {

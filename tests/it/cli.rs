@@ -256,3 +256,16 @@ fn help_teaches_how_to_point_sdks_at_imds() {
         assert!(serve_help.contains(flag), "serve --help lacks {flag}");
     }
 }
+
+#[test]
+fn link_local_print_rules_points_at_the_given_address() {
+    let output = imds(&["link-local", "--print-rules", "--to", "172.17.0.1:1338"]);
+    assert!(output.status.success());
+    let rules = String::from_utf8_lossy(&output.stdout);
+    assert!(rules.contains("iptables -t nat -A PREROUTING -d 169.254.169.254/32 -p tcp --dport 80 -j DNAT --to-destination 172.17.0.1:1338"), "{rules}");
+    assert!(rules.contains("dnat to 172.17.0.1:1338"), "{rules}");
+    assert!(
+        !imds(&["link-local"]).status.success(),
+        "nothing to do without --print-rules"
+    );
+}

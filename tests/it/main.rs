@@ -9,6 +9,8 @@ mod fuzz_corpus;
 mod harness;
 mod hop_limit;
 mod instance_config;
+mod link_local;
+mod netns;
 mod paths;
 mod recordings;
 mod tokens;

@@ -57,7 +57,10 @@ async fn get(paths: &[String]) -> Result<Value, String> {
     let client = client(&provider_config());
     let mut values = Map::new();
     for path in paths {
-        let value = client.get(path.as_str()).await.map_err(|e| format!("{path}: {e:?}"))?;
+        let value = client
+            .get(path.as_str())
+            .await
+            .map_err(|e| format!("{path}: {e:?}"))?;
         values.insert(path.clone(), Value::String(value.into()));
     }
     Ok(Value::Object(values))
@@ -69,7 +72,10 @@ async fn credentials() -> Result<Value, String> {
         .configure(&config)
         .imds_client(client(&config))
         .build();
-    let credentials = provider.provide_credentials().await.map_err(|e| format!("{e:?}"))?;
+    let credentials = provider
+        .provide_credentials()
+        .await
+        .map_err(|e| format!("{e:?}"))?;
     let expiry = credentials
         .expiry()
         .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
@@ -89,6 +95,9 @@ async fn region() -> Result<Value, String> {
         .imds_client(client(&config))
         .build();
     // The provider logs and swallows IMDS errors; `get /latest/meta-data/placement/region` shows them.
-    let region = provider.region().await.ok_or("ImdsRegionProvider found no region")?;
+    let region = provider
+        .region()
+        .await
+        .ok_or("ImdsRegionProvider found no region")?;
     Ok(json!({ "region": region.as_ref() }))
 }
