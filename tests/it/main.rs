@@ -13,4 +13,5 @@ mod link_local;
 mod netns;
 mod paths;
 mod recordings;
+mod ssrf;
 mod tokens;
