@@ -28,7 +28,9 @@ pub enum Command {
     ///
     /// Without --config, serves the built-in default instance (see `imds print-config`) on
     /// 127.0.0.1:1338. Prints each bound address as `listening on http://ADDR` on stdout, then
-    /// runs until SIGINT or SIGTERM, letting requests in flight finish.
+    /// runs until SIGINT or SIGTERM, letting requests in flight finish. SIGHUP reloads the
+    /// config file (with the same environment and flags) and applies the instance and its
+    /// metadata options at once; [server] settings apply at restart.
     Serve(ServeArgs),
     /// Print the built-in default configuration: a commented TOML file to edit and pass to --config.
     PrintConfig,

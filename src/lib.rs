@@ -6,7 +6,8 @@
 //! instance model ([`instance`], [`options`]), the metadata tree with bodies prebuilt per
 //! instance ([`metadata`]), sealed stateless session tokens ([`token`]) and rotating
 //! credentials ([`credentials`]). The **edges** load configuration ([`config`]), parse the
-//! command line ([`cli`]) and serve sockets ([`server`], [`net`], [`link_local`]).
+//! command line ([`cli`]), and run the service ([`serve`]: start, SIGHUP reload, stop) on
+//! sockets ([`server`], [`net`], [`link_local`]).
 //!
 //! A guest GET flows: accept → pick the caller's [`state::Snapshot`] (lock-free) → apply its
 //! options (endpoint, token rule) → parse the path ([`metadata::path`]) → look it up in the
@@ -26,6 +27,7 @@ pub mod metadata;
 pub mod net;
 pub mod options;
 pub mod secret;
+pub mod serve;
 pub mod server;
 pub mod state;
 pub mod token;
@@ -41,6 +43,8 @@ pub use crate::server::ServerSettings;
 pub struct App {
     /// The request handler.
     pub api: Arc<GuestApi>,
+    /// The instances it serves, for swapping in changes.
+    pub state: Arc<state::State>,
     /// How connections are served.
     pub settings: ServerSettings,
 }
@@ -62,7 +66,13 @@ impl App {
         )));
         let tokens = token::TokenSealer::new(secret);
         App {
-            api: Arc::new(GuestApi::new(state, tokens, clock, !settings.keep_alive)),
+            api: Arc::new(GuestApi::new(
+                state.clone(),
+                tokens,
+                clock,
+                !settings.keep_alive,
+            )),
+            state,
             settings,
         }
     }

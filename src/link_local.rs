@@ -97,18 +97,43 @@ impl LinkLocal {
         };
         ip(&["link", "set", device, "up"])?;
         for address in addresses {
-            remove_leftover(address)?;
-            let mut args = vec!["addr", "add"];
-            let net = prefix(address);
-            args.extend([net.as_str(), "dev", device]);
-            if address.is_ipv6() {
-                args.push("nodad");
-            }
-            ip(&args)?;
-            link_local.addresses.push(address);
+            link_local.add(address)?;
         }
-        tracing::debug!(device, addresses = ?link_local.addresses, "link-local addresses added");
         Ok(link_local)
+    }
+
+    fn add(&mut self, address: IpAddr) -> Result<(), LinkLocalError> {
+        remove_leftover(address)?;
+        let net = prefix(address);
+        let mut args = vec!["addr", "add", net.as_str(), "dev", self.device.as_str()];
+        if address.is_ipv6() {
+            args.push("nodad");
+        }
+        ip(&args)?;
+        self.addresses.push(address);
+        tracing::debug!(%address, device = self.device, "link-local address added");
+        Ok(())
+    }
+
+    fn remove(&mut self, address: IpAddr) {
+        if let Err(error) = ip(&["addr", "del", &prefix(address), "dev", &self.device]) {
+            tracing::warn!(%address, %error, "could not remove a link-local address");
+        }
+        self.addresses.retain(|a| *a != address);
+    }
+
+    /// Opens or closes the IPv6 address as `HttpProtocolIpv6` says; true when it changed.
+    /// Stop serving [fd00:ec2::254]:80 before closing it.
+    pub fn set_ipv6(&mut self, enabled: bool) -> Result<bool, LinkLocalError> {
+        let address = IpAddr::V6(IPV6);
+        match (enabled, self.addresses.contains(&address)) {
+            (true, false) => self.add(address).map(|()| true),
+            (false, true) => {
+                self.remove(address);
+                Ok(true)
+            }
+            _ => Ok(false),
+        }
     }
 
     /// Where to listen: port 80 on each address.
@@ -117,11 +142,6 @@ impl LinkLocal {
             .iter()
             .map(|a| SocketAddr::new(*a, 80))
             .collect()
-    }
-
-    /// The interface carrying the addresses.
-    pub fn device(&self) -> &str {
-        &self.device
     }
 }
 
@@ -145,10 +165,8 @@ fn remove_leftover(address: IpAddr) -> Result<(), LinkLocalError> {
 
 impl Drop for LinkLocal {
     fn drop(&mut self) {
-        for address in &self.addresses {
-            if let Err(error) = ip(&["addr", "del", &prefix(*address), "dev", &self.device]) {
-                tracing::warn!(%address, %error, "could not remove a link-local address");
-            }
+        for address in self.addresses.clone() {
+            self.remove(address);
         }
         if self.created_interface {
             if let Err(error) = ip(&["link", "del", &self.device]) {

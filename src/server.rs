@@ -46,36 +46,76 @@ pub async fn run(
     settings: ServerSettings,
     shutdown: impl Future<Output = ()>,
 ) {
-    let permits = Arc::new(Semaphore::new(settings.max_connections));
-    let (stop_tx, stop_rx) = watch::channel(false);
-    let mut http = http1::Builder::new();
-    http.max_buf_size(settings.max_request_header_bytes)
-        .keep_alive(settings.keep_alive);
-    let accept_loops: Vec<_> = listeners
-        .into_iter()
-        .map(|listener| {
-            let accept = accept_loop(
-                listener,
-                api.clone(),
-                http.clone(),
-                settings.header_read_timeout,
-                permits.clone(),
-                stop_rx.clone(),
-            );
-            tokio::spawn(accept)
-        })
-        .collect();
+    let server = Server::new(api, settings);
+    let accepting: Vec<Accepting> = listeners.into_iter().map(|l| server.accept_on(l)).collect();
     shutdown.await;
-    let _ = stop_tx.send(true);
-    for accept in accept_loops {
-        accept.abort();
+    drop(accepting);
+    server.drain().await;
+}
+
+/// A guest server whose listeners can come and go while it runs (the link-local IPv6 endpoint
+/// opens and closes with `HttpProtocolIpv6`).
+#[derive(Debug)]
+pub struct Server {
+    api: Arc<GuestApi>,
+    http: http1::Builder,
+    settings: ServerSettings,
+    permits: Arc<Semaphore>,
+    stop: watch::Sender<bool>,
+}
+
+/// Accepting on one listener; dropping it closes the listener (open connections carry on).
+#[derive(Debug)]
+pub struct Accepting(tokio::task::JoinHandle<()>);
+
+impl Drop for Accepting {
+    fn drop(&mut self) {
+        self.0.abort();
     }
-    let max = u32::try_from(settings.max_connections).unwrap_or(u32::MAX);
-    if tokio::time::timeout(settings.shutdown_grace, permits.acquire_many(max))
-        .await
-        .is_err()
-    {
-        tracing::warn!(grace = ?settings.shutdown_grace, "connections still open after the shutdown grace period; closing them");
+}
+
+impl Server {
+    /// A server for `api`; it accepts nothing until given listeners.
+    pub fn new(api: Arc<GuestApi>, settings: ServerSettings) -> Server {
+        let mut http = http1::Builder::new();
+        http.max_buf_size(settings.max_request_header_bytes)
+            .keep_alive(settings.keep_alive);
+        Server {
+            api,
+            http,
+            settings,
+            permits: Arc::new(Semaphore::new(settings.max_connections)),
+            stop: watch::channel(false).0,
+        }
+    }
+
+    /// Starts accepting connections on `listener`.
+    pub fn accept_on(&self, listener: TcpListener) -> Accepting {
+        Accepting(tokio::spawn(accept_loop(
+            listener,
+            self.api.clone(),
+            self.http.clone(),
+            self.settings.header_read_timeout,
+            self.permits.clone(),
+            self.stop.subscribe(),
+        )))
+    }
+
+    /// Asks every connection to finish its current request and waits for them, at most the
+    /// grace period. Drop the [`Accepting`] handles first.
+    pub async fn drain(self) {
+        let _ = self.stop.send(true);
+        let max = u32::try_from(self.settings.max_connections).unwrap_or(u32::MAX);
+        let grace = self.settings.shutdown_grace;
+        if tokio::time::timeout(grace, self.permits.acquire_many(max))
+            .await
+            .is_err()
+        {
+            tracing::warn!(
+                ?grace,
+                "connections still open after the shutdown grace period; closing them"
+            );
+        }
     }
 }
 

@@ -70,6 +70,14 @@ impl State {
         }
     }
 
+    /// Swaps in a new snapshot whole (single-instance mode: for the only instance); requests in
+    /// flight finish with the one they loaded.
+    pub fn replace(&self, snapshot: Snapshot) {
+        if let Some(current) = self.instances.first() {
+            current.store(Arc::new(snapshot));
+        }
+    }
+
     /// The snapshot that answers a caller at `peer` (single-instance mode: the only one).
     pub fn for_peer(&self, _peer: IpAddr) -> Option<arc_swap::Guard<Arc<Snapshot>>> {
         self.instances.first().map(ArcSwap::load)

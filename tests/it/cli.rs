@@ -269,3 +269,64 @@ fn link_local_print_rules_points_at_the_given_address() {
         "nothing to do without --print-rules"
     );
 }
+
+#[test]
+fn sighup_reloads_the_config_file_and_keeps_the_old_one_when_the_new_is_broken() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("i.toml");
+    std::fs::write(&file, "[instance]\ninstance_type = \"t3.micro\"\n").unwrap();
+    let served = Served::start(
+        &[
+            "--config",
+            file.to_str().unwrap(),
+            "--listen",
+            "127.0.0.1:0",
+        ],
+        &[],
+    );
+    let endpoint = served.endpoints[0].clone();
+    let pid = served.child.id().to_string();
+    let hangup = || {
+        assert!(Command::new("kill")
+            .args(["-HUP", &pid])
+            .status()
+            .unwrap()
+            .success())
+    };
+    let wait_for = |path: &str, expected: (u16, &str)| {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        loop {
+            let got = http_get(&endpoint, path, &[]);
+            if (got.0, got.1.as_str()) == expected {
+                return;
+            }
+            assert!(Instant::now() < deadline, "{path} still answers {got:?}");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    };
+    assert_eq!(
+        http_get(&endpoint, "/latest/meta-data/instance-type", &[]),
+        (200, "t3.micro".into())
+    );
+
+    std::fs::write(&file, "[instance]\ninstance_type = \"c5.large\"\n[instance.metadata_options]\nhttp_tokens = \"required\"\n").unwrap();
+    hangup();
+    wait_for("/latest/meta-data/instance-type", (401, ""));
+
+    std::fs::write(&file, "[instance]\ninstance_type = \n").unwrap();
+    hangup();
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(
+        http_get(&endpoint, "/latest/meta-data/instance-type", &[]).0,
+        401,
+        "still the last good config"
+    );
+
+    let mut served = served;
+    let (status, stderr) = served.terminate();
+    assert!(status.success());
+    assert!(
+        stderr.contains("imds reloaded") && stderr.contains("reload failed"),
+        "{stderr}"
+    );
+}

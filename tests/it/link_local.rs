@@ -129,3 +129,67 @@ fn without_root_link_local_fails_with_one_clear_line() {
     );
     assert!(!ns.addresses("host").contains("169.254.169.254"));
 }
+
+#[test]
+#[ignore = "needs root and network namespaces: scripts/test runs it where it can"]
+fn reloading_http_protocol_ipv6_opens_and_closes_the_ipv6_endpoint() {
+    let ns = Namespaces::new("r", &["host"]);
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("i.toml");
+    let ipv6 = |state: &str| {
+        let text = format!("[instance.metadata_options]\nhttp_protocol_ipv6 = \"{state}\"\n");
+        std::fs::write(&file, text).unwrap();
+    };
+    ipv6("disabled");
+    let imds = ns.serve(
+        "host",
+        &[
+            "--link-local",
+            "--config",
+            file.to_str().unwrap(),
+            "--listen",
+            "127.0.0.1:0",
+        ],
+    );
+    let pid = imds.child.id().to_string();
+    let hangup = || {
+        assert!(Command::new("kill")
+            .args(["-HUP", &pid])
+            .status()
+            .unwrap()
+            .success())
+    };
+    let eventually = |want: bool| {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        loop {
+            let served = ns.addresses("host").contains("fd00:ec2::254")
+                && ns
+                    .try_curl("host", "GET", V6)
+                    .is_ok_and(|a| a.is_some_and(|a| a.0 == 200));
+            if served == want {
+                return;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "IPv6 endpoint still {}",
+                if want { "closed" } else { "open" }
+            );
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+    };
+    assert!(!ns.addresses("host").contains("fd00:ec2::254"));
+    ipv6("enabled");
+    hangup();
+    eventually(true);
+    ipv6("disabled");
+    hangup();
+    eventually(false);
+    assert_eq!(
+        ns.curl("host", "GET", V4).map(|a| a.0),
+        Some(200),
+        "IPv4 stays up"
+    );
+    let (status, _) = imds.signal("TERM");
+    assert!(status.success());
+    assert!(!ns.addresses("host").contains("169.254.169.254"));
+}

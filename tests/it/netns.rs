@@ -62,6 +62,17 @@ impl Namespaces {
 
     /// `curl` from inside `role`'s namespace: the HTTP status and body, or `None` on a timeout.
     pub fn curl(&self, role: &str, method: &str, url: &str) -> Option<(u16, String)> {
+        self.try_curl(role, method, url)
+            .unwrap_or_else(|code| panic!("curl {method} {url} from {role}: exit {code}"))
+    }
+
+    /// Like [`Namespaces::curl`], but a failure to connect is `Err(curl's exit code)`.
+    pub fn try_curl(
+        &self,
+        role: &str,
+        method: &str,
+        url: &str,
+    ) -> Result<Option<(u16, String)>, i32> {
         let output = Command::new("ip")
             .args([
                 "netns",
@@ -87,10 +98,10 @@ impl Namespaces {
             Some(0) => {
                 let text = String::from_utf8_lossy(&output.stdout).into_owned();
                 let (body, status) = text.rsplit_once('\n').unwrap();
-                Some((status.parse().unwrap(), body.to_owned()))
+                Ok(Some((status.parse().unwrap(), body.to_owned())))
             }
-            Some(28) => None,
-            other => panic!("curl {method} {url} from {role}: exit {other:?}"),
+            Some(28) => Ok(None),
+            other => Err(other.unwrap_or(-1)),
         }
     }
 

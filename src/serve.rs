@@ -1,0 +1,205 @@
+//! `imds serve` from start to stop: bind the listeners (and the link-local addresses), print
+//! them, serve; on SIGHUP reload the config file and swap the new instance in (opening or closing
+//! the link-local IPv6 endpoint as `HttpProtocolIpv6` now says); on SIGINT/SIGTERM drain and stop.
+
+use std::io::Write;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use tokio::net::TcpListener;
+use tokio::signal::unix::{signal, SignalKind};
+
+use crate::cli::ServeArgs;
+use crate::clock::SystemClock;
+use crate::config::{Config, ConfigError, Loaded, Overrides, ServerConfig};
+use crate::link_local::{self, LinkLocal, LinkLocalError};
+use crate::secret::{SecretError, ServerSecret};
+use crate::server::{Accepting, Server};
+use crate::state::Snapshot;
+use crate::App;
+
+/// Why `imds serve` could not run.
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    /// The configuration is invalid.
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    /// The token key file is unusable.
+    #[error(transparent)]
+    Secret(#[from] SecretError),
+    /// `--link-local` could not be set up.
+    #[error(transparent)]
+    LinkLocal(#[from] LinkLocalError),
+    /// An address could not be bound.
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        /// The address.
+        addr: SocketAddr,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The runtime or the signal handlers could not start.
+    #[error("cannot start: {0}")]
+    Startup(std::io::Error),
+}
+
+/// What a SIGHUP reload needs to rebuild the instance.
+struct Reloader {
+    file: Option<PathBuf>,
+    overrides: Overrides,
+    secret: ServerSecret,
+    running: ServerConfig,
+}
+
+/// Runs `imds serve` until SIGINT or SIGTERM.
+pub fn run(args: &ServeArgs) -> Result<(), ServeError> {
+    let file = args.config.clone();
+    let overrides = args.overrides();
+    let loaded = Config::load(file.as_deref())?.resolve(&overrides, file.as_deref())?;
+    let secret = match &loaded.server.token_key_file {
+        Some(path) => ServerSecret::from_file(path)?,
+        None => ServerSecret::random(),
+    };
+    let mut link_local = match args.link_local {
+        true => Some(LinkLocal::setup(
+            loaded.instance.options().http_protocol_ipv6.is_enabled(),
+        )?),
+        false => None,
+    };
+    let runtime = tokio::runtime::Runtime::new().map_err(ServeError::Startup)?;
+    let reloader = Reloader {
+        file,
+        overrides,
+        secret,
+        running: loaded.server.clone(),
+    };
+    let result = runtime.block_on(serve(loaded, reloader, &mut link_local));
+    // The link-local addresses go only after every connection has finished.
+    drop(link_local);
+    result
+}
+
+async fn bind(addr: SocketAddr) -> Result<TcpListener, ServeError> {
+    TcpListener::bind(addr)
+        .await
+        .map_err(|source| ServeError::Bind { addr, source })
+}
+
+fn announce(bound: &[SocketAddr]) {
+    let mut stdout = std::io::stdout().lock();
+    for addr in bound {
+        let _ = writeln!(stdout, "listening on http://{addr}");
+    }
+    if let Some(first) = bound.first() {
+        let _ = writeln!(
+            stdout,
+            "export AWS_EC2_METADATA_SERVICE_ENDPOINT=http://{first}"
+        );
+    }
+    let _ = stdout.flush();
+}
+
+async fn serve(
+    loaded: Loaded,
+    reloader: Reloader,
+    link_local: &mut Option<LinkLocal>,
+) -> Result<(), ServeError> {
+    let mut addresses = loaded.server.listen.clone();
+    addresses.extend(link_local.iter().flat_map(LinkLocal::listen_addrs));
+    let mut listeners = Vec::with_capacity(addresses.len());
+    for addr in addresses {
+        listeners.push(bind(addr).await?);
+    }
+    let bound: Vec<SocketAddr> = listeners
+        .iter()
+        .filter_map(|l| l.local_addr().ok())
+        .collect();
+    announce(&bound);
+    let options = loaded.instance.options();
+    tracing::info!(
+        instance = loaded.instance.id(),
+        http_tokens = ?options.http_tokens,
+        http_endpoint = ?options.http_endpoint,
+        hop_limit = options.http_put_response_hop_limit.get(),
+        keep_alive = loaded.server.keep_alive,
+        link_local = link_local.is_some(),
+        addresses = ?bound,
+        "imds started"
+    );
+    let app = App::new(loaded, &reloader.secret, Arc::new(SystemClock));
+    let server = Server::new(app.api.clone(), app.settings);
+    let mut accepting: Vec<(SocketAddr, Accepting)> = bound
+        .iter()
+        .copied()
+        .zip(listeners.into_iter().map(|l| server.accept_on(l)))
+        .collect();
+
+    let mut hangup = signal(SignalKind::hangup()).map_err(ServeError::Startup)?;
+    let mut terminate = signal(SignalKind::terminate()).map_err(ServeError::Startup)?;
+    let mut interrupt = signal(SignalKind::interrupt()).map_err(ServeError::Startup)?;
+    let stopped_by = loop {
+        tokio::select! {
+            _ = hangup.recv() => reload(&reloader, &app, &server, link_local, &mut accepting).await,
+            _ = terminate.recv() => break "SIGTERM",
+            _ = interrupt.recv() => break "SIGINT",
+        }
+    };
+    drop(accepting);
+    server.drain().await;
+    tracing::info!(signal = stopped_by, "imds stopped");
+    Ok(())
+}
+
+/// Rebuilds the instance from the config file and the same environment and flags, and swaps it
+/// in; a bad file leaves the running instance as it was. `[server]` settings apply at restart.
+async fn reload(
+    reloader: &Reloader,
+    app: &App,
+    server: &Server,
+    link_local: &mut Option<LinkLocal>,
+    accepting: &mut Vec<(SocketAddr, Accepting)>,
+) {
+    let file = reloader.file.as_deref();
+    let loaded = match Config::load(file).and_then(|c| c.resolve(&reloader.overrides, file)) {
+        Ok(loaded) => loaded,
+        Err(error) => {
+            tracing::error!(%error, "reload failed; still serving the previous configuration");
+            return;
+        }
+    };
+    if loaded.server != reloader.running {
+        tracing::warn!("[server] settings change only at restart; the running ones are kept");
+    }
+    let options = loaded.instance.options();
+    let instance = loaded.instance.id().to_owned();
+    app.state
+        .replace(Snapshot::new(loaded.instance, &reloader.secret));
+    if let Some(link_local) = link_local {
+        let ipv6 = options.http_protocol_ipv6.is_enabled();
+        let endpoint = SocketAddr::new(link_local::IPV6.into(), 80);
+        if !ipv6 {
+            accepting.retain(|(addr, _)| *addr != endpoint);
+        }
+        match link_local.set_ipv6(ipv6) {
+            Ok(true) if ipv6 => match bind(endpoint).await {
+                Ok(listener) => {
+                    accepting.push((endpoint, server.accept_on(listener)));
+                    tracing::info!(%endpoint, "link-local IPv6 endpoint opened");
+                }
+                Err(error) => tracing::error!(%error, "cannot open the link-local IPv6 endpoint"),
+            },
+            Ok(true) => tracing::info!(%endpoint, "link-local IPv6 endpoint closed"),
+            Ok(false) => {}
+            Err(error) => tracing::error!(%error, "cannot change the link-local IPv6 endpoint"),
+        }
+    }
+    tracing::info!(
+        instance,
+        http_tokens = ?options.http_tokens,
+        http_endpoint = ?options.http_endpoint,
+        hop_limit = options.http_put_response_hop_limit.get(),
+        http_protocol_ipv6 = ?options.http_protocol_ipv6,
+        "imds reloaded"
+    );
+}
