@@ -96,7 +96,7 @@ impl CredentialIssuer {
 
     /// The credentials served at `now_millis`.
     pub fn at(&self, now_millis: u64) -> Arc<IssuedCredentials> {
-        let period = now_millis.saturating_sub(self.anchor_millis) / (self.lifetime_millis / 2);
+        let period = now_millis.saturating_sub(self.anchor_millis) / self.period_millis();
         if let Some(current) = self.current.load_full() {
             if current.period == period {
                 return current;
@@ -107,8 +107,13 @@ impl CredentialIssuer {
         issued
     }
 
+    /// Half the lifetime: how often a new set is issued.
+    fn period_millis(&self) -> u64 {
+        (self.lifetime_millis / 2).max(1)
+    }
+
     fn issue(&self, period: u64) -> IssuedCredentials {
-        let issued_millis = self.anchor_millis + period * (self.lifetime_millis / 2);
+        let issued_millis = self.anchor_millis + period * self.period_millis();
         let issued_at = whole_seconds(issued_millis);
         let expires_at = whole_seconds(issued_millis + self.lifetime_millis);
         let last_updated = render::iso_seconds(issued_at);

@@ -111,10 +111,11 @@ async fn serve(
     for addr in addresses {
         listeners.push(bind(addr).await?);
     }
-    let bound: Vec<SocketAddr> = listeners
+    let bound = listeners
         .iter()
-        .filter_map(|l| l.local_addr().ok())
-        .collect();
+        .map(TcpListener::local_addr)
+        .collect::<Result<Vec<SocketAddr>, _>>()
+        .map_err(ServeError::Startup)?;
     announce(&bound);
     let options = loaded.instance.options();
     tracing::info!(
