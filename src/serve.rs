@@ -105,6 +105,11 @@ async fn serve(
     reloader: Reloader,
     link_local: &mut Option<LinkLocal>,
 ) -> Result<(), ServeError> {
+    // Handlers first: a client that reacts to the announced addresses may signal at once, and
+    // SIGHUP's default action would end the process.
+    let mut hangup = signal(SignalKind::hangup()).map_err(ServeError::Startup)?;
+    let mut terminate = signal(SignalKind::terminate()).map_err(ServeError::Startup)?;
+    let mut interrupt = signal(SignalKind::interrupt()).map_err(ServeError::Startup)?;
     let mut addresses = loaded.server.listen.clone();
     addresses.extend(link_local.iter().flat_map(LinkLocal::listen_addrs));
     let mut listeners = Vec::with_capacity(addresses.len());
@@ -136,9 +141,6 @@ async fn serve(
         .zip(listeners.into_iter().map(|l| server.accept_on(l)))
         .collect();
 
-    let mut hangup = signal(SignalKind::hangup()).map_err(ServeError::Startup)?;
-    let mut terminate = signal(SignalKind::terminate()).map_err(ServeError::Startup)?;
-    let mut interrupt = signal(SignalKind::interrupt()).map_err(ServeError::Startup)?;
     let stopped_by = loop {
         tokio::select! {
             _ = hangup.recv() => reload(&reloader, &app, &server, link_local, &mut accepting).await,
