@@ -1,10 +1,9 @@
 //! The `imds` binary as a user runs it.
 
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
-const IMDS: &str = env!("CARGO_BIN_EXE_imds");
+use crate::process::{Served, IMDS};
 
 fn imds(args: &[&str]) -> std::process::Output {
     Command::new(IMDS)
@@ -14,71 +13,11 @@ fn imds(args: &[&str]) -> std::process::Output {
         .unwrap()
 }
 
-/// `imds serve` started in the background; stopped with SIGTERM on drop.
-struct Served {
-    child: Child,
-    endpoints: Vec<String>,
-    export_line: String,
-}
-
-impl Served {
-    fn start(args: &[&str], env: &[(&str, &str)]) -> Served {
-        let mut child = Command::new(IMDS)
-            .arg("serve")
-            .args(args)
-            .envs(env.iter().copied())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-        let mut endpoints = Vec::new();
-        let export_line = loop {
-            let line = lines
-                .next()
-                .expect("imds serve printed its addresses")
-                .unwrap();
-            match line.strip_prefix("listening on ") {
-                Some(endpoint) => endpoints.push(endpoint.to_owned()),
-                None => break line,
-            }
-        };
-        Served {
-            child,
-            endpoints,
-            export_line,
-        }
-    }
-
-    fn terminate(&mut self) -> (std::process::ExitStatus, String) {
-        let pid = self.child.id().to_string();
-        assert!(Command::new("kill")
-            .args(["-TERM", &pid])
-            .status()
-            .unwrap()
-            .success());
-        let deadline = Instant::now() + Duration::from_secs(10);
-        let status = loop {
-            if let Some(status) = self.child.try_wait().unwrap() {
-                break status;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "imds did not stop within 10 s of SIGTERM"
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        };
-        let mut stderr = String::new();
-        std::io::Read::read_to_string(self.child.stderr.as_mut().unwrap(), &mut stderr).unwrap();
-        (status, stderr)
-    }
-}
-
-impl Drop for Served {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+/// `imds serve ARGS` with extra environment, in the background.
+fn serve(args: &[&str], env: &[(&str, &str)]) -> Served {
+    let mut command = Command::new(IMDS);
+    command.arg("serve").args(args).envs(env.iter().copied());
+    Served::spawn(command)
 }
 
 /// A blocking GET through curl-free plain TCP.
@@ -104,7 +43,7 @@ fn http_get(endpoint: &str, path: &str, headers: &[(&str, &str)]) -> (u16, Strin
 
 #[test]
 fn serve_prints_its_addresses_answers_and_stops_cleanly_on_sigterm() {
-    let mut served = Served::start(&["--listen", "127.0.0.1:0", "--listen", "[::1]:0"], &[]);
+    let served = serve(&["--listen", "127.0.0.1:0", "--listen", "[::1]:0"], &[]);
     assert_eq!(served.endpoints.len(), 2);
     assert!(served.endpoints[0].starts_with("http://127.0.0.1:"));
     assert!(served.endpoints[1].starts_with("http://[::1]:"));
@@ -121,7 +60,7 @@ fn serve_prints_its_addresses_answers_and_stops_cleanly_on_sigterm() {
             (200, "i-0b4f7d2c9a1e83f56".into())
         );
     }
-    let (status, stderr) = served.terminate();
+    let (status, stderr) = served.stop("TERM");
     assert!(status.success(), "{status}: {stderr}");
     let info: Vec<&str> = stderr.lines().filter(|l| l.contains("INFO")).collect();
     assert_eq!(info.len(), 2, "one line at start, one at stop:\n{stderr}");
@@ -146,7 +85,7 @@ fn flags_beat_environment_which_beats_the_file() {
     )
     .unwrap();
     let file = file.to_str().unwrap();
-    let served = Served::start(
+    let served = serve(
         &["--config", file, "--listen", "127.0.0.1:0"],
         &[("IMDS_HTTP_TOKENS", "required")],
     );
@@ -154,7 +93,7 @@ fn flags_beat_environment_which_beats_the_file() {
         http_get(&served.endpoints[0], "/latest/meta-data/instance-id", &[]).0,
         401
     );
-    let served = Served::start(
+    let served = serve(
         &[
             "--config",
             file,
@@ -275,7 +214,7 @@ fn sighup_reloads_the_config_file_and_keeps_the_old_one_when_the_new_is_broken()
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("i.toml");
     std::fs::write(&file, "[instance]\ninstance_type = \"t3.micro\"\n").unwrap();
-    let served = Served::start(
+    let served = serve(
         &[
             "--config",
             file.to_str().unwrap(),
@@ -285,14 +224,7 @@ fn sighup_reloads_the_config_file_and_keeps_the_old_one_when_the_new_is_broken()
         &[],
     );
     let endpoint = served.endpoints[0].clone();
-    let pid = served.child.id().to_string();
-    let hangup = || {
-        assert!(Command::new("kill")
-            .args(["-HUP", &pid])
-            .status()
-            .unwrap()
-            .success())
-    };
+    let hangup = || served.signal("HUP");
     let wait_for = |path: &str, expected: (u16, &str)| {
         let deadline = Instant::now() + Duration::from_secs(5);
         loop {
@@ -322,8 +254,7 @@ fn sighup_reloads_the_config_file_and_keeps_the_old_one_when_the_new_is_broken()
         "still the last good config"
     );
 
-    let mut served = served;
-    let (status, stderr) = served.terminate();
+    let (status, stderr) = served.stop("TERM");
     assert!(status.success());
     assert!(
         stderr.contains("imds reloaded") && stderr.contains("reload failed"),

@@ -4,7 +4,8 @@
 
 use std::process::Command;
 
-use crate::netns::{Namespaces, IMDS};
+use crate::netns::Namespaces;
+use crate::process::IMDS;
 
 const V4: &str = "http://169.254.169.254/latest/meta-data/instance-id";
 const V6: &str = "http://[fd00:ec2::254]/latest/meta-data/instance-id";
@@ -55,7 +56,7 @@ fn link_local_addresses_are_served_and_removed_at_exit() {
             "{url}"
         );
     }
-    let (status, stderr) = imds.signal("TERM");
+    let (status, stderr) = imds.stop("TERM");
     assert!(status.success(), "{stderr}");
     let left = ns.addresses("host");
     assert!(
@@ -86,7 +87,7 @@ fn a_killed_run_leaves_addresses_that_the_next_start_replaces() {
         "--listen",
         "127.0.0.1:0",
     ];
-    let (_, _) = ns.serve("host", &args).signal("KILL");
+    let (_, _) = ns.serve("host", &args).stop("KILL");
     assert!(
         ns.addresses("host").contains("169.254.169.254"),
         "kill -9 leaves the address behind"
@@ -94,7 +95,7 @@ fn a_killed_run_leaves_addresses_that_the_next_start_replaces() {
     let imds = ns.serve("host", &args);
     assert_eq!(ns.curl("host", "GET", V4).map(|a| a.0), Some(200));
     assert_eq!(ns.curl("host", "GET", V6).map(|a| a.0), Some(200));
-    let (status, stderr) = imds.signal("TERM");
+    let (status, stderr) = imds.stop("TERM");
     assert!(status.success());
     assert!(
         stderr.contains("did not stop cleanly"),
@@ -151,14 +152,7 @@ fn reloading_http_protocol_ipv6_opens_and_closes_the_ipv6_endpoint() {
             "127.0.0.1:0",
         ],
     );
-    let pid = imds.child.id().to_string();
-    let hangup = || {
-        assert!(Command::new("kill")
-            .args(["-HUP", &pid])
-            .status()
-            .unwrap()
-            .success())
-    };
+    let hangup = || imds.signal("HUP");
     let eventually = |want: bool| {
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
         loop {
@@ -189,7 +183,7 @@ fn reloading_http_protocol_ipv6_opens_and_closes_the_ipv6_endpoint() {
         Some(200),
         "IPv4 stays up"
     );
-    let (status, _) = imds.signal("TERM");
+    let (status, _) = imds.stop("TERM");
     assert!(status.success());
     assert!(!ns.addresses("host").contains("169.254.169.254"));
 }

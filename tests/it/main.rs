@@ -12,6 +12,7 @@ mod instance_config;
 mod link_local;
 mod netns;
 mod paths;
+mod process;
 mod recordings;
 mod ssrf;
 mod tokens;

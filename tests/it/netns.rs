@@ -1,10 +1,9 @@
 //! Helpers for tests that need real network namespaces (root, iproute2, curl): creating and
 //! removing namespaces, running imds and curl inside them.
 
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 
-pub const IMDS: &str = env!("CARGO_BIN_EXE_imds");
+use crate::process::{Served, IMDS};
 
 /// Runs `ip` and asserts it succeeded.
 pub fn ip(args: &[&str]) {
@@ -41,23 +40,11 @@ impl Namespaces {
 
     /// Starts `imds serve ARGS` inside `role`'s namespace and waits for its addresses.
     pub fn serve(&self, role: &str, args: &[&str]) -> Served {
-        let mut child = Command::new("ip")
+        let mut command = Command::new("ip");
+        command
             .args(["netns", "exec", &self.name(role), IMDS, "serve"])
-            .args(args)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-        let mut endpoints = Vec::new();
-        loop {
-            let line = lines.next().expect("imds printed its addresses").unwrap();
-            match line.strip_prefix("listening on ") {
-                Some(endpoint) => endpoints.push(endpoint.to_owned()),
-                None => break,
-            }
-        }
-        Served { child, endpoints }
+            .args(args);
+        Served::spawn(command)
     }
 
     /// `curl` from inside `role`'s namespace: the HTTP status and body, or `None` on a timeout.
@@ -122,34 +109,5 @@ impl Drop for Namespaces {
                 .args(["netns", "del", &self.name(role)])
                 .status();
         }
-    }
-}
-
-/// A running `imds serve`; killed on drop.
-pub struct Served {
-    pub child: Child,
-    pub endpoints: Vec<String>,
-}
-
-impl Served {
-    /// Sends `signal` (e.g. `TERM`, `KILL`), waits for the exit, returns stderr.
-    pub fn signal(mut self, signal: &str) -> (std::process::ExitStatus, String) {
-        let pid = self.child.id().to_string();
-        assert!(Command::new("kill")
-            .args([&format!("-{signal}"), &pid])
-            .status()
-            .unwrap()
-            .success());
-        let status = self.child.wait().unwrap();
-        let mut stderr = String::new();
-        std::io::Read::read_to_string(self.child.stderr.as_mut().unwrap(), &mut stderr).unwrap();
-        (status, stderr)
-    }
-}
-
-impl Drop for Served {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
     }
 }

@@ -1,0 +1,87 @@
+//! `imds serve` as a child process, started from any command line (directly, or inside a network
+//! namespace), with the addresses it announces, signalled the way an operator would.
+
+use std::io::{BufRead, BufReader, Read};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::time::{Duration, Instant};
+
+/// The binary under test.
+pub const IMDS: &str = env!("CARGO_BIN_EXE_imds");
+
+/// A running `imds serve`; killed on drop.
+pub struct Served {
+    pub child: Child,
+    /// Each `listening on http://ADDR`, as `http://ADDR`.
+    pub endpoints: Vec<String>,
+    /// The line after them (`export AWS_EC2_METADATA_SERVICE_ENDPOINT=...`).
+    pub export_line: String,
+}
+
+impl Served {
+    /// Spawns `command`, which runs `imds serve ...`, and reads the addresses it announces.
+    pub fn spawn(mut command: Command) -> Served {
+        let mut child = command
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+        let mut endpoints = Vec::new();
+        let export_line = loop {
+            let line = lines
+                .next()
+                .expect("imds serve printed its addresses")
+                .unwrap();
+            match line.strip_prefix("listening on ") {
+                Some(endpoint) => endpoints.push(endpoint.to_owned()),
+                None => break line,
+            }
+        };
+        Served {
+            child,
+            endpoints,
+            export_line,
+        }
+    }
+
+    /// Sends `signal` (`HUP`, `TERM`, `KILL`, ...) and goes on.
+    pub fn signal(&self, signal: &str) {
+        let pid = self.child.id().to_string();
+        assert!(Command::new("kill")
+            .args([&format!("-{signal}"), &pid])
+            .status()
+            .unwrap()
+            .success());
+    }
+
+    /// Sends `signal`, waits (at most 10 s) for the exit, and returns its status and stderr.
+    pub fn stop(mut self, signal: &str) -> (ExitStatus, String) {
+        self.signal(signal);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let status = loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                break status;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "imds did not stop within 10 s of SIG{signal}"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        let mut stderr = String::new();
+        self.child
+            .stderr
+            .as_mut()
+            .unwrap()
+            .read_to_string(&mut stderr)
+            .unwrap();
+        (status, stderr)
+    }
+}
+
+impl Drop for Served {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
