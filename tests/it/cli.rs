@@ -261,3 +261,76 @@ fn sighup_reloads_the_config_file_and_keeps_the_old_one_when_the_new_is_broken()
         "{stderr}"
     );
 }
+
+/// A PUT over plain TCP; returns the token.
+fn http_put_token(endpoint: &str) -> String {
+    use std::io::{Read, Write};
+    let addr = endpoint.trim_start_matches("http://");
+    let mut stream = std::net::TcpStream::connect(addr).unwrap();
+    let request = format!("PUT /latest/api/token HTTP/1.1\r\nHost: {addr}\r\nX-aws-ec2-metadata-token-ttl-seconds: 60\r\n\r\n");
+    stream.write_all(request.as_bytes()).unwrap();
+    let mut answer = String::new();
+    stream.read_to_string(&mut answer).unwrap();
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    answer.split_once("\r\n\r\n").unwrap().1.to_owned()
+}
+
+#[test]
+fn replicas_sharing_a_token_key_file_accept_each_others_tokens() {
+    let dir = tempfile::tempdir().unwrap();
+    let key = dir.path().join("token.key");
+    std::fs::write(&key, [42u8; 32]).unwrap();
+    let key = key.to_str().unwrap();
+    let args = ["--listen", "127.0.0.1:0", "--token-key-file", key];
+    let (first, second) = (serve(&args, &[]), serve(&args, &[]));
+    let stranger = serve(&["--listen", "127.0.0.1:0"], &[]);
+    let token = http_put_token(&first.endpoints[0]);
+    let header = [("X-aws-ec2-metadata-token", token.as_str())];
+    assert_eq!(
+        http_get(
+            &second.endpoints[0],
+            "/latest/meta-data/instance-id",
+            &header
+        )
+        .0,
+        200
+    );
+    assert_eq!(
+        http_get(
+            &stranger.endpoints[0],
+            "/latest/meta-data/instance-id",
+            &header
+        )
+        .0,
+        401
+    );
+}
+
+#[test]
+fn debug_logging_shows_each_request_without_its_token() {
+    let served = serve(&["--listen", "127.0.0.1:0", "--log-level", "debug"], &[]);
+    let token = http_put_token(&served.endpoints[0]);
+    let header = [("X-aws-ec2-metadata-token", token.as_str())];
+    assert_eq!(
+        http_get(
+            &served.endpoints[0],
+            "/latest/meta-data/iam/security-credentials/imds-default-role",
+            &header
+        )
+        .0,
+        200
+    );
+    let (status, stderr) = served.stop("TERM");
+    assert!(status.success());
+    let requests: Vec<&str> = stderr
+        .lines()
+        .filter(|l| l.contains("guest request"))
+        .collect();
+    assert_eq!(requests.len(), 2, "{stderr}");
+    assert!(
+        requests[1].contains("imds_version=\"v2\"") && requests[1].contains("status=200"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains(&token), "the token appears in the log");
+    assert!(!stderr.contains("ASIA"), "credentials appear in the log");
+}
