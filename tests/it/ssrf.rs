@@ -22,7 +22,8 @@ use tokio::net::{TcpListener, TcpStream};
 
 use crate::harness::{send_on, TestImds};
 
-/// nginx proxying 127.0.0.1:PORT to imds, the way reverse proxies are configured.
+/// nginx proxying 127.0.0.1:PORT to imds, the way reverse proxies are configured; one process
+/// (`master_process off`), so killing it leaves no workers behind.
 struct Nginx {
     child: Child,
     addr: SocketAddr,
@@ -38,7 +39,7 @@ impl Nginx {
             .unwrap();
         let d = dir.path().display();
         let config = format!(
-            "daemon off;\nuser root;\npid {d}/nginx.pid;\nerror_log {d}/error.log;\nevents {{}}\n\
+            "daemon off;\nmaster_process off;\nuser root;\npid {d}/nginx.pid;\nerror_log {d}/error.log;\nevents {{}}\n\
              http {{\n  access_log off;\n  client_body_temp_path {d}/body;\n  proxy_temp_path {d}/proxy;\n\
                fastcgi_temp_path {d}/fastcgi;\n  uwsgi_temp_path {d}/uwsgi;\n  scgi_temp_path {d}/scgi;\n\
                server {{\n    listen {addr};\n    location / {{\n      proxy_pass http://{upstream};\n\
