@@ -39,6 +39,13 @@ pub enum Command {
         /// The TOML (or .json) file to check.
         file: PathBuf,
     },
+    /// Print the certificate (PEM) that verifies the identity document's signatures.
+    ///
+    /// imds signs dynamic/instance-identity/{signature,pkcs7,rsa2048} with its own RSA key. Give
+    /// the same --state-dir (or --signing-key/--signing-cert, or --config) as `imds serve`; with
+    /// --state-dir the key is created here if the server has not created it yet. Without any of
+    /// them the server uses a key per process, which no other process can print.
+    Cert(CertArgs),
     /// How machines and container networks reach imds at 169.254.169.254 without --link-local.
     LinkLocal {
         /// Print iptables and nftables rules that send 169.254.169.254:80 to imds.
@@ -89,9 +96,12 @@ pub struct ServeArgs {
     #[arg(long, env = "IMDS_KEEP_ALIVE", num_args = 0..=1, default_missing_value = "true", value_name = "BOOL")]
     pub keep_alive: Option<bool>,
     /// File of at least 32 bytes that keys session tokens, so restarts and replicas accept each
-    /// other's tokens (default: a random key per process).
+    /// other's tokens (default: token.key in --state-dir, else a random key per process).
     #[arg(long, env = "IMDS_TOKEN_KEY_FILE", value_name = "FILE")]
     pub token_key_file: Option<PathBuf>,
+    /// Where the signing key comes from.
+    #[command(flatten)]
+    pub keys: KeyArgs,
     /// Log verbosity on stderr: error, warn, info, debug (one line per request) or trace; or a
     /// tracing filter such as `imds=debug`.
     #[arg(
@@ -103,6 +113,59 @@ pub struct ServeArgs {
     pub log_level: String,
 }
 
+/// Flags naming the key material kept across restarts, shared by `serve` and `cert`.
+#[derive(Debug, Args)]
+pub struct KeyArgs {
+    /// Directory for what must survive restarts, created if missing: the token key (token.key,
+    /// unless --token-key-file is given) and the identity signing key with its certificate
+    /// (identity.pem). Default: new keys per process.
+    #[arg(long, env = "IMDS_STATE_DIR", value_name = "DIR")]
+    pub state_dir: Option<PathBuf>,
+    /// RSA private key (PEM, PKCS#8 or PKCS#1, 2048 bits or more) that signs the identity
+    /// document instead of a generated one; needs --signing-cert.
+    #[arg(
+        long,
+        env = "IMDS_SIGNING_KEY",
+        value_name = "FILE",
+        requires = "signing_cert"
+    )]
+    pub signing_key: Option<PathBuf>,
+    /// Certificate (PEM) of --signing-key, printed by `imds cert`.
+    #[arg(
+        long,
+        env = "IMDS_SIGNING_CERT",
+        value_name = "FILE",
+        requires = "signing_key"
+    )]
+    pub signing_cert: Option<PathBuf>,
+}
+
+/// Flags of `imds cert`.
+#[derive(Debug, Args)]
+pub struct CertArgs {
+    /// Configuration file whose [server] section names the keys.
+    #[arg(long, short, env = "IMDS_CONFIG", value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// Where the signing key comes from.
+    #[command(flatten)]
+    pub keys: KeyArgs,
+    /// Print the public key (SPKI PEM, for `openssl dgst -verify`) instead of the certificate.
+    #[arg(long)]
+    pub public_key: bool,
+}
+
+impl CertArgs {
+    /// The flag layer, to lay over the config file.
+    pub fn overrides(&self) -> Overrides {
+        Overrides {
+            state_dir: self.keys.state_dir.clone(),
+            signing_key_file: self.keys.signing_key.clone(),
+            signing_cert_file: self.keys.signing_cert.clone(),
+            ..Overrides::default()
+        }
+    }
+}
+
 impl ServeArgs {
     /// The environment and flag layer, to lay over the config file.
     pub fn overrides(&self) -> Overrides {
@@ -110,6 +173,9 @@ impl ServeArgs {
             listen: self.listen.clone(),
             keep_alive: self.keep_alive,
             token_key_file: self.token_key_file.clone(),
+            state_dir: self.keys.state_dir.clone(),
+            signing_key_file: self.keys.signing_key.clone(),
+            signing_cert_file: self.keys.signing_cert.clone(),
             http_tokens: self.http_tokens,
             http_endpoint: self.http_endpoint,
             hop_limit: self.hop_limit,

@@ -32,8 +32,15 @@ pub struct ServerConfig {
     pub listen: Vec<SocketAddr>,
     /// Persistent connections instead of `Connection: close`.
     pub keep_alive: bool,
-    /// File whose content keys IMDSv2 tokens; random per process when absent.
+    /// File whose content keys IMDSv2 tokens; from the state directory, else random per
+    /// process, when absent.
     pub token_key_file: Option<PathBuf>,
+    /// Directory keeping what must survive restarts (the token key, the identity signing key).
+    pub state_dir: Option<PathBuf>,
+    /// PEM private key signing the identity document (with `signing_cert_file`).
+    pub signing_key_file: Option<PathBuf>,
+    /// PEM certificate of `signing_key_file`.
+    pub signing_cert_file: Option<PathBuf>,
     /// Connections served at once.
     pub max_connections: usize,
     /// Deadline for a request head, in milliseconds.
@@ -66,6 +73,12 @@ pub struct Overrides {
     pub keep_alive: Option<bool>,
     /// Replaces `server.token_key_file`.
     pub token_key_file: Option<PathBuf>,
+    /// Replaces `server.state_dir`.
+    pub state_dir: Option<PathBuf>,
+    /// Replaces `server.signing_key_file`.
+    pub signing_key_file: Option<PathBuf>,
+    /// Replaces `server.signing_cert_file`.
+    pub signing_cert_file: Option<PathBuf>,
     /// Replaces `instance.metadata_options.http_tokens`.
     pub http_tokens: Option<HttpTokens>,
     /// Replaces `instance.metadata_options.http_endpoint`.
@@ -191,8 +204,16 @@ impl Config {
         if let Some(keep_alive) = overrides.keep_alive {
             self.server.keep_alive = keep_alive;
         }
-        if let Some(file) = &overrides.token_key_file {
-            self.server.token_key_file = Some(file.clone());
+        let server = &mut self.server;
+        for (value, slot) in [
+            (&overrides.token_key_file, &mut server.token_key_file),
+            (&overrides.state_dir, &mut server.state_dir),
+            (&overrides.signing_key_file, &mut server.signing_key_file),
+            (&overrides.signing_cert_file, &mut server.signing_cert_file),
+        ] {
+            if let Some(value) = value {
+                *slot = Some(value.clone());
+            }
         }
         let options = &mut self.instance.metadata_options;
         if let Some(tokens) = overrides.http_tokens {
@@ -226,6 +247,21 @@ const BUILT_IN: &str = "built-in default";
 fn check_server(server: &ServerConfig) -> Result<(), (&'static str, String)> {
     if server.listen.is_empty() {
         return Err(("listen", "at least one address is needed".into()));
+    }
+    match (&server.signing_key_file, &server.signing_cert_file) {
+        (Some(_), None) => {
+            return Err((
+                "signing_cert_file",
+                "is needed with signing_key_file (the certificate of that key)".into(),
+            ))
+        }
+        (None, Some(_)) => {
+            return Err((
+                "signing_key_file",
+                "is needed with signing_cert_file (the key of that certificate)".into(),
+            ))
+        }
+        _ => {}
     }
     if server.max_connections == 0 {
         return Err(("max_connections", "must be at least 1".into()));

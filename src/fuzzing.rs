@@ -5,6 +5,7 @@
 use std::sync::OnceLock;
 
 use crate::config::Config;
+use crate::keys::Keys;
 use crate::metadata::path::{self, GuestPath};
 use crate::secret::ServerSecret;
 use crate::state::Snapshot;
@@ -27,7 +28,8 @@ fn snapshot() -> &'static Snapshot {
         let loaded = Config::load(None)
             .and_then(|c| c.resolve(&Default::default(), None))
             .expect("the built-in configuration is valid");
-        Snapshot::new(loaded.instance, &ServerSecret::from_bytes(b"fuzzing"))
+        let keys = Keys::ephemeral().expect("an RSA key can be generated");
+        Snapshot::new(loaded.instance, &keys)
     })
 }
 

@@ -21,7 +21,9 @@ pub mod config;
 pub mod credentials;
 pub mod fuzzing;
 pub mod guest_api;
+pub mod identity;
 pub mod instance;
+pub mod keys;
 pub mod link_local;
 pub mod metadata;
 pub mod net;
@@ -50,8 +52,8 @@ pub struct App {
 }
 
 impl App {
-    /// Builds the app for `loaded`, keyed by `secret`, reading time from `clock`.
-    pub fn new(loaded: Loaded, secret: &secret::ServerSecret, clock: Arc<dyn clock::Clock>) -> App {
+    /// Builds the app for `loaded` with `keys`, reading time from `clock`.
+    pub fn new(loaded: Loaded, keys: &keys::Keys, clock: Arc<dyn clock::Clock>) -> App {
         let server = &loaded.server;
         let settings = ServerSettings {
             keep_alive: server.keep_alive,
@@ -62,9 +64,9 @@ impl App {
         };
         let state = Arc::new(state::State::single(state::Snapshot::new(
             loaded.instance,
-            secret,
+            keys,
         )));
-        let tokens = token::TokenSealer::new(secret);
+        let tokens = token::TokenSealer::new(&keys.secret);
         App {
             api: Arc::new(GuestApi::new(
                 state.clone(),

@@ -4,8 +4,9 @@ use std::io::IsTerminal;
 use std::process::ExitCode;
 
 use clap::Parser;
-use imds::cli::{Cli, Command};
+use imds::cli::{CertArgs, Cli, Command};
 use imds::config::{Config, ConfigError, DEFAULT_CONFIG_TOML};
+use imds::keys::Keys;
 use imds::Overrides;
 
 fn main() -> ExitCode {
@@ -19,6 +20,7 @@ fn main() -> ExitCode {
             Ok(())
         }
         Command::CheckConfig { file } => check_config(&file).map_err(Into::into),
+        Command::Cert(args) => print_certificate(&args),
         Command::LinkLocal { to, .. } => {
             print!("{}", imds::link_local::dnat_rules(to));
             Ok(())
@@ -44,6 +46,17 @@ fn check_config(file: &std::path::Path) -> Result<(), ConfigError> {
         instance.config.placement.availability_zone,
         instance.options().http_tokens,
     );
+    Ok(())
+}
+
+fn print_certificate(args: &CertArgs) -> Result<(), Box<dyn std::error::Error>> {
+    let file = args.config.as_deref();
+    let loaded = Config::load(file)?.resolve(&args.overrides(), file)?;
+    let signer = Keys::lasting_signer(&loaded.server)?;
+    match args.public_key {
+        true => print!("{}", signer.public_key_pem()),
+        false => print!("{}", signer.certificate_pem()),
+    }
     Ok(())
 }
 

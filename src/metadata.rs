@@ -67,6 +67,8 @@ struct Dir {
     listings: Vec<(ApiVersion, Bytes)>,
     /// Names shown in listings where they differ from the path name (`0` → `0=my-key`).
     shown_as: Vec<(Box<str>, Box<str>)>,
+    /// Listing order where IMDS does not sort (names not in it follow, sorted).
+    listing_order: Vec<Box<str>>,
 }
 
 impl MetadataTree {
@@ -151,6 +153,15 @@ impl TreeBuilder {
         self
     }
 
+    /// Lists the directory `path` in `order` instead of sorted, as IMDS does for a few.
+    pub fn list_in_order(&mut self, path: &str, order: &[&str]) -> &mut Self {
+        let dir = self.dir(path);
+        if let NodeKind::Dir(dir) = &mut self.nodes[dir].kind {
+            dir.listing_order = order.iter().map(|&name| name.into()).collect();
+        }
+        self
+    }
+
     /// The directory at `path`, created (with its parents) if missing.
     fn dir(&mut self, path: &str) -> usize {
         let mut current = 0;
@@ -214,6 +225,8 @@ impl TreeBuilder {
         };
         dir.children.sort_by(|a, b| a.0.cmp(&b.0));
         entries.sort_by(|a, b| a.0.cmp(&b.0));
+        let rank = |name: &str| dir.listing_order.iter().position(|n| &**n == name);
+        entries.sort_by_key(|(name, _, _)| rank(name).unwrap_or(usize::MAX));
         let mut cuts: Vec<ApiVersion> = entries.iter().map(|(_, since, _)| *since).collect();
         cuts.sort();
         cuts.dedup();

@@ -13,8 +13,8 @@ use tokio::signal::unix::{signal, SignalKind};
 use crate::cli::ServeArgs;
 use crate::clock::SystemClock;
 use crate::config::{Config, ConfigError, Loaded, Overrides, ServerConfig};
+use crate::keys::{Keys, KeysError};
 use crate::link_local::{self, LinkLocal, LinkLocalError};
-use crate::secret::{SecretError, ServerSecret};
 use crate::server::{Accepting, Server};
 use crate::state::Snapshot;
 use crate::App;
@@ -25,9 +25,9 @@ pub enum ServeError {
     /// The configuration is invalid.
     #[error(transparent)]
     Config(#[from] ConfigError),
-    /// The token key file is unusable.
+    /// The keys could not be loaded or created.
     #[error(transparent)]
-    Secret(#[from] SecretError),
+    Keys(#[from] KeysError),
     /// `--link-local` could not be set up.
     #[error(transparent)]
     LinkLocal(#[from] LinkLocalError),
@@ -48,7 +48,7 @@ pub enum ServeError {
 struct Reloader {
     file: Option<PathBuf>,
     overrides: Overrides,
-    secret: ServerSecret,
+    keys: Keys,
     running: ServerConfig,
 }
 
@@ -57,10 +57,7 @@ pub fn run(args: &ServeArgs) -> Result<(), ServeError> {
     let file = args.config.clone();
     let overrides = args.overrides();
     let loaded = Config::load(file.as_deref())?.resolve(&overrides, file.as_deref())?;
-    let secret = match &loaded.server.token_key_file {
-        Some(path) => ServerSecret::from_file(path)?,
-        None => ServerSecret::random(),
-    };
+    let keys = Keys::load(&loaded.server)?;
     let mut link_local = match args.link_local {
         true => Some(LinkLocal::setup(
             loaded.instance.options().http_protocol_ipv6.is_enabled(),
@@ -71,7 +68,7 @@ pub fn run(args: &ServeArgs) -> Result<(), ServeError> {
     let reloader = Reloader {
         file,
         overrides,
-        secret,
+        keys,
         running: loaded.server.clone(),
     };
     let result = runtime.block_on(serve(loaded, reloader, &mut link_local));
@@ -133,7 +130,7 @@ async fn serve(
         addresses = ?bound,
         "imds started"
     );
-    let app = App::new(loaded, &reloader.secret, Arc::new(SystemClock));
+    let app = App::new(loaded, &reloader.keys, Arc::new(SystemClock));
     let server = Server::new(app.api.clone(), app.settings);
     let mut accepting: Vec<(SocketAddr, Accepting)> = bound
         .iter()
@@ -177,7 +174,7 @@ async fn reload(
     let options = loaded.instance.options();
     let instance = loaded.instance.id().to_owned();
     app.state
-        .replace(Snapshot::new(loaded.instance, &reloader.secret));
+        .replace(Snapshot::new(loaded.instance, &reloader.keys));
     if let Some(link_local) = link_local {
         let ipv6 = options.http_protocol_ipv6.is_enabled();
         let endpoint = SocketAddr::new(link_local::IPV6.into(), 80);

@@ -10,9 +10,9 @@ use http::HeaderValue;
 
 use crate::credentials::CredentialIssuer;
 use crate::instance::Instance;
+use crate::keys::Keys;
 use crate::metadata::{build, MetadataTree};
 use crate::options::MetadataOptions;
-use crate::secret::ServerSecret;
 
 /// Everything needed to answer one instance's requests, built once per change.
 #[derive(Debug)]
@@ -30,11 +30,12 @@ pub struct Snapshot {
 }
 
 impl Snapshot {
-    /// Builds the snapshot of `instance`, with credentials derived from `secret`.
-    pub fn new(instance: Instance, secret: &ServerSecret) -> Snapshot {
+    /// Builds the snapshot of `instance`: credentials derived from the keys' secret, the identity
+    /// document signed by their signer.
+    pub fn new(instance: Instance, keys: &Keys) -> Snapshot {
         let launched = instance.config.pending_time.unix_timestamp().max(0) as u64 * 1000;
         let credentials = CredentialIssuer::new(
-            secret,
+            &keys.secret,
             instance.id(),
             &instance.config.account_id,
             instance.iam.as_ref().map(|p| p.role.as_str()),
@@ -48,7 +49,7 @@ impl Snapshot {
             .expect("HTTP dates are visible ASCII");
         Snapshot {
             options: instance.options(),
-            tree: build::tree(&instance),
+            tree: build::tree(&instance, &keys.signer),
             credentials,
             last_modified,
             instance,

@@ -5,13 +5,15 @@ use serde::Serialize;
 
 use super::render;
 use super::{CredentialsLeaf, Leaf, MetadataTree, TreeBuilder};
+use crate::identity::IdentitySigner;
 use crate::instance::{Instance, Interface, SecurityGroup};
 
-/// Builds the tree an instance serves under every version root.
-pub fn tree(instance: &Instance) -> MetadataTree {
+/// Builds the tree an instance serves under every version root; `signer` signs its identity
+/// document.
+pub fn tree(instance: &Instance, signer: &IdentitySigner) -> MetadataTree {
     let mut b = TreeBuilder::default();
     meta_data(&mut b, instance);
-    dynamic(&mut b, instance);
+    dynamic(&mut b, instance, signer);
     if let Some(user_data) = &instance.user_data {
         b.leaf("user-data", "1.0", Leaf::UserData(user_data.clone()));
     }
@@ -336,7 +338,7 @@ struct IdentityDocument<'a> {
     version: &'static str,
 }
 
-fn dynamic(b: &mut TreeBuilder, instance: &Instance) {
+fn dynamic(b: &mut TreeBuilder, instance: &Instance, signer: &IdentitySigner) {
     let c = &instance.config;
     let document = render::json(&IdentityDocument {
         account_id: &c.account_id,
@@ -356,10 +358,31 @@ fn dynamic(b: &mut TreeBuilder, instance: &Instance) {
         region: &instance.region,
         version: "2017-09-30",
     });
-    b.leaf(
-        "dynamic/instance-identity/document",
-        "2009-04-04",
-        Leaf::Text(document),
-    )
-    .text("dynamic/fws/instance-monitoring", "2009-04-04", "disabled");
+    let signed = signer.sign(&document);
+    let identity = |name: &str| format!("dynamic/instance-identity/{name}");
+    // imds has one RSA key, so `dsa2048` (listed by EC2 next to the others) carries the same
+    // RSA-2048/SHA-256 PKCS#7 as `pkcs7` and `rsa2048`: crawlers that fetch every listed entry
+    // get an answer, and every PKCS#7 verifies with the one certificate of `imds cert`.
+    b.leaf(&identity("document"), "2009-04-04", Leaf::Text(document))
+        .leaf(
+            &identity("pkcs7"),
+            "2009-04-04",
+            Leaf::Text(signed.pkcs7.clone()),
+        )
+        .leaf(
+            &identity("signature"),
+            "2009-04-04",
+            Leaf::Text(signed.signature),
+        )
+        .leaf(
+            &identity("rsa2048"),
+            "2009-04-04",
+            Leaf::Text(signed.pkcs7.clone()),
+        )
+        .leaf(&identity("dsa2048"), "2009-04-04", Leaf::Text(signed.pkcs7))
+        .list_in_order(
+            "dynamic/instance-identity",
+            &["rsa2048", "pkcs7", "document", "signature", "dsa2048"],
+        )
+        .text("dynamic/fws/instance-monitoring", "2009-04-04", "disabled");
 }

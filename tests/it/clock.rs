@@ -11,6 +11,8 @@ use imds::config::{Config, Overrides};
 use imds::secret::ServerSecret;
 use imds::App;
 
+use crate::harness::keys_with;
+
 const PEER: &str = "10.0.21.74:40000";
 const LAUNCH_MILLIS: u64 = 1_793_607_269_000; // 2026-11-02T08:14:29Z, the default pending_time
 
@@ -22,7 +24,7 @@ fn app(clock: Arc<ManualClock>, toml: &str) -> App {
         .unwrap()
         .resolve(&Overrides::default(), Some(&path))
         .unwrap();
-    App::new(loaded, &ServerSecret::random(), clock)
+    App::new(loaded, &keys_with(ServerSecret::random()), clock)
 }
 
 async fn call(

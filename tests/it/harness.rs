@@ -3,7 +3,7 @@
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use bytes::Bytes;
 use http::{HeaderMap, Method, Request, StatusCode};
@@ -11,6 +11,8 @@ use http_body_util::{BodyExt, Empty};
 use hyper_util::rt::TokioIo;
 use imds::clock::SystemClock;
 use imds::config::{Config, Overrides};
+use imds::identity::IdentitySigner;
+use imds::keys::Keys;
 use imds::secret::ServerSecret;
 use imds::App;
 use tokio::net::{TcpListener, TcpStream};
@@ -44,9 +46,26 @@ impl Answer {
     }
 }
 
+/// Keys with `secret` and a signing key shared by the whole test run (RSA key generation is
+/// the slowest part of starting a server).
+pub fn keys_with(secret: ServerSecret) -> Keys {
+    static SIGNER: OnceLock<Arc<IdentitySigner>> = OnceLock::new();
+    let signer = SIGNER.get_or_init(|| Arc::new(IdentitySigner::generate().unwrap()));
+    Keys {
+        secret,
+        signer: signer.clone(),
+    }
+}
+
 /// A running server.
 pub struct TestImds {
     pub addr: SocketAddr,
+    /// The certificate verifying its identity document's signatures.
+    pub certificate_pem: String,
+    /// Its keys, to build snapshots with.
+    pub keys: Keys,
+    /// Its instances, to swap changes in.
+    pub state: Arc<imds::state::State>,
     stop: Option<oneshot::Sender<()>>,
     task: Option<JoinHandle<()>>,
     _dir: tempfile::TempDir,
@@ -96,8 +115,8 @@ impl Setup {
             .unwrap()
             .resolve(&self.overrides, Some(&path))
             .unwrap();
-        let secret = self.secret.unwrap_or_else(ServerSecret::random);
-        let app = App::new(loaded, &secret, Arc::new(SystemClock));
+        let keys = keys_with(self.secret.unwrap_or_else(ServerSecret::random));
+        let app = App::new(loaded, &keys, Arc::new(SystemClock));
         let bind = if self.ipv6 { "[::1]:0" } else { "127.0.0.1:0" };
         let listener = TcpListener::bind(bind).await.unwrap();
         let addr = listener.local_addr().unwrap();
@@ -112,6 +131,9 @@ impl Setup {
         ));
         TestImds {
             addr,
+            certificate_pem: keys.signer.certificate_pem().to_owned(),
+            keys,
+            state: app.state,
             stop: Some(stop),
             task: Some(task),
             _dir: dir,

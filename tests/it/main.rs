@@ -8,6 +8,7 @@ mod connections;
 mod fuzz_corpus;
 mod harness;
 mod hop_limit;
+mod identity;
 mod instance_config;
 mod link_local;
 mod netns;

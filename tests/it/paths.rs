@@ -144,7 +144,7 @@ async fn slashes_are_forgiven_as_clients_rely_on() {
     // cloud-init reads a directory without its slash.
     assert_eq!(
         imds.get("/latest/dynamic/instance-identity").await.text(),
-        "document"
+        "rsa2048\npkcs7\ndocument\nsignature\ndsa2048"
     );
     // ec2-metadata and the JS SDK send doubled slashes.
     assert_eq!(
