@@ -22,30 +22,62 @@ use time::OffsetDateTime;
 use crate::metadata::render;
 use crate::secret::ServerSecret;
 
-/// The documents of one credential period, rendered once.
+/// Which role credentials a caller gets: EC2 delivers different sets to token-less (IMDSv1) and
+/// token (IMDSv2) callers, which IAM policies tell apart with `ec2:RoleDelivery` (1.0 or 2.0).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Delivery {
+    /// A request without a session token.
+    V1,
+    /// A request with a valid session token.
+    V2,
+}
+
+impl Delivery {
+    /// `ec2:RoleDelivery`'s value for this delivery.
+    pub fn role_delivery(self) -> &'static str {
+        match self {
+            Delivery::V1 => "1.0",
+            Delivery::V2 => "2.0",
+        }
+    }
+}
+
+/// One set of credentials, rendered once for its period.
 #[derive(Debug)]
-pub struct IssuedCredentials {
+pub struct IssuedSet {
     period: u64,
-    /// `iam/security-credentials/<role>` (absent without a role).
-    pub role: Option<Bytes>,
-    /// `iam/security-credentials-extended/<role>`: the same plus `AccountId`.
-    pub role_extended: Option<Bytes>,
-    /// `identity-credentials/ec2/security-credentials/ec2-instance`.
-    pub identity: Bytes,
+    /// The credentials document.
+    pub document: Bytes,
+    /// The same plus `AccountId` (`iam/security-credentials-extended/<role>`); roles only.
+    pub extended: Option<Bytes>,
     /// `Last-Modified` of these documents: their `LastUpdated`.
     pub last_modified: HeaderValue,
 }
 
-/// Issues the credentials of one instance.
+/// Issues the credentials of one instance: the role's (a set per delivery) and the identity
+/// credentials, each set on its own rotation schedule.
 #[derive(Debug)]
 pub struct CredentialIssuer {
     key: Hmac<Sha256>,
     instance_id: String,
     account_id: String,
-    role: Option<String>,
+    role_v1: Option<Stream>,
+    role_v2: Option<Stream>,
+    identity: Stream,
+}
+
+/// One rotating stream of credential sets.
+#[derive(Debug)]
+struct Stream {
+    /// Derivation labels (`role`, name, delivery).
+    purpose: Vec<String>,
+    /// Period 0 starts here; periods are half a lifetime long.
     anchor_millis: u64,
+    /// No set is issued before launch.
+    launched_millis: u64,
     lifetime_millis: u64,
-    current: ArcSwapOption<IssuedCredentials>,
+    extended: bool,
+    current: ArcSwapOption<IssuedSet>,
 }
 
 /// The JSON of a set of credentials, keys in IMDS' order.
@@ -64,11 +96,60 @@ struct CredentialsDocument<'a> {
     account_id: Option<&'a str>,
 }
 
-/// One set of generated keys.
-struct KeySet {
-    access_key_id: String,
-    secret_access_key: String,
-    token: String,
+impl CredentialsDocument<'_> {
+    /// The document and, with `account_id`, its extended form.
+    fn render(
+        last_updated: &str,
+        keys: &KeySet,
+        expiration: &str,
+        account_id: Option<&str>,
+    ) -> (Bytes, Option<Bytes>) {
+        let document = |account_id| {
+            render::json(&CredentialsDocument {
+                code: "Success",
+                last_updated,
+                kind: "AWS-HMAC",
+                access_key_id: &keys.access_key_id,
+                secret_access_key: &keys.secret_access_key,
+                token: &keys.token,
+                expiration,
+                account_id,
+            })
+        };
+        (document(None), account_id.map(|id| document(Some(id))))
+    }
+}
+
+/// One set of keys.
+pub struct KeySet {
+    /// `AccessKeyId`.
+    pub access_key_id: String,
+    /// `SecretAccessKey`.
+    pub secret_access_key: String,
+    /// `Token`.
+    pub token: String,
+}
+
+/// The documents of one set of role credentials obtained elsewhere (STS), with `AccountId` in
+/// the extended form.
+pub fn role_documents(
+    keys: &KeySet,
+    last_updated: OffsetDateTime,
+    expiration: OffsetDateTime,
+    account_id: &str,
+) -> IssuedSet {
+    let (document, extended) = CredentialsDocument::render(
+        &render::iso_seconds(last_updated),
+        keys,
+        &render::iso_seconds(expiration),
+        Some(account_id),
+    );
+    IssuedSet {
+        period: 0,
+        document,
+        extended,
+        last_modified: http_date(last_updated),
+    }
 }
 
 impl CredentialIssuer {
@@ -83,71 +164,77 @@ impl CredentialIssuer {
         lifetime_seconds: u64,
     ) -> CredentialIssuer {
         let key = secret.derive("imds credentials v1");
+        let lifetime_millis = lifetime_seconds * 1000;
+        let stream = |purpose: &[&str], offset_millis: u64, extended: bool| Stream {
+            purpose: purpose.iter().map(|p| (*p).to_owned()).collect(),
+            anchor_millis: launched_millis.saturating_sub(offset_millis),
+            launched_millis,
+            lifetime_millis,
+            extended,
+            current: ArcSwapOption::empty(),
+        };
+        // The v1 set rotates a quarter lifetime apart from the v2 set: separate sessions, as on EC2.
+        let role_stream = |delivery: Delivery, offset| {
+            role.map(|role| stream(&["role", role, delivery.role_delivery()], offset, true))
+        };
         CredentialIssuer {
             key: Hmac::new_from_slice(&key).expect("HMAC accepts 32-byte keys"),
             instance_id: instance_id.to_owned(),
             account_id: account_id.to_owned(),
-            role: role.map(str::to_owned),
-            anchor_millis: launched_millis,
-            lifetime_millis: lifetime_seconds * 1000,
-            current: ArcSwapOption::empty(),
+            role_v1: role_stream(Delivery::V1, lifetime_millis / 4),
+            role_v2: role_stream(Delivery::V2, 0),
+            identity: stream(&["identity"], 0, false),
         }
     }
 
-    /// The credentials served at `now_millis`.
-    pub fn at(&self, now_millis: u64) -> Arc<IssuedCredentials> {
-        let period = now_millis.saturating_sub(self.anchor_millis) / self.period_millis();
-        if let Some(current) = self.current.load_full() {
+    /// The role credentials for `delivery` at `now_millis`, if the instance has a role.
+    pub fn role(&self, delivery: Delivery, now_millis: u64) -> Option<Arc<IssuedSet>> {
+        let stream = match delivery {
+            Delivery::V1 => self.role_v1.as_ref(),
+            Delivery::V2 => self.role_v2.as_ref(),
+        };
+        stream.map(|stream| self.at(stream, now_millis))
+    }
+
+    /// The identity credentials at `now_millis`.
+    pub fn identity(&self, now_millis: u64) -> Arc<IssuedSet> {
+        self.at(&self.identity, now_millis)
+    }
+
+    fn at(&self, stream: &Stream, now_millis: u64) -> Arc<IssuedSet> {
+        let period = now_millis.saturating_sub(stream.anchor_millis) / stream.period_millis();
+        if let Some(current) = stream.current.load_full() {
             if current.period == period {
                 return current;
             }
         }
-        let issued = Arc::new(self.issue(period));
-        self.current.store(Some(issued.clone()));
+        let issued = Arc::new(self.issue(stream, period));
+        stream.current.store(Some(issued.clone()));
         issued
     }
 
-    /// Half the lifetime: how often a new set is issued.
-    fn period_millis(&self) -> u64 {
-        (self.lifetime_millis / 2).max(1)
-    }
-
-    fn issue(&self, period: u64) -> IssuedCredentials {
-        let issued_millis = self.anchor_millis + period * self.period_millis();
+    fn issue(&self, stream: &Stream, period: u64) -> IssuedSet {
+        let issued_millis =
+            (stream.anchor_millis + period * stream.period_millis()).max(stream.launched_millis);
         let issued_at = whole_seconds(issued_millis);
-        let expires_at = whole_seconds(issued_millis + self.lifetime_millis);
-        let last_updated = render::iso_seconds(issued_at);
-        let expiration = render::iso_seconds(expires_at);
-        let document = |keys: &KeySet, account_id: Option<&str>| {
-            render::json(&CredentialsDocument {
-                code: "Success",
-                last_updated: &last_updated,
-                kind: "AWS-HMAC",
-                access_key_id: &keys.access_key_id,
-                secret_access_key: &keys.secret_access_key,
-                token: &keys.token,
-                expiration: &expiration,
-                account_id,
-            })
-        };
-        let role_keys = self
-            .role
-            .as_deref()
-            .map(|role| self.keys(&["role", role], period));
-        let identity_keys = self.keys(&["identity"], period);
-        IssuedCredentials {
+        let expires_at = whole_seconds(issued_millis + stream.lifetime_millis);
+        let keys = self.keys(&stream.purpose, period);
+        let (document, extended) = CredentialsDocument::render(
+            &render::iso_seconds(issued_at),
+            &keys,
+            &render::iso_seconds(expires_at),
+            stream.extended.then_some(self.account_id.as_str()),
+        );
+        IssuedSet {
             period,
-            role: role_keys.as_ref().map(|keys| document(keys, None)),
-            role_extended: role_keys
-                .as_ref()
-                .map(|keys| document(keys, Some(&self.account_id))),
-            identity: document(&identity_keys, None),
+            document,
+            extended,
             last_modified: http_date(issued_at),
         }
     }
 
     /// Realistic keys: `ASIA` + 16, a 40-character secret, a long session token.
-    fn keys(&self, purpose: &[&str], period: u64) -> KeySet {
+    fn keys(&self, purpose: &[String], period: u64) -> KeySet {
         let stream = |label: &str, len: usize| -> Vec<u8> {
             let mut out = Vec::with_capacity(len + 32);
             let mut counter = 0u32;
@@ -182,6 +269,13 @@ impl CredentialIssuer {
             secret_access_key,
             token,
         }
+    }
+}
+
+impl Stream {
+    /// Half the lifetime: how often a new set is issued.
+    fn period_millis(&self) -> u64 {
+        (self.lifetime_millis / 2).max(1)
     }
 }
 
@@ -232,8 +326,9 @@ mod tests {
 
     #[test]
     fn credentials_look_real() {
-        let issued = issuer(21600).at(LAUNCH);
-        let role = issued.role.as_ref().unwrap();
+        let issuer = issuer(21600);
+        let issued = issuer.role(Delivery::V2, LAUNCH).unwrap();
+        let role = &issued.document;
         let key = field(role, "AccessKeyId");
         assert!(key.starts_with("ASIA") && key.len() == 20, "{key}");
         assert!(key
@@ -244,10 +339,55 @@ mod tests {
         assert_eq!(field(role, "Code"), "Success");
         assert_eq!(field(role, "Type"), "AWS-HMAC");
         assert!(!role.ends_with(b"\n"));
-        let extended = issued.role_extended.as_ref().unwrap();
+        let extended = issued.extended.as_ref().unwrap();
         assert_eq!(field(extended, "AccountId"), "123456789012");
         assert_eq!(field(extended, "AccessKeyId"), key);
-        assert_ne!(field(&issued.identity, "AccessKeyId"), key);
+        let identity = issuer.identity(LAUNCH);
+        assert_ne!(field(&identity.document, "AccessKeyId"), key);
+        assert!(identity.extended.is_none());
+    }
+
+    #[test]
+    fn v1_and_v2_callers_get_different_sets_rotating_at_different_times() {
+        let issuer = issuer(21600);
+        let key =
+            |delivery, now| field(&issuer.role(delivery, now).unwrap().document, "AccessKeyId");
+        assert_ne!(key(Delivery::V1, LAUNCH), key(Delivery::V2, LAUNCH));
+        let (mut v1_changes, mut v2_changes) = (Vec::new(), Vec::new());
+        let mut now = LAUNCH;
+        while now < LAUNCH + 24 * HOUR {
+            let next = now + 60_000;
+            if key(Delivery::V1, now) != key(Delivery::V1, next) {
+                v1_changes.push(next - LAUNCH);
+            }
+            if key(Delivery::V2, now) != key(Delivery::V2, next) {
+                v2_changes.push(next - LAUNCH);
+            }
+            now = next;
+        }
+        assert_eq!(
+            v2_changes,
+            [
+                3 * HOUR,
+                6 * HOUR,
+                9 * HOUR,
+                12 * HOUR,
+                15 * HOUR,
+                18 * HOUR,
+                21 * HOUR
+            ]
+        );
+        assert_eq!(v1_changes.len(), 8);
+        assert!(
+            v1_changes.iter().all(|t| !v2_changes.contains(t)),
+            "{v1_changes:?}"
+        );
+        let first_v1 = issuer.role(Delivery::V1, LAUNCH).unwrap();
+        assert_eq!(
+            field(&first_v1.document, "LastUpdated"),
+            "2027-01-15T08:00:00Z",
+            "no set is issued before launch"
+        );
     }
 
     #[test]
@@ -255,10 +395,12 @@ mod tests {
         let issuer = issuer(21600);
         let mut now = LAUNCH;
         while now < LAUNCH + 48 * HOUR {
-            let issued = issuer.at(now);
-            let left = seconds_left(issued.role.as_ref().unwrap(), now);
-            assert!(left >= 3600, "only {left}s left at +{}ms", now - LAUNCH);
-            assert!(left <= 21600);
+            for delivery in [Delivery::V1, Delivery::V2] {
+                let issued = issuer.role(delivery, now).unwrap();
+                let left = seconds_left(&issued.document, now);
+                assert!(left >= 3600, "only {left}s left at +{}ms", now - LAUNCH);
+                assert!(left <= 21600);
+            }
             now += 7 * 60_000 + 13_000;
         }
     }
@@ -266,14 +408,14 @@ mod tests {
     #[test]
     fn rotation_brings_new_keys_before_the_old_ones_near_expiry() {
         let issuer = issuer(900);
-        let first = issuer.at(LAUNCH);
-        let same = issuer.at(LAUNCH + 449_000);
+        let first = issuer.role(Delivery::V2, LAUNCH).unwrap();
+        let same = issuer.role(Delivery::V2, LAUNCH + 449_000).unwrap();
         assert!(
             Arc::ptr_eq(&first, &same),
             "documents are cached within a period"
         );
-        let next = issuer.at(LAUNCH + 450_000);
-        let (old, new) = (first.role.as_ref().unwrap(), next.role.as_ref().unwrap());
+        let next = issuer.role(Delivery::V2, LAUNCH + 450_000).unwrap();
+        let (old, new) = (&first.document, &next.document);
         assert_ne!(field(old, "AccessKeyId"), field(new, "AccessKeyId"));
         assert_ne!(field(old, "LastUpdated"), field(new, "LastUpdated"));
         assert!(
@@ -285,23 +427,23 @@ mod tests {
 
     #[test]
     fn same_secret_same_credentials() {
-        let a = issuer(21600).at(LAUNCH + 5 * HOUR);
-        let b = issuer(21600).at(LAUNCH + 5 * HOUR);
-        assert_eq!(a.role, b.role);
+        let a = issuer(21600).role(Delivery::V1, LAUNCH + 5 * HOUR).unwrap();
+        let b = issuer(21600).role(Delivery::V1, LAUNCH + 5 * HOUR).unwrap();
+        assert_eq!(a.document, b.document);
     }
 
     #[test]
     fn no_role_no_role_documents() {
         let secret = ServerSecret::random();
-        let issued = CredentialIssuer::new(
+        let issuer = CredentialIssuer::new(
             &secret,
             "i-0b4f7d2c9a1e83f56",
             "123456789012",
             None,
             LAUNCH,
             21600,
-        )
-        .at(LAUNCH);
-        assert!(issued.role.is_none() && issued.role_extended.is_none());
+        );
+        assert!(issuer.role(Delivery::V1, LAUNCH).is_none());
+        assert!(issuer.role(Delivery::V2, LAUNCH).is_none());
     }
 }

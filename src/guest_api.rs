@@ -5,6 +5,7 @@
 mod error;
 
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use bytes::Bytes;
@@ -14,6 +15,7 @@ use http_body_util::Full;
 
 pub use self::error::{GuestError, NOT_FOUND_PAGE};
 use crate::clock::Clock;
+use crate::credentials::Delivery;
 use crate::metadata::path::{self, GuestPath};
 use crate::metadata::version::API_VERSIONS;
 use crate::metadata::{render, CredentialsLeaf, Found, Leaf};
@@ -113,6 +115,50 @@ pub struct GuestApi {
     clock: Arc<dyn Clock>,
     responder: Responder,
     versions: Bytes,
+    deliveries: RoleDeliveries,
+}
+
+/// Counts role credentials delivered per IMDS version, and tells operators when IMDSv1 callers
+/// receive them: spotting v1 credentials in use is what `ec2:RoleDelivery` is for.
+#[derive(Debug, Default)]
+struct RoleDeliveries {
+    v1: AtomicU64,
+    v2: AtomicU64,
+}
+
+impl RoleDeliveries {
+    fn record(&self, delivery: Delivery, snapshot: &Snapshot, peer: SocketAddr) {
+        match delivery {
+            Delivery::V2 => {
+                self.v2.fetch_add(1, Ordering::Relaxed);
+            }
+            Delivery::V1 => {
+                let count = self.v1.fetch_add(1, Ordering::Relaxed) + 1;
+                // At info the 1st, 10th, 100th, ... time: visible, yet bounded however hard a
+                // client polls. Every delivery is at debug.
+                if is_power_of_ten(count) {
+                    tracing::info!(
+                        %peer,
+                        instance = snapshot.instance.id(),
+                        role_delivery = delivery.role_delivery(),
+                        v1_deliveries = count,
+                        v2_deliveries = self.v2.load(Ordering::Relaxed),
+                        "role credentials delivered to an IMDSv1 (token-less) caller"
+                    );
+                } else {
+                    tracing::debug!(%peer, v1_deliveries = count, "role credentials delivered over IMDSv1");
+                }
+            }
+        }
+    }
+}
+
+/// 1, 10, 100, ...
+fn is_power_of_ten(mut n: u64) -> bool {
+    while n >= 10 && n % 10 == 0 {
+        n /= 10;
+    }
+    n == 1
 }
 
 impl std::fmt::Debug for GuestApi {
@@ -138,6 +184,7 @@ impl GuestApi {
             clock,
             responder: Responder::new(connection_close),
             versions: render::lines(API_VERSIONS),
+            deliveries: RoleDeliveries::default(),
         }
     }
 
@@ -147,7 +194,7 @@ impl GuestApi {
             return GuestError::NotFound.into_response(&self.responder, None);
         };
         let mut token_ttl = None;
-        let result = self.route(&snapshot, request, &mut token_ttl);
+        let result = self.route(&snapshot, request, peer, &mut token_ttl);
         let response =
             result.unwrap_or_else(|error| error.into_response(&self.responder, token_ttl));
         tracing::debug!(
@@ -165,6 +212,7 @@ impl GuestApi {
         &self,
         snapshot: &Snapshot,
         request: &Request<B>,
+        peer: SocketAddr,
         token_ttl: &mut Option<u32>,
     ) -> Result<Response<Full<Bytes>>, GuestError> {
         if !snapshot.options.http_endpoint.is_enabled() {
@@ -216,13 +264,29 @@ impl GuestApi {
                 Ok(responder.data(&responder.octets, body.clone(), modified, ttl))
             }
             Found::Leaf(Leaf::Credentials(which)) => {
-                let issued = snapshot.credentials.at(self.clock.now_millis());
-                let body = match which {
-                    CredentialsLeaf::Role => issued.role.clone(),
-                    CredentialsLeaf::RoleExtended => issued.role_extended.clone(),
-                    CredentialsLeaf::Identity => Some(issued.identity.clone()),
+                let now = self.clock.now_millis();
+                let (issued, body) = match which {
+                    CredentialsLeaf::Identity => {
+                        let issued = snapshot.credentials.identity(now);
+                        let body = issued.document.clone();
+                        (issued, body)
+                    }
+                    CredentialsLeaf::Role | CredentialsLeaf::RoleExtended => {
+                        let delivery = match ttl {
+                            Some(_) => Delivery::V2,
+                            None => Delivery::V1,
+                        };
+                        let issued = snapshot
+                            .role_credentials(delivery, now)
+                            .ok_or(GuestError::NotFound)?;
+                        self.deliveries.record(delivery, snapshot, peer);
+                        let body = match which {
+                            CredentialsLeaf::RoleExtended => issued.extended.clone(),
+                            _ => Some(issued.document.clone()),
+                        };
+                        (issued, body.ok_or(GuestError::NotFound)?)
+                    }
                 };
-                let body = body.ok_or(GuestError::NotFound)?;
                 Ok(responder.data(&responder.data, body, &issued.last_modified, ttl))
             }
         }

@@ -8,7 +8,7 @@ use std::time::SystemTime;
 use arc_swap::ArcSwap;
 use http::HeaderValue;
 
-use crate::credentials::CredentialIssuer;
+use crate::credentials::{CredentialIssuer, Delivery, IssuedSet};
 use crate::instance::Instance;
 use crate::keys::Keys;
 use crate::metadata::{build, MetadataTree};
@@ -54,6 +54,13 @@ impl Snapshot {
             last_modified,
             instance,
         }
+    }
+}
+
+impl Snapshot {
+    /// The role credentials a caller gets by `delivery` at `now_millis`; `None` without a role.
+    pub fn role_credentials(&self, delivery: Delivery, now_millis: u64) -> Option<Arc<IssuedSet>> {
+        self.credentials.role(delivery, now_millis)
     }
 }
 

@@ -334,3 +334,28 @@ fn debug_logging_shows_each_request_without_its_token() {
     assert!(!stderr.contains(&token), "the token appears in the log");
     assert!(!stderr.contains("ASIA"), "credentials appear in the log");
 }
+
+#[test]
+fn role_credentials_served_to_imdsv1_callers_are_reported_at_info_level() {
+    let served = serve(&["--listen", "127.0.0.1:0"], &[]);
+    let role = "/latest/meta-data/iam/security-credentials/imds-default-role";
+    let token = http_put_token(&served.endpoints[0]);
+    let header = [("X-aws-ec2-metadata-token", token.as_str())];
+    let (_, v2) = http_get(&served.endpoints[0], role, &header);
+    for _ in 0..12 {
+        assert_eq!(http_get(&served.endpoints[0], role, &[]).0, 200);
+    }
+    let (_, v1) = http_get(&served.endpoints[0], role, &[]);
+    assert_ne!(v1, v2, "v1 and v2 callers get different credentials");
+    let (status, stderr) = served.stop("TERM");
+    assert!(status.success());
+    let reports: Vec<&str> = stderr
+        .lines()
+        .filter(|l| l.contains("delivered to an IMDSv1"))
+        .collect();
+    assert_eq!(reports.len(), 2, "the 1st and the 10th: {stderr}");
+    assert!(reports[0].contains("INFO") && reports[0].contains("role_delivery=\"1.0\""));
+    assert!(reports[0].contains("peer=127.0.0.1:"), "{}", reports[0]);
+    assert!(reports[1].contains("v1_deliveries=10") && reports[1].contains("v2_deliveries=1"));
+    assert!(!stderr.contains("ASIA"), "credentials appear in the log");
+}

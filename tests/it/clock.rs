@@ -128,3 +128,43 @@ async fn role_credentials_rotate_before_the_old_ones_run_low() {
     }
     assert_eq!(rotations, 8, "one new set every 7.5 minutes over an hour");
 }
+
+#[tokio::test]
+async fn v1_and_v2_callers_get_separate_role_credentials_that_rotate_independently() {
+    let clock = Arc::new(ManualClock::at_millis(LAUNCH_MILLIS));
+    let app = app(clock.clone(), "");
+    let (_, _, token) = call(
+        &app,
+        "PUT",
+        "/latest/api/token",
+        &[("x-aws-ec2-metadata-token-ttl-seconds", "21600")],
+    )
+    .await;
+    let role = "/latest/meta-data/iam/security-credentials/imds-default-role";
+    let extended = "/latest/meta-data/iam/security-credentials-extended/imds-default-role";
+    let key_id = |body: String| -> String {
+        let value: serde_json::Value = serde_json::from_str(&body).unwrap();
+        value["AccessKeyId"].as_str().unwrap().to_owned()
+    };
+    let with_token = [("x-aws-ec2-metadata-token", token.as_str())];
+    let v1 = || async { key_id(call(&app, "GET", role, &[]).await.2) };
+    let v2 = || async { key_id(call(&app, "GET", role, &with_token).await.2) };
+    let (first_v1, first_v2) = (v1().await, v2().await);
+    assert_ne!(
+        first_v1, first_v2,
+        "ec2:RoleDelivery 1.0 and 2.0 sets differ"
+    );
+    assert_eq!(key_id(call(&app, "GET", extended, &[]).await.2), first_v1);
+    assert_eq!(
+        key_id(call(&app, "GET", extended, &with_token).await.2),
+        first_v2
+    );
+
+    clock.advance(Duration::from_secs(90 * 60));
+    assert_ne!(v1().await, first_v1, "the v1 set rotated at +1.5 h");
+    assert_eq!(v2().await, first_v2, "the v2 set did not");
+    let second_v1 = v1().await;
+    clock.advance(Duration::from_secs(90 * 60));
+    assert_ne!(v2().await, first_v2, "the v2 set rotated at +3 h");
+    assert_eq!(v1().await, second_v1, "the v1 set did not");
+}
