@@ -102,6 +102,10 @@ pub struct ServeArgs {
     /// Where the signing key comes from.
     #[command(flatten)]
     pub keys: KeyArgs,
+    /// STS endpoint for role credentials from STS ([instance.iam] credentials = "sts"), e.g. a
+    /// local test STS; default: the regional endpoint of `sts_region`.
+    #[arg(long, env = "IMDS_STS_ENDPOINT", value_name = "URL")]
+    pub sts_endpoint: Option<String>,
     /// Log verbosity on stderr: error, warn, info, debug (one line per request) or trace; or a
     /// tracing filter such as `imds=debug`.
     #[arg(
@@ -176,6 +180,7 @@ impl ServeArgs {
             state_dir: self.keys.state_dir.clone(),
             signing_key_file: self.keys.signing_key.clone(),
             signing_cert_file: self.keys.signing_cert.clone(),
+            sts_endpoint: self.sts_endpoint.clone(),
             http_tokens: self.http_tokens,
             http_endpoint: self.http_endpoint,
             hop_limit: self.hop_limit,

@@ -41,6 +41,8 @@ pub struct ServerConfig {
     pub signing_key_file: Option<PathBuf>,
     /// PEM certificate of `signing_key_file`.
     pub signing_cert_file: Option<PathBuf>,
+    /// STS endpoint URL for `credentials = "sts"` (default: the regional endpoint).
+    pub sts_endpoint: Option<String>,
     /// Connections served at once.
     pub max_connections: usize,
     /// Deadline for a request head, in milliseconds.
@@ -79,6 +81,8 @@ pub struct Overrides {
     pub signing_key_file: Option<PathBuf>,
     /// Replaces `server.signing_cert_file`.
     pub signing_cert_file: Option<PathBuf>,
+    /// Replaces `server.sts_endpoint`.
+    pub sts_endpoint: Option<String>,
     /// Replaces `instance.metadata_options.http_tokens`.
     pub http_tokens: Option<HttpTokens>,
     /// Replaces `instance.metadata_options.http_endpoint`.
@@ -215,6 +219,9 @@ impl Config {
                 *slot = Some(value.clone());
             }
         }
+        if let Some(endpoint) = &overrides.sts_endpoint {
+            server.sts_endpoint = Some(endpoint.clone());
+        }
         let options = &mut self.instance.metadata_options;
         if let Some(tokens) = overrides.http_tokens {
             options.http_tokens = tokens;
@@ -262,6 +269,15 @@ fn check_server(server: &ServerConfig) -> Result<(), (&'static str, String)> {
             ))
         }
         _ => {}
+    }
+    if let Some(endpoint) = &server.sts_endpoint {
+        let scheme_ok = endpoint.starts_with("https://") || endpoint.starts_with("http://");
+        if !scheme_ok || endpoint.parse::<http::Uri>().is_err() {
+            return Err((
+                "sts_endpoint",
+                format!("`{endpoint}` is not an http(s) URL such as https://sts.eu-west-1.amazonaws.com"),
+            ));
+        }
     }
     if server.max_connections == 0 {
         return Err(("max_connections", "must be at least 1".into()));

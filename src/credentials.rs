@@ -374,7 +374,8 @@ mod tests {
                 12 * HOUR,
                 15 * HOUR,
                 18 * HOUR,
-                21 * HOUR
+                21 * HOUR,
+                24 * HOUR
             ]
         );
         assert_eq!(v1_changes.len(), 8);

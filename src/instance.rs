@@ -183,6 +183,36 @@ pub struct IamConfig {
     /// Lifetime of each set of role credentials, in seconds (900..=43200).
     #[serde(default = "default_credential_lifetime")]
     pub credential_lifetime_seconds: u64,
+    /// Where role credentials come from.
+    #[serde(default)]
+    pub credentials: CredentialSource,
+    /// `sts`: the role to assume (`arn:aws:iam::ACCOUNT:role/NAME`).
+    pub role_arn: Option<String>,
+    /// `sts`: the external id the role's trust policy asks for.
+    pub external_id: Option<String>,
+    /// `sts`: the role session name (default: the instance id, as EC2 names it).
+    pub session_name: Option<String>,
+    /// `sts`: the session duration, in seconds (1800..=43200, default 3600).
+    pub duration_seconds: Option<u64>,
+    /// `sts`: the region whose STS endpoint is called (default: the instance's region).
+    pub sts_region: Option<String>,
+    /// `sts`: the shared config/credentials profile holding the base credentials (default: the
+    /// `AWS_*` environment variables, then `AWS_PROFILE` or `default`).
+    pub base_profile: Option<String>,
+    /// `sts`: read the base credentials from this credentials file only (profile `base_profile`,
+    /// default `default`) instead of the environment and `~/.aws`.
+    pub base_credentials_file: Option<std::path::PathBuf>,
+}
+
+/// Where an instance's role credentials come from.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum CredentialSource {
+    /// Made up by imds: realistic, rotating, accepted by no AWS service.
+    #[default]
+    Generated,
+    /// Real credentials from STS `AssumeRole` of `role_arn`.
+    Sts,
 }
 
 fn default_credential_lifetime() -> u64 {
@@ -195,6 +225,14 @@ impl Default for IamConfig {
             role: None,
             instance_profile_id: None,
             credential_lifetime_seconds: default_credential_lifetime(),
+            credentials: CredentialSource::Generated,
+            role_arn: None,
+            external_id: None,
+            session_name: None,
+            duration_seconds: None,
+            sts_region: None,
+            base_profile: None,
+            base_credentials_file: None,
         }
     }
 }
@@ -257,6 +295,29 @@ pub struct IamProfile {
     pub instance_profile_id: String,
     /// Lifetime of each set of credentials.
     pub credential_lifetime: Duration,
+    /// Real credentials from STS, or `None` for generated ones.
+    pub sts: Option<StsRole>,
+}
+
+/// A role whose credentials come from STS `AssumeRole`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StsRole {
+    /// The role assumed.
+    pub role_arn: String,
+    /// The account in `role_arn`.
+    pub account_id: String,
+    /// `ExternalId`, when the trust policy asks for one.
+    pub external_id: Option<String>,
+    /// `RoleSessionName`.
+    pub session_name: String,
+    /// `DurationSeconds`.
+    pub duration: Duration,
+    /// The region of the STS endpoint.
+    pub region: String,
+    /// The profile with the base credentials; `None`: environment, then the default chain.
+    pub base_profile: Option<String>,
+    /// The only credentials file to read them from, when given.
+    pub base_credentials_file: Option<std::path::PathBuf>,
 }
 
 impl Instance {
@@ -589,8 +650,23 @@ fn check_iam(config: &InstanceConfig) -> Result<Option<IamProfile>, InstanceErro
             format!("{lifetime} is outside 900..=43200 (15 minutes to 12 hours, as STS allows)"),
         ));
     }
-    let Some(role) = &iam.role else {
-        return Ok(None);
+    let sts = match iam.credentials {
+        CredentialSource::Generated => None,
+        CredentialSource::Sts => Some(check_sts(config)?),
+    };
+    let role = match (&iam.role, &sts) {
+        (Some(role), Some(sts)) if !sts.role_arn.ends_with(&format!("/{role}")) => {
+            return Err(invalid(
+                "iam.role",
+                format!(
+                    "`{role}` is not the role of role_arn `{}`; leave it out",
+                    sts.role_arn
+                ),
+            ))
+        }
+        (Some(role), _) => role.as_str(),
+        (None, Some(sts)) => sts.role_arn.rsplit('/').next().unwrap_or_default(),
+        (None, None) => return Ok(None),
     };
     let valid_name = !role.is_empty()
         && role.len() <= 64
@@ -621,7 +697,7 @@ fn check_iam(config: &InstanceConfig) -> Result<Option<IamProfile>, InstanceErro
         None => derived_profile_id(&config.account_id, role),
     };
     Ok(Some(IamProfile {
-        role: role.clone(),
+        role: role.to_owned(),
         instance_profile_arn: format!(
             "arn:{}:iam::{}:instance-profile/{role}",
             partition_of(&region_of(&config.placement)?).0,
@@ -629,7 +705,86 @@ fn check_iam(config: &InstanceConfig) -> Result<Option<IamProfile>, InstanceErro
         ),
         instance_profile_id,
         credential_lifetime: Duration::from_secs(lifetime),
+        sts,
     }))
+}
+
+/// Validates the `credentials = "sts"` settings.
+fn check_sts(config: &InstanceConfig) -> Result<StsRole, InstanceError> {
+    let iam = &config.iam;
+    let Some(role_arn) = &iam.role_arn else {
+        return Err(invalid(
+            "iam.role_arn",
+            "is needed with credentials = \"sts\" (arn:aws:iam::ACCOUNT:role/NAME)",
+        ));
+    };
+    let parts: Vec<&str> = role_arn.splitn(6, ':').collect();
+    let account_id = match parts.as_slice() {
+        ["arn", partition, "iam", "", account, resource]
+            if !partition.is_empty()
+                && account.len() == 12
+                && account.bytes().all(|b| b.is_ascii_digit())
+                && resource
+                    .strip_prefix("role/")
+                    .is_some_and(|r| !r.is_empty() && !r.ends_with('/') && r.len() <= 512) =>
+        {
+            (*account).to_owned()
+        }
+        _ => {
+            return Err(invalid(
+                "iam.role_arn",
+                format!("`{role_arn}` is not a role ARN (arn:aws:iam::ACCOUNT:role/NAME)"),
+            ))
+        }
+    };
+    let session_name = iam
+        .session_name
+        .clone()
+        .unwrap_or_else(|| config.instance_id.clone());
+    let session_ok = (2..=64).contains(&session_name.len())
+        && session_name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"+=,.@_-".contains(&b));
+    if !session_ok {
+        return Err(invalid(
+            "iam.session_name",
+            format!(
+                "`{session_name}` is not a role session name (2-64 of letters, digits, +=,.@_-)"
+            ),
+        ));
+    }
+    if let Some(external_id) = &iam.external_id {
+        let ok = (2..=1224).contains(&external_id.len())
+            && external_id
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"+=,.@:/_-".contains(&b));
+        if !ok {
+            return Err(invalid(
+                "iam.external_id",
+                "must be 2-1224 of letters, digits, +=,.@:/_-",
+            ));
+        }
+    }
+    let duration = iam.duration_seconds.unwrap_or(3600);
+    if !(1800..=43_200).contains(&duration) {
+        return Err(invalid(
+            "iam.duration_seconds",
+            format!("{duration} is outside 1800..=43200: imds renews a session while it has 20 minutes left and never serves one with under 15, so sessions must last at least 30 minutes"),
+        ));
+    }
+    Ok(StsRole {
+        role_arn: role_arn.clone(),
+        account_id,
+        external_id: iam.external_id.clone(),
+        session_name,
+        duration: Duration::from_secs(duration),
+        region: match &iam.sts_region {
+            Some(region) => region.clone(),
+            None => region_of(&config.placement)?,
+        },
+        base_profile: iam.base_profile.clone(),
+        base_credentials_file: iam.base_credentials_file.clone(),
+    })
 }
 
 /// A stable `AIPA` id for a role that has none configured.

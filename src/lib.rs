@@ -32,6 +32,7 @@ pub mod secret;
 pub mod serve;
 pub mod server;
 pub mod state;
+pub mod sts;
 pub mod token;
 
 use std::sync::Arc;
@@ -47,12 +48,15 @@ pub struct App {
     pub api: Arc<GuestApi>,
     /// The instances it serves, for swapping in changes.
     pub state: Arc<state::State>,
+    /// Builds the snapshots to swap in.
+    pub snapshots: state::SnapshotBuilder,
     /// How connections are served.
     pub settings: ServerSettings,
 }
 
 impl App {
-    /// Builds the app for `loaded` with `keys`, reading time from `clock`.
+    /// Builds the app for `loaded` with `keys`, reading time from `clock`. With STS role
+    /// credentials configured, starts fetching them (so it must run within a Tokio runtime).
     pub fn new(loaded: Loaded, keys: &keys::Keys, clock: Arc<dyn clock::Clock>) -> App {
         let server = &loaded.server;
         let settings = ServerSettings {
@@ -62,10 +66,9 @@ impl App {
             max_request_header_bytes: server.max_request_header_bytes,
             shutdown_grace: server.shutdown_grace(),
         };
-        let state = Arc::new(state::State::single(state::Snapshot::new(
-            loaded.instance,
-            keys,
-        )));
+        let snapshots =
+            state::SnapshotBuilder::new(keys.clone(), clock.clone(), server.sts_endpoint.clone());
+        let state = Arc::new(state::State::single(snapshots.build(loaded.instance)));
         let tokens = token::TokenSealer::new(&keys.secret);
         App {
             api: Arc::new(GuestApi::new(
@@ -75,6 +78,7 @@ impl App {
                 !settings.keep_alive,
             )),
             state,
+            snapshots,
             settings,
         }
     }

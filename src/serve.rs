@@ -16,7 +16,6 @@ use crate::config::{Config, ConfigError, Loaded, Overrides, ServerConfig};
 use crate::keys::{Keys, KeysError};
 use crate::link_local::{self, LinkLocal, LinkLocalError};
 use crate::server::{Accepting, Server};
-use crate::state::Snapshot;
 use crate::App;
 
 /// Why `imds serve` could not run.
@@ -43,6 +42,9 @@ pub enum ServeError {
     #[error("cannot start: {0}")]
     Startup(std::io::Error),
 }
+
+/// How long the start waits for role credentials from STS before serving without them.
+const FIRST_STS_FETCH: std::time::Duration = std::time::Duration::from_secs(15);
 
 /// What a SIGHUP reload needs to rebuild the instance.
 struct Reloader {
@@ -118,19 +120,25 @@ async fn serve(
         .map(TcpListener::local_addr)
         .collect::<Result<Vec<SocketAddr>, _>>()
         .map_err(ServeError::Startup)?;
-    announce(&bound);
     let options = loaded.instance.options();
+    let keep_alive = loaded.server.keep_alive;
+    let instance = loaded.instance.id().to_owned();
+    // Role credentials from STS are fetched before anyone is told where to ask for them.
+    let app = App::new(loaded, &reloader.keys, Arc::new(SystemClock));
+    if !app.snapshots.first_sts_fetch(FIRST_STS_FETCH).await {
+        tracing::warn!("serving without the role's STS credentials for now (see the error above)");
+    }
+    announce(&bound);
     tracing::info!(
-        instance = loaded.instance.id(),
+        instance,
         http_tokens = ?options.http_tokens,
         http_endpoint = ?options.http_endpoint,
         hop_limit = options.http_put_response_hop_limit.get(),
-        keep_alive = loaded.server.keep_alive,
+        keep_alive,
         link_local = link_local.is_some(),
         addresses = ?bound,
         "imds started"
     );
-    let app = App::new(loaded, &reloader.keys, Arc::new(SystemClock));
     let server = Server::new(app.api.clone(), app.settings);
     let mut accepting: Vec<(SocketAddr, Accepting)> = bound
         .iter()
@@ -173,8 +181,7 @@ async fn reload(
     }
     let options = loaded.instance.options();
     let instance = loaded.instance.id().to_owned();
-    app.state
-        .replace(Snapshot::new(loaded.instance, &reloader.keys));
+    app.state.replace(app.snapshots.build(loaded.instance));
     if let Some(link_local) = link_local {
         let ipv6 = options.http_protocol_ipv6.is_enabled();
         let endpoint = SocketAddr::new(link_local::IPV6.into(), 80);

@@ -2,17 +2,19 @@
 //! request never sees a half-applied change.
 
 use std::net::IpAddr;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::SystemTime;
 
 use arc_swap::ArcSwap;
 use http::HeaderValue;
 
+use crate::clock::Clock;
 use crate::credentials::{CredentialIssuer, Delivery, IssuedSet};
-use crate::instance::Instance;
+use crate::instance::{Instance, StsRole};
 use crate::keys::Keys;
 use crate::metadata::{build, MetadataTree};
 use crate::options::MetadataOptions;
+use crate::sts::AssumedRole;
 
 /// Everything needed to answer one instance's requests, built once per change.
 #[derive(Debug)]
@@ -23,8 +25,10 @@ pub struct Snapshot {
     pub options: MetadataOptions,
     /// Its prebuilt metadata tree.
     pub tree: MetadataTree,
-    /// Its rotating credentials.
+    /// Its generated credentials (identity, and the role's unless they come from STS).
     pub credentials: CredentialIssuer,
+    /// The role's credentials from STS, when configured so.
+    pub assumed_role: Option<Arc<AssumedRole>>,
     /// `Last-Modified` of its fixed leaves: when this snapshot was built.
     pub last_modified: HeaderValue,
 }
@@ -38,7 +42,11 @@ impl Snapshot {
             &keys.secret,
             instance.id(),
             &instance.config.account_id,
-            instance.iam.as_ref().map(|p| p.role.as_str()),
+            instance
+                .iam
+                .as_ref()
+                .filter(|p| p.sts.is_none())
+                .map(|p| p.role.as_str()),
             launched,
             instance
                 .iam
@@ -51,6 +59,7 @@ impl Snapshot {
             options: instance.options(),
             tree: build::tree(&instance, &keys.signer),
             credentials,
+            assumed_role: None,
             last_modified,
             instance,
         }
@@ -58,9 +67,79 @@ impl Snapshot {
 }
 
 impl Snapshot {
-    /// The role credentials a caller gets by `delivery` at `now_millis`; `None` without a role.
+    /// The snapshot serving the role's credentials from `assumed_role`.
+    pub fn with_assumed_role(mut self, assumed_role: Arc<AssumedRole>) -> Snapshot {
+        self.assumed_role = Some(assumed_role);
+        self
+    }
+
+    /// The role credentials a caller gets by `delivery` at `now_millis`; `None` without a role
+    /// (or while STS has not provided any).
     pub fn role_credentials(&self, delivery: Delivery, now_millis: u64) -> Option<Arc<IssuedSet>> {
-        self.credentials.role(delivery, now_millis)
+        match &self.assumed_role {
+            Some(assumed) => assumed.credentials(delivery, now_millis),
+            None => self.credentials.role(delivery, now_millis),
+        }
+    }
+}
+
+/// Builds snapshots. An STS-backed role keeps its credentials across rebuilds while its
+/// settings stay the same, and starts fetching anew when they change.
+#[derive(Debug)]
+pub struct SnapshotBuilder {
+    keys: Keys,
+    clock: Arc<dyn Clock>,
+    sts_endpoint: Option<String>,
+    /// The STS-backed role in use and the settings it was started with.
+    assumed_role: Mutex<Option<(StsRole, Arc<AssumedRole>)>>,
+}
+
+impl SnapshotBuilder {
+    /// A builder signing and deriving with `keys`, calling STS at `sts_endpoint` (default: the
+    /// regional endpoint) when a role's credentials come from STS.
+    pub fn new(keys: Keys, clock: Arc<dyn Clock>, sts_endpoint: Option<String>) -> SnapshotBuilder {
+        SnapshotBuilder {
+            keys,
+            clock,
+            sts_endpoint,
+            assumed_role: Mutex::new(None),
+        }
+    }
+
+    /// The snapshot of `instance`. Starting an STS-backed role needs a Tokio runtime.
+    pub fn build(&self, instance: Instance) -> Snapshot {
+        let sts = instance.iam.as_ref().and_then(|p| p.sts.clone());
+        let snapshot = Snapshot::new(instance, &self.keys);
+        let mut current = self.assumed_role.lock().unwrap_or_else(|e| e.into_inner());
+        let Some(sts) = sts else {
+            *current = None;
+            return snapshot;
+        };
+        let assumed = match current.as_ref() {
+            Some((running, assumed)) if *running == sts => assumed.clone(),
+            _ => {
+                let endpoint = self.sts_endpoint.as_deref();
+                let assumed = AssumedRole::start(&sts, endpoint, self.clock.clone());
+                *current = Some((sts, assumed.clone()));
+                assumed
+            }
+        };
+        snapshot.with_assumed_role(assumed)
+    }
+
+    /// Waits (at most `bound`) for the first STS fetch when a role's credentials come from STS;
+    /// false when STS did not provide them.
+    pub async fn first_sts_fetch(&self, bound: std::time::Duration) -> bool {
+        let assumed = self
+            .assumed_role
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .as_ref()
+            .map(|(_, assumed)| assumed.clone());
+        match assumed {
+            Some(assumed) => assumed.first_fetch(bound).await,
+            None => true,
+        }
     }
 }
 

@@ -13,7 +13,7 @@ use crate::harness::TestImds;
 
 const ROLE_PATH: &str = "/latest/meta-data/iam/security-credentials/imds-default-role";
 
-fn repo() -> &'static Path {
+pub fn repo() -> &'static Path {
     Path::new(env!("CARGO_MANIFEST_DIR"))
 }
 
@@ -31,7 +31,7 @@ fn installed(path: PathBuf) -> PathBuf {
     path
 }
 
-fn python() -> PathBuf {
+pub fn python() -> PathBuf {
     installed(deps().join("venv/bin/python"))
 }
 
@@ -45,7 +45,7 @@ fn rust_client() -> PathBuf {
 }
 
 /// Runs a client against `imds` with a clean AWS environment; returns its JSON, or its stderr.
-async fn run(
+pub async fn run(
     imds: &TestImds,
     program: &Path,
     args: &[&str],

@@ -4,12 +4,13 @@
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::{Arc, OnceLock};
+use std::time::Duration;
 
 use bytes::Bytes;
 use http::{HeaderMap, Method, Request, StatusCode};
 use http_body_util::{BodyExt, Empty};
 use hyper_util::rt::TokioIo;
-use imds::clock::SystemClock;
+use imds::clock::{Clock, SystemClock};
 use imds::config::{Config, Overrides};
 use imds::identity::IdentitySigner;
 use imds::keys::Keys;
@@ -78,6 +79,7 @@ pub struct Setup {
     overrides: Overrides,
     secret: Option<ServerSecret>,
     ipv6: bool,
+    clock: Option<Arc<dyn Clock>>,
 }
 
 impl Setup {
@@ -102,6 +104,18 @@ impl Setup {
         self
     }
 
+    /// Reads time from `clock` instead of the system's.
+    pub fn clock(mut self, clock: Arc<dyn Clock>) -> Self {
+        self.clock = Some(clock);
+        self
+    }
+
+    /// Calls STS at `url` for `credentials = "sts"`.
+    pub fn sts_endpoint(mut self, url: &str) -> Self {
+        self.overrides.sts_endpoint = Some(url.to_owned());
+        self
+    }
+
     pub fn ipv6(mut self) -> Self {
         self.ipv6 = true;
         self
@@ -116,7 +130,10 @@ impl Setup {
             .resolve(&self.overrides, Some(&path))
             .unwrap();
         let keys = keys_with(self.secret.unwrap_or_else(ServerSecret::random));
-        let app = App::new(loaded, &keys, Arc::new(SystemClock));
+        let clock = self.clock.unwrap_or_else(|| Arc::new(SystemClock));
+        let app = App::new(loaded, &keys, clock);
+        // As `imds serve` does: role credentials from STS are fetched before serving.
+        app.snapshots.first_sts_fetch(Duration::from_secs(15)).await;
         let bind = if self.ipv6 { "[::1]:0" } else { "127.0.0.1:0" };
         let listener = TcpListener::bind(bind).await.unwrap();
         let addr = listener.local_addr().unwrap();

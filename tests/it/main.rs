@@ -16,4 +16,5 @@ mod paths;
 mod process;
 mod recordings;
 mod ssrf;
+mod sts;
 mod tokens;

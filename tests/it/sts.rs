@@ -1,0 +1,323 @@
+//! Role credentials from a real, independent STS: `moto_server` (PyPI `moto[server]`, installed
+//! by `scripts/install-test-deps`) on loopback, enforcing IAM authentication, so only keys it
+//! issued are accepted. Ignored by a plain `cargo test`; `scripts/test` runs them.
+
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use imds::clock::ManualClock;
+use serde_json::Value;
+
+use crate::conformance::{python, repo, run};
+use crate::harness::TestImds;
+use crate::process::{Served, IMDS};
+
+const ROLE: &str = "/latest/meta-data/iam/security-credentials/imds-sts-role";
+const INSTANCE_ID: &str = "i-0b4f7d2c9a1e83f56";
+
+/// A moto server with an IAM user allowed to assume `imds-sts-role`.
+struct Moto {
+    child: Child,
+    endpoint: String,
+    access_key_id: String,
+    secret_access_key: String,
+    role_arn: String,
+}
+
+impl Moto {
+    fn start() -> Moto {
+        let port = TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let server = python().with_file_name("moto_server");
+        let child = Command::new(&server)
+            .args(["-H", "127.0.0.1", "-p", &port.to_string()])
+            .env("INITIAL_NO_AUTH_ACTION_COUNT", "4")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| panic!("{}: {e}", server.display()));
+        let endpoint = format!("http://127.0.0.1:{port}");
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while !answers(port) {
+            assert!(Instant::now() < deadline, "moto did not start within 30 s");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        let setup = moto_script(&["setup", &endpoint]).expect("moto setup");
+        Moto {
+            child,
+            endpoint,
+            access_key_id: setup["access_key_id"].as_str().unwrap().to_owned(),
+            secret_access_key: setup["secret_access_key"].as_str().unwrap().to_owned(),
+            role_arn: setup["role_arn"].as_str().unwrap().to_owned(),
+        }
+    }
+
+    /// Who moto says holds `credentials` (a served credentials document).
+    fn whoami(&self, credentials: &Value) -> Result<String, String> {
+        let field = |key: &str| credentials[key].as_str().unwrap().to_owned();
+        moto_script(&[
+            "whoami",
+            &self.endpoint,
+            &field("AccessKeyId"),
+            &field("SecretAccessKey"),
+            &field("Token"),
+        ])
+        .map(|answer| answer["arn"].as_str().unwrap().to_owned())
+    }
+
+    /// The instance config assuming moto's role with base credentials from `file`.
+    fn config(&self, file: &std::path::Path) -> String {
+        format!(
+            "[instance.iam]\ncredentials = \"sts\"\nrole_arn = \"{}\"\nbase_credentials_file = \"{}\"\n",
+            self.role_arn,
+            file.display()
+        )
+    }
+
+    /// A credentials file with the user's keys as `default` (or a wrong secret).
+    fn credentials_file(&self, dir: &std::path::Path, secret: &str) -> std::path::PathBuf {
+        let path = dir.join("aws-credentials");
+        std::fs::write(
+            &path,
+            format!(
+                "[default]\naws_access_key_id = {}\naws_secret_access_key = {secret}\n",
+                self.access_key_id
+            ),
+        )
+        .unwrap();
+        path
+    }
+
+    fn stop(mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Moto {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn answers(port: u16) -> bool {
+    let Ok(mut stream) = TcpStream::connect(("127.0.0.1", port)) else {
+        return false;
+    };
+    let request = "GET /moto-api/ HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n";
+    let mut answer = String::new();
+    stream.write_all(request.as_bytes()).is_ok()
+        && stream.read_to_string(&mut answer).is_ok()
+        && answer.starts_with("HTTP/1.1 200")
+}
+
+fn moto_script(args: &[&str]) -> Result<Value, String> {
+    let script = repo().join("tests/conformance/python/moto_sts.py");
+    let output = Command::new(python())
+        .arg(script)
+        .args(args)
+        .output()
+        .unwrap();
+    match output.status.success() {
+        true => Ok(serde_json::from_slice(&output.stdout).unwrap()),
+        false => Err(String::from_utf8_lossy(&output.stderr).into_owned()),
+    }
+}
+
+/// Polls `role` (with a token when given) until `done` says yes, for at most 10 s.
+async fn wait_for(imds: &TestImds, token: &str, done: impl Fn(&crate::harness::Answer) -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let answer = imds.get_with_token(ROLE, token).await;
+        if done(&answer) {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "still {} {}",
+            answer.status,
+            answer.text()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+fn json(body: &[u8]) -> Value {
+    serde_json::from_slice(body).unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+#[ignore = "needs moto_server: run scripts/test"]
+async fn botocore_receives_credentials_that_moto_issued_for_the_role() {
+    let moto = tokio::task::spawn_blocking(Moto::start).await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let file = moto.credentials_file(dir.path(), &moto.secret_access_key);
+    let imds = TestImds::setup()
+        .toml(&moto.config(&file))
+        .sts_endpoint(&moto.endpoint)
+        .start()
+        .await;
+
+    let script = repo().join("tests/conformance/python/botocore_client.py");
+    let got = run(&imds, &python(), &[script.to_str().unwrap()], &[])
+        .await
+        .unwrap();
+    let token = imds.token(60).await;
+    let v2 = json(&imds.get_with_token(ROLE, &token).await.body);
+    assert_eq!(
+        got["access_key_id"], v2["AccessKeyId"],
+        "botocore uses IMDSv2"
+    );
+    assert_eq!(got["token"], v2["Token"]);
+    let expected = format!("arn:aws:sts::123456789012:assumed-role/imds-sts-role/{INSTANCE_ID}");
+    let presented = serde_json::json!({
+        "AccessKeyId": got["access_key_id"],
+        "SecretAccessKey": got["secret_access_key"],
+        "Token": got["token"],
+    });
+    let moto = Arc::new(moto);
+    let who = {
+        let moto = moto.clone();
+        tokio::task::spawn_blocking(move || moto.whoami(&presented))
+            .await
+            .unwrap()
+    };
+    assert_eq!(who.unwrap(), expected, "moto issued what botocore received");
+
+    let v1 = json(&imds.get(ROLE).await.body);
+    assert_ne!(
+        v1["AccessKeyId"], v2["AccessKeyId"],
+        "separate v1 and v2 sessions"
+    );
+    let who = tokio::task::spawn_blocking(move || moto.whoami(&v1))
+        .await
+        .unwrap();
+    assert_eq!(who.unwrap(), expected, "the v1 set is real too");
+    let extended = imds
+        .get("/latest/meta-data/iam/security-credentials-extended/imds-sts-role")
+        .await;
+    assert_eq!(json(&extended.body)["AccountId"], "123456789012");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+#[ignore = "needs moto_server: run scripts/test"]
+async fn credentials_are_renewed_early_and_kept_until_expiry_while_sts_is_down() {
+    let moto = tokio::task::spawn_blocking(Moto::start).await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let file = moto.credentials_file(dir.path(), &moto.secret_access_key);
+    let clock = Arc::new(ManualClock::at_millis(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_millis() as u64,
+    ));
+    let imds = TestImds::setup()
+        .toml(&moto.config(&file))
+        .sts_endpoint(&moto.endpoint)
+        .clock(clock.clone())
+        .start()
+        .await;
+    let token = imds.token(21600).await;
+    let first = json(&imds.get_with_token(ROLE, &token).await.body);
+    let expiration = |v: &Value| {
+        time::OffsetDateTime::parse(
+            v["Expiration"].as_str().unwrap(),
+            &time::format_description::well_known::Rfc3339,
+        )
+        .unwrap()
+    };
+    let left = expiration(&first) - time::OffsetDateTime::now_utc();
+    assert!(
+        left > time::Duration::minutes(59),
+        "a one-hour session: {left}"
+    );
+
+    // A 1-hour session is renewed once 20 minutes remain, not before.
+    clock.advance(Duration::from_secs(39 * 60));
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let same = json(&imds.get_with_token(ROLE, &token).await.body);
+    assert_eq!(same["AccessKeyId"], first["AccessKeyId"]);
+    clock.advance(Duration::from_secs(60));
+    wait_for(&imds, &token, |a| {
+        json(&a.body)["AccessKeyId"] != first["AccessKeyId"]
+    })
+    .await;
+    let renewed = json(&imds.get_with_token(ROLE, &token).await.body);
+    assert_ne!(renewed["LastUpdated"], first["LastUpdated"]);
+
+    // STS goes away: the renewed set is served while it lasts, then the role is 404.
+    moto.stop();
+    clock.advance(Duration::from_secs(50 * 60));
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    let stale = imds.get_with_token(ROLE, &token).await;
+    assert_eq!(stale.status, 200);
+    assert_eq!(json(&stale.body)["AccessKeyId"], renewed["AccessKeyId"]);
+    clock.advance(Duration::from_secs(11 * 60));
+    wait_for(&imds, &token, |a| a.status == 404).await;
+}
+
+#[test]
+#[ignore = "needs moto_server: run scripts/test"]
+fn bad_base_credentials_are_a_clear_error_and_the_role_answers_404() {
+    let moto = Moto::start();
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("instance.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[instance.iam]\ncredentials = \"sts\"\nrole_arn = \"{}\"\n",
+            moto.role_arn
+        ),
+    )
+    .unwrap();
+    let mut command = Command::new(IMDS);
+    command
+        .args(["serve", "--listen", "127.0.0.1:0", "--config"])
+        .arg(&config)
+        .args(["--sts-endpoint", &moto.endpoint])
+        .env("HOME", dir.path())
+        .env_remove("AWS_PROFILE")
+        .env("AWS_ACCESS_KEY_ID", &moto.access_key_id)
+        .env(
+            "AWS_SECRET_ACCESS_KEY",
+            "wrong-secret-wrong-secret-wrong-secret-00",
+        );
+    let served = Served::spawn(command);
+    let endpoint = served.endpoints[0].trim_start_matches("http://").to_owned();
+    let get = |path: &str| {
+        let mut stream = TcpStream::connect(&endpoint).unwrap();
+        write!(stream, "GET {path} HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+        let mut answer = String::new();
+        stream.read_to_string(&mut answer).unwrap();
+        answer[9..12].to_owned()
+    };
+    assert_eq!(get(ROLE), "404");
+    assert_eq!(get("/latest/meta-data/iam/info"), "200");
+    assert_eq!(get("/latest/meta-data/instance-id"), "200");
+    let (status, stderr) = served.stop("TERM");
+    assert!(status.success());
+    let line = stderr
+        .lines()
+        .find(|l| l.contains("cannot assume the role"))
+        .unwrap_or_else(|| panic!("no error line: {stderr}"));
+    assert!(
+        line.contains("ERROR") && line.contains(&moto.role_arn),
+        "{line}"
+    );
+    assert!(
+        line.contains("SignatureDoesNotMatch"),
+        "the STS error is named: {line}"
+    );
+    assert!(
+        !stderr.contains("wrong-secret"),
+        "the secret appears in the log"
+    );
+    eprintln!("{stderr}");
+}
