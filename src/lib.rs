@@ -4,10 +4,12 @@
 //! `GET /<version>/meta-data/...`, `/dynamic/...`, `/user-data` and `PUT /latest/api/token`;
 //! it is the hot path and changes no state. The **core** is plain data and pure functions: the
 //! instance model ([`instance`], [`options`]), the metadata tree with bodies prebuilt per
-//! instance ([`metadata`]), sealed stateless session tokens ([`token`]) and rotating
-//! credentials ([`credentials`]). The **edges** load configuration ([`config`]), parse the
-//! command line ([`cli`]), and run the service ([`serve`]: start, SIGHUP reload, stop) on
-//! sockets ([`server`], [`net`], [`link_local`]).
+//! instance ([`metadata`]), sealed stateless session tokens ([`token`]), rotating credentials
+//! per delivery (IMDSv1/IMDSv2, [`credentials`]) and the signed identity document
+//! ([`identity`]). The **edges** load configuration ([`config`]) and keys ([`keys`]: files or the
+//! state directory), parse the command line ([`cli`]), fetch real role credentials ([`sts`]), and
+//! run the service ([`serve`]: start, SIGHUP reload, stop) on sockets ([`server`], [`net`],
+//! [`link_local`]).
 //!
 //! A guest GET flows: accept → pick the caller's [`state::Snapshot`] (lock-free) → apply its
 //! options (endpoint, token rule) → parse the path ([`metadata::path`]) → look it up in the
