@@ -77,6 +77,15 @@ pub struct ServeArgs {
         value_name = "ADDR:PORT"
     )]
     pub listen: Vec<SocketAddr>,
+    /// Address of the control API, which `aws ec2 --endpoint-url http://ADDR` drives
+    /// (DescribeInstances, ModifyInstanceMetadataOptions, CreateTags, ...); loopback only.
+    #[arg(
+        long,
+        env = "IMDS_CONTROL_LISTEN",
+        value_delimiter = ',',
+        value_name = "ADDR:PORT"
+    )]
+    pub control_listen: Vec<SocketAddr>,
     /// IMDSv2 enforcement: `optional` answers v1 and v2, `required` answers only requests with a
     /// valid session token (401 otherwise).
     #[arg(long, env = "IMDS_HTTP_TOKENS", value_name = "MODE")]
@@ -175,6 +184,7 @@ impl ServeArgs {
     pub fn overrides(&self) -> Overrides {
         Overrides {
             listen: self.listen.clone(),
+            control_listen: self.control_listen.clone(),
             keep_alive: self.keep_alive,
             token_key_file: self.token_key_file.clone(),
             state_dir: self.keys.state_dir.clone(),

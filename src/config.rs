@@ -30,6 +30,9 @@ pub struct Config {
 pub struct ServerConfig {
     /// Addresses to bind.
     pub listen: Vec<SocketAddr>,
+    /// Addresses of the control API (EC2 Query API, health); loopback only.
+    #[serde(default = "default_control_listen")]
+    pub control_listen: Vec<SocketAddr>,
     /// Persistent connections instead of `Connection: close`.
     pub keep_alive: bool,
     /// File whose content keys IMDSv2 tokens; from the state directory, else random per
@@ -53,6 +56,10 @@ pub struct ServerConfig {
     pub shutdown_grace_ms: u64,
 }
 
+fn default_control_listen() -> Vec<SocketAddr> {
+    vec![SocketAddr::from(([127, 0, 0, 1], 1339))]
+}
+
 impl ServerConfig {
     /// The header read deadline.
     pub fn header_read_timeout(&self) -> Duration {
@@ -71,6 +78,8 @@ impl ServerConfig {
 pub struct Overrides {
     /// Replaces `server.listen` when non-empty.
     pub listen: Vec<SocketAddr>,
+    /// Replaces `server.control_listen` when non-empty.
+    pub control_listen: Vec<SocketAddr>,
     /// Replaces `server.keep_alive`.
     pub keep_alive: Option<bool>,
     /// Replaces `server.token_key_file`.
@@ -205,6 +214,9 @@ impl Config {
         if !overrides.listen.is_empty() {
             self.server.listen = overrides.listen.clone();
         }
+        if !overrides.control_listen.is_empty() {
+            self.server.control_listen = overrides.control_listen.clone();
+        }
         if let Some(keep_alive) = overrides.keep_alive {
             self.server.keep_alive = keep_alive;
         }
@@ -278,6 +290,22 @@ fn check_server(server: &ServerConfig) -> Result<(), (&'static str, String)> {
                 format!("`{endpoint}` is not an http(s) URL such as https://sts.eu-west-1.amazonaws.com"),
             ));
         }
+    }
+    if let Some(open) = server.control_listen.iter().find(|a| !a.ip().is_loopback()) {
+        return Err((
+            "control_listen",
+            format!("{open} is not a loopback address: the control API changes the instance and has no authentication yet, so it listens on 127.0.0.1 or ::1 only"),
+        ));
+    }
+    if let Some(shared) = server
+        .control_listen
+        .iter()
+        .find(|a| a.port() != 0 && server.listen.contains(a))
+    {
+        return Err((
+            "control_listen",
+            format!("{shared} is also a guest address; instances must never reach the control API"),
+        ));
     }
     if server.max_connections == 0 {
         return Err(("max_connections", "must be at least 1".into()));

@@ -20,6 +20,7 @@
 pub mod cli;
 pub mod clock;
 pub mod config;
+pub mod control_api;
 pub mod credentials;
 pub mod fuzzing;
 pub mod guest_api;
@@ -51,7 +52,9 @@ pub struct App {
     /// The instances it serves, for swapping in changes.
     pub state: Arc<state::State>,
     /// Builds the snapshots to swap in.
-    pub snapshots: state::SnapshotBuilder,
+    pub snapshots: Arc<state::SnapshotBuilder>,
+    /// The control surface.
+    pub control: Arc<control_api::ControlApi>,
     /// How connections are served.
     pub settings: ServerSettings,
 }
@@ -68,10 +71,18 @@ impl App {
             max_request_header_bytes: server.max_request_header_bytes,
             shutdown_grace: server.shutdown_grace(),
         };
-        let snapshots =
-            state::SnapshotBuilder::new(keys.clone(), clock.clone(), server.sts_endpoint.clone());
+        let snapshots = Arc::new(state::SnapshotBuilder::new(
+            keys.clone(),
+            clock.clone(),
+            server.sts_endpoint.clone(),
+        ));
         let state = Arc::new(state::State::single(snapshots.build(loaded.instance)));
         let tokens = token::TokenSealer::new(&keys.secret);
+        let control = Arc::new(control_api::ControlApi::new(
+            state.clone(),
+            snapshots.clone(),
+            clock.clone(),
+        ));
         App {
             api: Arc::new(GuestApi::new(
                 state.clone(),
@@ -81,6 +92,7 @@ impl App {
             )),
             state,
             snapshots,
+            control,
             settings,
         }
     }

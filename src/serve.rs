@@ -13,6 +13,7 @@ use tokio::signal::unix::{signal, SignalKind};
 use crate::cli::ServeArgs;
 use crate::clock::SystemClock;
 use crate::config::{Config, ConfigError, Loaded, Overrides, ServerConfig};
+use crate::control_api;
 use crate::keys::{Keys, KeysError};
 use crate::link_local::{self, LinkLocal, LinkLocalError};
 use crate::server::{Accepting, Server};
@@ -85,10 +86,13 @@ async fn bind(addr: SocketAddr) -> Result<TcpListener, ServeError> {
         .map_err(|source| ServeError::Bind { addr, source })
 }
 
-fn announce(bound: &[SocketAddr]) {
+fn announce(bound: &[SocketAddr], control: &[SocketAddr]) {
     let mut stdout = std::io::stdout().lock();
     for addr in bound {
         let _ = writeln!(stdout, "listening on http://{addr}");
+    }
+    for addr in control {
+        let _ = writeln!(stdout, "control API on http://{addr}");
     }
     if let Some(first) = bound.first() {
         let _ = writeln!(
@@ -120,6 +124,15 @@ async fn serve(
         .map(TcpListener::local_addr)
         .collect::<Result<Vec<SocketAddr>, _>>()
         .map_err(ServeError::Startup)?;
+    let mut control_listeners = Vec::new();
+    for addr in loaded.server.control_listen.clone() {
+        control_listeners.push(bind(addr).await?);
+    }
+    let control_bound = control_listeners
+        .iter()
+        .map(TcpListener::local_addr)
+        .collect::<Result<Vec<SocketAddr>, _>>()
+        .map_err(ServeError::Startup)?;
     let options = loaded.instance.options();
     let keep_alive = loaded.server.keep_alive;
     let instance = loaded.instance.id().to_owned();
@@ -128,7 +141,18 @@ async fn serve(
     if !app.snapshots.first_sts_fetch(FIRST_STS_FETCH).await {
         tracing::warn!("serving without the role's STS credentials for now (see the error above)");
     }
-    announce(&bound);
+    let (stop_control, control_stopped) = tokio::sync::watch::channel(false);
+    for listener in control_listeners {
+        let mut stopped = control_stopped.clone();
+        tokio::spawn(control_api::serve(
+            listener,
+            app.control.clone(),
+            async move {
+                let _ = stopped.wait_for(|stop| *stop).await;
+            },
+        ));
+    }
+    announce(&bound, &control_bound);
     tracing::info!(
         instance,
         http_tokens = ?options.http_tokens,
@@ -154,6 +178,7 @@ async fn serve(
         }
     };
     drop(accepting);
+    stop_control.send_replace(true);
     server.drain().await;
     tracing::info!(signal = stopped_by, "imds stopped");
     Ok(())

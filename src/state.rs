@@ -165,6 +165,14 @@ impl State {
         }
     }
 
+    /// The current snapshot (single-instance mode: of the only instance).
+    pub fn current(&self) -> Arc<Snapshot> {
+        self.instances
+            .first()
+            .expect("a state serves at least one instance")
+            .load_full()
+    }
+
     /// The snapshot that answers a caller at `peer` (single-instance mode: the only one).
     pub fn for_peer(&self, _peer: IpAddr) -> Option<arc_swap::Guard<Arc<Snapshot>>> {
         self.instances.first().map(ArcSwap::load)

@@ -9,6 +9,7 @@ fn imds(args: &[&str]) -> std::process::Output {
     Command::new(IMDS)
         .args(args)
         .env_remove("IMDS_HTTP_TOKENS")
+        .env("IMDS_CONTROL_LISTEN", "127.0.0.1:0")
         .output()
         .unwrap()
 }

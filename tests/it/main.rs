@@ -5,6 +5,7 @@ mod clock;
 mod conformance;
 
 mod connections;
+mod control;
 mod fuzz_corpus;
 mod harness;
 mod hop_limit;

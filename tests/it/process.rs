@@ -13,33 +13,47 @@ pub struct Served {
     pub child: Child,
     /// Each `listening on http://ADDR`, as `http://ADDR`.
     pub endpoints: Vec<String>,
+    /// Each `control API on http://ADDR`, as `http://ADDR`.
+    pub control: Vec<String>,
     /// The line after them (`export AWS_EC2_METADATA_SERVICE_ENDPOINT=...`).
     pub export_line: String,
 }
 
 impl Served {
     /// Spawns `command`, which runs `imds serve ...`, and reads the addresses it announces.
+    /// Unless the command says otherwise, the control API takes a free port (tests run many
+    /// servers at once).
     pub fn spawn(mut command: Command) -> Served {
+        if !command
+            .get_envs()
+            .any(|(key, _)| key == "IMDS_CONTROL_LISTEN")
+        {
+            command.env("IMDS_CONTROL_LISTEN", "127.0.0.1:0");
+        }
         let mut child = command
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
             .unwrap();
         let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-        let mut endpoints = Vec::new();
+        let (mut endpoints, mut control) = (Vec::new(), Vec::new());
         let export_line = loop {
             let line = lines
                 .next()
                 .expect("imds serve printed its addresses")
                 .unwrap();
-            match line.strip_prefix("listening on ") {
-                Some(endpoint) => endpoints.push(endpoint.to_owned()),
-                None => break line,
+            if let Some(endpoint) = line.strip_prefix("listening on ") {
+                endpoints.push(endpoint.to_owned());
+            } else if let Some(endpoint) = line.strip_prefix("control API on ") {
+                control.push(endpoint.to_owned());
+            } else {
+                break line;
             }
         };
         Served {
             child,
             endpoints,
+            control,
             export_line,
         }
     }

@@ -1,0 +1,219 @@
+//! The control surface, on its own listener (never the guest one): the subset of the EC2 Query
+//! API that the unmodified AWS CLI (`aws ec2 ... --endpoint-url`) and boto3 speak, so a running
+//! instance is changed the way EC2 instances are. Form-encoded POSTs with `Action` and
+//! `Version=2016-11-15`, XML answers in the EC2 namespace with a `requestId`, errors as
+//! `<Response><Errors><Error>` with EC2's codes.
+//!
+//! Actions:
+//! - `DescribeInstances` (ids; filters `instance-id`, `metadata-options.http-tokens`,
+//!   `metadata-options.http-endpoint`, `instance-state-name`, `availability-zone`, `tag:KEY`,
+//!   `tag-key`)
+//! - `ModifyInstanceMetadataOptions` (every option; omitted ones unchanged; `DryRun`)
+//! - `CreateTags`, `DeleteTags`, `DescribeTags`
+//!
+//! Plus `GET /healthz`. A change builds a new snapshot and swaps it in whole, so the guest API
+//! follows it atomically.
+
+mod error;
+mod instances;
+mod query;
+mod tags;
+mod xml;
+
+use std::convert::Infallible;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{header, HeaderValue, Method, Request, Response, StatusCode};
+use http_body_util::{BodyExt, Full, Limited};
+use hyper::body::Incoming;
+use hyper_util::rt::TokioIo;
+use tokio::net::TcpListener;
+
+pub use self::error::ControlError;
+use self::query::QueryRequest;
+use crate::clock::Clock;
+use crate::instance::{Instance, InstanceConfig};
+use crate::state::{SnapshotBuilder, State};
+
+/// Largest request body read.
+const MAX_BODY: usize = 1024 * 1024;
+/// How long a metadata options change reads `pending` before `applied`.
+const APPLYING: Duration = Duration::from_millis(500);
+
+/// What a control change touched, for the log.
+#[derive(Debug, Clone, Copy)]
+enum Change {
+    Options,
+    Tags,
+}
+
+/// Answers control requests and applies their changes.
+#[derive(Debug)]
+pub struct ControlApi {
+    state: Arc<State>,
+    snapshots: Arc<SnapshotBuilder>,
+    clock: Arc<dyn Clock>,
+    /// One change at a time.
+    changing: tokio::sync::Mutex<()>,
+    /// Until when (clock millis) the last options change reads `pending`.
+    pending_until: AtomicU64,
+}
+
+impl ControlApi {
+    /// A control API changing the instances in `state` with snapshots from `snapshots`.
+    pub fn new(
+        state: Arc<State>,
+        snapshots: Arc<SnapshotBuilder>,
+        clock: Arc<dyn Clock>,
+    ) -> ControlApi {
+        ControlApi {
+            state,
+            snapshots,
+            clock,
+            changing: tokio::sync::Mutex::new(()),
+            pending_until: AtomicU64::new(0),
+        }
+    }
+
+    /// Answers one request.
+    pub async fn handle(&self, request: Request<Incoming>) -> Response<Full<Bytes>> {
+        let request_id = request_id();
+        if request.method() == Method::GET && request.uri().path() == "/healthz" {
+            return reply(StatusCode::OK, "text/plain", "ok\n".into());
+        }
+        let query = match *request.method() {
+            Method::GET => QueryRequest::parse(request.uri().query().unwrap_or("").as_bytes()),
+            Method::POST => match Limited::new(request.into_body(), MAX_BODY).collect().await {
+                Ok(body) => QueryRequest::parse(&body.to_bytes()),
+                Err(_) => {
+                    let error = ControlError::InvalidParameterValue(
+                        "the request body is too large or broken".into(),
+                    );
+                    return failure(&error, &request_id);
+                }
+            },
+            _ => return failure(&ControlError::MethodNotAllowed, &request_id),
+        };
+        match self.dispatch(&query, &request_id).await {
+            Ok(xml) => reply(StatusCode::OK, "text/xml;charset=UTF-8", xml.into()),
+            Err(error) => {
+                tracing::debug!(action = query.get("Action"), %error, "control request refused");
+                failure(&error, &request_id)
+            }
+        }
+    }
+
+    async fn dispatch(
+        &self,
+        query: &QueryRequest,
+        request_id: &str,
+    ) -> Result<String, ControlError> {
+        match query.action()? {
+            "DescribeInstances" => self.describe_instances(query, request_id),
+            "ModifyInstanceMetadataOptions" => {
+                self.modify_instance_metadata_options(query, request_id)
+                    .await
+            }
+            "CreateTags" => self.create_tags(query, request_id).await,
+            "DeleteTags" => self.delete_tags(query, request_id).await,
+            "DescribeTags" => self.describe_tags(query, request_id),
+            other => Err(ControlError::InvalidAction(other.to_owned())),
+        }
+    }
+
+    /// Applies `edit` to a copy of the running instance's configuration, validates it as a
+    /// whole and swaps the new snapshot in; on any error nothing changes.
+    async fn change(
+        &self,
+        what: Change,
+        edit: impl FnOnce(&Instance, &mut InstanceConfig) -> Result<(), ControlError>,
+    ) -> Result<Instance, ControlError> {
+        let _one_at_a_time = self.changing.lock().await;
+        let current = self.state.current();
+        let mut config = current.instance.config.clone();
+        edit(&current.instance, &mut config)?;
+        let instance = Instance::new(config)
+            .map_err(|e| ControlError::InvalidParameterValue(e.to_string()))?;
+        if let Change::Options = what {
+            let until = self.clock.now_millis() + APPLYING.as_millis() as u64;
+            self.pending_until.store(until, Ordering::Relaxed);
+        }
+        self.state.replace(self.snapshots.build(instance.clone()));
+        tracing::info!(instance = instance.id(), change = ?what, "control change applied");
+        Ok(instance)
+    }
+
+    /// `pending` shortly after an options change, `applied` after.
+    fn options_state(&self) -> &'static str {
+        match self.clock.now_millis() < self.pending_until.load(Ordering::Relaxed) {
+            true => "pending",
+            false => "applied",
+        }
+    }
+}
+
+fn reply(status: StatusCode, content_type: &'static str, body: Bytes) -> Response<Full<Bytes>> {
+    let mut response = Response::new(Full::new(body));
+    *response.status_mut() = status;
+    response
+        .headers_mut()
+        .insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+    response
+}
+
+fn failure(error: &ControlError, request_id: &str) -> Response<Full<Bytes>> {
+    reply(
+        error.status(),
+        "text/xml;charset=UTF-8",
+        error.xml(request_id).into(),
+    )
+}
+
+/// A request id shaped like EC2's (a UUID).
+fn request_id() -> String {
+    let bytes: [u8; 16] = rand::random();
+    let hex: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+    format!(
+        "{}-{}-{}-{}-{}",
+        &hex[..8],
+        &hex[8..12],
+        &hex[12..16],
+        &hex[16..20],
+        &hex[20..]
+    )
+}
+
+/// Serves `api` on `listener` until `shutdown` completes; connections in flight finish.
+pub async fn serve(
+    listener: TcpListener,
+    api: Arc<ControlApi>,
+    shutdown: impl std::future::Future<Output = ()>,
+) {
+    tokio::pin!(shutdown);
+    loop {
+        let (stream, _) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(accepted) => accepted,
+                Err(error) => {
+                    tracing::warn!(%error, "control listener: accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            () = &mut shutdown => return,
+        };
+        let api = api.clone();
+        tokio::spawn(async move {
+            let service = hyper::service::service_fn(move |request| {
+                let api = api.clone();
+                async move { Ok::<_, Infallible>(api.handle(request).await) }
+            });
+            let _ = hyper::server::conn::http1::Builder::new()
+                .serve_connection(TokioIo::new(stream), service)
+                .await;
+        });
+    }
+}

@@ -1,0 +1,82 @@
+//! Errors of the control surface, each answered as EC2 does: status 400 (or 412 for a dry run
+//! that would succeed) and `<Response><Errors><Error><Code>` with EC2's code.
+
+use super::xml::escape_into;
+
+/// Why a control request failed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ControlError {
+    /// A required parameter is absent.
+    #[error("The request must contain the parameter {0}")]
+    MissingParameter(String),
+    /// A parameter has a value EC2 would refuse.
+    #[error("{0}")]
+    InvalidParameterValue(String),
+    /// A parameter combination EC2 would refuse.
+    #[error("{0}")]
+    InvalidParameterCombination(String),
+    /// `InstanceId` names another instance.
+    #[error("The instance ID '{0}' does not exist")]
+    InstanceNotFound(String),
+    /// `InstanceId` is not an instance id.
+    #[error("Invalid id: \"{0}\"")]
+    InstanceIdMalformed(String),
+    /// A filter name imds does not know.
+    #[error("The filter '{0}' is invalid")]
+    InvalidFilter(String),
+    /// `Action` names nothing imds serves.
+    #[error("The action {0} is not valid for this web service.")]
+    InvalidAction(String),
+    /// `DryRun=true` on a request that would have succeeded.
+    #[error("Request would have succeeded, but DryRun flag is set.")]
+    DryRunOperation,
+    /// Only POST (and GET with a query string) carries Query requests.
+    #[error("The requested method is not allowed for this resource.")]
+    MethodNotAllowed,
+}
+
+impl ControlError {
+    /// EC2's error code.
+    pub fn code(&self) -> &'static str {
+        match self {
+            ControlError::MissingParameter(_) => "MissingParameter",
+            ControlError::InvalidParameterValue(_) => "InvalidParameterValue",
+            ControlError::InvalidParameterCombination(_) => "InvalidParameterCombination",
+            ControlError::InstanceNotFound(_) => "InvalidInstanceID.NotFound",
+            ControlError::InstanceIdMalformed(_) => "InvalidInstanceID.Malformed",
+            ControlError::InvalidFilter(_) => "InvalidParameterValue",
+            ControlError::InvalidAction(_) => "InvalidAction",
+            ControlError::DryRunOperation => "DryRunOperation",
+            ControlError::MethodNotAllowed => "UnsupportedOperation",
+        }
+    }
+
+    /// The HTTP status EC2 answers it with.
+    pub fn status(&self) -> http::StatusCode {
+        match self {
+            ControlError::DryRunOperation => http::StatusCode::PRECONDITION_FAILED,
+            ControlError::MissingParameter(_)
+            | ControlError::InvalidParameterValue(_)
+            | ControlError::InvalidParameterCombination(_)
+            | ControlError::InstanceNotFound(_)
+            | ControlError::InstanceIdMalformed(_)
+            | ControlError::InvalidFilter(_)
+            | ControlError::InvalidAction(_)
+            | ControlError::MethodNotAllowed => http::StatusCode::BAD_REQUEST,
+        }
+    }
+
+    /// The error document.
+    pub fn xml(&self, request_id: &str) -> String {
+        let mut out = String::from(
+            "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<Response><Errors><Error><Code>",
+        );
+        out.push_str(self.code());
+        out.push_str("</Code><Message>");
+        escape_into(&mut out, &self.to_string());
+        out.push_str("</Message></Error></Errors><RequestID>");
+        out.push_str(request_id);
+        out.push_str("</RequestID></Response>");
+        out
+    }
+}

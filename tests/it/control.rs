@@ -1,0 +1,285 @@
+//! The control API driven by the unmodified AWS CLI (`aws ec2 ... --endpoint-url`), installed
+//! by `scripts/install-test-deps`, against a running `imds serve`; the guest API's answers are
+//! checked before and after each change. Ignored by a plain `cargo test`; `scripts/test` runs them.
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+use crate::conformance::python;
+use crate::process::{Served, IMDS};
+
+const INSTANCE: &str = "i-0b4f7d2c9a1e83f56";
+
+fn serve(args: &[&str]) -> Served {
+    let mut command = Command::new(IMDS);
+    command
+        .args(["serve", "--listen", "127.0.0.1:0"])
+        .args(args);
+    Served::spawn(command)
+}
+
+/// `aws ec2 ARGS` against the control API: its JSON, or its stderr and exit code.
+fn aws(served: &Served, args: &[&str]) -> Result<Value, (i32, String)> {
+    let home = tempfile::tempdir().unwrap();
+    let output = Command::new(python().with_file_name("aws"))
+        .arg("ec2")
+        .args(args)
+        .args([
+            "--endpoint-url",
+            &served.control[0],
+            "--region",
+            "us-east-1",
+            "--output",
+            "json",
+        ])
+        .env_clear()
+        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+        .env("HOME", home.path())
+        .env("AWS_ACCESS_KEY_ID", "AKIAIMDSCONTROLTEST1")
+        .env(
+            "AWS_SECRET_ACCESS_KEY",
+            "imds-control-test-secret-key-0123456789ab",
+        )
+        .env("AWS_CONFIG_FILE", "/dev/null")
+        .env("AWS_SHARED_CREDENTIALS_FILE", "/dev/null")
+        .output()
+        .unwrap();
+    match output.status.success() {
+        true if output.stdout.is_empty() => Ok(Value::Null),
+        true => Ok(serde_json::from_slice(&output.stdout).unwrap()),
+        false => Err((
+            output.status.code().unwrap_or(-1),
+            String::from_utf8_lossy(&output.stderr).into_owned(),
+        )),
+    }
+}
+
+/// A plain GET on the guest API: status and body.
+fn get(served: &Served, path: &str) -> (u16, String) {
+    let addr = served.endpoints[0].trim_start_matches("http://");
+    let mut stream = TcpStream::connect(addr).unwrap();
+    write!(stream, "GET {path} HTTP/1.1\r\nHost: {addr}\r\n\r\n").unwrap();
+    let mut answer = String::new();
+    stream.read_to_string(&mut answer).unwrap();
+    let body = answer
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_owned())
+        .unwrap_or_default();
+    (answer[9..12].parse().unwrap(), body)
+}
+
+fn metadata_options(served: &Served) -> Value {
+    let described = aws(served, &["describe-instances", "--instance-ids", INSTANCE]).unwrap();
+    described["Reservations"][0]["Instances"][0]["MetadataOptions"].clone()
+}
+
+#[test]
+#[ignore = "needs the AWS CLI: run scripts/test"]
+fn modify_instance_metadata_options_turns_imdsv1_off_within_a_second() {
+    let served = serve(&[]);
+    assert_eq!(
+        get(&served, "/latest/meta-data/instance-id"),
+        (200, INSTANCE.to_owned())
+    );
+    let options = metadata_options(&served);
+    assert_eq!(options["HttpTokens"], "optional");
+    assert_eq!(options["State"], "applied");
+
+    let answer = aws(
+        &served,
+        &[
+            "modify-instance-metadata-options",
+            "--instance-id",
+            INSTANCE,
+            "--http-tokens",
+            "required",
+            "--http-put-response-hop-limit",
+            "2",
+        ],
+    )
+    .unwrap();
+    let options = &answer["InstanceMetadataOptions"];
+    assert_eq!(answer["InstanceId"], INSTANCE);
+    assert_eq!(options["State"], "pending");
+    assert_eq!(options["HttpTokens"], "required");
+    assert_eq!(options["HttpPutResponseHopLimit"], 2);
+    assert_eq!(
+        options["HttpEndpoint"], "enabled",
+        "omitted options keep their value"
+    );
+
+    let deadline = Instant::now() + Duration::from_secs(1);
+    while get(&served, "/latest/meta-data/instance-id").0 != 401 {
+        assert!(
+            Instant::now() < deadline,
+            "v1 GETs still answered after a second"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while metadata_options(&served)["State"] != "applied" {
+        assert!(Instant::now() < deadline, "the change never read applied");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let filtered = |tokens: &str| {
+        let found = aws(
+            &served,
+            &[
+                "describe-instances",
+                "--filters",
+                &format!("Name=metadata-options.http-tokens,Values={tokens}"),
+            ],
+        )
+        .unwrap();
+        found["Reservations"].as_array().unwrap().len()
+    };
+    assert_eq!((filtered("required"), filtered("optional")), (1, 0));
+
+    let (code, stderr) = aws(
+        &served,
+        &[
+            "modify-instance-metadata-options",
+            "--instance-id",
+            INSTANCE,
+            "--http-put-response-hop-limit",
+            "65",
+        ],
+    )
+    .unwrap_err();
+    assert_eq!(
+        code, 255,
+        "AWS CLI v1 exits 255 on a service error: {stderr}"
+    );
+    assert!(stderr.contains("InvalidParameterValue"), "{stderr}");
+    let (_, stderr) = aws(
+        &served,
+        &[
+            "modify-instance-metadata-options",
+            "--instance-id",
+            INSTANCE,
+            "--http-tokens",
+            "optional",
+            "--dry-run",
+        ],
+    )
+    .unwrap_err();
+    assert!(stderr.contains("DryRunOperation"), "{stderr}");
+    assert_eq!(
+        metadata_options(&served)["HttpTokens"],
+        "required",
+        "a dry run changes nothing"
+    );
+    served.stop("TERM");
+}
+
+#[test]
+#[ignore = "needs the AWS CLI: run scripts/test"]
+fn tags_created_with_the_cli_appear_in_imds_and_go_when_deleted() {
+    let served = serve(&["--instance-metadata-tags", "enabled"]);
+    assert_eq!(get(&served, "/latest/meta-data/tags/instance/Team").0, 404);
+    aws(
+        &served,
+        &[
+            "create-tags",
+            "--resources",
+            INSTANCE,
+            "--tags",
+            "Key=Team,Value=blue",
+        ],
+    )
+    .unwrap();
+    assert_eq!(
+        get(&served, "/latest/meta-data/tags/instance/Team"),
+        (200, "blue".to_owned())
+    );
+    let described = aws(
+        &served,
+        &["describe-tags", "--filters", "Name=key,Values=Team"],
+    )
+    .unwrap();
+    assert_eq!(described["Tags"][0]["ResourceId"], INSTANCE);
+    assert_eq!(described["Tags"][0]["Value"], "blue");
+    let found = aws(
+        &served,
+        &[
+            "describe-instances",
+            "--filters",
+            "Name=tag:Team,Values=blue",
+        ],
+    )
+    .unwrap();
+    assert_eq!(found["Reservations"].as_array().unwrap().len(), 1);
+
+    let (_, stderr) = aws(
+        &served,
+        &[
+            "create-tags",
+            "--resources",
+            INSTANCE,
+            "--tags",
+            "Key=has space,Value=x",
+        ],
+    )
+    .unwrap_err();
+    assert!(
+        stderr.contains("InvalidParameterValue"),
+        "keys IMDS cannot show are refused: {stderr}"
+    );
+
+    aws(
+        &served,
+        &["delete-tags", "--resources", INSTANCE, "--tags", "Key=Team"],
+    )
+    .unwrap();
+    assert_eq!(get(&served, "/latest/meta-data/tags/instance/Team").0, 404);
+    served.stop("TERM");
+}
+
+#[test]
+#[ignore = "needs the AWS CLI: run scripts/test"]
+fn errors_carry_ec2_codes() {
+    let served = serve(&[]);
+    let (_, stderr) = aws(
+        &served,
+        &[
+            "describe-instances",
+            "--instance-ids",
+            "i-0123456789abcdef0",
+        ],
+    )
+    .unwrap_err();
+    assert!(stderr.contains("InvalidInstanceID.NotFound"), "{stderr}");
+    let (_, stderr) = aws(&served, &["describe-instances", "--instance-ids", "web-1"]).unwrap_err();
+    assert!(stderr.contains("InvalidInstanceID.Malformed"), "{stderr}");
+    let (_, stderr) = aws(
+        &served,
+        &["run-instances", "--image-id", "ami-0f3c9c466bb525749"],
+    )
+    .unwrap_err();
+    assert!(stderr.contains("InvalidAction"), "{stderr}");
+    served.stop("TERM");
+}
+
+#[test]
+fn the_control_api_refuses_non_loopback_addresses() {
+    let output = Command::new(IMDS)
+        .args([
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--control-listen",
+            "0.0.0.0:0",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("control_listen") && stderr.contains("loopback"),
+        "{stderr}"
+    );
+}
