@@ -10,11 +10,17 @@
 //!   `tag-key`)
 //! - `ModifyInstanceMetadataOptions` (every option; omitted ones unchanged; `DryRun`)
 //! - `CreateTags`, `DeleteTags`, `DescribeTags`
+//! - `AssociateIamInstanceProfile`, `ReplaceIamInstanceProfileAssociation`,
+//!   `DisassociateIamInstanceProfile`, `DescribeIamInstanceProfileAssociations`
+//! - `GetInstanceMetadataDefaults`, `ModifyInstanceMetadataDefaults` (with `HttpTokensEnforced`,
+//!   which makes `ModifyInstanceMetadataOptions` refuse `HttpTokens=optional`)
 //!
 //! Plus `GET /healthz`. A change builds a new snapshot and swaps it in whole, so the guest API
 //! follows it atomically.
 
+mod defaults;
 mod error;
+mod iam;
 mod instances;
 mod query;
 mod tags;
@@ -48,6 +54,7 @@ const APPLYING: Duration = Duration::from_millis(500);
 enum Change {
     Options,
     Tags,
+    Role,
 }
 
 /// Answers control requests and applies their changes.
@@ -60,6 +67,10 @@ pub struct ControlApi {
     changing: tokio::sync::Mutex<()>,
     /// Until when (clock millis) the last options change reads `pending`.
     pending_until: AtomicU64,
+    /// The id of the last association made here (see `iam`).
+    association: std::sync::Mutex<Option<String>>,
+    /// The account's instance metadata defaults.
+    defaults: std::sync::Mutex<defaults::MetadataDefaults>,
 }
 
 impl ControlApi {
@@ -75,6 +86,8 @@ impl ControlApi {
             clock,
             changing: tokio::sync::Mutex::new(()),
             pending_until: AtomicU64::new(0),
+            association: std::sync::Mutex::new(None),
+            defaults: std::sync::Mutex::new(defaults::MetadataDefaults::default()),
         }
     }
 
@@ -120,6 +133,24 @@ impl ControlApi {
             "CreateTags" => self.create_tags(query, request_id).await,
             "DeleteTags" => self.delete_tags(query, request_id).await,
             "DescribeTags" => self.describe_tags(query, request_id),
+            "AssociateIamInstanceProfile" => {
+                self.associate_iam_instance_profile(query, request_id).await
+            }
+            "ReplaceIamInstanceProfileAssociation" => {
+                self.replace_iam_instance_profile_association(query, request_id)
+                    .await
+            }
+            "DisassociateIamInstanceProfile" => {
+                self.disassociate_iam_instance_profile(query, request_id)
+                    .await
+            }
+            "DescribeIamInstanceProfileAssociations" => {
+                self.describe_iam_instance_profile_associations(query, request_id)
+            }
+            "GetInstanceMetadataDefaults" => Ok(self.get_instance_metadata_defaults(request_id)),
+            "ModifyInstanceMetadataDefaults" => {
+                self.modify_instance_metadata_defaults(query, request_id)
+            }
             other => Err(ControlError::InvalidAction(other.to_owned())),
         }
     }

@@ -21,12 +21,21 @@ pub enum ControlError {
     /// `InstanceId` is not an instance id.
     #[error("Invalid id: \"{0}\"")]
     InstanceIdMalformed(String),
+    /// `AssociationId` names no current association.
+    #[error("An association ID '{0}' does not exist")]
+    AssociationNotFound(String),
+    /// The instance is not in a state that allows the request.
+    #[error("{0}")]
+    IncorrectState(String),
     /// A filter name imds does not know.
     #[error("The filter '{0}' is invalid")]
     InvalidFilter(String),
     /// `Action` names nothing imds serves.
     #[error("The action {0} is not valid for this web service.")]
     InvalidAction(String),
+    /// A request EC2 refuses in the current state (e.g. enabling IMDSv1 while enforced).
+    #[error("{0}")]
+    Unsupported(String),
     /// `DryRun=true` on a request that would have succeeded.
     #[error("Request would have succeeded, but DryRun flag is set.")]
     DryRunOperation,
@@ -44,8 +53,11 @@ impl ControlError {
             ControlError::InvalidParameterCombination(_) => "InvalidParameterCombination",
             ControlError::InstanceNotFound(_) => "InvalidInstanceID.NotFound",
             ControlError::InstanceIdMalformed(_) => "InvalidInstanceID.Malformed",
+            ControlError::AssociationNotFound(_) => "InvalidAssociationID.NotFound",
+            ControlError::IncorrectState(_) => "IncorrectState",
             ControlError::InvalidFilter(_) => "InvalidParameterValue",
             ControlError::InvalidAction(_) => "InvalidAction",
+            ControlError::Unsupported(_) => "UnsupportedOperation",
             ControlError::DryRunOperation => "DryRunOperation",
             ControlError::MethodNotAllowed => "UnsupportedOperation",
         }
@@ -61,7 +73,10 @@ impl ControlError {
             | ControlError::InstanceNotFound(_)
             | ControlError::InstanceIdMalformed(_)
             | ControlError::InvalidFilter(_)
+            | ControlError::AssociationNotFound(_)
+            | ControlError::IncorrectState(_)
             | ControlError::InvalidAction(_)
+            | ControlError::Unsupported(_)
             | ControlError::MethodNotAllowed => http::StatusCode::BAD_REQUEST,
         }
     }

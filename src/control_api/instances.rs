@@ -139,12 +139,18 @@ impl ControlApi {
         request_id: &str,
     ) -> Result<String, ControlError> {
         let id = query.require("InstanceId")?.to_owned();
+        let enforced = self.defaults().http_tokens_enforced == Some(true);
         let applied = self
             .change(Change::Options, |current, config| {
                 check_instance_id(current, &id)?;
                 let o = &mut config.metadata_options;
                 if let Some(value) = query.get("HttpTokens") {
                     o.http_tokens = parse_tokens(value)?;
+                    if o.http_tokens == HttpTokens::Optional && enforced {
+                        return Err(ControlError::Unsupported(
+                            "IMDSv1 cannot be enabled: HttpTokensEnforced is enabled in the instance metadata defaults of this account and Region".into(),
+                        ));
+                    }
                 }
                 if let Some(value) = query.get("HttpPutResponseHopLimit") {
                     o.http_put_response_hop_limit = value.parse::<HopLimit>().map_err(|_| {
@@ -189,21 +195,21 @@ pub(super) fn check_instance_id(instance: &Instance, id: &str) -> Result<(), Con
     Ok(())
 }
 
-fn tokens(value: HttpTokens) -> &'static str {
+pub(super) fn tokens(value: HttpTokens) -> &'static str {
     match value {
         HttpTokens::Optional => "optional",
         HttpTokens::Required => "required",
     }
 }
 
-fn switch(value: Switch) -> &'static str {
+pub(super) fn switch(value: Switch) -> &'static str {
     match value {
         Switch::Enabled => "enabled",
         Switch::Disabled => "disabled",
     }
 }
 
-fn parse_tokens(value: &str) -> Result<HttpTokens, ControlError> {
+pub(super) fn parse_tokens(value: &str) -> Result<HttpTokens, ControlError> {
     match value {
         "optional" => Ok(HttpTokens::Optional),
         "required" => Ok(HttpTokens::Required),
@@ -213,7 +219,7 @@ fn parse_tokens(value: &str) -> Result<HttpTokens, ControlError> {
     }
 }
 
-fn parse_switch(name: &str, value: &str) -> Result<Switch, ControlError> {
+pub(super) fn parse_switch(name: &str, value: &str) -> Result<Switch, ControlError> {
     match value {
         "enabled" => Ok(Switch::Enabled),
         "disabled" => Ok(Switch::Disabled),

@@ -283,3 +283,169 @@ fn the_control_api_refuses_non_loopback_addresses() {
         "{stderr}"
     );
 }
+
+#[test]
+#[ignore = "needs the AWS CLI: run scripts/test"]
+fn instance_profile_associations_change_the_role_and_its_credentials() {
+    let served = serve(&[]);
+    let credentials = "/latest/meta-data/iam/security-credentials/";
+    assert_eq!(
+        get(&served, credentials),
+        (200, "imds-default-role".to_owned())
+    );
+    let listed = aws(
+        &served,
+        &[
+            "describe-iam-instance-profile-associations",
+            "--filters",
+            &format!("Name=instance-id,Values={INSTANCE}"),
+        ],
+    )
+    .unwrap();
+    let association = listed["IamInstanceProfileAssociations"][0]["AssociationId"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert!(association.starts_with("iip-assoc-"), "{association}");
+
+    let (_, stderr) = aws(
+        &served,
+        &[
+            "associate-iam-instance-profile",
+            "--instance-id",
+            INSTANCE,
+            "--iam-instance-profile",
+            "Name=other",
+        ],
+    )
+    .unwrap_err();
+    assert!(
+        stderr.contains("IncorrectState"),
+        "one association per instance: {stderr}"
+    );
+
+    let replaced = aws(
+        &served,
+        &[
+            "replace-iam-instance-profile-association",
+            "--association-id",
+            &association,
+            "--iam-instance-profile",
+            "Arn=arn:aws:iam::123456789012:instance-profile/web-server",
+        ],
+    )
+    .unwrap();
+    let association = replaced["IamInstanceProfileAssociation"]["AssociationId"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert_eq!(get(&served, credentials), (200, "web-server".to_owned()));
+    let (status, body) = get(&served, &format!("{credentials}web-server"));
+    assert_eq!(status, 200);
+    assert!(body.contains("\"Code\" : \"Success\""), "{body}");
+    assert_eq!(
+        get(&served, &format!("{credentials}imds-default-role")).0,
+        404
+    );
+
+    aws(
+        &served,
+        &[
+            "disassociate-iam-instance-profile",
+            "--association-id",
+            &association,
+        ],
+    )
+    .unwrap();
+    assert_eq!(get(&served, credentials).0, 404);
+    assert_eq!(get(&served, "/latest/meta-data/iam/info").0, 404);
+    let listed = aws(&served, &["describe-iam-instance-profile-associations"]).unwrap();
+    assert_eq!(
+        listed["IamInstanceProfileAssociations"]
+            .as_array()
+            .unwrap()
+            .len(),
+        0
+    );
+
+    aws(
+        &served,
+        &[
+            "associate-iam-instance-profile",
+            "--instance-id",
+            INSTANCE,
+            "--iam-instance-profile",
+            "Name=batch",
+        ],
+    )
+    .unwrap();
+    assert_eq!(get(&served, credentials), (200, "batch".to_owned()));
+    served.stop("TERM");
+}
+
+#[test]
+#[ignore = "needs the AWS CLI: run scripts/test"]
+fn http_tokens_enforced_keeps_imdsv1_off() {
+    let served = serve(&["--http-tokens", "required"]);
+    let defaults = aws(&served, &["get-instance-metadata-defaults"]).unwrap();
+    assert_eq!(defaults["AccountLevel"]["ManagedBy"], "account");
+    assert!(defaults["AccountLevel"].get("HttpTokensEnforced").is_none());
+    aws(
+        &served,
+        &[
+            "modify-instance-metadata-defaults",
+            "--http-tokens",
+            "required",
+            "--http-tokens-enforced",
+            "enabled",
+        ],
+    )
+    .unwrap();
+    let defaults = aws(&served, &["get-instance-metadata-defaults"]).unwrap();
+    assert_eq!(defaults["AccountLevel"]["HttpTokensEnforced"], "enabled");
+    assert_eq!(defaults["AccountLevel"]["HttpTokens"], "required");
+
+    let (_, stderr) = aws(
+        &served,
+        &[
+            "modify-instance-metadata-options",
+            "--instance-id",
+            INSTANCE,
+            "--http-tokens",
+            "optional",
+        ],
+    )
+    .unwrap_err();
+    assert!(
+        stderr.contains("UnsupportedOperation") && stderr.contains("HttpTokensEnforced"),
+        "{stderr}"
+    );
+    assert_eq!(
+        get(&served, "/latest/meta-data/instance-id").0,
+        401,
+        "IMDSv1 stays off"
+    );
+
+    aws(
+        &served,
+        &[
+            "modify-instance-metadata-defaults",
+            "--http-tokens-enforced",
+            "no-preference",
+        ],
+    )
+    .unwrap();
+    aws(
+        &served,
+        &[
+            "modify-instance-metadata-options",
+            "--instance-id",
+            INSTANCE,
+            "--http-tokens",
+            "optional",
+        ],
+    )
+    .unwrap();
+    assert_eq!(get(&served, "/latest/meta-data/instance-id").0, 200);
+    served.stop("TERM");
+}

@@ -1,0 +1,233 @@
+//! IAM instance profile associations: `AssociateIamInstanceProfile`,
+//! `DisassociateIamInstanceProfile`, `ReplaceIamInstanceProfileAssociation` and
+//! `DescribeIamInstanceProfileAssociations`. The role under `meta-data/iam/` changes or goes
+//! with the association, and its credentials with it. As imds names an instance profile after
+//! its role, the profile's name is the role's.
+
+use super::error::ControlError;
+use super::instances::check_instance_id;
+use super::query::QueryRequest;
+use super::xml::Xml;
+use super::{Change, ControlApi};
+use crate::instance::{CredentialSource, IamConfig, Instance};
+use crate::metadata::render;
+
+impl ControlApi {
+    /// `AssociateIamInstanceProfile`: only for an instance without one.
+    pub(super) async fn associate_iam_instance_profile(
+        &self,
+        query: &QueryRequest,
+        request_id: &str,
+    ) -> Result<String, ControlError> {
+        let id = query.require("InstanceId")?.to_owned();
+        let name = profile_name(query)?;
+        let instance = self
+            .change(Change::Role, |current, config| {
+                check_instance_id(current, &id)?;
+                if current.iam.is_some() {
+                    return Err(ControlError::IncorrectState(format!(
+                        "There is an existing association for instance {id}"
+                    )));
+                }
+                set_role(config, Some(name))
+            })
+            .await?;
+        let association = self.new_association_id();
+        Ok(association_answer(
+            "AssociateIamInstanceProfileResponse",
+            request_id,
+            &instance,
+            &association,
+            "associating",
+        ))
+    }
+
+    /// `ReplaceIamInstanceProfileAssociation`: another role for the associated instance.
+    pub(super) async fn replace_iam_instance_profile_association(
+        &self,
+        query: &QueryRequest,
+        request_id: &str,
+    ) -> Result<String, ControlError> {
+        let association = query.require("AssociationId")?.to_owned();
+        let name = profile_name(query)?;
+        let instance = self
+            .change(Change::Role, |current, config| {
+                self.check_association(current, &association)?;
+                set_role(config, Some(name))
+            })
+            .await?;
+        let association = self.new_association_id();
+        Ok(association_answer(
+            "ReplaceIamInstanceProfileAssociationResponse",
+            request_id,
+            &instance,
+            &association,
+            "associating",
+        ))
+    }
+
+    /// `DisassociateIamInstanceProfile`: the instance loses its role.
+    pub(super) async fn disassociate_iam_instance_profile(
+        &self,
+        query: &QueryRequest,
+        request_id: &str,
+    ) -> Result<String, ControlError> {
+        let association = query.require("AssociationId")?.to_owned();
+        let mut before = None;
+        self.change(Change::Role, |current, config| {
+            self.check_association(current, &association)?;
+            before = Some(current.clone());
+            set_role(config, None)
+        })
+        .await?;
+        let before = before.expect("set by the change");
+        *self.association.lock().unwrap_or_else(|e| e.into_inner()) = None;
+        Ok(association_answer(
+            "DisassociateIamInstanceProfileResponse",
+            request_id,
+            &before,
+            &association,
+            "disassociating",
+        ))
+    }
+
+    /// `DescribeIamInstanceProfileAssociations` with ids and filters `instance-id`, `state`.
+    pub(super) fn describe_iam_instance_profile_associations(
+        &self,
+        query: &QueryRequest,
+        request_id: &str,
+    ) -> Result<String, ControlError> {
+        let snapshot = self.state.current();
+        let instance = &snapshot.instance;
+        let mut xml = Xml::response("DescribeIamInstanceProfileAssociationsResponse", request_id);
+        xml.open("iamInstanceProfileAssociationSet");
+        if let (Some(profile), Some(association)) = (&instance.iam, self.association_id(instance)) {
+            let mut shown = true;
+            for id in query.list("AssociationId") {
+                if id != association {
+                    return Err(ControlError::AssociationNotFound(id.to_owned()));
+                }
+            }
+            for (name, values) in query.filters()? {
+                let actual = match name.as_str() {
+                    "instance-id" => instance.id(),
+                    "state" => "associated",
+                    other => return Err(ControlError::InvalidFilter(other.to_owned())),
+                };
+                shown &= values.iter().any(|v| v == actual);
+            }
+            if shown {
+                xml.open("item");
+                association_xml(&mut xml, instance, profile, &association, "associated");
+                xml.close();
+            }
+        }
+        Ok(xml.finish())
+    }
+
+    /// `InvalidAssociationID.NotFound` unless `association` is the instance's current one.
+    fn check_association(&self, current: &Instance, association: &str) -> Result<(), ControlError> {
+        match self.association_id(current) {
+            Some(id) if id == association => Ok(()),
+            _ => Err(ControlError::AssociationNotFound(association.to_owned())),
+        }
+    }
+
+    /// The id of the instance's association: the last one made here, else (for a role from
+    /// the config file) one derived from the instance and role.
+    fn association_id(&self, instance: &Instance) -> Option<String> {
+        let profile = instance.iam.as_ref()?;
+        let made = self
+            .association
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
+        Some(made.unwrap_or_else(|| {
+            use sha2::{Digest, Sha256};
+            let digest = Sha256::digest(format!("{}/{}", instance.id(), profile.role));
+            let hex: String = digest.iter().map(|b| format!("{b:02x}")).collect();
+            format!("iip-assoc-{}", &hex[..17])
+        }))
+    }
+
+    fn new_association_id(&self) -> String {
+        let bytes: [u8; 9] = rand::random();
+        let hex: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+        let id = format!("iip-assoc-{}", &hex[..17]);
+        *self.association.lock().unwrap_or_else(|e| e.into_inner()) = Some(id.clone());
+        id
+    }
+}
+
+/// The profile named by `IamInstanceProfile.Name` or `.Arn` (`...:instance-profile/NAME`).
+fn profile_name(query: &QueryRequest) -> Result<String, ControlError> {
+    match (
+        query.get("IamInstanceProfile.Name"),
+        query.get("IamInstanceProfile.Arn"),
+    ) {
+        (Some(name), _) => Ok(name.to_owned()),
+        (None, Some(arn)) => arn
+            .split_once(":instance-profile/")
+            .map(|(_, path)| path.rsplit('/').next().unwrap_or(path).to_owned())
+            .filter(|name| !name.is_empty())
+            .ok_or_else(|| {
+                ControlError::InvalidParameterValue(format!(
+                    "Value ({arn}) for parameter iamInstanceProfile.arn is invalid. Invalid ARN"
+                ))
+            }),
+        (None, None) => Err(ControlError::MissingParameter("IamInstanceProfile".into())),
+    }
+}
+
+/// Gives the instance the role `name` (generated credentials), or none.
+fn set_role(
+    config: &mut crate::instance::InstanceConfig,
+    name: Option<String>,
+) -> Result<(), ControlError> {
+    if config.iam.credentials == CredentialSource::Sts {
+        return Err(ControlError::InvalidParameterCombination(
+            "this instance's role credentials come from STS (credentials = \"sts\" in its config file); change role_arn there".into(),
+        ));
+    }
+    config.iam = IamConfig {
+        role: name,
+        credential_lifetime_seconds: config.iam.credential_lifetime_seconds,
+        ..IamConfig::default()
+    };
+    Ok(())
+}
+
+fn association_xml(
+    xml: &mut Xml,
+    instance: &Instance,
+    profile: &crate::instance::IamProfile,
+    id: &str,
+    state: &str,
+) {
+    xml.leaf("associationId", id)
+        .leaf("instanceId", instance.id())
+        .open("iamInstanceProfile")
+        .leaf("arn", &profile.instance_profile_arn)
+        .leaf("id", &profile.instance_profile_id)
+        .close()
+        .leaf("state", state)
+        .leaf(
+            "timestamp",
+            render::iso_seconds(time::OffsetDateTime::now_utc()),
+        );
+}
+
+fn association_answer(
+    root: &'static str,
+    request_id: &str,
+    instance: &Instance,
+    id: &str,
+    state: &str,
+) -> String {
+    let mut xml = Xml::response(root, request_id);
+    xml.open("iamInstanceProfileAssociation");
+    if let Some(profile) = &instance.iam {
+        association_xml(&mut xml, instance, profile, id, state);
+    }
+    xml.finish()
+}
