@@ -15,7 +15,7 @@
 //! - `GetInstanceMetadataDefaults`, `ModifyInstanceMetadataDefaults` (with `HttpTokensEnforced`,
 //!   which makes `ModifyInstanceMetadataOptions` refuse `HttpTokens=optional`)
 //!
-//! Plus `GET /healthz`. A change builds a new snapshot and swaps it in whole, so the guest API
+//! Plus `GET /healthz` and `GET /metrics` (Prometheus text, see [`crate::metrics`]). A change builds a new snapshot and swaps it in whole, so the guest API
 //! follows it atomically.
 
 mod defaults;
@@ -42,6 +42,7 @@ pub use self::error::ControlError;
 use self::query::QueryRequest;
 use crate::clock::Clock;
 use crate::instance::{Instance, InstanceConfig};
+use crate::metrics::Metrics;
 use crate::state::{SnapshotBuilder, State};
 
 /// Largest request body read.
@@ -69,6 +70,8 @@ pub struct ControlApi {
     pending_until: AtomicU64,
     /// The id of the last association made here (see `iam`).
     association: std::sync::Mutex<Option<String>>,
+    /// Counted here, rendered at `GET /metrics`.
+    metrics: Arc<Metrics>,
     /// The account's instance metadata defaults.
     defaults: std::sync::Mutex<defaults::MetadataDefaults>,
 }
@@ -79,8 +82,10 @@ impl ControlApi {
         state: Arc<State>,
         snapshots: Arc<SnapshotBuilder>,
         clock: Arc<dyn Clock>,
+        metrics: Arc<Metrics>,
     ) -> ControlApi {
         ControlApi {
+            metrics,
             state,
             snapshots,
             clock,
@@ -97,6 +102,10 @@ impl ControlApi {
         if request.method() == Method::GET && request.uri().path() == "/healthz" {
             return reply(StatusCode::OK, "text/plain", "ok\n".into());
         }
+        if request.method() == Method::GET && request.uri().path() == "/metrics" {
+            let text = self.metrics.render(self.state.current().instance.id());
+            return reply(StatusCode::OK, "text/plain; version=0.0.4", text.into());
+        }
         let query = match *request.method() {
             Method::GET => QueryRequest::parse(request.uri().query().unwrap_or("").as_bytes()),
             Method::POST => match Limited::new(request.into_body(), MAX_BODY).collect().await {
@@ -110,7 +119,18 @@ impl ControlApi {
             },
             _ => return failure(&ControlError::MethodNotAllowed, &request_id),
         };
-        match self.dispatch(&query, &request_id).await {
+        let result = self.dispatch(&query, &request_id).await;
+        // Only actions imds knows become labels, so clients cannot grow the metrics.
+        let action = match &result {
+            Err(ControlError::InvalidAction(_)) => "(invalid)",
+            _ => query.get("Action").unwrap_or("(none)"),
+        };
+        let outcome = match &result {
+            Ok(_) => "ok",
+            Err(error) => error.code(),
+        };
+        self.metrics.control_action(action, outcome);
+        match result {
             Ok(xml) => reply(StatusCode::OK, "text/xml;charset=UTF-8", xml.into()),
             Err(error) => {
                 tracing::debug!(action = query.get("Action"), %error, "control request refused");

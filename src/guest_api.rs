@@ -5,8 +5,8 @@
 mod error;
 
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
+use std::time::Instant;
 
 use bytes::Bytes;
 use http::header::{self, HeaderName};
@@ -19,6 +19,7 @@ use crate::credentials::Delivery;
 use crate::metadata::path::{self, GuestPath};
 use crate::metadata::version::API_VERSIONS;
 use crate::metadata::{render, CredentialsLeaf, Found, Leaf};
+use crate::metrics::{ImdsVersion, Metrics, RouteClass, TokenRejection};
 use crate::net::ResponseHopLimit;
 use crate::options::HttpTokens;
 use crate::state::{Snapshot, State};
@@ -115,41 +116,25 @@ pub struct GuestApi {
     clock: Arc<dyn Clock>,
     responder: Responder,
     versions: Bytes,
-    deliveries: RoleDeliveries,
+    metrics: Arc<Metrics>,
 }
 
-/// Counts role credentials delivered per IMDS version, and tells operators when IMDSv1 callers
-/// receive them: spotting v1 credentials in use is what `ec2:RoleDelivery` is for.
-#[derive(Debug, Default)]
-struct RoleDeliveries {
-    v1: AtomicU64,
-    v2: AtomicU64,
-}
-
-impl RoleDeliveries {
-    fn record(&self, delivery: Delivery, snapshot: &Snapshot, peer: SocketAddr) {
-        match delivery {
-            Delivery::V2 => {
-                self.v2.fetch_add(1, Ordering::Relaxed);
-            }
-            Delivery::V1 => {
-                let count = self.v1.fetch_add(1, Ordering::Relaxed) + 1;
-                // At info the 1st, 10th, 100th, ... time: visible, yet bounded however hard a
-                // client polls. Every delivery is at debug.
-                if is_power_of_ten(count) {
-                    tracing::info!(
-                        %peer,
-                        instance = snapshot.instance.id(),
-                        role_delivery = delivery.role_delivery(),
-                        v1_deliveries = count,
-                        v2_deliveries = self.v2.load(Ordering::Relaxed),
-                        "role credentials delivered to an IMDSv1 (token-less) caller"
-                    );
-                } else {
-                    tracing::debug!(%peer, v1_deliveries = count, "role credentials delivered over IMDSv1");
-                }
-            }
-        }
+/// Tells operators when IMDSv1 callers receive role credentials: spotting v1 credentials in
+/// use is what `ec2:RoleDelivery` is for. At info the 1st, 10th, 100th, ... time: visible, yet
+/// bounded however hard a client polls. Every delivery is at debug.
+fn report_v1_delivery(metrics: &Metrics, snapshot: &Snapshot, peer: SocketAddr) {
+    let count = metrics.role_delivered(ImdsVersion::V1);
+    if is_power_of_ten(count) {
+        tracing::info!(
+            %peer,
+            instance = snapshot.instance.id(),
+            role_delivery = Delivery::V1.role_delivery(),
+            v1_deliveries = count,
+            v2_deliveries = metrics.role_deliveries(ImdsVersion::V2),
+            "role credentials delivered to an IMDSv1 (token-less) caller"
+        );
+    } else {
+        tracing::debug!(%peer, v1_deliveries = count, "role credentials delivered over IMDSv1");
     }
 }
 
@@ -170,13 +155,14 @@ impl std::fmt::Debug for GuestApi {
 }
 
 impl GuestApi {
-    /// A guest API over `state`. `connection_close` adds `Connection: close` to every answer,
-    /// as real IMDS does.
+    /// A guest API over `state`, counting into `metrics`. `connection_close` adds
+    /// `Connection: close` to every answer, as real IMDS does.
     pub fn new(
         state: Arc<State>,
         tokens: TokenSealer,
         clock: Arc<dyn Clock>,
         connection_close: bool,
+        metrics: Arc<Metrics>,
     ) -> GuestApi {
         GuestApi {
             state,
@@ -184,7 +170,7 @@ impl GuestApi {
             clock,
             responder: Responder::new(connection_close),
             versions: render::lines(API_VERSIONS),
-            deliveries: RoleDeliveries::default(),
+            metrics,
         }
     }
 
@@ -193,10 +179,38 @@ impl GuestApi {
         let Some(snapshot) = self.state.for_peer(peer.ip()) else {
             return GuestError::NotFound.into_response(&self.responder, None);
         };
+        let started = Instant::now();
         let mut token_ttl = None;
         let result = self.route(&snapshot, request, peer, &mut token_ttl);
+        if let Err(error) = &result {
+            let rejection = match error {
+                GuestError::ForwardedTokenRequest => Some(TokenRejection::Forwarded),
+                GuestError::InvalidTokenTtl => Some(TokenRejection::InvalidTtl),
+                GuestError::InvalidToken => Some(TokenRejection::Invalid),
+                GuestError::MissingToken => Some(TokenRejection::Missing),
+                GuestError::EndpointDisabled
+                | GuestError::TokenPutOnWrongPath
+                | GuestError::NotFound
+                | GuestError::MethodNotAllowed { .. } => None,
+            };
+            if let Some(rejection) = rejection {
+                self.metrics.token_rejected(rejection);
+            }
+        }
         let response =
             result.unwrap_or_else(|error| error.into_response(&self.responder, token_ttl));
+        let version = match *request.method() == Method::PUT
+            || request.headers().contains_key(TOKEN_HEADER)
+        {
+            true => ImdsVersion::V2,
+            false => ImdsVersion::V1,
+        };
+        self.metrics.guest_request(
+            version,
+            RouteClass::of(request.uri().path()),
+            response.status().as_u16(),
+            started.elapsed(),
+        );
         tracing::debug!(
             %peer,
             method = %request.method(),
@@ -279,7 +293,12 @@ impl GuestApi {
                         let issued = snapshot
                             .role_credentials(delivery, now)
                             .ok_or(GuestError::NotFound)?;
-                        self.deliveries.record(delivery, snapshot, peer);
+                        match delivery {
+                            Delivery::V1 => report_v1_delivery(&self.metrics, snapshot, peer),
+                            Delivery::V2 => {
+                                self.metrics.role_delivered(ImdsVersion::V2);
+                            }
+                        }
                         let body = match which {
                             CredentialsLeaf::RoleExtended => issued.extended.clone(),
                             _ => Some(issued.document.clone()),
@@ -334,6 +353,7 @@ impl GuestApi {
         let token = self
             .tokens
             .issue(snapshot.instance.id(), self.clock.now_millis(), ttl);
+        self.metrics.token_issued();
         let plain = &self.responder.plain;
         let mut response = self.responder.response(
             StatusCode::OK,

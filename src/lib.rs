@@ -29,6 +29,7 @@ pub mod instance;
 pub mod keys;
 pub mod link_local;
 pub mod metadata;
+pub mod metrics;
 pub mod net;
 pub mod options;
 pub mod secret;
@@ -78,10 +79,12 @@ impl App {
         ));
         let state = Arc::new(state::State::single(snapshots.build(loaded.instance)));
         let tokens = token::TokenSealer::new(&keys.secret);
+        let metrics = Arc::new(metrics::Metrics::default());
         let control = Arc::new(control_api::ControlApi::new(
             state.clone(),
             snapshots.clone(),
             clock.clone(),
+            metrics.clone(),
         ));
         App {
             api: Arc::new(GuestApi::new(
@@ -89,6 +92,7 @@ impl App {
                 tokens,
                 clock,
                 !settings.keep_alive,
+                metrics,
             )),
             state,
             snapshots,

@@ -449,3 +449,74 @@ fn http_tokens_enforced_keeps_imdsv1_off() {
     assert_eq!(get(&served, "/latest/meta-data/instance-id").0, 200);
     served.stop("TERM");
 }
+
+/// A raw HTTP/1.1 request; the status and body.
+fn http(addr: &str, request: &str) -> (u16, String) {
+    let addr = addr.trim_start_matches("http://");
+    let mut stream = TcpStream::connect(addr).unwrap();
+    stream
+        .write_all(request.replace("{addr}", addr).as_bytes())
+        .unwrap();
+    let mut answer = String::new();
+    stream.read_to_string(&mut answer).unwrap();
+    let body = answer
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_owned())
+        .unwrap_or_default();
+    (answer[9..12].parse().unwrap(), body)
+}
+
+#[test]
+fn metrics_count_guest_requests_by_version_tokens_and_control_actions() {
+    let served = serve(&[]);
+    let guest = &served.endpoints[0];
+    let control = &served.control[0];
+    assert_eq!(
+        http(
+            control,
+            "GET /healthz HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+        ),
+        (200, "ok\n".to_owned())
+    );
+    for _ in 0..3 {
+        assert_eq!(get(&served, "/latest/meta-data/ami-id").0, 200);
+    }
+    let put = "PUT /latest/api/token HTTP/1.1\r\nHost: {addr}\r\nX-aws-ec2-metadata-token-ttl-seconds: 60\r\n";
+    let (status, token) = http(guest, &format!("{put}\r\n"));
+    assert_eq!(status, 200);
+    assert_eq!(
+        http(guest, &format!("{put}X-Forwarded-For: 10.0.0.9\r\n\r\n")).0,
+        403
+    );
+    let with_token = |token: &str| {
+        format!("GET /latest/meta-data/iam/security-credentials/imds-default-role HTTP/1.1\r\nHost: {{addr}}\r\nX-aws-ec2-metadata-token: {token}\r\n\r\n")
+    };
+    assert_eq!(http(guest, &with_token(&token)).0, 200);
+    assert_eq!(http(guest, &with_token("forged")).0, 401);
+    assert_eq!(http(control, "POST / HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/x-www-form-urlencoded\r\nContent-Length: 24\r\nConnection: close\r\n\r\nAction=DescribeInstances").0, 200);
+    assert_eq!(http(control, "POST / HTTP/1.1\r\nHost: {addr}\r\nContent-Length: 13\r\nConnection: close\r\n\r\nAction=Reboot").0, 400);
+
+    let (status, text) = http(
+        control,
+        "GET /metrics HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n",
+    );
+    assert_eq!(status, 200);
+    for line in [
+        "imds_requests_total{surface=\"guest\",version=\"v1\",route=\"meta_data\",status=\"200\"} 3",
+        "imds_requests_total{surface=\"guest\",version=\"v2\",route=\"token\",status=\"200\"} 1",
+        "imds_requests_total{surface=\"guest\",version=\"v2\",route=\"token\",status=\"403\"} 1",
+        "imds_requests_total{surface=\"guest\",version=\"v2\",route=\"credentials\",status=\"200\"} 1",
+        "imds_requests_total{surface=\"guest\",version=\"v2\",route=\"credentials\",status=\"401\"} 1",
+        "imds_metadata_no_token_total{instance_id=\"i-0b4f7d2c9a1e83f56\"} 3",
+        "imds_tokens_issued_total 1",
+        "imds_tokens_rejected_total{reason=\"forwarded\"} 1",
+        "imds_tokens_rejected_total{reason=\"invalid\"} 1",
+        "imds_role_credentials_delivered_total{instance_id=\"i-0b4f7d2c9a1e83f56\",role_delivery=\"2.0\"} 1",
+        "imds_control_requests_total{action=\"DescribeInstances\",outcome=\"ok\"} 1",
+        "imds_control_requests_total{action=\"(invalid)\",outcome=\"InvalidAction\"} 1",
+        "imds_request_duration_seconds_count 7",
+    ] {
+        assert!(text.lines().any(|l| l == line), "missing {line}:\n{text}");
+    }
+    served.stop("TERM");
+}

@@ -1,0 +1,325 @@
+//! The app's metrics, owned by it (no global registry), counted with relaxed atomics in fixed
+//! arrays indexed by enums (no lock, no allocation on the guest hot path), and rendered as
+//! Prometheus text for `GET /metrics` on the control listener.
+
+use std::collections::BTreeMap;
+use std::fmt::Write;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Mutex;
+use std::time::Duration;
+
+/// How a guest request identified itself.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ImdsVersion {
+    /// No session token (and not a token PUT).
+    V1,
+    /// A token PUT, or a request carrying a token.
+    V2,
+}
+
+/// What a guest request asked for, from its path.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RouteClass {
+    /// `/`: the version list.
+    Versions,
+    /// `/latest/api/token`.
+    Token,
+    /// Role or identity credentials.
+    Credentials,
+    /// Anything else under `meta-data/`.
+    MetaData,
+    /// `dynamic/`.
+    Dynamic,
+    /// `user-data`.
+    UserData,
+    /// Any other path.
+    Other,
+}
+
+impl RouteClass {
+    const ALL: [RouteClass; 7] = [
+        RouteClass::Versions,
+        RouteClass::Token,
+        RouteClass::Credentials,
+        RouteClass::MetaData,
+        RouteClass::Dynamic,
+        RouteClass::UserData,
+        RouteClass::Other,
+    ];
+
+    /// The class of a request path (a few substring checks, no parsing).
+    pub fn of(path: &str) -> RouteClass {
+        if path == "/" {
+            RouteClass::Versions
+        } else if path.contains("/api/token") {
+            RouteClass::Token
+        } else if path.contains("security-credentials") {
+            RouteClass::Credentials
+        } else if path.contains("/meta-data") {
+            RouteClass::MetaData
+        } else if path.contains("/dynamic") {
+            RouteClass::Dynamic
+        } else if path.contains("/user-data") {
+            RouteClass::UserData
+        } else {
+            RouteClass::Other
+        }
+    }
+
+    fn label(self) -> &'static str {
+        match self {
+            RouteClass::Versions => "versions",
+            RouteClass::Token => "token",
+            RouteClass::Credentials => "credentials",
+            RouteClass::MetaData => "meta_data",
+            RouteClass::Dynamic => "dynamic",
+            RouteClass::UserData => "user_data",
+            RouteClass::Other => "other",
+        }
+    }
+}
+
+/// Why a session token (or a token request) was refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TokenRejection {
+    /// The PUT carried `X-Forwarded-For`.
+    Forwarded,
+    /// The PUT's TTL header was missing or out of range.
+    InvalidTtl,
+    /// A GET's token was forged, expired or another instance's.
+    Invalid,
+    /// A GET had no token under `HttpTokens=required`.
+    Missing,
+}
+
+impl TokenRejection {
+    const ALL: [TokenRejection; 4] = [
+        TokenRejection::Forwarded,
+        TokenRejection::InvalidTtl,
+        TokenRejection::Invalid,
+        TokenRejection::Missing,
+    ];
+
+    fn label(self) -> &'static str {
+        match self {
+            TokenRejection::Forwarded => "forwarded",
+            TokenRejection::InvalidTtl => "invalid_ttl",
+            TokenRejection::Invalid => "invalid",
+            TokenRejection::Missing => "missing",
+        }
+    }
+}
+
+/// Status codes counted one by one; others are counted as `other`.
+const STATUSES: [u16; 7] = [200, 400, 401, 403, 404, 405, 431];
+/// Latency bucket bounds, in seconds.
+const BUCKETS: [f64; 9] = [
+    0.000_01, 0.000_025, 0.000_05, 0.000_1, 0.000_25, 0.000_5, 0.001, 0.005, 0.025,
+];
+
+/// Counters of one app.
+#[derive(Debug, Default)]
+pub struct Metrics {
+    /// `[version][route][status]`; the last status slot is `other`.
+    guest: [[[AtomicU64; STATUSES.len() + 1]; RouteClass::ALL.len()]; 2],
+    no_token: AtomicU64,
+    tokens_issued: AtomicU64,
+    tokens_rejected: [AtomicU64; TokenRejection::ALL.len()],
+    /// Cumulative counts per bucket (last: +Inf), and the sum in nanoseconds.
+    latency: [AtomicU64; BUCKETS.len() + 1],
+    latency_sum_nanos: AtomicU64,
+    /// Role credentials delivered, `[v1, v2]`.
+    role_deliveries: [AtomicU64; 2],
+    /// `(action, outcome)` → count; the control path is not hot.
+    control: Mutex<BTreeMap<(String, &'static str), u64>>,
+}
+
+impl Metrics {
+    /// Counts one guest request.
+    pub fn guest_request(
+        &self,
+        version: ImdsVersion,
+        route: RouteClass,
+        status: u16,
+        took: Duration,
+    ) {
+        let status_slot = STATUSES
+            .iter()
+            .position(|s| *s == status)
+            .unwrap_or(STATUSES.len());
+        let route_slot = route as usize;
+        self.guest[version as usize][route_slot][status_slot].fetch_add(1, Ordering::Relaxed);
+        if version == ImdsVersion::V1 {
+            self.no_token.fetch_add(1, Ordering::Relaxed);
+        }
+        let seconds = took.as_secs_f64();
+        let bucket = BUCKETS
+            .iter()
+            .position(|b| seconds <= *b)
+            .unwrap_or(BUCKETS.len());
+        self.latency[bucket].fetch_add(1, Ordering::Relaxed);
+        self.latency_sum_nanos
+            .fetch_add(took.as_nanos() as u64, Ordering::Relaxed);
+    }
+
+    /// Counts an issued token.
+    pub fn token_issued(&self) {
+        self.tokens_issued.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Counts a refused token or token request.
+    pub fn token_rejected(&self, why: TokenRejection) {
+        self.tokens_rejected[why as usize].fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Counts role credentials delivered to a caller of `version`; returns the count so far.
+    pub fn role_delivered(&self, version: ImdsVersion) -> u64 {
+        self.role_deliveries[version as usize].fetch_add(1, Ordering::Relaxed) + 1
+    }
+
+    /// Role credentials delivered to callers of `version` so far.
+    pub fn role_deliveries(&self, version: ImdsVersion) -> u64 {
+        self.role_deliveries[version as usize].load(Ordering::Relaxed)
+    }
+
+    /// Counts a control request.
+    pub fn control_action(&self, action: &str, outcome: &'static str) {
+        let mut control = self.control.lock().unwrap_or_else(|e| e.into_inner());
+        *control.entry((action.to_owned(), outcome)).or_default() += 1;
+    }
+
+    /// The Prometheus text exposition; `instance_id` labels the per-instance series.
+    pub fn render(&self, instance_id: &str) -> String {
+        let mut out = String::with_capacity(4096);
+        let load = |c: &AtomicU64| c.load(Ordering::Relaxed);
+        out.push_str("# HELP imds_requests_total Guest requests by IMDS version, route class and status.\n# TYPE imds_requests_total counter\n");
+        for (v, version) in ["v1", "v2"].iter().enumerate() {
+            for route in RouteClass::ALL {
+                for (s, count) in self.guest[v][route as usize].iter().enumerate() {
+                    let count = load(count);
+                    if count == 0 {
+                        continue;
+                    }
+                    let status = STATUSES.get(s).map_or("other".to_owned(), u16::to_string);
+                    let _ = writeln!(
+                        out,
+                        "imds_requests_total{{surface=\"guest\",version=\"{version}\",route=\"{}\",status=\"{status}\"}} {count}",
+                        route.label()
+                    );
+                }
+            }
+        }
+        let _ = write!(
+            out,
+            "# HELP imds_metadata_no_token_total Requests without a session token (EC2's MetadataNoToken).\n# TYPE imds_metadata_no_token_total counter\nimds_metadata_no_token_total{{instance_id=\"{instance_id}\"}} {}\n",
+            load(&self.no_token)
+        );
+        let _ = write!(
+            out,
+            "# HELP imds_tokens_issued_total Session tokens issued.\n# TYPE imds_tokens_issued_total counter\nimds_tokens_issued_total {}\n",
+            load(&self.tokens_issued)
+        );
+        out.push_str("# HELP imds_tokens_rejected_total Session tokens and token requests refused, by reason.\n# TYPE imds_tokens_rejected_total counter\n");
+        for why in TokenRejection::ALL {
+            let _ = writeln!(
+                out,
+                "imds_tokens_rejected_total{{reason=\"{}\"}} {}",
+                why.label(),
+                load(&self.tokens_rejected[why as usize])
+            );
+        }
+        out.push_str("# HELP imds_role_credentials_delivered_total Role credentials served, by ec2:RoleDelivery (1.0: IMDSv1 callers).\n# TYPE imds_role_credentials_delivered_total counter\n");
+        for (i, delivery) in ["1.0", "2.0"].iter().enumerate() {
+            let _ = writeln!(
+                out,
+                "imds_role_credentials_delivered_total{{instance_id=\"{instance_id}\",role_delivery=\"{delivery}\"}} {}",
+                load(&self.role_deliveries[i])
+            );
+        }
+        out.push_str("# HELP imds_control_requests_total Control API requests by action and outcome.\n# TYPE imds_control_requests_total counter\n");
+        for ((action, outcome), count) in self
+            .control
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+        {
+            let _ = writeln!(
+                out,
+                "imds_control_requests_total{{action=\"{}\",outcome=\"{outcome}\"}} {count}",
+                action.escape_default()
+            );
+        }
+        out.push_str("# HELP imds_request_duration_seconds Time to answer a guest request.\n# TYPE imds_request_duration_seconds histogram\n");
+        let mut cumulative = 0;
+        for (i, bound) in BUCKETS.iter().enumerate() {
+            cumulative += load(&self.latency[i]);
+            let _ = writeln!(
+                out,
+                "imds_request_duration_seconds_bucket{{le=\"{bound}\"}} {cumulative}"
+            );
+        }
+        cumulative += load(&self.latency[BUCKETS.len()]);
+        let _ = write!(
+            out,
+            "imds_request_duration_seconds_bucket{{le=\"+Inf\"}} {cumulative}\nimds_request_duration_seconds_sum {}\nimds_request_duration_seconds_count {cumulative}\n",
+            load(&self.latency_sum_nanos) as f64 / 1e9
+        );
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn counts_render_as_prometheus_text() {
+        let metrics = Metrics::default();
+        let fast = Duration::from_micros(20);
+        metrics.guest_request(
+            ImdsVersion::V1,
+            RouteClass::of("/latest/meta-data/ami-id"),
+            200,
+            fast,
+        );
+        metrics.guest_request(
+            ImdsVersion::V1,
+            RouteClass::of("/latest/meta-data/ami-id"),
+            200,
+            fast,
+        );
+        metrics.guest_request(
+            ImdsVersion::V2,
+            RouteClass::of("/latest/api/token"),
+            200,
+            fast,
+        );
+        metrics.guest_request(
+            ImdsVersion::V2,
+            RouteClass::of("/x"),
+            418,
+            Duration::from_secs(1),
+        );
+        metrics.token_issued();
+        metrics.token_rejected(TokenRejection::Forwarded);
+        metrics.control_action("CreateTags", "ok");
+        assert_eq!(metrics.role_delivered(ImdsVersion::V1), 1);
+        let text = metrics.render("i-0b4f7d2c9a1e83f56");
+        for line in [
+            "imds_requests_total{surface=\"guest\",version=\"v1\",route=\"meta_data\",status=\"200\"} 2",
+            "imds_requests_total{surface=\"guest\",version=\"v2\",route=\"token\",status=\"200\"} 1",
+            "imds_requests_total{surface=\"guest\",version=\"v2\",route=\"other\",status=\"other\"} 1",
+            "imds_metadata_no_token_total{instance_id=\"i-0b4f7d2c9a1e83f56\"} 2",
+            "imds_tokens_issued_total 1",
+            "imds_tokens_rejected_total{reason=\"forwarded\"} 1",
+            "imds_tokens_rejected_total{reason=\"missing\"} 0",
+            "imds_control_requests_total{action=\"CreateTags\",outcome=\"ok\"} 1",
+            "imds_role_credentials_delivered_total{instance_id=\"i-0b4f7d2c9a1e83f56\",role_delivery=\"1.0\"} 1",
+            "imds_request_duration_seconds_bucket{le=\"0.000025\"} 3",
+            "imds_request_duration_seconds_bucket{le=\"+Inf\"} 4",
+            "imds_request_duration_seconds_count 4",
+        ] {
+            assert!(text.lines().any(|l| l == line), "missing {line}\n{text}");
+        }
+    }
+}
