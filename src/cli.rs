@@ -46,6 +46,12 @@ pub enum Command {
     /// --state-dir the key is created here if the server has not created it yet. Without any of
     /// them the server uses a key per process, which no other process can print.
     Cert(CertArgs),
+    /// Change a running imds through its control API (a thin client; the AWS CLI works too).
+    ///
+    /// Examples: `imds ctl options --http-tokens required`, `imds ctl tag Name=web Team=blue`,
+    /// `imds ctl untag Team`, `imds ctl role batch-worker`, `imds ctl role --none`,
+    /// `imds ctl defaults --http-tokens-enforced enabled`, `imds ctl describe`.
+    Ctl(CtlArgs),
     /// How machines and container networks reach imds at 169.254.169.254 without --link-local.
     LinkLocal {
         /// Print iptables and nftables rules that send 169.254.169.254:80 to imds.
@@ -151,6 +157,77 @@ pub struct KeyArgs {
         requires = "signing_key"
     )]
     pub signing_cert: Option<PathBuf>,
+}
+
+/// Flags of `imds ctl`.
+#[derive(Debug, Args)]
+pub struct CtlArgs {
+    /// The control API of the imds to change (what `imds serve` prints as `control API on`).
+    #[arg(
+        long,
+        env = "IMDS_CONTROL_ENDPOINT",
+        default_value = "http://127.0.0.1:1339",
+        value_name = "URL"
+    )]
+    pub endpoint: String,
+    /// What to do.
+    #[command(subcommand)]
+    pub command: CtlCommand,
+}
+
+/// `imds ctl` commands; values are checked by the server, as EC2 checks them.
+#[derive(Debug, Subcommand)]
+pub enum CtlCommand {
+    /// Show the instance: id, type, zone, address, role, tags and metadata options.
+    Describe,
+    /// Change metadata options (ModifyInstanceMetadataOptions); options not given keep their value.
+    Options {
+        /// `optional` or `required` (IMDSv2 only).
+        #[arg(long, value_name = "MODE")]
+        http_tokens: Option<String>,
+        /// `enabled` or `disabled` (every request gets 403).
+        #[arg(long, value_name = "STATE")]
+        http_endpoint: Option<String>,
+        /// PUT response hop limit, 1-64.
+        #[arg(long, value_name = "HOPS")]
+        hop_limit: Option<u8>,
+        /// `enabled` or `disabled`: the IPv6 endpoint.
+        #[arg(long, value_name = "STATE")]
+        http_protocol_ipv6: Option<String>,
+        /// `enabled` or `disabled`: tags under meta-data/tags/instance/.
+        #[arg(long, value_name = "STATE")]
+        instance_metadata_tags: Option<String>,
+    },
+    /// Add or overwrite tags (CreateTags).
+    Tag {
+        /// KEY=VALUE pairs.
+        #[arg(required = true, value_name = "KEY=VALUE")]
+        tags: Vec<String>,
+    },
+    /// Remove tags (DeleteTags).
+    Untag {
+        /// Tag keys.
+        #[arg(required = true, value_name = "KEY")]
+        keys: Vec<String>,
+    },
+    /// Give the instance a role (its instance profile has the same name), or take it away.
+    Role {
+        /// The role name.
+        #[arg(required_unless_present = "none", conflicts_with = "none")]
+        name: Option<String>,
+        /// Remove the role (DisassociateIamInstanceProfile).
+        #[arg(long)]
+        none: bool,
+    },
+    /// Show, or change, the account's instance metadata defaults.
+    Defaults {
+        /// `optional`, `required` or `no-preference`.
+        #[arg(long, value_name = "MODE")]
+        http_tokens: Option<String>,
+        /// `enabled` (IMDSv1 can no longer be turned on), `disabled` or `no-preference`.
+        #[arg(long, value_name = "STATE")]
+        http_tokens_enforced: Option<String>,
+    },
 }
 
 /// Flags of `imds cert`.

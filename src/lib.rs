@@ -22,6 +22,7 @@ pub mod clock;
 pub mod config;
 pub mod control_api;
 pub mod credentials;
+pub mod ctl;
 pub mod fuzzing;
 pub mod guest_api;
 pub mod identity;

@@ -21,6 +21,7 @@ fn main() -> ExitCode {
         }
         Command::CheckConfig { file } => check_config(&file).map_err(Into::into),
         Command::Cert(args) => print_certificate(&args),
+        Command::Ctl(args) => imds::ctl::run(&args).map_err(Into::into),
         Command::LinkLocal { to, .. } => {
             print!("{}", imds::link_local::dnat_rules(to));
             Ok(())

@@ -520,3 +520,98 @@ fn metrics_count_guest_requests_by_version_tokens_and_control_actions() {
     }
     served.stop("TERM");
 }
+
+/// `imds ctl ARGS` against `served`: exit code, stdout and stderr.
+fn ctl(served: &Served, args: &[&str]) -> (i32, String, String) {
+    let output = Command::new(IMDS)
+        .args(["ctl", "--endpoint", &served.control[0]])
+        .args(args)
+        .output()
+        .unwrap();
+    (
+        output.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&output.stdout).into_owned(),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn imds_ctl_changes_options_tags_role_and_defaults() {
+    let served = serve(&["--instance-metadata-tags", "enabled"]);
+    let (code, out, _) = ctl(
+        &served,
+        &["options", "--http-tokens", "required", "--hop-limit", "3"],
+    );
+    assert_eq!(code, 0);
+    assert!(
+        out.contains("HttpTokens=required") && out.contains("HttpPutResponseHopLimit=3"),
+        "{out}"
+    );
+    assert_eq!(get(&served, "/latest/meta-data/instance-id").0, 401);
+
+    let (code, _, _) = ctl(&served, &["options", "--http-tokens", "optional"]);
+    assert_eq!(code, 0);
+    assert_eq!(ctl(&served, &["tag", "Name=web", "Team=blue"]).0, 0);
+    assert_eq!(
+        get(&served, "/latest/meta-data/tags/instance/Team"),
+        (200, "blue".to_owned())
+    );
+    assert_eq!(ctl(&served, &["untag", "Team"]).0, 0);
+    assert_eq!(get(&served, "/latest/meta-data/tags/instance/Team").0, 404);
+
+    assert_eq!(ctl(&served, &["role", "batch-worker"]).0, 0);
+    assert_eq!(
+        get(&served, "/latest/meta-data/iam/security-credentials/"),
+        (200, "batch-worker".to_owned())
+    );
+    assert_eq!(ctl(&served, &["role", "--none"]).0, 0);
+    assert_eq!(
+        get(&served, "/latest/meta-data/iam/security-credentials/").0,
+        404
+    );
+
+    let (_, out, _) = ctl(&served, &["describe"]);
+    assert!(
+        out.contains("instance i-0b4f7d2c9a1e83f56 (t3.medium, us-east-1a)"),
+        "{out}"
+    );
+    assert!(out.contains("tags Environment=dev Name=web"), "{out}");
+    assert!(out.contains("HttpTokens=optional"), "{out}");
+
+    let (_, out, _) = ctl(
+        &served,
+        &[
+            "defaults",
+            "--http-tokens",
+            "required",
+            "--http-tokens-enforced",
+            "enabled",
+        ],
+    );
+    assert_eq!(
+        out,
+        "defaults: HttpTokens=required HttpTokensEnforced=enabled\n"
+    );
+    let (_, _, _) = ctl(&served, &["options", "--http-tokens", "required"]);
+    let (code, _, err) = ctl(&served, &["options", "--http-tokens", "optional"]);
+    assert_eq!(code, 1);
+    assert!(
+        err.contains("UnsupportedOperation: IMDSv1 cannot be enabled"),
+        "{err}"
+    );
+    let (code, _, err) = ctl(&served, &["options", "--http-tokens", "maybe"]);
+    assert_eq!(code, 1);
+    assert!(err.contains("InvalidParameterValue"), "{err}");
+    served.stop("TERM");
+
+    let output = Command::new(IMDS)
+        .args(["ctl", "--endpoint", "http://127.0.0.1:1", "describe"])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(1));
+    assert!(
+        err.contains("cannot reach the control API at http://127.0.0.1:1"),
+        "{err}"
+    );
+}
