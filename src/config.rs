@@ -22,6 +22,33 @@ pub struct Config {
     pub server: ServerConfig,
     /// The instance served.
     pub instance: InstanceConfig,
+    /// Who may use the control API.
+    #[serde(default)]
+    pub control: ControlConfig,
+}
+
+/// `[control]`: the keys control requests must be signed with (SigV4). Without them the
+/// control API listens on loopback addresses only.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ControlConfig {
+    /// The access key id clients sign with.
+    pub access_key_id: Option<String>,
+    /// Its secret.
+    pub secret_access_key: Option<String>,
+}
+
+impl ControlConfig {
+    /// The keys, when both are set.
+    pub fn keys(&self) -> Option<crate::control_api::ControlKeys> {
+        match (&self.access_key_id, &self.secret_access_key) {
+            (Some(id), Some(secret)) => Some(crate::control_api::ControlKeys {
+                access_key_id: id.clone(),
+                secret_access_key: secret.clone(),
+            }),
+            _ => None,
+        }
+    }
 }
 
 /// `[server]`: how the guest listener behaves.
@@ -158,6 +185,8 @@ pub struct Loaded {
     pub server: ServerConfig,
     /// The validated instance after every layer.
     pub instance: Instance,
+    /// Who may use the control API.
+    pub control: ControlConfig,
 }
 
 impl Config {
@@ -247,7 +276,7 @@ impl Config {
         if let Some(tags) = overrides.instance_metadata_tags {
             options.instance_metadata_tags = tags;
         }
-        check_server(&self.server).map_err(|(key, reason)| ConfigError::Server {
+        check_server(&self.server, &self.control).map_err(|(key, reason)| ConfigError::Server {
             path: path.clone(),
             key,
             reason,
@@ -257,13 +286,23 @@ impl Config {
         Ok(Loaded {
             server: self.server,
             instance,
+            control: self.control,
         })
     }
 }
 
 const BUILT_IN: &str = "built-in default";
 
-fn check_server(server: &ServerConfig) -> Result<(), (&'static str, String)> {
+fn check_server(
+    server: &ServerConfig,
+    control: &ControlConfig,
+) -> Result<(), (&'static str, String)> {
+    if control.access_key_id.is_some() != control.secret_access_key.is_some() {
+        return Err((
+            "control",
+            "access_key_id and secret_access_key go together".into(),
+        ));
+    }
     if server.listen.is_empty() {
         return Err(("listen", "at least one address is needed".into()));
     }
@@ -291,10 +330,11 @@ fn check_server(server: &ServerConfig) -> Result<(), (&'static str, String)> {
             ));
         }
     }
-    if let Some(open) = server.control_listen.iter().find(|a| !a.ip().is_loopback()) {
+    let open = server.control_listen.iter().find(|a| !a.ip().is_loopback());
+    if let (Some(open), None) = (open, control.keys()) {
         return Err((
             "control_listen",
-            format!("{open} is not a loopback address: the control API changes the instance and has no authentication yet, so it listens on 127.0.0.1 or ::1 only"),
+            format!("{open} is not a loopback address: without [control] access_key_id and secret_access_key (which every request must then be signed with) the control API listens on 127.0.0.1 or ::1 only"),
         ));
     }
     if let Some(shared) = server

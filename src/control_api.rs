@@ -15,6 +15,9 @@
 //! - `GetInstanceMetadataDefaults`, `ModifyInstanceMetadataDefaults` (with `HttpTokensEnforced`,
 //!   which makes `ModifyInstanceMetadataOptions` refuse `HttpTokens=optional`)
 //!
+//! With `[control]` keys configured, every Query request must carry a valid SigV4 signature
+//! made with them (`AuthFailure` otherwise); without them the listener is loopback-only.
+//!
 //! Plus `GET /healthz` and `GET /metrics` (Prometheus text, see [`crate::metrics`]). A change builds a new snapshot and swaps it in whole, so the guest API
 //! follows it atomically.
 
@@ -23,6 +26,7 @@ mod error;
 mod iam;
 mod instances;
 mod query;
+mod sigv4;
 mod tags;
 mod xml;
 
@@ -40,6 +44,7 @@ use tokio::net::TcpListener;
 
 pub use self::error::ControlError;
 use self::query::QueryRequest;
+pub use self::sigv4::ControlKeys;
 use crate::clock::Clock;
 use crate::instance::{Instance, InstanceConfig};
 use crate::metrics::Metrics;
@@ -70,6 +75,8 @@ pub struct ControlApi {
     pending_until: AtomicU64,
     /// The id of the last association made here (see `iam`).
     association: std::sync::Mutex<Option<String>>,
+    /// Keys every request must be signed with, when configured.
+    keys: Option<ControlKeys>,
     /// Counted here, rendered at `GET /metrics`.
     metrics: Arc<Metrics>,
     /// The account's instance metadata defaults.
@@ -83,9 +90,11 @@ impl ControlApi {
         snapshots: Arc<SnapshotBuilder>,
         clock: Arc<dyn Clock>,
         metrics: Arc<Metrics>,
+        keys: Option<ControlKeys>,
     ) -> ControlApi {
         ControlApi {
             metrics,
+            keys,
             state,
             snapshots,
             clock,
@@ -106,18 +115,33 @@ impl ControlApi {
             let text = self.metrics.render(self.state.current().instance.id());
             return reply(StatusCode::OK, "text/plain; version=0.0.4", text.into());
         }
-        let query = match *request.method() {
-            Method::GET => QueryRequest::parse(request.uri().query().unwrap_or("").as_bytes()),
-            Method::POST => match Limited::new(request.into_body(), MAX_BODY).collect().await {
-                Ok(body) => QueryRequest::parse(&body.to_bytes()),
-                Err(_) => {
-                    let error = ControlError::InvalidParameterValue(
-                        "the request body is too large or broken".into(),
-                    );
-                    return failure(&error, &request_id);
-                }
-            },
-            _ => return failure(&ControlError::MethodNotAllowed, &request_id),
+        if request.method() != Method::GET && request.method() != Method::POST {
+            return failure(&ControlError::MethodNotAllowed, &request_id);
+        }
+        let (parts, body) = request.into_parts();
+        let body = match Limited::new(body, MAX_BODY).collect().await {
+            Ok(body) => body.to_bytes(),
+            Err(_) => {
+                let error = ControlError::InvalidParameterValue(
+                    "the request body is too large or broken".into(),
+                );
+                return failure(&error, &request_id);
+            }
+        };
+        if let Some(keys) = &self.keys {
+            let now =
+                time::OffsetDateTime::from_unix_timestamp((self.clock.now_millis() / 1000) as i64)
+                    .unwrap_or(time::OffsetDateTime::UNIX_EPOCH);
+            if let Err(why) = keys.verify(&parts, &body, now) {
+                tracing::warn!(reason = %why, "control request refused: bad signature");
+                self.metrics
+                    .control_action("(unauthenticated)", "AuthFailure");
+                return failure(&ControlError::AuthFailure, &request_id);
+            }
+        }
+        let query = match parts.method {
+            Method::GET => QueryRequest::parse(parts.uri.query().unwrap_or("").as_bytes()),
+            _ => QueryRequest::parse(&body),
         };
         let result = self.dispatch(&query, &request_id).await;
         // Only actions imds knows become labels, so clients cannot grow the metrics.

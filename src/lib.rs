@@ -86,6 +86,7 @@ impl App {
             snapshots.clone(),
             clock.clone(),
             metrics.clone(),
+            loaded.control.keys(),
         ));
         App {
             api: Arc::new(GuestApi::new(

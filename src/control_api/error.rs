@@ -36,6 +36,9 @@ pub enum ControlError {
     /// A request EC2 refuses in the current state (e.g. enabling IMDSv1 while enforced).
     #[error("{0}")]
     Unsupported(String),
+    /// The request is not signed with the configured keys.
+    #[error("AWS was not able to validate the provided access credentials")]
+    AuthFailure,
     /// `DryRun=true` on a request that would have succeeded.
     #[error("Request would have succeeded, but DryRun flag is set.")]
     DryRunOperation,
@@ -58,6 +61,7 @@ impl ControlError {
             ControlError::InvalidFilter(_) => "InvalidParameterValue",
             ControlError::InvalidAction(_) => "InvalidAction",
             ControlError::Unsupported(_) => "UnsupportedOperation",
+            ControlError::AuthFailure => "AuthFailure",
             ControlError::DryRunOperation => "DryRunOperation",
             ControlError::MethodNotAllowed => "UnsupportedOperation",
         }
@@ -67,6 +71,7 @@ impl ControlError {
     pub fn status(&self) -> http::StatusCode {
         match self {
             ControlError::DryRunOperation => http::StatusCode::PRECONDITION_FAILED,
+            ControlError::AuthFailure => http::StatusCode::UNAUTHORIZED,
             ControlError::MissingParameter(_)
             | ControlError::InvalidParameterValue(_)
             | ControlError::InvalidParameterCombination(_)

@@ -615,3 +615,50 @@ fn imds_ctl_changes_options_tags_role_and_defaults() {
         "{err}"
     );
 }
+
+#[test]
+#[ignore = "needs the AWS CLI: run scripts/test"]
+fn with_control_keys_only_requests_signed_with_them_are_served() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("imds.toml");
+    let write = |secret: &str| {
+        std::fs::write(
+            &config,
+            format!("[control]\naccess_key_id = \"AKIAIMDSCONTROLTEST1\"\nsecret_access_key = \"{secret}\"\n"),
+        )
+        .unwrap()
+    };
+    // The keys the `aws` helper signs with; now a non-loopback control address is allowed.
+    write("imds-control-test-secret-key-0123456789ab");
+    let mut served = serve(&[
+        "--config",
+        config.to_str().unwrap(),
+        "--control-listen",
+        "0.0.0.0:0",
+    ]);
+    let port = served.control[0].rsplit(':').next().unwrap().to_owned();
+    served.control = vec![format!("http://127.0.0.1:{port}")];
+    let described = aws(&served, &["describe-instances"]).unwrap();
+    assert_eq!(
+        described["Reservations"][0]["Instances"][0]["InstanceId"],
+        INSTANCE
+    );
+    served.stop("TERM");
+
+    write("a-different-secret-than-the-client-signs-with");
+    let served = serve(&["--config", config.to_str().unwrap()]);
+    let (_, stderr) = aws(&served, &["describe-instances"]).unwrap_err();
+    assert!(stderr.contains("AuthFailure"), "{stderr}");
+    let (status, body) = http(
+        &served.control[0],
+        "POST / HTTP/1.1\r\nHost: {addr}\r\nContent-Length: 24\r\nConnection: close\r\n\r\nAction=DescribeInstances",
+    );
+    assert_eq!(status, 401, "unsigned requests are refused too");
+    assert!(body.contains("<Code>AuthFailure</Code>"), "{body}");
+    let (_, stderr) = served.stop("TERM");
+    assert!(stderr.contains("bad signature"), "{stderr}");
+    assert!(
+        !stderr.contains("a-different-secret"),
+        "the secret appears in the log"
+    );
+}
