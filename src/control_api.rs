@@ -249,8 +249,7 @@ fn failure(error: &ControlError, request_id: &str) -> Response<Full<Bytes>> {
 
 /// A request id shaped like EC2's (a UUID).
 fn request_id() -> String {
-    let bytes: [u8; 16] = rand::random();
-    let hex: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+    let hex = hex(&rand::random::<[u8; 16]>());
     format!(
         "{}-{}-{}-{}-{}",
         &hex[..8],
@@ -259,6 +258,11 @@ fn request_id() -> String {
         &hex[16..20],
         &hex[20..]
     )
+}
+
+/// Lower-case hexadecimal.
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// Serves `api` on `listener` until `shutdown` completes; connections in flight finish.

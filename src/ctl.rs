@@ -85,7 +85,7 @@ async fn command(args: &CtlArgs) -> Result<String, CtlError> {
                 ("InstanceMetadataTags", instance_metadata_tags.clone()),
             ];
             params.extend(optional.into_iter().filter_map(|(k, v)| Some((k, v?))));
-            let xml = client.call_owned(&params).await?;
+            let xml = client.call(&params).await?;
             Ok(options_line(&xml))
         }
         CtlCommand::Tag { tags } => {
@@ -101,7 +101,7 @@ async fn command(args: &CtlArgs) -> Result<String, CtlError> {
                 params.push((format!("Tag.{}.Key", n + 1), key.to_owned()));
                 params.push((format!("Tag.{}.Value", n + 1), value.to_owned()));
             }
-            client.call_pairs(&params).await?;
+            client.call(&params).await?;
             Ok(format!("tagged {}\n", tags.join(" ")))
         }
         CtlCommand::Untag { keys } => {
@@ -113,7 +113,7 @@ async fn command(args: &CtlArgs) -> Result<String, CtlError> {
             for (n, key) in keys.iter().enumerate() {
                 params.push((format!("Tag.{}.Key", n + 1), key.clone()));
             }
-            client.call_pairs(&params).await?;
+            client.call(&params).await?;
             Ok(format!("removed {}\n", keys.join(" ")))
         }
         CtlCommand::Role { name, none } => {
@@ -125,7 +125,7 @@ async fn command(args: &CtlArgs) -> Result<String, CtlError> {
             let xml = match (name, association, none) {
                 (_, Some(association), true) => {
                     client
-                        .call_owned(&[
+                        .call(&[
                             ("Action", "DisassociateIamInstanceProfile".to_owned()),
                             ("AssociationId", association),
                         ])
@@ -135,7 +135,7 @@ async fn command(args: &CtlArgs) -> Result<String, CtlError> {
                 (_, None, true) => return Ok("the instance has no role\n".into()),
                 (Some(name), Some(association), false) => {
                     client
-                        .call_owned(&[
+                        .call(&[
                             ("Action", "ReplaceIamInstanceProfileAssociation".to_owned()),
                             ("AssociationId", association),
                             ("IamInstanceProfile.Name", name.clone()),
@@ -144,7 +144,7 @@ async fn command(args: &CtlArgs) -> Result<String, CtlError> {
                 }
                 (Some(name), None, false) => {
                     client
-                        .call_owned(&[
+                        .call(&[
                             ("Action", "AssociateIamInstanceProfile".to_owned()),
                             ("InstanceId", id),
                             ("IamInstanceProfile.Name", name.clone()),
@@ -173,7 +173,7 @@ async fn command(args: &CtlArgs) -> Result<String, CtlError> {
                     .map(|v| ("HttpTokensEnforced", v)),
             );
             if params.len() > 1 {
-                client.call_owned(&params).await?;
+                client.call(&params).await?;
             }
             let xml = client
                 .call(&[("Action", "GetInstanceMetadataDefaults")])
@@ -193,26 +193,13 @@ struct Client {
 }
 
 impl Client {
-    async fn call(&self, params: &[(&str, &str)]) -> Result<String, CtlError> {
-        let pairs: Vec<(String, String)> = params
-            .iter()
-            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
-            .collect();
-        self.call_pairs(&pairs).await
-    }
-
-    async fn call_owned(&self, params: &[(&str, String)]) -> Result<String, CtlError> {
-        let pairs: Vec<(String, String)> = params
-            .iter()
-            .map(|(k, v)| ((*k).to_owned(), v.clone()))
-            .collect();
-        self.call_pairs(&pairs).await
-    }
-
     /// POSTs `params` (plus `Version`) and returns the XML of a success, or the EC2 error.
-    async fn call_pairs(&self, params: &[(String, String)]) -> Result<String, CtlError> {
+    async fn call(
+        &self,
+        params: &[(impl AsRef<str>, impl AsRef<str>)],
+    ) -> Result<String, CtlError> {
         let mut form = form_urlencoded::Serializer::new(String::new());
-        form.extend_pairs(params.iter().map(|(k, v)| (k.as_str(), v.as_str())));
+        form.extend_pairs(params.iter().map(|(k, v)| (k.as_ref(), v.as_ref())));
         form.append_pair("Version", "2016-11-15");
         let body = form.finish();
         let unreachable = |reason: String| CtlError::Unreachable {

@@ -8,7 +8,7 @@ use super::error::ControlError;
 use super::instances::check_instance_id;
 use super::query::QueryRequest;
 use super::xml::Xml;
-use super::{Change, ControlApi};
+use super::{hex, Change, ControlApi};
 use crate::instance::{CredentialSource, IamConfig, Instance};
 use crate::metadata::render;
 
@@ -145,15 +145,12 @@ impl ControlApi {
         Some(made.unwrap_or_else(|| {
             use sha2::{Digest, Sha256};
             let digest = Sha256::digest(format!("{}/{}", instance.id(), profile.role));
-            let hex: String = digest.iter().map(|b| format!("{b:02x}")).collect();
-            format!("iip-assoc-{}", &hex[..17])
+            format!("iip-assoc-{}", &hex(&digest)[..17])
         }))
     }
 
     fn new_association_id(&self) -> String {
-        let bytes: [u8; 9] = rand::random();
-        let hex: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
-        let id = format!("iip-assoc-{}", &hex[..17]);
+        let id = format!("iip-assoc-{}", &hex(&rand::random::<[u8; 9]>())[..17]);
         *self.association.lock().unwrap_or_else(|e| e.into_inner()) = Some(id.clone());
         id
     }

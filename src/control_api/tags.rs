@@ -7,6 +7,7 @@ use super::instances::check_instance_id;
 use super::query::QueryRequest;
 use super::xml::Xml;
 use super::{Change, ControlApi};
+use crate::instance::Instance;
 
 /// Longest tag key and value EC2 accepts.
 const MAX_KEY: usize = 128;
@@ -21,9 +22,7 @@ impl ControlApi {
     ) -> Result<String, ControlError> {
         let tags = tag_params(query, true)?;
         self.change(Change::Tags, |current, config| {
-            for id in resource_ids(query)? {
-                check_instance_id(current, id)?;
-            }
+            check_resources(current, query)?;
             for (key, value) in tags {
                 check_tag(&key, value.as_deref().unwrap_or(""))?;
                 config.tags.insert(key, value.unwrap_or_default());
@@ -42,9 +41,7 @@ impl ControlApi {
     ) -> Result<String, ControlError> {
         let tags = tag_params(query, false)?;
         self.change(Change::Tags, |current, config| {
-            for id in resource_ids(query)? {
-                check_instance_id(current, id)?;
-            }
+            check_resources(current, query)?;
             if tags.is_empty() {
                 config.tags.clear();
             }
@@ -98,12 +95,14 @@ impl ControlApi {
     }
 }
 
-fn resource_ids(query: &QueryRequest) -> Result<Vec<&str>, ControlError> {
+/// `ResourceId.N` must be given, and name the instance.
+fn check_resources(current: &Instance, query: &QueryRequest) -> Result<(), ControlError> {
     let ids = query.list("ResourceId");
-    match ids.is_empty() {
-        true => Err(ControlError::MissingParameter("ResourceId".into())),
-        false => Ok(ids),
+    if ids.is_empty() {
+        return Err(ControlError::MissingParameter("ResourceId".into()));
     }
+    ids.into_iter()
+        .try_for_each(|id| check_instance_id(current, id))
 }
 
 /// `Tag.N.Key` with its optional `Tag.N.Value`; at least one when `required`.
