@@ -111,7 +111,7 @@ pub struct ServeArgs {
     #[arg(long, env = "IMDS_KEEP_ALIVE", num_args = 0..=1, default_missing_value = "true", value_name = "BOOL")]
     pub keep_alive: Option<bool>,
     /// File of at least 32 bytes that keys session tokens, so restarts and replicas accept each
-    /// other's tokens (default: token.key in --state-dir, else a random key per process).
+    /// other's tokens (default: the one kept in --state-dir, else a random key per process).
     #[arg(long, env = "IMDS_TOKEN_KEY_FILE", value_name = "FILE")]
     pub token_key_file: Option<PathBuf>,
     /// Where the signing key comes from.
@@ -135,9 +135,11 @@ pub struct ServeArgs {
 /// Flags naming the key material kept across restarts, shared by `serve` and `cert`.
 #[derive(Debug, Args)]
 pub struct KeyArgs {
-    /// Directory for what must survive restarts, created if missing: the token key (token.key,
-    /// unless --token-key-file is given) and the identity signing key with its certificate
-    /// (identity.pem). Default: new keys per process.
+    /// Directory for what must survive restarts, created if missing: a SQLite database
+    /// (state.db) keeping the token key (unless --token-key-file is given), the identity
+    /// signing key with its certificate, and every change made through the control API
+    /// (metadata options, tags, role association, account defaults), written before it is
+    /// acknowledged. Default: new keys per process, changes kept in memory.
     #[arg(long, env = "IMDS_STATE_DIR", value_name = "DIR")]
     pub state_dir: Option<PathBuf>,
     /// RSA private key (PEM, PKCS#8 or PKCS#1, 2048 bits or more) that signs the identity

@@ -65,7 +65,8 @@ pub struct ServerConfig {
     /// File whose content keys IMDSv2 tokens; from the state directory, else random per
     /// process, when absent.
     pub token_key_file: Option<PathBuf>,
-    /// Directory keeping what must survive restarts (the token key, the identity signing key).
+    /// Directory keeping what must survive restarts in `state.db`: the token key, the identity
+    /// signing key and the control plane's changes.
     pub state_dir: Option<PathBuf>,
     /// PEM private key signing the identity document (with `signing_cert_file`).
     pub signing_key_file: Option<PathBuf>,

@@ -18,8 +18,12 @@
 //! With `[control]` keys configured, every Query request must carry a valid SigV4 signature
 //! made with them (`AuthFailure` otherwise); without them the listener is loopback-only.
 //!
-//! Plus `GET /healthz` and `GET /metrics` (Prometheus text, see [`crate::metrics`]). A change builds a new snapshot and swaps it in whole, so the guest API
-//! follows it atomically.
+//! Plus `GET /healthz` and `GET /metrics` (Prometheus text, see [`crate::metrics`]).
+//!
+//! A change is validated whole, made durable first (with `--state-dir`, in the
+//! [`crate::store::Store`]; it is acknowledged only after that), then built into a new snapshot
+//! swapped in whole, so the guest API follows it atomically. What the control plane changed
+//! ([`InstanceChanges`]) stays layered over the config file at restart and at SIGHUP.
 
 mod defaults;
 mod error;
@@ -42,25 +46,57 @@ use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpListener;
 
+pub use self::defaults::MetadataDefaults;
 pub use self::error::ControlError;
 use self::query::QueryRequest;
 pub use self::sigv4::ControlKeys;
+use crate::changes::{InstanceChanges, RoleAssociation};
 use crate::clock::Clock;
 use crate::instance::{Instance, InstanceConfig};
 use crate::metrics::Metrics;
 use crate::state::{SnapshotBuilder, State};
+use crate::store::{Store, StoreError};
 
 /// Largest request body read.
 const MAX_BODY: usize = 1024 * 1024;
 /// How long a metadata options change reads `pending` before `applied`.
 const APPLYING: Duration = Duration::from_millis(500);
 
-/// What a control change touched, for the log.
-#[derive(Debug, Clone, Copy)]
+/// What a control change touched.
+#[derive(Debug, Clone)]
 enum Change {
     Options,
     Tags,
-    Role,
+    /// A new association (its id), or none.
+    Role(Option<String>),
+}
+
+/// The account defaults' name in the store.
+const DEFAULTS: &str = "instance-metadata-defaults";
+
+/// What the control plane changed before this start, and where changes are kept.
+#[derive(Debug, Default)]
+pub struct Persisted {
+    /// Where changes are kept; `None` keeps them in memory.
+    pub store: Option<Arc<Store>>,
+    /// The instance's changes, to layer over its config file.
+    pub changes: InstanceChanges,
+    /// The account's instance metadata defaults.
+    pub defaults: MetadataDefaults,
+}
+
+impl Persisted {
+    /// What `store` kept for the instance `instance_id` (nothing without a store).
+    pub fn load(store: Option<Arc<Store>>, instance_id: &str) -> Result<Persisted, StoreError> {
+        let Some(store) = store else {
+            return Ok(Persisted::default());
+        };
+        Ok(Persisted {
+            changes: store.instance_changes(instance_id)?.unwrap_or_default(),
+            defaults: store.account(DEFAULTS)?.unwrap_or_default(),
+            store: Some(store),
+        })
+    }
 }
 
 /// Answers control requests and applies their changes.
@@ -73,24 +109,30 @@ pub struct ControlApi {
     changing: tokio::sync::Mutex<()>,
     /// Until when (clock millis) the last options change reads `pending`.
     pending_until: AtomicU64,
-    /// The id of the last association made here (see `iam`).
-    association: std::sync::Mutex<Option<String>>,
+    /// What the control plane changed on the instance.
+    changes: std::sync::Mutex<InstanceChanges>,
+    /// Where changes are made durable, with `--state-dir`.
+    store: Option<Arc<Store>>,
     /// Keys every request must be signed with, when configured.
     keys: Option<ControlKeys>,
     /// Counted here, rendered at `GET /metrics`.
     metrics: Arc<Metrics>,
     /// The account's instance metadata defaults.
     defaults: std::sync::Mutex<defaults::MetadataDefaults>,
+    /// Counts applied instance changes, for whoever reacts to them (the link-local endpoint).
+    applied: tokio::sync::watch::Sender<u64>,
 }
 
 impl ControlApi {
-    /// A control API changing the instances in `state` with snapshots from `snapshots`.
+    /// A control API changing the instances in `state` with snapshots from `snapshots`, keeping
+    /// its changes where `persisted` says (and starting from the ones kept there).
     pub fn new(
         state: Arc<State>,
         snapshots: Arc<SnapshotBuilder>,
         clock: Arc<dyn Clock>,
         metrics: Arc<Metrics>,
         keys: Option<ControlKeys>,
+        persisted: Persisted,
     ) -> ControlApi {
         ControlApi {
             metrics,
@@ -100,8 +142,10 @@ impl ControlApi {
             clock,
             changing: tokio::sync::Mutex::new(()),
             pending_until: AtomicU64::new(0),
-            association: std::sync::Mutex::new(None),
-            defaults: std::sync::Mutex::new(defaults::MetadataDefaults::default()),
+            changes: std::sync::Mutex::new(persisted.changes),
+            store: persisted.store,
+            defaults: std::sync::Mutex::new(persisted.defaults),
+            applied: tokio::sync::watch::Sender::new(0),
         }
     }
 
@@ -194,13 +238,14 @@ impl ControlApi {
             "GetInstanceMetadataDefaults" => Ok(self.get_instance_metadata_defaults(request_id)),
             "ModifyInstanceMetadataDefaults" => {
                 self.modify_instance_metadata_defaults(query, request_id)
+                    .await
             }
             other => Err(ControlError::InvalidAction(other.to_owned())),
         }
     }
 
     /// Applies `edit` to a copy of the running instance's configuration, validates it as a
-    /// whole and swaps the new snapshot in; on any error nothing changes.
+    /// whole, makes it durable and swaps the new snapshot in; on any error nothing changes.
     async fn change(
         &self,
         what: Change,
@@ -212,13 +257,65 @@ impl ControlApi {
         edit(&current.instance, &mut config)?;
         let instance = Instance::new(config)
             .map_err(|e| ControlError::InvalidParameterValue(e.to_string()))?;
+        let mut changes = self.changes();
+        match &what {
+            Change::Options => changes.metadata_options = Some(instance.config.metadata_options),
+            Change::Tags => changes.tags = Some(instance.config.tags.clone()),
+            Change::Role(association) => {
+                changes.role = Some(RoleAssociation {
+                    role: instance.config.iam.role.clone(),
+                    association_id: association.clone(),
+                })
+            }
+        }
+        let (id, kept) = (instance.id().to_owned(), changes.clone());
+        self.persist(move |store| store.save_instance_changes(&id, &kept))
+            .await?;
+        *self.changes.lock().unwrap_or_else(|e| e.into_inner()) = changes;
         if let Change::Options = what {
             let until = self.clock.now_millis() + APPLYING.as_millis() as u64;
             self.pending_until.store(until, Ordering::Relaxed);
         }
         self.state.replace(self.snapshots.build(instance.clone()));
+        self.applied.send_modify(|count| *count += 1);
         tracing::info!(instance = instance.id(), change = ?what, "control change applied");
         Ok(instance)
+    }
+
+    /// Runs `write` on the store (off the runtime's threads), when there is one; returns once
+    /// it is durable.
+    async fn persist(
+        &self,
+        write: impl FnOnce(&Store) -> Result<(), StoreError> + Send + 'static,
+    ) -> Result<(), ControlError> {
+        let Some(store) = self.store.clone() else {
+            return Ok(());
+        };
+        let written = tokio::task::spawn_blocking(move || write(&store)).await;
+        match written {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(error)) => {
+                tracing::error!(%error, "a control change could not be stored; nothing changed");
+                Err(ControlError::InternalError)
+            }
+            Err(error) => {
+                tracing::error!(%error, "storing a control change failed; nothing changed");
+                Err(ControlError::InternalError)
+            }
+        }
+    }
+
+    /// Notified after each change applied to the instance.
+    pub fn subscribe(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.applied.subscribe()
+    }
+
+    /// What the control plane changed on the instance so far.
+    pub fn changes(&self) -> InstanceChanges {
+        self.changes
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
     }
 
     /// `pending` shortly after an options change, `applied` after.

@@ -1,26 +1,26 @@
 //! The service's keys: the root secret (session tokens, generated credentials) and the identity
-//! signer. Each comes from its own file when one is named, else from the state directory
-//! (created on first start and reused after), else is new for this process.
+//! signer. Each comes from its own file when one is named, else from the state directory's
+//! [`Store`] (created on first start and reused after), else is new for this process.
 //!
-//! State directory layout: `token.key` (32 random bytes) and `identity.pem` (the signing key
-//! followed by its certificate). Files are written to a temporary name and linked into place, so
-//! two processes starting at once agree on one key and a crash never leaves half a file.
+//! State directories written before the store kept the keys in files (`token.key`,
+//! `identity.pem`); those are taken into the store when it has no key yet, so upgrading keeps
+//! every token and certificate valid.
 
 use std::fs;
-use std::io::Write;
-use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use crate::config::ServerConfig;
 use crate::identity::{IdentityError, IdentitySigner};
 use crate::secret::{SecretError, ServerSecret};
+use crate::store::{Store, StoreError};
 use zeroize::Zeroizing;
 
-/// The token key in the state directory.
-pub const TOKEN_KEY_FILE: &str = "token.key";
-/// The signing key and certificate in the state directory.
-pub const IDENTITY_FILE: &str = "identity.pem";
+/// The token key's name in the store (and its file in older state directories).
+const TOKEN_KEY: &str = "token.key";
+/// The signing key and certificate's name in the store (and their file in older state
+/// directories).
+const IDENTITY: &str = "identity.pem";
 
 /// Why the keys could not be loaded or created.
 #[derive(Debug, thiserror::Error)]
@@ -28,7 +28,10 @@ pub enum KeysError {
     /// The token key file is unusable.
     #[error(transparent)]
     Secret(#[from] SecretError),
-    /// A file could not be read or written.
+    /// The state directory's store failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// A file could not be read.
     #[error("{path}: {source}")]
     Io {
         /// The file or directory.
@@ -62,36 +65,29 @@ pub struct Keys {
 }
 
 impl Keys {
-    /// The keys `server` names, created in its state directory when missing there.
-    pub fn load(server: &ServerConfig) -> Result<Keys, KeysError> {
-        let state_dir = server
-            .state_dir
-            .as_deref()
-            .map(open_state_dir)
-            .transpose()?;
-        let secret = match (&server.token_key_file, &state_dir) {
+    /// The keys `server` names, kept in (and created in, when missing) `store`.
+    pub fn load(server: &ServerConfig, store: Option<&Store>) -> Result<Keys, KeysError> {
+        let secret = match (&server.token_key_file, store) {
             (Some(file), _) => ServerSecret::from_file(file)?,
-            (None, Some(dir)) => token_key(dir)?,
+            (None, Some(store)) => stored_secret(store)?,
             (None, None) => ServerSecret::random(),
         };
         Ok(Keys {
             secret,
-            signer: Arc::new(signer(server, state_dir.as_deref())?),
+            signer: Arc::new(signer(server, store)?),
         })
     }
 
     /// The signer `server` names; an error when it would be a new key per process (for
     /// `imds cert`, which must print what a server uses).
-    pub fn lasting_signer(server: &ServerConfig) -> Result<IdentitySigner, KeysError> {
-        if server.state_dir.is_none() && server.signing_key_file.is_none() {
+    pub fn lasting_signer(
+        server: &ServerConfig,
+        store: Option<&Store>,
+    ) -> Result<IdentitySigner, KeysError> {
+        if store.is_none() && server.signing_key_file.is_none() {
             return Err(KeysError::Ephemeral);
         }
-        let state_dir = server
-            .state_dir
-            .as_deref()
-            .map(open_state_dir)
-            .transpose()?;
-        signer(server, state_dir.as_deref())
+        signer(server, store)
     }
 
     /// New keys for this process only.
@@ -103,12 +99,8 @@ impl Keys {
     }
 }
 
-fn signer(server: &ServerConfig, state_dir: Option<&Path>) -> Result<IdentitySigner, KeysError> {
-    match (
-        &server.signing_key_file,
-        &server.signing_cert_file,
-        state_dir,
-    ) {
+fn signer(server: &ServerConfig, store: Option<&Store>) -> Result<IdentitySigner, KeysError> {
+    match (&server.signing_key_file, &server.signing_cert_file, store) {
         (Some(key), Some(cert), _) => {
             let key_pem = read_text(key)?;
             let cert_pem = read_text(cert)?;
@@ -120,78 +112,68 @@ fn signer(server: &ServerConfig, state_dir: Option<&Path>) -> Result<IdentitySig
                 KeysError::Identity { path, source }
             })
         }
-        (_, _, Some(dir)) => stored_signer(dir),
+        (_, _, Some(store)) => stored_signer(store),
         _ => IdentitySigner::generate().map_err(KeysError::Generate),
     }
 }
 
-fn open_state_dir(dir: &Path) -> Result<PathBuf, KeysError> {
-    let io = |source| KeysError::Io {
-        path: dir.to_owned(),
-        source,
+/// The file an older state directory kept `name` in, when it is there.
+fn legacy_file(store: &Store, name: &str) -> Option<PathBuf> {
+    let path = store.path().parent()?.join(name);
+    path.exists().then_some(path)
+}
+
+fn stored_secret(store: &Store) -> Result<ServerSecret, KeysError> {
+    let material = match store.key(TOKEN_KEY)? {
+        Some(material) => material,
+        None => {
+            let fresh = match legacy_file(store, TOKEN_KEY) {
+                Some(path) => {
+                    // Checked as a key file, then kept as it was so its tokens stay valid.
+                    ServerSecret::from_file(&path)?;
+                    Zeroizing::new(fs::read(&path).map_err(|source| KeysError::Io {
+                        path: path.clone(),
+                        source,
+                    })?)
+                }
+                None => {
+                    let mut bytes = Zeroizing::new(vec![0u8; 32]);
+                    rand::RngCore::fill_bytes(&mut rand::rngs::OsRng, &mut bytes);
+                    bytes
+                }
+            };
+            store.add_key(TOKEN_KEY, &fresh)?
+        }
     };
-    let mut builder = fs::DirBuilder::new();
-    builder.recursive(true);
-    std::os::unix::fs::DirBuilderExt::mode(&mut builder, 0o700);
-    builder.create(dir).map_err(io)?;
-    Ok(dir.to_owned())
+    Ok(ServerSecret::from_bytes(&material))
 }
 
-fn token_key(dir: &Path) -> Result<ServerSecret, KeysError> {
-    let path = dir.join(TOKEN_KEY_FILE);
-    if !path.exists() {
-        let mut bytes = [0u8; 32];
-        rand::RngCore::fill_bytes(&mut rand::rngs::OsRng, &mut bytes);
-        create_once(&path, &bytes)?;
-    }
-    Ok(ServerSecret::from_file(&path)?)
-}
-
-fn stored_signer(dir: &Path) -> Result<IdentitySigner, KeysError> {
-    let path = dir.join(IDENTITY_FILE);
-    if !path.exists() {
-        let signer = IdentitySigner::generate().map_err(KeysError::Generate)?;
-        let mut pem = signer.private_key_pem();
-        pem.push_str(signer.certificate_pem());
-        create_once(&path, pem.as_bytes())?;
-    }
-    let pem = Zeroizing::new(read_text(&path)?);
+fn stored_signer(store: &Store) -> Result<IdentitySigner, KeysError> {
+    let pem = match store.key(IDENTITY)? {
+        Some(pem) => pem,
+        None => {
+            let fresh = match legacy_file(store, IDENTITY) {
+                Some(path) => Zeroizing::new(read_text(&path)?.into_bytes()),
+                None => {
+                    let signer = IdentitySigner::generate().map_err(KeysError::Generate)?;
+                    let mut pem = signer.private_key_pem();
+                    pem.push_str(signer.certificate_pem());
+                    Zeroizing::new(pem.as_bytes().to_vec())
+                }
+            };
+            store.add_key(IDENTITY, &fresh)?
+        }
+    };
     let identity = |source| KeysError::Identity {
-        path: path.clone(),
+        path: store.path().to_owned(),
         source,
     };
+    let pem = std::str::from_utf8(&pem)
+        .map_err(|_| identity(IdentityError::Certificate("not UTF-8 PEM".into())))?;
     let start = pem
         .find("-----BEGIN CERTIFICATE-----")
         .ok_or_else(|| identity(IdentityError::Certificate("no CERTIFICATE block".into())))?;
     IdentitySigner::from_pem(&pem[..start], &pem[start..]).map_err(identity)
-}
-
-/// Writes `content` to `path` unless it exists: written and synced under a temporary name, then
-/// hard-linked into place (which fails if another process got there first; its file wins).
-fn create_once(path: &Path, content: &[u8]) -> Result<(), KeysError> {
-    let io = |source| KeysError::Io {
-        path: path.to_owned(),
-        source,
-    };
-    let temporary = path.with_extension(format!("tmp.{}", std::process::id()));
-    let mut file = fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(&temporary)
-        .map_err(io)?;
-    let written = file.write_all(content).and_then(|()| file.sync_all());
-    let linked = written.and_then(|()| match fs::hard_link(&temporary, path) {
-        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(()),
-        other => other,
-    });
-    let _ = fs::remove_file(&temporary);
-    linked.map_err(io)?;
-    if let Some(dir) = path.parent() {
-        fs::File::open(dir).and_then(|d| d.sync_all()).map_err(io)?;
-    }
-    Ok(())
 }
 
 fn read_text(path: &Path) -> Result<String, KeysError> {
@@ -206,58 +188,70 @@ mod tests {
     use super::*;
     use crate::config::Config;
 
-    fn server_with(dir: Option<&Path>) -> ServerConfig {
-        let mut server = Config::load(None).unwrap().server;
-        server.state_dir = dir.map(Path::to_owned);
-        server
+    fn server() -> ServerConfig {
+        Config::load(None).unwrap().server
     }
 
     #[test]
-    fn a_state_directory_keeps_both_keys_across_restarts() {
+    fn a_store_keeps_both_keys_across_restarts() {
         let dir = tempfile::tempdir().unwrap();
-        let state = dir.path().join("state");
-        let first = Keys::load(&server_with(Some(&state))).unwrap();
-        let second = Keys::load(&server_with(Some(&state))).unwrap();
+        let first = Keys::load(&server(), Some(&Store::open(dir.path()).unwrap())).unwrap();
+        let second = Keys::load(&server(), Some(&Store::open(dir.path()).unwrap())).unwrap();
         assert_eq!(
             first.signer.certificate_pem(),
             second.signer.certificate_pem()
         );
         assert_eq!(first.secret.derive("x"), second.secret.derive("x"));
-        use std::os::unix::fs::PermissionsExt;
-        let mode = |p: &Path| fs::metadata(p).unwrap().permissions().mode() & 0o777;
-        assert_eq!(mode(&state), 0o700);
-        assert_eq!(mode(&state.join(IDENTITY_FILE)), 0o600);
-        assert_eq!(mode(&state.join(TOKEN_KEY_FILE)), 0o600);
-        let leftovers = fs::read_dir(&state).unwrap().count();
-        assert_eq!(leftovers, 2, "no temporary files remain");
     }
 
     #[test]
-    fn without_a_state_directory_keys_are_per_process() {
-        let a = Keys::load(&server_with(None)).unwrap();
-        let b = Keys::load(&server_with(None)).unwrap();
+    fn keys_of_an_older_state_directory_are_taken_into_the_store() {
+        let dir = tempfile::tempdir().unwrap();
+        let own = IdentitySigner::generate().unwrap();
+        let mut pem = own.private_key_pem();
+        pem.push_str(own.certificate_pem());
+        fs::write(dir.path().join(IDENTITY), pem.as_bytes()).unwrap();
+        fs::write(dir.path().join(TOKEN_KEY), [7u8; 32]).unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let keys = Keys::load(&server(), Some(&store)).unwrap();
+        assert_eq!(keys.signer.certificate_pem(), own.certificate_pem());
+        let expected = ServerSecret::from_bytes(&[7u8; 32]).derive("x");
+        assert_eq!(keys.secret.derive("x"), expected);
+        // The store has them now; the files are no longer read.
+        fs::remove_file(dir.path().join(IDENTITY)).unwrap();
+        fs::remove_file(dir.path().join(TOKEN_KEY)).unwrap();
+        let again = Keys::load(&server(), Some(&store)).unwrap();
+        assert_eq!(again.signer.certificate_pem(), own.certificate_pem());
+        assert_eq!(again.secret.derive("x"), expected);
+    }
+
+    #[test]
+    fn without_a_store_keys_are_per_process() {
+        let a = Keys::load(&server(), None).unwrap();
+        let b = Keys::load(&server(), None).unwrap();
         assert_ne!(a.signer.certificate_pem(), b.signer.certificate_pem());
         assert!(matches!(
-            Keys::lasting_signer(&server_with(None)),
+            Keys::lasting_signer(&server(), None),
             Err(KeysError::Ephemeral)
         ));
     }
 
     #[test]
-    fn a_named_key_and_certificate_win_over_the_state_directory() {
+    fn a_named_key_and_certificate_win_over_the_store() {
         let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("state")).unwrap();
         let own = IdentitySigner::generate().unwrap();
         let key = dir.path().join("key.pem");
         let cert = dir.path().join("cert.pem");
         fs::write(&key, own.private_key_pem().as_bytes()).unwrap();
         fs::write(&cert, own.certificate_pem()).unwrap();
-        let mut server = server_with(Some(&dir.path().join("state")));
+        let mut server = server();
         server.signing_key_file = Some(key.clone());
         server.signing_cert_file = Some(cert.clone());
-        let keys = Keys::load(&server).unwrap();
+        let keys = Keys::load(&server, Some(&store)).unwrap();
         assert_eq!(keys.signer.certificate_pem(), own.certificate_pem());
         fs::write(&cert, IdentitySigner::generate().unwrap().certificate_pem()).unwrap();
-        let error = Keys::load(&server).unwrap_err().to_string();
+        let error = Keys::load(&server, Some(&store)).unwrap_err().to_string();
         assert!(
             error.contains("cert.pem") && error.contains("not the signing key"),
             "{error}"

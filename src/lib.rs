@@ -6,8 +6,10 @@
 //! instance model ([`instance`], [`options`]), the metadata tree with bodies prebuilt per
 //! instance ([`metadata`]), sealed stateless session tokens ([`token`]), rotating credentials
 //! per delivery (IMDSv1/IMDSv2, [`credentials`]) and the signed identity document
-//! ([`identity`]). The **edges** load configuration ([`config`]) and keys ([`keys`]: files or the
-//! state directory), parse the command line ([`cli`]), fetch real role credentials ([`sts`]), and
+//! ([`identity`]). The **control API** ([`control_api`]) changes a running instance the EC2
+//! way; its changes ([`changes`]) are layered over the config file and, with a state directory,
+//! kept in an embedded database ([`store`]) with the keys. The **edges** load configuration
+//! ([`config`]) and keys ([`keys`]: files or the store), parse the command line ([`cli`]), fetch real role credentials ([`sts`]), and
 //! run the service ([`serve`]: start, SIGHUP reload, stop) on sockets ([`server`], [`net`],
 //! [`link_local`]).
 //!
@@ -17,6 +19,7 @@
 //! and swaps it in whole. Time-dependent answers (credentials) are derived from the clock
 //! ([`clock`]) at request time, never rebuilt per request.
 
+pub mod changes;
 pub mod cli;
 pub mod clock;
 pub mod config;
@@ -37,6 +40,7 @@ pub mod secret;
 pub mod serve;
 pub mod server;
 pub mod state;
+pub mod store;
 pub mod sts;
 pub mod token;
 
@@ -62,9 +66,16 @@ pub struct App {
 }
 
 impl App {
-    /// Builds the app for `loaded` with `keys`, reading time from `clock`. With STS role
-    /// credentials configured, starts fetching them (so it must run within a Tokio runtime).
-    pub fn new(loaded: Loaded, keys: &keys::Keys, clock: Arc<dyn clock::Clock>) -> App {
+    /// Builds the app for `loaded` with `keys`, reading time from `clock`, keeping control
+    /// changes where `persisted` says; the instance is served with `persisted`'s changes over
+    /// it. With STS role credentials configured, starts fetching them (so it must run within
+    /// a Tokio runtime).
+    pub fn new(
+        loaded: Loaded,
+        keys: &keys::Keys,
+        clock: Arc<dyn clock::Clock>,
+        persisted: control_api::Persisted,
+    ) -> App {
         let server = &loaded.server;
         let settings = ServerSettings {
             keep_alive: server.keep_alive,
@@ -78,7 +89,8 @@ impl App {
             clock.clone(),
             server.sts_endpoint.clone(),
         ));
-        let state = Arc::new(state::State::single(snapshots.build(loaded.instance)));
+        let instance = persisted.changes.layered(loaded.instance);
+        let state = Arc::new(state::State::single(snapshots.build(instance)));
         let tokens = token::TokenSealer::new(&keys.secret);
         let metrics = Arc::new(metrics::Metrics::default());
         let control = Arc::new(control_api::ControlApi::new(
@@ -87,6 +99,7 @@ impl App {
             clock.clone(),
             metrics.clone(),
             loaded.control.keys(),
+            persisted,
         ));
         App {
             api: Arc::new(GuestApi::new(

@@ -53,7 +53,12 @@ fn check_config(file: &std::path::Path) -> Result<(), ConfigError> {
 fn print_certificate(args: &CertArgs) -> Result<(), Box<dyn std::error::Error>> {
     let file = args.config.as_deref();
     let loaded = Config::load(file)?.resolve(&args.overrides(), file)?;
-    let signer = Keys::lasting_signer(&loaded.server)?;
+    let server = &loaded.server;
+    let store = match (&server.state_dir, &server.signing_key_file) {
+        (Some(dir), None) => Some(imds::store::Store::open(dir)?),
+        _ => None,
+    };
+    let signer = Keys::lasting_signer(server, store.as_ref())?;
     match args.public_key {
         true => print!("{}", signer.public_key_pem()),
         false => print!("{}", signer.certificate_pem()),

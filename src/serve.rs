@@ -1,6 +1,8 @@
-//! `imds serve` from start to stop: bind the listeners (and the link-local addresses), print
-//! them, serve; on SIGHUP reload the config file and swap the new instance in (opening or closing
-//! the link-local IPv6 endpoint as `HttpProtocolIpv6` now says); on SIGINT/SIGTERM drain and stop.
+//! `imds serve` from start to stop: open the state directory's store, bind the listeners (and
+//! the link-local addresses), print them, serve; on SIGHUP reload the config file, layer the
+//! control plane's changes over it and swap the new instance in; after either a reload or a
+//! control change, open or close the link-local IPv6 endpoint as `HttpProtocolIpv6` now says;
+//! on SIGINT/SIGTERM drain and stop.
 
 use std::io::Write;
 use std::net::SocketAddr;
@@ -13,10 +15,11 @@ use tokio::signal::unix::{signal, SignalKind};
 use crate::cli::ServeArgs;
 use crate::clock::SystemClock;
 use crate::config::{Config, ConfigError, Loaded, Overrides, ServerConfig};
-use crate::control_api;
+use crate::control_api::{self, Persisted};
 use crate::keys::{Keys, KeysError};
 use crate::link_local::{self, LinkLocal, LinkLocalError};
 use crate::server::{Accepting, Server};
+use crate::store::{Store, StoreError};
 use crate::App;
 
 /// Why `imds serve` could not run.
@@ -28,6 +31,9 @@ pub enum ServeError {
     /// The keys could not be loaded or created.
     #[error(transparent)]
     Keys(#[from] KeysError),
+    /// The state directory's store could not be opened or read.
+    #[error(transparent)]
+    Store(#[from] StoreError),
     /// `--link-local` could not be set up.
     #[error(transparent)]
     LinkLocal(#[from] LinkLocalError),
@@ -60,11 +66,25 @@ pub fn run(args: &ServeArgs) -> Result<(), ServeError> {
     let file = args.config.clone();
     let overrides = args.overrides();
     let loaded = Config::load(file.as_deref())?.resolve(&overrides, file.as_deref())?;
-    let keys = Keys::load(&loaded.server)?;
+    let store = match &loaded.server.state_dir {
+        Some(dir) => Some(Arc::new(Store::open(dir)?)),
+        None => None,
+    };
+    let keys = Keys::load(&loaded.server, store.as_deref())?;
+    let persisted = Persisted::load(store, loaded.instance.id())?;
+    if !persisted.changes.is_empty() {
+        tracing::info!(
+            instance = loaded.instance.id(),
+            changes = ?persisted.changes,
+            "control-plane changes from the state directory are layered over the config file"
+        );
+    }
+    let options = persisted
+        .changes
+        .metadata_options
+        .unwrap_or_else(|| loaded.instance.options());
     let mut link_local = match args.link_local {
-        true => Some(LinkLocal::setup(
-            loaded.instance.options().http_protocol_ipv6.is_enabled(),
-        )?),
+        true => Some(LinkLocal::setup(options.http_protocol_ipv6.is_enabled())?),
         false => None,
     };
     let runtime = tokio::runtime::Runtime::new().map_err(ServeError::Startup)?;
@@ -74,7 +94,7 @@ pub fn run(args: &ServeArgs) -> Result<(), ServeError> {
         keys,
         running: loaded.server.clone(),
     };
-    let result = runtime.block_on(serve(loaded, reloader, &mut link_local));
+    let result = runtime.block_on(serve(loaded, persisted, reloader, &mut link_local));
     // The link-local addresses go only after every connection has finished.
     drop(link_local);
     result
@@ -105,6 +125,7 @@ fn announce(bound: &[SocketAddr], control: &[SocketAddr]) {
 
 async fn serve(
     loaded: Loaded,
+    persisted: Persisted,
     reloader: Reloader,
     link_local: &mut Option<LinkLocal>,
 ) -> Result<(), ServeError> {
@@ -133,11 +154,11 @@ async fn serve(
         .map(TcpListener::local_addr)
         .collect::<Result<Vec<SocketAddr>, _>>()
         .map_err(ServeError::Startup)?;
-    let options = loaded.instance.options();
     let keep_alive = loaded.server.keep_alive;
-    let instance = loaded.instance.id().to_owned();
     // Role credentials from STS are fetched before anyone is told where to ask for them.
-    let app = App::new(loaded, &reloader.keys, Arc::new(SystemClock));
+    let app = App::new(loaded, &reloader.keys, Arc::new(SystemClock), persisted);
+    let options = app.state.current().options;
+    let instance = app.state.current().instance.id().to_owned();
     if !app.snapshots.first_sts_fetch(FIRST_STS_FETCH).await {
         tracing::warn!("serving without the role's STS credentials for now (see the error above)");
     }
@@ -170,9 +191,14 @@ async fn serve(
         .zip(listeners.into_iter().map(|l| server.accept_on(l)))
         .collect();
 
+    let mut changed = app.control.subscribe();
     let stopped_by = loop {
         tokio::select! {
-            _ = hangup.recv() => reload(&reloader, &app, &server, link_local, &mut accepting).await,
+            _ = hangup.recv() => {
+                reload(&reloader, &app);
+                follow_ipv6(&app, &server, link_local, &mut accepting).await;
+            }
+            Ok(()) = changed.changed() => follow_ipv6(&app, &server, link_local, &mut accepting).await,
             _ = terminate.recv() => break "SIGTERM",
             _ = interrupt.recv() => break "SIGINT",
         }
@@ -184,15 +210,10 @@ async fn serve(
     Ok(())
 }
 
-/// Rebuilds the instance from the config file and the same environment and flags, and swaps it
-/// in; a bad file leaves the running instance as it was. `[server]` settings apply at restart.
-async fn reload(
-    reloader: &Reloader,
-    app: &App,
-    server: &Server,
-    link_local: &mut Option<LinkLocal>,
-    accepting: &mut Vec<(SocketAddr, Accepting)>,
-) {
+/// Rebuilds the instance from the config file and the same environment and flags, layers the
+/// control plane's changes over it, and swaps it in; a bad file leaves the running instance as
+/// it was. `[server]` settings apply at restart.
+fn reload(reloader: &Reloader, app: &App) {
     let file = reloader.file.as_deref();
     let loaded = match Config::load(file).and_then(|c| c.resolve(&reloader.overrides, file)) {
         Ok(loaded) => loaded,
@@ -204,34 +225,46 @@ async fn reload(
     if loaded.server != reloader.running {
         tracing::warn!("[server] settings change only at restart; the running ones are kept");
     }
-    let options = loaded.instance.options();
-    let instance = loaded.instance.id().to_owned();
-    app.state.replace(app.snapshots.build(loaded.instance));
-    if let Some(link_local) = link_local {
-        let ipv6 = options.http_protocol_ipv6.is_enabled();
-        let endpoint = SocketAddr::new(link_local::IPV6.into(), 80);
-        if !ipv6 {
-            accepting.retain(|(addr, _)| *addr != endpoint);
-        }
-        match link_local.set_ipv6(ipv6) {
-            Ok(true) if ipv6 => match bind(endpoint).await {
-                Ok(listener) => {
-                    accepting.push((endpoint, server.accept_on(listener)));
-                    tracing::info!(%endpoint, "link-local IPv6 endpoint opened");
-                }
-                Err(error) => tracing::error!(%error, "cannot open the link-local IPv6 endpoint"),
-            },
-            Ok(true) => tracing::info!(%endpoint, "link-local IPv6 endpoint closed"),
-            Ok(false) => {}
-            Err(error) => tracing::error!(%error, "cannot change the link-local IPv6 endpoint"),
-        }
-    }
+    let instance = app.control.changes().layered(loaded.instance);
+    let options = instance.options();
+    let id = instance.id().to_owned();
+    app.state.replace(app.snapshots.build(instance));
     tracing::info!(
-        instance,
+        instance = id,
         http_tokens = ?options.http_tokens,
         http_endpoint = ?options.http_endpoint,
         hop_limit = options.http_put_response_hop_limit.get(),
         http_protocol_ipv6 = ?options.http_protocol_ipv6,
         "imds reloaded"
     );
+}
+
+/// Opens or closes the link-local IPv6 endpoint (with `--link-local`) as the instance's
+/// `HttpProtocolIpv6` now says.
+async fn follow_ipv6(
+    app: &App,
+    server: &Server,
+    link_local: &mut Option<LinkLocal>,
+    accepting: &mut Vec<(SocketAddr, Accepting)>,
+) {
+    let Some(link_local) = link_local else {
+        return;
+    };
+    let ipv6 = app.state.current().options.http_protocol_ipv6.is_enabled();
+    let endpoint = SocketAddr::new(link_local::IPV6.into(), 80);
+    if !ipv6 {
+        accepting.retain(|(addr, _)| *addr != endpoint);
+    }
+    match link_local.set_ipv6(ipv6) {
+        Ok(true) if ipv6 => match bind(endpoint).await {
+            Ok(listener) => {
+                accepting.push((endpoint, server.accept_on(listener)));
+                tracing::info!(%endpoint, "link-local IPv6 endpoint opened");
+            }
+            Err(error) => tracing::error!(%error, "cannot open the link-local IPv6 endpoint"),
+        },
+        Ok(true) => tracing::info!(%endpoint, "link-local IPv6 endpoint closed"),
+        Ok(false) => {}
+        Err(error) => tracing::error!(%error, "cannot change the link-local IPv6 endpoint"),
+    }
 }

@@ -9,7 +9,7 @@ use super::ControlApi;
 use crate::options::{HopLimit, HttpTokens, Switch};
 
 /// The account's defaults; `None` is `no-preference`.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct MetadataDefaults {
     /// `HttpTokens`.
     pub http_tokens: Option<HttpTokens>,
@@ -53,7 +53,7 @@ impl ControlApi {
 
     /// `ModifyInstanceMetadataDefaults`: omitted values unchanged, `no-preference` (or `-1`)
     /// clears one.
-    pub(super) fn modify_instance_metadata_defaults(
+    pub(super) async fn modify_instance_metadata_defaults(
         &self,
         query: &QueryRequest,
         request_id: &str,
@@ -101,6 +101,9 @@ impl ControlApi {
         if query.dry_run() {
             return Err(ControlError::DryRunOperation);
         }
+        let _one_at_a_time = self.changing.lock().await;
+        self.persist(move |store| store.save_account(super::DEFAULTS, &d))
+            .await?;
         *self.defaults.lock().unwrap_or_else(|e| e.into_inner()) = d;
         tracing::info!(defaults = ?d, "instance metadata defaults changed");
         let mut xml = Xml::response("ModifyInstanceMetadataDefaultsResponse", request_id);

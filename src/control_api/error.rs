@@ -42,6 +42,9 @@ pub enum ControlError {
     /// `DryRun=true` on a request that would have succeeded.
     #[error("Request would have succeeded, but DryRun flag is set.")]
     DryRunOperation,
+    /// The change could not be made durable (details are logged).
+    #[error("An internal error has occurred")]
+    InternalError,
     /// Only POST (and GET with a query string) carries Query requests.
     #[error("The requested method is not allowed for this resource.")]
     MethodNotAllowed,
@@ -64,6 +67,7 @@ impl ControlError {
             ControlError::AuthFailure => "AuthFailure",
             ControlError::DryRunOperation => "DryRunOperation",
             ControlError::MethodNotAllowed => "UnsupportedOperation",
+            ControlError::InternalError => "InternalError",
         }
     }
 
@@ -72,6 +76,7 @@ impl ControlError {
         match self {
             ControlError::DryRunOperation => http::StatusCode::PRECONDITION_FAILED,
             ControlError::AuthFailure => http::StatusCode::UNAUTHORIZED,
+            ControlError::InternalError => http::StatusCode::INTERNAL_SERVER_ERROR,
             ControlError::MissingParameter(_)
             | ControlError::InvalidParameterValue(_)
             | ControlError::InvalidParameterCombination(_)

@@ -21,18 +21,21 @@ impl ControlApi {
     ) -> Result<String, ControlError> {
         let id = query.require("InstanceId")?.to_owned();
         let name = profile_name(query)?;
+        let association = new_association_id();
         let instance = self
-            .change(Change::Role, |current, config| {
-                check_instance_id(current, &id)?;
-                if current.iam.is_some() {
-                    return Err(ControlError::IncorrectState(format!(
-                        "There is an existing association for instance {id}"
-                    )));
-                }
-                set_role(config, Some(name))
-            })
+            .change(
+                Change::Role(Some(association.clone())),
+                |current, config| {
+                    check_instance_id(current, &id)?;
+                    if current.iam.is_some() {
+                        return Err(ControlError::IncorrectState(format!(
+                            "There is an existing association for instance {id}"
+                        )));
+                    }
+                    set_role(config, Some(name))
+                },
+            )
             .await?;
-        let association = self.new_association_id();
         Ok(association_answer(
             "AssociateIamInstanceProfileResponse",
             request_id,
@@ -48,15 +51,18 @@ impl ControlApi {
         query: &QueryRequest,
         request_id: &str,
     ) -> Result<String, ControlError> {
-        let association = query.require("AssociationId")?.to_owned();
+        let replaced = query.require("AssociationId")?.to_owned();
         let name = profile_name(query)?;
+        let association = new_association_id();
         let instance = self
-            .change(Change::Role, |current, config| {
-                self.check_association(current, &association)?;
-                set_role(config, Some(name))
-            })
+            .change(
+                Change::Role(Some(association.clone())),
+                |current, config| {
+                    self.check_association(current, &replaced)?;
+                    set_role(config, Some(name))
+                },
+            )
             .await?;
-        let association = self.new_association_id();
         Ok(association_answer(
             "ReplaceIamInstanceProfileAssociationResponse",
             request_id,
@@ -74,14 +80,13 @@ impl ControlApi {
     ) -> Result<String, ControlError> {
         let association = query.require("AssociationId")?.to_owned();
         let mut before = None;
-        self.change(Change::Role, |current, config| {
+        self.change(Change::Role(None), |current, config| {
             self.check_association(current, &association)?;
             before = Some(current.clone());
             set_role(config, None)
         })
         .await?;
         let before = before.expect("set by the change");
-        *self.association.lock().unwrap_or_else(|e| e.into_inner()) = None;
         Ok(association_answer(
             "DisassociateIamInstanceProfileResponse",
             request_id,
@@ -133,27 +138,22 @@ impl ControlApi {
         }
     }
 
-    /// The id of the instance's association: the last one made here, else (for a role from
-    /// the config file) one derived from the instance and role.
+    /// The id of the instance's association: the last one made through the control API, else
+    /// (for a role from the config file) one derived from the instance and role.
     fn association_id(&self, instance: &Instance) -> Option<String> {
         let profile = instance.iam.as_ref()?;
-        let made = self
-            .association
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone();
+        let made = self.changes().role.and_then(|r| r.association_id);
         Some(made.unwrap_or_else(|| {
             use sha2::{Digest, Sha256};
             let digest = Sha256::digest(format!("{}/{}", instance.id(), profile.role));
             format!("iip-assoc-{}", &hex(&digest)[..17])
         }))
     }
+}
 
-    fn new_association_id(&self) -> String {
-        let id = format!("iip-assoc-{}", &hex(&rand::random::<[u8; 9]>())[..17]);
-        *self.association.lock().unwrap_or_else(|e| e.into_inner()) = Some(id.clone());
-        id
-    }
+/// A new association id, shaped like EC2's.
+fn new_association_id() -> String {
+    format!("iip-assoc-{}", &hex(&rand::random::<[u8; 9]>())[..17])
 }
 
 /// The profile named by `IamInstanceProfile.Name` or `.Arn` (`...:instance-profile/NAME`).

@@ -14,6 +14,7 @@ mod instance_config;
 mod link_local;
 mod netns;
 mod paths;
+mod persistence;
 mod process;
 mod recordings;
 mod ssrf;
