@@ -172,6 +172,24 @@ pub struct CtlArgs {
         value_name = "URL"
     )]
     pub endpoint: String,
+    /// Access key id of the control API's `[control]` keys: with --secret-access-key, every
+    /// request is SigV4-signed, as a control API with keys requires.
+    #[arg(
+        long,
+        env = "IMDS_CONTROL_ACCESS_KEY_ID",
+        value_name = "ID",
+        requires = "secret_access_key"
+    )]
+    pub access_key_id: Option<String>,
+    /// Secret access key of the control API's `[control]` keys (see --access-key-id).
+    #[arg(
+        long,
+        env = "IMDS_CONTROL_SECRET_ACCESS_KEY",
+        value_name = "SECRET",
+        hide_env_values = true,
+        requires = "access_key_id"
+    )]
+    pub secret_access_key: Option<String>,
     /// What to do.
     #[command(subcommand)]
     pub command: CtlCommand,

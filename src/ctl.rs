@@ -1,6 +1,6 @@
 //! `imds ctl`: a small client of the control API for users without the AWS CLI. Each command is
-//! one or two EC2 Query requests (the same the AWS CLI sends) and prints a short summary; EC2
-//! errors are printed as `CODE: message`.
+//! one or two EC2 Query requests (the same the AWS CLI sends), SigV4-signed when keys are given,
+//! and prints a short summary; EC2 errors are printed as `CODE: message`.
 
 use std::fmt::Write as _;
 use std::time::Duration;
@@ -54,6 +54,10 @@ pub fn run(args: &CtlArgs) -> Result<(), CtlError> {
 async fn command(args: &CtlArgs) -> Result<String, CtlError> {
     let client = Client {
         endpoint: args.endpoint.clone(),
+        keys: args
+            .access_key_id
+            .clone()
+            .zip(args.secret_access_key.clone()),
     };
     let instance = || async {
         let xml = client.call(&[("Action", "DescribeInstances")]).await?;
@@ -190,6 +194,8 @@ async fn command(args: &CtlArgs) -> Result<String, CtlError> {
 /// A client of one control endpoint.
 struct Client {
     endpoint: String,
+    /// Access key id and secret to sign with, when the control API requires signatures.
+    keys: Option<(String, String)>,
 }
 
 impl Client {
@@ -201,7 +207,7 @@ impl Client {
         let mut form = form_urlencoded::Serializer::new(String::new());
         form.extend_pairs(params.iter().map(|(k, v)| (k.as_ref(), v.as_ref())));
         form.append_pair("Version", "2016-11-15");
-        let body = form.finish();
+        let body = Bytes::from(form.finish());
         let unreachable = |reason: String| CtlError::Unreachable {
             endpoint: self.endpoint.clone(),
             reason,
@@ -226,14 +232,17 @@ impl Client {
                     .await
                     .map_err(|e| unreachable(e.to_string()))?;
             tokio::spawn(connection);
-            let request = Request::post("/")
+            let mut request = Request::post("/")
                 .header(header::HOST, &authority)
                 .header(
                     header::CONTENT_TYPE,
                     "application/x-www-form-urlencoded; charset=utf-8",
                 )
-                .body(Full::new(Bytes::from(body)))
+                .body(Full::new(body.clone()))
                 .map_err(|e| CtlError::Usage(e.to_string()))?;
+            if let Some((key_id, secret)) = &self.keys {
+                sign(&mut request, &body, key_id, secret)?;
+            }
             let response = sender
                 .send_request(request)
                 .await
@@ -258,6 +267,44 @@ impl Client {
             message: element(&xml, "Message").map_or_else(|| status.to_string(), unescape),
         })
     }
+}
+
+/// Signs `request` with SigV4 for EC2, as the AWS CLI does (the region is not checked by imds).
+fn sign(
+    request: &mut Request<Full<Bytes>>,
+    body: &[u8],
+    key_id: &str,
+    secret: &str,
+) -> Result<(), CtlError> {
+    use aws_sigv4::http_request::{SignableBody, SignableRequest, SigningSettings};
+    let failed = |e: &dyn std::fmt::Display| CtlError::Usage(format!("cannot sign: {e}"));
+    let identity =
+        aws_credential_types::Credentials::new(key_id, secret, None, None, "imds-ctl").into();
+    let params = aws_sigv4::sign::v4::SigningParams::builder()
+        .identity(&identity)
+        .region("us-east-1")
+        .name("ec2")
+        .time(std::time::SystemTime::now())
+        .settings(SigningSettings::default())
+        .build()
+        .map_err(|e| failed(&e))?
+        .into();
+    let headers = request
+        .headers()
+        .iter()
+        .filter_map(|(name, value)| Some((name.as_str(), value.to_str().ok()?)));
+    let signable = SignableRequest::new(
+        request.method().as_str(),
+        request.uri().to_string(),
+        headers,
+        SignableBody::Bytes(body),
+    )
+    .map_err(|e| failed(&e))?;
+    let (instructions, _) = aws_sigv4::http_request::sign(signable, &params)
+        .map_err(|e| failed(&e))?
+        .into_parts();
+    instructions.apply_to_request_http1x(request);
+    Ok(())
 }
 
 /// The text of the first `<name>` element (the answers are imds' own, flat and known).

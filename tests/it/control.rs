@@ -662,3 +662,125 @@ fn with_control_keys_only_requests_signed_with_them_are_served() {
         "the secret appears in the log"
     );
 }
+
+#[test]
+fn imds_ctl_signs_with_the_control_keys_it_is_given() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("imds.toml");
+    std::fs::write(
+        &config,
+        "[control]\naccess_key_id = \"AKIAIMDSCTLSIGNTEST1\"\nsecret_access_key = \"ctl-sign-test-secret-0123456789abcdef\"\n",
+    )
+    .unwrap();
+    let served = serve(&["--config", config.to_str().unwrap()]);
+    let (code, _, err) = ctl(&served, &["describe"]);
+    assert_ne!(code, 0);
+    assert!(err.contains("AuthFailure"), "unsigned: {err}");
+    let keys = |secret: &str| {
+        let output = Command::new(IMDS)
+            .args(["ctl", "--endpoint", &served.control[0], "--access-key-id"])
+            .arg("AKIAIMDSCTLSIGNTEST1")
+            .env("IMDS_CONTROL_SECRET_ACCESS_KEY", secret)
+            .args(["tag", "Signed=yes"])
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
+        (output.status.success(), stderr)
+    };
+    let (ok, err) = keys("a-wrong-secret-0123456789abcdefghijkl");
+    assert!(!ok && err.contains("AuthFailure"), "wrong secret: {err}");
+    let (ok, err) = keys("ctl-sign-test-secret-0123456789abcdef");
+    assert!(ok, "right secret: {err}");
+    let signed = Command::new(IMDS)
+        .args(["ctl", "--endpoint", &served.control[0], "describe"])
+        .env("IMDS_CONTROL_ACCESS_KEY_ID", "AKIAIMDSCTLSIGNTEST1")
+        .env(
+            "IMDS_CONTROL_SECRET_ACCESS_KEY",
+            "ctl-sign-test-secret-0123456789abcdef",
+        )
+        .output()
+        .unwrap();
+    let out = String::from_utf8_lossy(&signed.stdout);
+    assert!(out.contains("Signed=yes"), "{out}");
+}
+
+#[test]
+#[ignore = "needs boto3: run scripts/test"]
+fn boto3_ec2_client_drives_every_action_and_the_guest_api_follows() {
+    let served = serve(&["--instance-metadata-tags", "enabled"]);
+    let script = crate::conformance::repo().join("tests/conformance/python/boto3_ec2.py");
+    let output = Command::new(python())
+        .arg(script)
+        .args([&served.control[0], &served.endpoints[0]])
+        .env_clear()
+        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+        .env("AWS_CONFIG_FILE", "/dev/null")
+        .env("AWS_SHARED_CREDENTIALS_FILE", "/dev/null")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "boto3_ec2.py: {stderr}");
+    let seen: Value = serde_json::from_slice(&output.stdout).unwrap();
+
+    assert_eq!(seen["instance_id"], INSTANCE);
+    assert_eq!(seen["state"], "running");
+    assert_eq!(seen["zone"], "us-east-1a");
+    assert_eq!(
+        seen["profile_arn"],
+        "arn:aws:iam::123456789012:instance-profile/imds-default-role"
+    );
+    assert_eq!(seen["options_before"]["HttpTokens"], "optional");
+    assert_eq!(seen["options_before"]["State"], "applied");
+    assert_eq!(seen["unknown_instance"], "InvalidInstanceID.NotFound");
+    assert_eq!(seen["malformed_instance"], "InvalidInstanceID.Malformed");
+
+    // ModifyInstanceMetadataOptions: pending, then applied; v1 gets 401 within a second.
+    assert_eq!(seen["dry_run"], "DryRunOperation");
+    assert_eq!(seen["bad_hop_limit"], "InvalidParameterValue");
+    assert_eq!(seen["required_before"], 0);
+    assert_eq!(seen["v1_before"], 200);
+    assert_eq!(seen["modify_answer"]["State"], "pending");
+    assert_eq!(seen["modify_answer"]["HttpTokens"], "required");
+    assert_eq!(seen["v1_after"], 401);
+    assert!(seen["seconds_to_401"].as_f64().unwrap() < 1.0, "{seen}");
+    assert_eq!(seen["required_after"], 1);
+    assert_eq!(seen["options_after"]["State"], "applied");
+    assert_eq!(seen["options_after"]["HttpPutResponseHopLimit"], 2);
+
+    // Tags, live in tags/instance/.
+    assert_eq!(seen["tag_in_imds"], serde_json::json!([200, "payments"]));
+    assert_eq!(seen["described_tags"][0]["Value"], "payments");
+    assert_eq!(seen["described_tags"][0]["ResourceType"], "instance");
+    assert_eq!(seen["unshowable_tag"], "InvalidParameterValue");
+    assert_eq!(seen["tag_deleted"], 404);
+
+    // Role associations: the role under iam/ follows.
+    assert_eq!(seen["association_state"], "associated");
+    assert_eq!(
+        seen["role_after_replace"],
+        serde_json::json!([200, "reporting"])
+    );
+    assert_eq!(seen["credentials_code"], "Success");
+    assert_eq!(seen["stale_association"], "InvalidAssociationID.NotFound");
+    assert_eq!(seen["role_after_disassociate"], 404);
+    assert_eq!(
+        seen["associated_arn"],
+        "arn:aws:iam::123456789012:instance-profile/web"
+    );
+    assert_eq!(
+        seen["role_after_associate"],
+        serde_json::json!([200, "web"])
+    );
+    assert_eq!(seen["second_association"], "IncorrectState");
+
+    // Account defaults and the HttpTokensEnforced guardrail.
+    assert!(
+        seen["defaults_before"].get("HttpTokens").is_none(),
+        "{seen}"
+    );
+    assert_eq!(seen["defaults_after"]["HttpTokens"], "required");
+    assert_eq!(seen["defaults_after"]["HttpTokensEnforced"], "enabled");
+    assert_eq!(seen["optional_while_enforced"], "UnsupportedOperation");
+    assert_eq!(seen["v1_while_enforced"], 401);
+    served.stop("TERM");
+}

@@ -153,24 +153,7 @@ fn reloading_http_protocol_ipv6_opens_and_closes_the_ipv6_endpoint() {
         ],
     );
     let hangup = || imds.signal("HUP");
-    let eventually = |want: bool| {
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
-        loop {
-            let served = ns.addresses("host").contains("fd00:ec2::254")
-                && ns
-                    .try_curl("host", "GET", V6)
-                    .is_ok_and(|a| a.is_some_and(|a| a.0 == 200));
-            if served == want {
-                return;
-            }
-            assert!(
-                std::time::Instant::now() < deadline,
-                "IPv6 endpoint still {}",
-                if want { "closed" } else { "open" }
-            );
-            std::thread::sleep(std::time::Duration::from_millis(50));
-        }
-    };
+    let eventually = |want: bool| ipv6_endpoint_becomes(&ns, want);
     assert!(!ns.addresses("host").contains("fd00:ec2::254"));
     ipv6("enabled");
     hangup();
@@ -186,4 +169,48 @@ fn reloading_http_protocol_ipv6_opens_and_closes_the_ipv6_endpoint() {
     let (status, _) = imds.stop("TERM");
     assert!(status.success());
     assert!(!ns.addresses("host").contains("169.254.169.254"));
+}
+
+#[test]
+#[ignore = "needs root and network namespaces: scripts/test runs it where it can"]
+fn a_control_change_of_http_protocol_ipv6_opens_and_closes_the_ipv6_endpoint() {
+    let ns = Namespaces::new("c", &["host"]);
+    let imds = ns.serve("host", &["--link-local", "--listen", "127.0.0.1:0"]);
+    let ctl = |state: &str| {
+        let output = Command::new("ip")
+            .args(["netns", "exec", &ns.name("host"), IMDS, "ctl", "--endpoint"])
+            .arg(&imds.control[0])
+            .args(["options", "--http-protocol-ipv6", state])
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(output.status.success(), "imds ctl: {stderr}");
+    };
+    assert!(!ns.addresses("host").contains("fd00:ec2::254"));
+    ctl("enabled");
+    ipv6_endpoint_becomes(&ns, true);
+    ctl("disabled");
+    ipv6_endpoint_becomes(&ns, false);
+    let (status, _) = imds.stop("TERM");
+    assert!(status.success());
+}
+
+/// Waits (at most 5 s) until the link-local IPv6 endpoint in `ns`'s `host` is served, or gone.
+fn ipv6_endpoint_becomes(ns: &Namespaces, want: bool) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    loop {
+        let served = ns.addresses("host").contains("fd00:ec2::254")
+            && ns
+                .try_curl("host", "GET", V6)
+                .is_ok_and(|a| a.is_some_and(|a| a.0 == 200));
+        if served == want {
+            return;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "IPv6 endpoint still {}",
+            if want { "closed" } else { "open" }
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
 }
