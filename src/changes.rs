@@ -1,5 +1,5 @@
 //! What the control plane changed on an instance, layered over its configuration file: its
-//! metadata options, its tags and its role association. Each part, once changed, replaces the
+//! metadata options, its tags, its role association and its events. Each part, once changed, replaces the
 //! file's value whole (like an EC2 instance, whose tags and options belong to the instance once
 //! set), while everything the control plane never touched follows the file, at restart and at
 //! SIGHUP alike. With `--state-dir` the changes are kept in the [`crate::store::Store`].
@@ -8,6 +8,7 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
+use crate::events::EventsConfig;
 use crate::instance::{CredentialSource, IamConfig, Instance, InstanceConfig};
 use crate::options::MetadataOptions;
 
@@ -23,6 +24,9 @@ pub struct InstanceChanges {
     /// Set by the IAM instance profile association actions.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub role: Option<RoleAssociation>,
+    /// Set by the event actions: every event, with fixed times.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub events: Option<EventsConfig>,
 }
 
 /// The instance profile association the control plane left an instance with.
@@ -48,6 +52,9 @@ impl InstanceChanges {
         }
         if let Some(tags) = &self.tags {
             config.tags = tags.clone();
+        }
+        if let Some(events) = &self.events {
+            config.events = events.clone();
         }
         if let Some(association) = &self.role {
             if config.iam.credentials == CredentialSource::Sts {

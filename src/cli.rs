@@ -239,6 +239,36 @@ pub enum CtlCommand {
         #[arg(long)]
         none: bool,
     },
+    /// Announce a spot interruption (SendSpotInstanceInterruptions, as FIS does): the rebalance
+    /// recommendation now, the interruption notice after --in, the interruption two minutes
+    /// after the notice. E.g. `imds ctl spot-interrupt --action stop --in 30s`.
+    SpotInterrupt {
+        /// What happens to the instance: `terminate`, `stop` or `hibernate`.
+        #[arg(long, default_value = "terminate", value_name = "ACTION")]
+        action: String,
+        /// When the notice appears (`spot/instance-action`), from now: 0s to 13m.
+        #[arg(long = "in", default_value = "0s", value_name = "DELAY")]
+        notice_in: String,
+        /// Send no rebalance recommendation first.
+        #[arg(long)]
+        no_rebalance: bool,
+    },
+    /// Scheduled maintenance events (events/maintenance/ and DescribeInstanceStatus).
+    Event {
+        /// What to do.
+        #[command(subcommand)]
+        command: EventCommand,
+    },
+    /// Set the Auto Scaling target lifecycle state (autoscaling/target-lifecycle-state):
+    /// InService, Terminated, Detached, Standby, Warmed:Stopped, Warmed:Running,
+    /// Warmed:Hibernated or Warmed:Terminated. E.g. `imds ctl asg Terminated --at +30s`.
+    Asg {
+        /// The state.
+        state: String,
+        /// When it shows: a delay (`+30s`) or an RFC 3339 time; default now.
+        #[arg(long, value_name = "WHEN")]
+        at: Option<String>,
+    },
     /// Show, or change, the account's instance metadata defaults.
     Defaults {
         /// `optional`, `required` or `no-preference`.
@@ -248,6 +278,53 @@ pub enum CtlCommand {
         #[arg(long, value_name = "STATE")]
         http_tokens_enforced: Option<String>,
     },
+}
+
+/// `imds ctl event` commands. Times are RFC 3339 (`2026-11-23T10:00:00Z`) or delays from now
+/// (`+1h`, `30m`).
+#[derive(Debug, Subcommand)]
+pub enum EventCommand {
+    /// List the announced events that have not ended.
+    List,
+    /// Announce an event (ScheduleInstanceEvent). E.g. `imds ctl event add --code system-reboot
+    /// --not-before +1h`.
+    Add {
+        /// instance-reboot, system-reboot, system-maintenance, instance-retirement or instance-stop.
+        #[arg(long, value_name = "CODE")]
+        code: String,
+        /// When its window opens (default: now).
+        #[arg(long, value_name = "WHEN")]
+        not_before: Option<String>,
+        /// When its window closes (default: two hours after it opens); it is completed then.
+        #[arg(long, value_name = "WHEN")]
+        not_after: Option<String>,
+        /// The latest start it can be rescheduled to; without one it cannot be rescheduled.
+        #[arg(long, value_name = "WHEN")]
+        deadline: Option<String>,
+        /// Its description (default: EC2's for the code).
+        #[arg(long, value_name = "TEXT")]
+        description: Option<String>,
+    },
+    /// Cancel an event: it moves to events/maintenance/history as `[Canceled]`.
+    Cancel {
+        /// Its `instance-event-...` id.
+        id: String,
+    },
+    /// Complete an event early: it moves to the history as `[Completed]`.
+    Complete {
+        /// Its `instance-event-...` id.
+        id: String,
+    },
+    /// Move an event's start (ModifyInstanceEventStartTime, with EC2's rules).
+    Reschedule {
+        /// Its `instance-event-...` id.
+        id: String,
+        /// The new start, RFC 3339.
+        #[arg(long, value_name = "TIME")]
+        not_before: String,
+    },
+    /// Remove every event, spot interruption and lifecycle state (ClearInstanceEvents).
+    Clear,
 }
 
 /// Flags of `imds cert`.

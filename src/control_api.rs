@@ -14,6 +14,9 @@
 //!   `DisassociateIamInstanceProfile`, `DescribeIamInstanceProfileAssociations`
 //! - `GetInstanceMetadataDefaults`, `ModifyInstanceMetadataDefaults` (with `HttpTokensEnforced`,
 //!   which makes `ModifyInstanceMetadataOptions` refuse `HttpTokens=optional`)
+//! - `DescribeInstanceStatus`, `ModifyInstanceEventStartTime`, and imds' own event actions
+//!   `SendSpotInstanceInterruptions`, `ScheduleInstanceEvent`, `CompleteInstanceEvent`,
+//!   `CancelInstanceEvent`, `SetTargetLifecycleState`, `ClearInstanceEvents` (see `events`)
 //!
 //! With `[control]` keys configured, every Query request must carry a valid SigV4 signature
 //! made with them (`AuthFailure` otherwise); without them the listener is loopback-only.
@@ -27,6 +30,7 @@
 
 mod defaults;
 mod error;
+mod events;
 mod iam;
 mod instances;
 mod query;
@@ -67,6 +71,7 @@ const APPLYING: Duration = Duration::from_millis(500);
 enum Change {
     Options,
     Tags,
+    Events,
     /// A new association (its id), or none.
     Role(Option<String>),
 }
@@ -240,6 +245,26 @@ impl ControlApi {
                 self.modify_instance_metadata_defaults(query, request_id)
                     .await
             }
+            "DescribeInstanceStatus" => self.describe_instance_status(query, request_id),
+            "ModifyInstanceEventStartTime" => {
+                self.modify_instance_event_start_time(query, request_id)
+                    .await
+            }
+            "SendSpotInstanceInterruptions" => {
+                self.send_spot_instance_interruptions(query, request_id)
+                    .await
+            }
+            "ScheduleInstanceEvent" => self.schedule_instance_event(query, request_id).await,
+            "CompleteInstanceEvent" => {
+                self.end_instance_event(query, request_id, crate::events::Outcome::Completed)
+                    .await
+            }
+            "CancelInstanceEvent" => {
+                self.end_instance_event(query, request_id, crate::events::Outcome::Canceled)
+                    .await
+            }
+            "SetTargetLifecycleState" => self.set_target_lifecycle_state(query, request_id).await,
+            "ClearInstanceEvents" => self.clear_instance_events(query, request_id).await,
             other => Err(ControlError::InvalidAction(other.to_owned())),
         }
     }
@@ -261,6 +286,7 @@ impl ControlApi {
         match &what {
             Change::Options => changes.metadata_options = Some(instance.config.metadata_options),
             Change::Tags => changes.tags = Some(instance.config.tags.clone()),
+            Change::Events => changes.events = Some(instance.config.events.clone()),
             Change::Role(association) => {
                 changes.role = Some(RoleAssociation {
                     role: instance.config.iam.role.clone(),

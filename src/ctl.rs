@@ -13,6 +13,8 @@ use tokio::net::TcpStream;
 
 use crate::cli::{CtlArgs, CtlCommand};
 
+mod events;
+
 /// Why a `imds ctl` command failed.
 #[derive(Debug, thiserror::Error)]
 pub enum CtlError {
@@ -164,6 +166,18 @@ async fn command(args: &CtlArgs) -> Result<String, CtlError> {
                 name.as_deref().unwrap_or_default(),
                 element(&xml, "associationId").unwrap_or_default()
             ))
+        }
+        CtlCommand::SpotInterrupt {
+            action,
+            notice_in,
+            no_rebalance,
+        } => {
+            events::spot_interrupt(&client, instance().await?, action, notice_in, *no_rebalance)
+                .await
+        }
+        CtlCommand::Event { command } => events::event(&client, instance().await?, command).await,
+        CtlCommand::Asg { state, at } => {
+            events::lifecycle(&client, instance().await?, state, at.as_deref()).await
         }
         CtlCommand::Defaults {
             http_tokens,

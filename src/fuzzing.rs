@@ -29,7 +29,7 @@ fn snapshot() -> &'static Snapshot {
             .and_then(|c| c.resolve(&Default::default(), None))
             .expect("the built-in configuration is valid");
         let keys = Keys::ephemeral().expect("an RSA key can be generated");
-        Snapshot::new(loaded.instance, &keys)
+        Snapshot::new(loaded.instance, &keys, 0)
     })
 }
 
@@ -40,7 +40,10 @@ pub fn request_path(data: &[u8]) {
     };
     if let Ok(GuestPath::Metadata(parsed)) = path::parse(text) {
         assert!(parsed.segments().all(|s| !s.is_empty() && !s.contains('/')));
-        let _ = snapshot().tree.find(parsed.version, parsed.segments());
+        let _ = snapshot()
+            .timeline
+            .at(0)
+            .find(parsed.version, parsed.segments());
     }
 }
 

@@ -267,7 +267,10 @@ impl GuestApi {
             Ok(GuestPath::TokenEndpoint) => {
                 return Err(GuestError::MethodNotAllowed { allow: ALLOW_TOKEN });
             }
-            Ok(GuestPath::Metadata(path)) => snapshot.tree.find(path.version, path.segments()),
+            Ok(GuestPath::Metadata(path)) => snapshot
+                .timeline
+                .current(&*self.clock)
+                .find(path.version, path.segments()),
             Err(_) => None,
         };
         match found.ok_or(GuestError::NotFound)? {

@@ -83,6 +83,9 @@ pub struct InstanceConfig {
     /// How the metadata service answers (EC2's `MetadataOptions`).
     #[serde(default)]
     pub metadata_options: MetadataOptions,
+    /// What EC2 announces: spot interruption, rebalance, maintenance, lifecycle states.
+    #[serde(default)]
+    pub events: crate::events::EventsConfig,
 }
 
 fn default_manifest_path() -> String {

@@ -26,6 +26,7 @@ pub mod config;
 pub mod control_api;
 pub mod credentials;
 pub mod ctl;
+pub mod events;
 pub mod fuzzing;
 pub mod guest_api;
 pub mod identity;

@@ -2,6 +2,7 @@
 //! API version each node appeared in, so one tree answers every dated version.
 
 pub mod build;
+pub mod events;
 pub mod path;
 pub mod render;
 pub mod version;
@@ -101,6 +102,42 @@ impl MetadataTree {
                 .find(|(since, _)| *since <= version)
                 .map(|(_, body)| Found::Listing(body)),
             NodeKind::Leaf(leaf) => Some(Found::Leaf(leaf)),
+        }
+    }
+}
+
+/// The trees of one instance over time: each serves from its start (clock milliseconds) until
+/// the next one's, so what a request sees is decided by its own time, never by a timer.
+#[derive(Debug, Clone)]
+pub struct Timeline {
+    /// Ascending by start; the first starts at 0.
+    trees: Vec<(u64, MetadataTree)>,
+}
+
+impl Timeline {
+    /// The timeline of `trees` (start, tree), the first starting at 0.
+    pub fn new(trees: Vec<(u64, MetadataTree)>) -> Timeline {
+        debug_assert!(trees.first().is_some_and(|(start, _)| *start == 0));
+        debug_assert!(trees.windows(2).all(|w| w[0].0 < w[1].0));
+        Timeline { trees }
+    }
+
+    /// Whether the tree never changes (no clock reading is needed).
+    pub fn is_fixed(&self) -> bool {
+        self.trees.len() == 1
+    }
+
+    /// The tree serving at `now` (clock milliseconds).
+    pub fn at(&self, now: u64) -> &MetadataTree {
+        let next = self.trees.partition_point(|(start, _)| *start <= now);
+        &self.trees[next.saturating_sub(1)].1
+    }
+
+    /// The tree serving now: read from `clock` only when the tree changes over time.
+    pub fn current(&self, clock: &dyn crate::clock::Clock) -> &MetadataTree {
+        match self.is_fixed() {
+            true => &self.trees[0].1,
+            false => self.at(clock.now_millis()),
         }
     }
 }

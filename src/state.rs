@@ -10,9 +10,10 @@ use http::HeaderValue;
 
 use crate::clock::Clock;
 use crate::credentials::{CredentialIssuer, Delivery, IssuedSet};
+use crate::events::Schedule;
 use crate::instance::{Instance, StsRole};
 use crate::keys::Keys;
-use crate::metadata::{build, MetadataTree};
+use crate::metadata::{build, Timeline};
 use crate::options::MetadataOptions;
 use crate::sts::AssumedRole;
 
@@ -23,8 +24,10 @@ pub struct Snapshot {
     pub instance: Instance,
     /// Its metadata options (copied out of the instance for the hot path).
     pub options: MetadataOptions,
-    /// Its prebuilt metadata tree.
-    pub tree: MetadataTree,
+    /// Its events, with resolved times.
+    pub schedule: Schedule,
+    /// Its prebuilt metadata trees, one per stretch of time in which its events look the same.
+    pub timeline: Timeline,
     /// Its generated credentials (identity, and the role's unless they come from STS).
     pub credentials: CredentialIssuer,
     /// The role's credentials from STS, when configured so.
@@ -34,9 +37,10 @@ pub struct Snapshot {
 }
 
 impl Snapshot {
-    /// Builds the snapshot of `instance`: credentials derived from the keys' secret, the identity
-    /// document signed by their signer.
-    pub fn new(instance: Instance, keys: &Keys) -> Snapshot {
+    /// Builds the snapshot of `instance` for a service started at `started` (clock
+    /// milliseconds; delays in its events count from there): credentials derived from the keys'
+    /// secret, the identity document signed by their signer.
+    pub fn new(instance: Instance, keys: &Keys, started: u64) -> Snapshot {
         let launched = instance.config.pending_time.unix_timestamp().max(0) as u64 * 1000;
         let credentials = CredentialIssuer::new(
             &keys.secret,
@@ -55,9 +59,11 @@ impl Snapshot {
         );
         let last_modified = HeaderValue::from_str(&httpdate::fmt_http_date(SystemTime::now()))
             .expect("HTTP dates are visible ASCII");
+        let schedule = Schedule::resolve(&instance.config.events, started, instance.id());
         Snapshot {
             options: instance.options(),
-            tree: build::tree(&instance, &keys.signer),
+            timeline: build::timeline(&instance, &keys.signer, &schedule),
+            schedule,
             credentials,
             assumed_role: None,
             last_modified,
@@ -89,6 +95,8 @@ impl Snapshot {
 pub struct SnapshotBuilder {
     keys: Keys,
     clock: Arc<dyn Clock>,
+    /// When the service started (clock milliseconds): event delays count from here.
+    started: u64,
     sts_endpoint: Option<String>,
     /// The STS-backed role in use and the settings it was started with.
     assumed_role: Mutex<Option<(StsRole, Arc<AssumedRole>)>>,
@@ -100,6 +108,7 @@ impl SnapshotBuilder {
     pub fn new(keys: Keys, clock: Arc<dyn Clock>, sts_endpoint: Option<String>) -> SnapshotBuilder {
         SnapshotBuilder {
             keys,
+            started: clock.now_millis(),
             clock,
             sts_endpoint,
             assumed_role: Mutex::new(None),
@@ -109,7 +118,7 @@ impl SnapshotBuilder {
     /// The snapshot of `instance`. Starting an STS-backed role needs a Tokio runtime.
     pub fn build(&self, instance: Instance) -> Snapshot {
         let sts = instance.iam.as_ref().and_then(|p| p.sts.clone());
-        let snapshot = Snapshot::new(instance, &self.keys);
+        let snapshot = Snapshot::new(instance, &self.keys, self.started);
         let mut current = self.assumed_role.lock().unwrap_or_else(|e| e.into_inner());
         let Some(sts) = sts else {
             *current = None;
@@ -125,6 +134,11 @@ impl SnapshotBuilder {
             }
         };
         snapshot.with_assumed_role(assumed)
+    }
+
+    /// When the service started (clock milliseconds).
+    pub fn started(&self) -> u64 {
+        self.started
     }
 
     /// Waits (at most `bound`) for the first STS fetch when a role's credentials come from STS;

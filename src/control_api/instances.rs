@@ -4,9 +4,11 @@ use super::error::ControlError;
 use super::query::QueryRequest;
 use super::xml::Xml;
 use super::{Change, ControlApi};
+use crate::events::SpotAction;
 use crate::instance::Instance;
 use crate::metadata::render;
 use crate::options::{HopLimit, HttpTokens, MetadataOptions, Switch};
+use crate::state::Snapshot;
 
 impl ControlApi {
     /// `DescribeInstances`: the instance, unless ids or filters leave it out.
@@ -17,6 +19,7 @@ impl ControlApi {
     ) -> Result<String, ControlError> {
         let snapshot = self.state.current();
         let instance = &snapshot.instance;
+        let state = instance_state(&snapshot, self.clock.now_millis());
         let mut shown = true;
         for id in query.list("InstanceId") {
             check_instance_id(instance, id)?;
@@ -27,7 +30,7 @@ impl ControlApi {
                 "instance-id" => matches(instance.id()),
                 "metadata-options.http-tokens" => matches(tokens(snapshot.options.http_tokens)),
                 "metadata-options.http-endpoint" => matches(switch(snapshot.options.http_endpoint)),
-                "instance-state-name" => matches("running"),
+                "instance-state-name" => matches(state.1),
                 "availability-zone" => matches(&instance.config.placement.availability_zone),
                 other => match other.strip_prefix("tag:") {
                     Some(key) => instance.config.tags.get(key).is_some_and(|v| matches(v)),
@@ -45,13 +48,19 @@ impl ControlApi {
                 .open("groupSet")
                 .close()
                 .open("instancesSet");
-            self.instance_xml(&mut xml, instance, &snapshot.options);
+            self.instance_xml(&mut xml, instance, &snapshot.options, state);
             xml.close().close();
         }
         Ok(xml.finish())
     }
 
-    fn instance_xml(&self, xml: &mut Xml, instance: &Instance, options: &MetadataOptions) {
+    fn instance_xml(
+        &self,
+        xml: &mut Xml,
+        instance: &Instance,
+        options: &MetadataOptions,
+        state: (u16, &str),
+    ) {
         let c = &instance.config;
         let primary = instance.primary_interface();
         let nic = &primary.config;
@@ -59,8 +68,8 @@ impl ControlApi {
             .leaf("instanceId", instance.id())
             .leaf("imageId", &c.ami_id)
             .open("instanceState")
-            .leaf("code", 16)
-            .leaf("name", "running")
+            .leaf("code", state.0)
+            .leaf("name", state.1)
             .close()
             .leaf("privateDnsName", &primary.local_hostname)
             .leaf("dnsName", primary.public_hostname.as_deref().unwrap_or(""))
@@ -178,6 +187,16 @@ impl ControlApi {
         xml.leaf("instanceId", applied.id());
         self.metadata_options_xml(&mut xml, "instanceMetadataOptions", &applied.options());
         Ok(xml.finish())
+    }
+}
+
+/// The instance's state code and name at `now`: running until a spot interruption's action
+/// time, then terminated or stopped (hibernated instances are stopped).
+pub(super) fn instance_state(snapshot: &Snapshot, now: u64) -> (u16, &'static str) {
+    match snapshot.schedule.spot.filter(|spot| spot.at <= now) {
+        None => (16, "running"),
+        Some(spot) if spot.action == SpotAction::Terminate => (48, "terminated"),
+        Some(_) => (80, "stopped"),
     }
 }
 

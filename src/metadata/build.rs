@@ -4,16 +4,35 @@
 use serde::Serialize;
 
 use super::render;
-use super::{CredentialsLeaf, Leaf, MetadataTree, TreeBuilder};
-use crate::identity::IdentitySigner;
+use super::{CredentialsLeaf, Leaf, MetadataTree, Timeline, TreeBuilder};
+use crate::events::{EventsNow, Schedule};
+use crate::identity::{DocumentSignatures, IdentitySigner};
 use crate::instance::{Instance, Interface, SecurityGroup};
 
-/// Builds the tree an instance serves under every version root; `signer` signs its identity
-/// document.
-pub fn tree(instance: &Instance, signer: &IdentitySigner) -> MetadataTree {
+/// Builds the trees an instance serves under every version root, one per stretch of time in
+/// which its events look the same; `signer` signs its identity document (once).
+pub fn timeline(instance: &Instance, signer: &IdentitySigner, schedule: &Schedule) -> Timeline {
+    let document = identity_document(instance);
+    let signed = signer.sign(&document);
+    let identity = SignedIdentity { document, signed };
+    let mut trees = vec![(0, tree(instance, &identity, &schedule.at(0)))];
+    for point in schedule.change_points() {
+        trees.push((point, tree(instance, &identity, &schedule.at(point))));
+    }
+    Timeline::new(trees)
+}
+
+/// The identity document and its signatures.
+struct SignedIdentity {
+    document: bytes::Bytes,
+    signed: DocumentSignatures,
+}
+
+fn tree(instance: &Instance, identity: &SignedIdentity, events: &EventsNow<'_>) -> MetadataTree {
     let mut b = TreeBuilder::default();
     meta_data(&mut b, instance);
-    dynamic(&mut b, instance, signer);
+    super::events::add(&mut b, events);
+    dynamic(&mut b, identity);
     if let Some(user_data) = &instance.user_data {
         b.leaf("user-data", "1.0", Leaf::UserData(user_data.clone()));
     }
@@ -39,7 +58,11 @@ fn meta_data(b: &mut TreeBuilder, instance: &Instance) {
         .text(
             &m("instance-life-cycle"),
             "2019-10-01",
-            &c.instance_life_cycle,
+            // Only spot instances are interrupted: an interruption makes the instance one.
+            match c.events.spot {
+                Some(_) => "spot",
+                None => &c.instance_life_cycle,
+            },
         )
         .text(&m("instance-type"), "2007-08-29", &c.instance_type)
         .text(&m("local-hostname"), "2007-01-19", &primary.local_hostname)
@@ -63,9 +86,7 @@ fn meta_data(b: &mut TreeBuilder, instance: &Instance) {
             &m("metrics/vhostmd"),
             "2011-05-01",
             "<?xml version=\"1.0\" encoding=\"UTF-8\"?>",
-        )
-        .text(&m("events/maintenance/scheduled"), "2018-08-17", "[]")
-        .text(&m("events/maintenance/history"), "2018-08-17", "[]");
+        );
     if !c.ancestor_ami_ids.is_empty() {
         b.text(
             &m("ancestor-ami-ids"),
@@ -338,9 +359,9 @@ struct IdentityDocument<'a> {
     version: &'static str,
 }
 
-fn dynamic(b: &mut TreeBuilder, instance: &Instance, signer: &IdentitySigner) {
+fn identity_document(instance: &Instance) -> bytes::Bytes {
     let c = &instance.config;
-    let document = render::json(&IdentityDocument {
+    render::json(&IdentityDocument {
         account_id: &c.account_id,
         architecture: &c.architecture,
         availability_zone: &c.placement.availability_zone,
@@ -357,8 +378,11 @@ fn dynamic(b: &mut TreeBuilder, instance: &Instance, signer: &IdentitySigner) {
         ramdisk_id: c.ramdisk_id.as_deref(),
         region: &instance.region,
         version: "2017-09-30",
-    });
-    let signed = signer.sign(&document);
+    })
+}
+
+fn dynamic(b: &mut TreeBuilder, identity: &SignedIdentity) {
+    let (document, signed) = (identity.document.clone(), &identity.signed);
     let identity = |name: &str| format!("dynamic/instance-identity/{name}");
     // imds has one RSA key, so `dsa2048` (listed by EC2 next to the others) carries the same
     // RSA-2048/SHA-256 PKCS#7 as `pkcs7` and `rsa2048`: crawlers that fetch every listed entry
@@ -372,14 +396,18 @@ fn dynamic(b: &mut TreeBuilder, instance: &Instance, signer: &IdentitySigner) {
         .leaf(
             &identity("signature"),
             "2009-04-04",
-            Leaf::Text(signed.signature),
+            Leaf::Text(signed.signature.clone()),
         )
         .leaf(
             &identity("rsa2048"),
             "2009-04-04",
             Leaf::Text(signed.pkcs7.clone()),
         )
-        .leaf(&identity("dsa2048"), "2009-04-04", Leaf::Text(signed.pkcs7))
+        .leaf(
+            &identity("dsa2048"),
+            "2009-04-04",
+            Leaf::Text(signed.pkcs7.clone()),
+        )
         .list_in_order(
             "dynamic/instance-identity",
             &["rsa2048", "pkcs7", "document", "signature", "dsa2048"],

@@ -23,7 +23,7 @@ fn serve(args: &[&str]) -> Served {
 }
 
 /// `aws ec2 ARGS` against the control API: its JSON, or its stderr and exit code.
-fn aws(served: &Served, args: &[&str]) -> Result<Value, (i32, String)> {
+pub fn aws(served: &Served, args: &[&str]) -> Result<Value, (i32, String)> {
     let home = tempfile::tempdir().unwrap();
     let output = Command::new(python().with_file_name("aws"))
         .arg("ec2")

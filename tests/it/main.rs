@@ -6,6 +6,7 @@ mod conformance;
 
 mod connections;
 mod control;
+mod events;
 mod fuzz_corpus;
 mod harness;
 mod hop_limit;
