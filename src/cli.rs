@@ -269,6 +269,13 @@ pub enum CtlCommand {
         #[arg(long, value_name = "WHEN")]
         at: Option<String>,
     },
+    /// Inject faults into the guest API (latency, statuses, throttling, resets, silence), list
+    /// them, clear them.
+    Fault {
+        /// What to do.
+        #[command(subcommand)]
+        command: FaultCommand,
+    },
     /// Show, or change, the account's instance metadata defaults.
     Defaults {
         /// `optional`, `required` or `no-preference`.
@@ -325,6 +332,51 @@ pub enum EventCommand {
     },
     /// Remove every event, spot interruption and lifecycle state (ClearInstanceEvents).
     Clear,
+}
+
+/// `imds ctl fault` commands.
+#[derive(Debug, Subcommand)]
+pub enum FaultCommand {
+    /// Inject a fault (InjectFault). E.g. the token PUT that never answers, as for a caller
+    /// beyond the hop limit: `imds ctl fault add --path /latest/api/token --method PUT
+    /// --no-answer`; one 503 on the role: `imds ctl fault add --path
+    /// '/latest/meta-data/iam/*' --status 503 --count 1`.
+    Add {
+        /// Request paths: exact, or a prefix ending in `*`; `*` is every path.
+        #[arg(long, default_value = "*", value_name = "PATTERN")]
+        path: String,
+        /// Only requests of this method (GET, PUT).
+        #[arg(long, value_name = "METHOD")]
+        method: Option<String>,
+        /// Delay before the answer (or the other effect), e.g. 500ms.
+        #[arg(long, value_name = "DURATION")]
+        latency: Option<String>,
+        /// Answer this status (400-599, e.g. 500, 503, 403) with an empty body.
+        #[arg(long, value_name = "CODE", group = "effect")]
+        status: Option<u16>,
+        /// Answer 429 beyond this many matching requests per second.
+        #[arg(long, value_name = "PER_SECOND", group = "effect")]
+        rate_limit: Option<u32>,
+        /// Reset the connection instead of answering.
+        #[arg(long, group = "effect")]
+        reset: bool,
+        /// Never answer (the client times out).
+        #[arg(long, group = "effect")]
+        no_answer: bool,
+        /// Only for the first N matching requests.
+        #[arg(long, value_name = "N")]
+        count: Option<u64>,
+        /// Only with this probability (0-1) per matching request.
+        #[arg(long, value_name = "P")]
+        probability: Option<f64>,
+    },
+    /// List the faults and how often each fired (DescribeFaults).
+    List,
+    /// Remove the given faults, or all (ClearFaults).
+    Clear {
+        /// `fault-...` ids; none: every fault.
+        ids: Vec<String>,
+    },
 }
 
 /// Flags of `imds cert`.

@@ -17,6 +17,7 @@
 //! - `DescribeInstanceStatus`, `ModifyInstanceEventStartTime`, and imds' own event actions
 //!   `SendSpotInstanceInterruptions`, `ScheduleInstanceEvent`, `CompleteInstanceEvent`,
 //!   `CancelInstanceEvent`, `SetTargetLifecycleState`, `ClearInstanceEvents` (see `events`)
+//! - imds' fault actions `InjectFault`, `DescribeFaults`, `ClearFaults` (see `faults`)
 //!
 //! With `[control]` keys configured, every Query request must carry a valid SigV4 signature
 //! made with them (`AuthFailure` otherwise); without them the listener is loopback-only.
@@ -31,6 +32,7 @@
 mod defaults;
 mod error;
 mod events;
+mod faults;
 mod iam;
 mod instances;
 mod query;
@@ -265,6 +267,9 @@ impl ControlApi {
             }
             "SetTargetLifecycleState" => self.set_target_lifecycle_state(query, request_id).await,
             "ClearInstanceEvents" => self.clear_instance_events(query, request_id).await,
+            "InjectFault" => self.inject_fault(query, request_id).await,
+            "DescribeFaults" => Ok(self.describe_faults(request_id)),
+            "ClearFaults" => self.clear_faults(query, request_id).await,
             other => Err(ControlError::InvalidAction(other.to_owned())),
         }
     }

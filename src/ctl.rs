@@ -14,6 +14,7 @@ use tokio::net::TcpStream;
 use crate::cli::{CtlArgs, CtlCommand};
 
 mod events;
+mod faults;
 
 /// Why a `imds ctl` command failed.
 #[derive(Debug, thiserror::Error)]
@@ -179,6 +180,7 @@ async fn command(args: &CtlArgs) -> Result<String, CtlError> {
         CtlCommand::Asg { state, at } => {
             events::lifecycle(&client, instance().await?, state, at.as_deref()).await
         }
+        CtlCommand::Fault { command } => faults::fault(&client, command).await,
         CtlCommand::Defaults {
             http_tokens,
             http_tokens_enforced,

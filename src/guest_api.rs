@@ -16,6 +16,7 @@ use http_body_util::Full;
 pub use self::error::{GuestError, NOT_FOUND_PAGE};
 use crate::clock::Clock;
 use crate::credentials::Delivery;
+use crate::faults::Decision;
 use crate::metadata::path::{self, GuestPath};
 use crate::metadata::version::API_VERSIONS;
 use crate::metadata::{render, CredentialsLeaf, Found, Leaf};
@@ -172,6 +173,31 @@ impl GuestApi {
             versions: render::lines(API_VERSIONS),
             metrics,
         }
+    }
+
+    /// The injected fault that decides this request from `peer`, if one fires (without faults:
+    /// one check of an empty list).
+    pub fn fault<B>(&self, request: &Request<B>, peer: SocketAddr) -> Option<Decision> {
+        let faults = self.state.faults_for_peer(peer.ip())?;
+        if faults.is_empty() {
+            return None;
+        }
+        let decision = faults.decide(
+            request.method().as_str(),
+            request.uri().path(),
+            self.clock.now_millis(),
+        );
+        if let Some(decision) = &decision {
+            tracing::debug!(%peer, path = request.uri().path(), ?decision, "fault injected");
+        }
+        decision
+    }
+
+    /// The answer of an injected status: no body, IMDS' usual headers.
+    pub fn injected_status(&self, status: u16) -> Response<Full<Bytes>> {
+        let status = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        self.responder
+            .response(status, &self.responder.plain, Bytes::new(), None)
     }
 
     /// Answers one request from `peer`. The request body is never read.

@@ -86,6 +86,9 @@ pub struct InstanceConfig {
     /// What EC2 announces: spot interruption, rebalance, maintenance, lifecycle states.
     #[serde(default)]
     pub events: crate::events::EventsConfig,
+    /// Faults the guest API injects (latency, statuses, resets, silence).
+    #[serde(default)]
+    pub faults: Vec<crate::faults::FaultConfig>,
 }
 
 fn default_manifest_path() -> String {
@@ -342,6 +345,11 @@ impl Instance {
             return Err(invalid("account_id", "must be 12 digits"));
         }
         check_token("instance_type", &config.instance_type)?;
+        for (i, fault) in config.faults.iter().enumerate() {
+            fault
+                .validate()
+                .map_err(|e| invalid(format!("faults[{i}]"), e.to_string()))?;
+        }
         if !matches!(config.architecture.as_str(), "x86_64" | "arm64" | "i386") {
             return Err(invalid("architecture", "must be x86_64, arm64 or i386"));
         }

@@ -27,6 +27,7 @@ pub mod control_api;
 pub mod credentials;
 pub mod ctl;
 pub mod events;
+pub mod faults;
 pub mod fuzzing;
 pub mod guest_api;
 pub mod identity;

@@ -5,7 +5,8 @@
 //! token. Every other answer leaves with the system default. [`HopLimitedStream`] applies the TTL
 //! a response asks for just before hyper writes it: the guest API marks token answers with a
 //! [`ResponseHopLimit`] extension, the connection stores it, and the next write sets the socket
-//! option only when it changes.
+//! option only when it changes. The same shared value can ask for the connection to end with a
+//! reset (an injected fault, see [`crate::faults`]): the stream then closes with `SO_LINGER` 0.
 
 use std::io;
 use std::pin::Pin;
@@ -20,15 +21,24 @@ use tokio::net::TcpStream;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ResponseHopLimit(pub u8);
 
-/// The TTL the next response of one connection should leave with (0: the system default).
+/// The TTL the next response of one connection should leave with (0: the system default), or
+/// [`RESET`] when the connection is to end with a TCP reset.
 #[derive(Debug, Clone, Default)]
 pub struct WantedHopLimit(Arc<AtomicU8>);
+
+/// Not a hop limit (those are 1..=64): end the connection with a reset.
+const RESET: u8 = u8::MAX;
 
 impl WantedHopLimit {
     /// Records what the response about to be written asks for.
     pub fn set(&self, hop_limit: Option<ResponseHopLimit>) {
         self.0
             .store(hop_limit.map_or(0, |h| h.0), Ordering::Relaxed);
+    }
+
+    /// Asks for the connection to end with a reset instead of an answer.
+    pub fn reset(&self) {
+        self.0.store(RESET, Ordering::Relaxed);
     }
 }
 
@@ -64,7 +74,7 @@ impl HopLimitedStream {
 
     fn apply_wanted(&mut self) {
         let wanted = self.wanted.0.load(Ordering::Relaxed);
-        if wanted == self.applied {
+        if wanted == self.applied || wanted == RESET {
             return;
         }
         let ttl = if wanted == 0 {
@@ -81,6 +91,15 @@ impl HopLimitedStream {
         match result {
             Ok(()) => self.applied = wanted,
             Err(error) => tracing::warn!(%error, ttl, "cannot set the IP TTL of a response"),
+        }
+    }
+}
+
+impl Drop for HopLimitedStream {
+    fn drop(&mut self) {
+        if self.wanted.0.load(Ordering::Relaxed) == RESET {
+            // Closing with a zero linger time sends RST instead of FIN.
+            let _ = socket2::SockRef::from(&self.inner).set_linger(Some(std::time::Duration::ZERO));
         }
     }
 }

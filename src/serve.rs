@@ -16,6 +16,7 @@ use crate::cli::ServeArgs;
 use crate::clock::SystemClock;
 use crate::config::{Config, ConfigError, Loaded, Overrides, ServerConfig};
 use crate::control_api::{self, Persisted};
+use crate::faults::FaultSet;
 use crate::keys::{Keys, KeysError};
 use crate::link_local::{self, LinkLocal, LinkLocalError};
 use crate::server::{Accepting, Server};
@@ -228,6 +229,13 @@ fn reload(reloader: &Reloader, app: &App) {
     let instance = app.control.changes().layered(loaded.instance);
     let options = instance.options();
     let id = instance.id().to_owned();
+    // The file's faults replace the running ones (and their counts) only when they changed.
+    if instance.config.faults != app.state.current().instance.config.faults {
+        match FaultSet::new(instance.config.faults.clone()) {
+            Ok(faults) => app.state.set_faults(faults),
+            Err(error) => tracing::error!(%error, "the file's faults are not applied"),
+        }
+    }
     app.state.replace(app.snapshots.build(instance));
     tracing::info!(
         instance = id,

@@ -6,7 +6,6 @@
 //! throughput (`scripts/bench`), while a connection records when it last received a request
 //! with one clock read and one atomic store.
 
-use std::convert::Infallible;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -19,6 +18,7 @@ use hyper_util::rt::TokioIo;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{watch, Semaphore};
 
+use crate::faults::Effect;
 use crate::guest_api::GuestApi;
 use crate::net::{HopLimitedStream, ResponseHopLimit, WantedHopLimit};
 
@@ -163,11 +163,34 @@ async fn serve_connection(
     let marker = waiting.clone();
     let wanted_hops = WantedHopLimit::default();
     let stream = HopLimitedStream::new(stream, wanted_hops.clone());
+    let faults_stop = stop.clone();
     let service = service_fn(move |request| {
         marker.request_arrived();
-        let response = api.handle(&request, peer);
+        let fault = api.fault(&request, peer);
+        let response = match fault.map(|f| f.effect) {
+            None | Some(Effect::Answer) => api.handle(&request, peer),
+            Some(Effect::Status(status)) => api.injected_status(status),
+            Some(Effect::Reset | Effect::NoAnswer) => api.injected_status(500),
+        };
         wanted_hops.set(response.extensions().get::<ResponseHopLimit>().copied());
-        async move { Ok::<_, Infallible>(response) }
+        let faulty = fault.map(|fault| (fault, wanted_hops.clone(), faults_stop.clone()));
+        async move {
+            let Some((fault, hops, mut stop)) = faulty else {
+                return Ok(response);
+            };
+            tokio::time::sleep(fault.delay).await;
+            match fault.effect {
+                Effect::Reset => {
+                    hops.reset();
+                    Err(InjectedFault::Reset)
+                }
+                Effect::NoAnswer => {
+                    stopping(&mut stop).await;
+                    Err(InjectedFault::NoAnswer)
+                }
+                Effect::Answer | Effect::Status(_) => Ok(response),
+            }
+        }
     });
     let connection = http.serve_connection(TokioIo::new(stream), service);
     tokio::pin!(connection);
@@ -185,6 +208,17 @@ async fn serve_connection(
     if let Err(error) = result {
         tracing::debug!(%peer, %error, "connection ended with an error");
     }
+}
+
+/// Why a connection ended without an answer: an injected fault.
+#[derive(Debug, thiserror::Error)]
+enum InjectedFault {
+    /// The connection was reset.
+    #[error("injected fault: connection reset")]
+    Reset,
+    /// The request got no answer until shutdown.
+    #[error("injected fault: no answer")]
+    NoAnswer,
 }
 
 /// Completes when shutdown has begun (or the sender is gone).

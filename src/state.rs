@@ -11,6 +11,7 @@ use http::HeaderValue;
 use crate::clock::Clock;
 use crate::credentials::{CredentialIssuer, Delivery, IssuedSet};
 use crate::events::Schedule;
+use crate::faults::FaultSet;
 use crate::instance::{Instance, StsRole};
 use crate::keys::Keys;
 use crate::metadata::{build, Timeline};
@@ -157,18 +158,42 @@ impl SnapshotBuilder {
     }
 }
 
-/// The instances served and their current snapshots.
+/// The instances served, their current snapshots and the faults injected into each.
 #[derive(Debug)]
 pub struct State {
     instances: Vec<ArcSwap<Snapshot>>,
+    faults: Vec<ArcSwap<FaultSet>>,
 }
 
 impl State {
-    /// State serving one instance to every caller.
+    /// State serving one instance to every caller, with the faults its configuration sets.
     pub fn single(snapshot: Snapshot) -> State {
+        let faults = FaultSet::new(snapshot.instance.config.faults.clone())
+            .expect("an instance's faults are validated with it");
         State {
             instances: vec![ArcSwap::from_pointee(snapshot)],
+            faults: vec![ArcSwap::from_pointee(faults)],
         }
+    }
+
+    /// The faults injected into the instance (single-instance mode: the only one).
+    pub fn faults(&self) -> Arc<FaultSet> {
+        self.faults
+            .first()
+            .expect("a state serves at least one instance")
+            .load_full()
+    }
+
+    /// Replaces the faults injected into the instance.
+    pub fn set_faults(&self, faults: FaultSet) {
+        if let Some(current) = self.faults.first() {
+            current.store(Arc::new(faults));
+        }
+    }
+
+    /// The faults for a caller at `peer` (single-instance mode: the only instance's).
+    pub fn faults_for_peer(&self, _peer: IpAddr) -> Option<arc_swap::Guard<Arc<FaultSet>>> {
+        self.faults.first().map(ArcSwap::load)
     }
 
     /// Swaps in a new snapshot whole (single-instance mode: for the only instance); requests in

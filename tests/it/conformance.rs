@@ -40,7 +40,7 @@ fn node_script(name: &str) -> PathBuf {
     repo().join("tests/conformance/node").join(name)
 }
 
-fn rust_client() -> PathBuf {
+pub fn rust_client() -> PathBuf {
     installed(repo().join("target/conformance/debug/imds-conformance-rust-sdk"))
 }
 
@@ -80,7 +80,7 @@ pub async fn run(
 }
 
 /// The credentials imds serves right now, read directly.
-async fn served_credentials(imds: &TestImds) -> Value {
+pub async fn served_credentials(imds: &TestImds) -> Value {
     let token = imds.token(60).await;
     serde_json::from_slice(&imds.get_with_token(ROLE_PATH, &token).await.body).unwrap()
 }

@@ -7,6 +7,8 @@ mod conformance;
 mod connections;
 mod control;
 mod events;
+mod fault_clients;
+mod faults;
 mod fuzz_corpus;
 mod harness;
 mod hop_limit;

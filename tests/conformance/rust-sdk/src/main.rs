@@ -2,8 +2,8 @@
 //! `AWS_EC2_METADATA_SERVICE_ENDPOINT` (read by the SDK itself) and prints one JSON object.
 //!
 //! `get PATH...` → `{"PATH": value, ...}`; `credentials` → access key, secret, token and expiry
-//! (Unix seconds); `region` → `{"region": ...}`. One attempt, 2 s timeouts; exits 1 with the
-//! SDK's error on stderr.
+//! (Unix seconds); `region` → `{"region": ...}`. One attempt, 2 s timeouts (the SDK's defaults
+//! with `IMDS_CONFORMANCE_SDK_DEFAULTS=true`); exits 1 with the SDK's error on stderr.
 
 use std::process::ExitCode;
 use std::time::{Duration, UNIX_EPOCH};
@@ -43,14 +43,19 @@ fn provider_config() -> ProviderConfig {
     ProviderConfig::default().with_http_client(aws_smithy_http_client::Builder::new().build_http())
 }
 
-/// The SDK's IMDS client, endpoint and token handling as configured, failing fast.
+/// The SDK's IMDS client, endpoint and token handling as configured, failing fast; with
+/// `IMDS_CONFORMANCE_SDK_DEFAULTS=true`, with the SDK's own retries and timeouts (for the fault
+/// tests).
 fn client(config: &ProviderConfig) -> Client {
-    Client::builder()
-        .configure(config)
-        .max_attempts(1)
-        .connect_timeout(Duration::from_secs(2))
-        .read_timeout(Duration::from_secs(2))
-        .build()
+    let builder = Client::builder().configure(config);
+    match std::env::var("IMDS_CONFORMANCE_SDK_DEFAULTS").as_deref() {
+        Ok("true") => builder.build(),
+        _ => builder
+            .max_attempts(1)
+            .connect_timeout(Duration::from_secs(2))
+            .read_timeout(Duration::from_secs(2))
+            .build(),
+    }
 }
 
 async fn get(paths: &[String]) -> Result<Value, String> {
