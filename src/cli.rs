@@ -46,6 +46,14 @@ pub enum Command {
     /// --state-dir the key is created here if the server has not created it yet. Without any of
     /// them the server uses a key per process, which no other process can print.
     Cert(CertArgs),
+    /// Run with amazon-ec2-metadata-mock's command line, AEMM_* environment and JSON config
+    /// file (`imds aemm spot -a stop`); the same as invoking imds as `ec2-metadata-mock`.
+    #[command(disable_help_flag = true)]
+    Aemm {
+        /// AEMM's arguments (`imds aemm --help` lists them).
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<std::ffi::OsString>,
+    },
     /// Change a running imds through its control API (a thin client; the AWS CLI works too).
     ///
     /// Examples: `imds ctl options --http-tokens required`, `imds ctl tag Name=web Team=blue`,

@@ -291,6 +291,10 @@ pub struct EventsConfig {
     /// Auto Scaling target lifecycle states, in any order.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub target_lifecycle: Vec<LifecycleConfig>,
+    /// Only the first this many distinct client addresses to ask for `spot/`, `events/` or
+    /// `autoscaling/` see any event (AEMM's `--mock-ip-count`); every client when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_limit: Option<usize>,
 }
 
 impl EventsConfig {
@@ -334,6 +338,7 @@ impl EventsConfig {
                     ..*change
                 })
                 .collect(),
+            client_limit: self.client_limit,
         }
     }
 }
@@ -401,6 +406,8 @@ pub struct Schedule {
     pub maintenance: Vec<MaintenanceEvent>,
     /// Target lifecycle states, by time.
     pub lifecycle: Vec<(u64, LifecycleState)>,
+    /// How many client addresses may see events (all when `None`).
+    pub client_limit: Option<usize>,
 }
 
 /// What the events look like at one moment.
@@ -474,6 +481,7 @@ impl Schedule {
             rebalance: config.rebalance.map(|w| w.resolve(started)),
             maintenance,
             lifecycle,
+            client_limit: config.client_limit,
         }
     }
 

@@ -4,7 +4,7 @@
 
 mod error;
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -17,7 +17,7 @@ pub use self::error::{GuestError, NOT_FOUND_PAGE};
 use crate::clock::Clock;
 use crate::credentials::Delivery;
 use crate::faults::Decision;
-use crate::metadata::path::{self, GuestPath};
+use crate::metadata::path::{self, GuestPath, MetadataPath};
 use crate::metadata::version::API_VERSIONS;
 use crate::metadata::{render, CredentialsLeaf, Found, Leaf};
 use crate::metrics::{ImdsVersion, Metrics, RouteClass, TokenRejection};
@@ -193,6 +193,19 @@ impl GuestApi {
         decision
     }
 
+    /// Whether a caller at `peer` sees the instance's events when only the first few clients
+    /// may (`client_limit`): once admitted, always; admitted when asking for an event path
+    /// while there is room.
+    fn sees_events(&self, snapshot: &Snapshot, peer: IpAddr, path: &MetadataPath<'_>) -> bool {
+        let limit = snapshot.schedule.client_limit.unwrap_or(usize::MAX);
+        let mut segments = path.segments();
+        let asks_for_events = segments.next() == Some("meta-data")
+            && matches!(segments.next(), Some("spot" | "events" | "autoscaling"));
+        self.state
+            .event_audience()
+            .sees(peer, limit, asks_for_events)
+    }
+
     /// The answer of an injected status: no body, IMDS' usual headers.
     pub fn injected_status(&self, status: u16) -> Response<Full<Bytes>> {
         let status = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
@@ -293,10 +306,15 @@ impl GuestApi {
             Ok(GuestPath::TokenEndpoint) => {
                 return Err(GuestError::MethodNotAllowed { allow: ALLOW_TOKEN });
             }
-            Ok(GuestPath::Metadata(path)) => snapshot
-                .timeline
-                .current(&*self.clock)
-                .find(path.version, path.segments()),
+            Ok(GuestPath::Metadata(path)) => {
+                let timeline = match &snapshot.quiet {
+                    Some(quiet) if !self.sees_events(snapshot, peer.ip(), &path) => quiet,
+                    _ => &snapshot.timeline,
+                };
+                timeline
+                    .current(&*self.clock)
+                    .find(path.version, path.segments())
+            }
             Err(_) => None,
         };
         match found.ok_or(GuestError::NotFound)? {

@@ -19,6 +19,7 @@
 //! and swaps it in whole. Time-dependent answers (credentials) are derived from the clock
 //! ([`clock`]) at request time, never rebuilt per request.
 
+pub mod aemm;
 pub mod changes;
 pub mod cli;
 pub mod clock;

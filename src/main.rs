@@ -10,7 +10,15 @@ use imds::keys::Keys;
 use imds::Overrides;
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let mut args: Vec<std::ffi::OsString> = std::env::args_os().collect();
+    let invoked_as = args
+        .first()
+        .and_then(|arg0| std::path::Path::new(arg0).file_name())
+        .map(|name| name.to_string_lossy().into_owned());
+    if invoked_as.as_deref() == Some("ec2-metadata-mock") {
+        return report(init_logging("info").and_then(|()| Ok(imds::aemm::run(args)?)));
+    }
+    let cli = Cli::parse_from(args.clone());
     let result: Result<(), Box<dyn std::error::Error>> = match cli.command {
         Command::Serve(args) => {
             init_logging(&args.log_level).and_then(|()| Ok(imds::serve::run(&args)?))
@@ -22,11 +30,28 @@ fn main() -> ExitCode {
         Command::CheckConfig { file } => check_config(&file).map_err(Into::into),
         Command::Cert(args) => print_certificate(&args),
         Command::Ctl(args) => imds::ctl::run(&args).map_err(Into::into),
+        Command::Aemm { .. } => {
+            // AEMM's own parser reads everything after `aemm`.
+            args.drain(1..=aemm_position(&args));
+            args[0] = "ec2-metadata-mock".into();
+            init_logging("info").and_then(|()| Ok(imds::aemm::run(args)?))
+        }
         Command::LinkLocal { to, .. } => {
             print!("{}", imds::link_local::dnat_rules(to));
             Ok(())
         }
     };
+    report(result)
+}
+
+/// Where `aemm` is among the arguments (after `imds`'s own global flags, if any).
+fn aemm_position(args: &[std::ffi::OsString]) -> usize {
+    args.iter()
+        .position(|arg| arg == "aemm")
+        .expect("the aemm command was parsed from these arguments")
+}
+
+fn report(result: Result<(), Box<dyn std::error::Error>>) -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(failure) => {

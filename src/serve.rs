@@ -46,6 +46,9 @@ pub enum ServeError {
         /// Why.
         source: std::io::Error,
     },
+    /// The AEMM-style configuration is invalid.
+    #[error(transparent)]
+    Aemm(#[from] crate::aemm::AemmError),
     /// The runtime or the signal handlers could not start.
     #[error("cannot start: {0}")]
     Startup(std::io::Error),
@@ -54,19 +57,28 @@ pub enum ServeError {
 /// How long the start waits for role credentials from STS before serving without them.
 const FIRST_STS_FETCH: std::time::Duration = std::time::Duration::from_secs(15);
 
+/// Loads the configuration, at the start and at each SIGHUP.
+pub type LoadConfig = Box<dyn Fn() -> Result<Loaded, ServeError> + Send + Sync>;
+
 /// What a SIGHUP reload needs to rebuild the instance.
 struct Reloader {
-    file: Option<PathBuf>,
-    overrides: Overrides,
+    load: LoadConfig,
     keys: Keys,
     running: ServerConfig,
 }
 
 /// Runs `imds serve` until SIGINT or SIGTERM.
 pub fn run(args: &ServeArgs) -> Result<(), ServeError> {
-    let file = args.config.clone();
-    let overrides = args.overrides();
-    let loaded = Config::load(file.as_deref())?.resolve(&overrides, file.as_deref())?;
+    let file: Option<PathBuf> = args.config.clone();
+    let overrides: Overrides = args.overrides();
+    let load = move || Ok(Config::load(file.as_deref())?.resolve(&overrides, file.as_deref())?);
+    run_with(Box::new(load), args.link_local)
+}
+
+/// Runs the service with the configuration `load` gives (at the start and at each SIGHUP),
+/// with the link-local addresses when `link_local`, until SIGINT or SIGTERM.
+pub fn run_with(load: LoadConfig, link_local: bool) -> Result<(), ServeError> {
+    let loaded = load()?;
     let store = match &loaded.server.state_dir {
         Some(dir) => Some(Arc::new(Store::open(dir)?)),
         None => None,
@@ -84,14 +96,13 @@ pub fn run(args: &ServeArgs) -> Result<(), ServeError> {
         .changes
         .metadata_options
         .unwrap_or_else(|| loaded.instance.options());
-    let mut link_local = match args.link_local {
+    let mut link_local = match link_local {
         true => Some(LinkLocal::setup(options.http_protocol_ipv6.is_enabled())?),
         false => None,
     };
     let runtime = tokio::runtime::Runtime::new().map_err(ServeError::Startup)?;
     let reloader = Reloader {
-        file,
-        overrides,
+        load,
         keys,
         running: loaded.server.clone(),
     };
@@ -215,8 +226,7 @@ async fn serve(
 /// control plane's changes over it, and swaps it in; a bad file leaves the running instance as
 /// it was. `[server]` settings apply at restart.
 fn reload(reloader: &Reloader, app: &App) {
-    let file = reloader.file.as_deref();
-    let loaded = match Config::load(file).and_then(|c| c.resolve(&reloader.overrides, file)) {
+    let loaded = match (reloader.load)() {
         Ok(loaded) => loaded,
         Err(error) => {
             tracing::error!(%error, "reload failed; still serving the previous configuration");

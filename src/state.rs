@@ -29,6 +29,8 @@ pub struct Snapshot {
     pub schedule: Schedule,
     /// Its prebuilt metadata trees, one per stretch of time in which its events look the same.
     pub timeline: Timeline,
+    /// With a client limit on events: the trees without any event, for the other clients.
+    pub quiet: Option<Timeline>,
     /// Its generated credentials (identity, and the role's unless they come from STS).
     pub credentials: CredentialIssuer,
     /// The role's credentials from STS, when configured so.
@@ -61,9 +63,13 @@ impl Snapshot {
         let last_modified = HeaderValue::from_str(&httpdate::fmt_http_date(SystemTime::now()))
             .expect("HTTP dates are visible ASCII");
         let schedule = Schedule::resolve(&instance.config.events, started, instance.id());
+        let quiet = schedule
+            .client_limit
+            .map(|_| build::timeline(&instance, &keys.signer, &Schedule::default()));
         Snapshot {
             options: instance.options(),
             timeline: build::timeline(&instance, &keys.signer, &schedule),
+            quiet,
             schedule,
             credentials,
             assumed_role: None,
@@ -158,11 +164,48 @@ impl SnapshotBuilder {
     }
 }
 
-/// The instances served, their current snapshots and the faults injected into each.
+/// The client addresses that see an instance's events when only the first few may: admitted
+/// on their first request for an event path while there is room, and for good. Readers take no
+/// lock; admissions take turns.
+#[derive(Debug, Default)]
+pub struct Audience {
+    admitted: ArcSwap<Vec<IpAddr>>,
+    admitting: Mutex<()>,
+}
+
+impl Audience {
+    /// Whether `peer` sees events, admitting it when `asking` for them and fewer than `limit`
+    /// addresses are admitted. IPv4-mapped IPv6 addresses count as their IPv4 address.
+    pub fn sees(&self, peer: IpAddr, limit: usize, asking: bool) -> bool {
+        let peer = peer.to_canonical();
+        if self.admitted.load().contains(&peer) {
+            return true;
+        }
+        if !asking {
+            return false;
+        }
+        let _one_at_a_time = self.admitting.lock().unwrap_or_else(|e| e.into_inner());
+        let admitted = self.admitted.load_full();
+        if admitted.contains(&peer) {
+            return true;
+        }
+        if admitted.len() >= limit {
+            return false;
+        }
+        let mut more = (*admitted).clone();
+        more.push(peer);
+        self.admitted.store(Arc::new(more));
+        true
+    }
+}
+
+/// The instances served, their current snapshots, the faults injected into each and who sees
+/// their events.
 #[derive(Debug)]
 pub struct State {
     instances: Vec<ArcSwap<Snapshot>>,
     faults: Vec<ArcSwap<FaultSet>>,
+    audiences: Vec<Audience>,
 }
 
 impl State {
@@ -173,7 +216,15 @@ impl State {
         State {
             instances: vec![ArcSwap::from_pointee(snapshot)],
             faults: vec![ArcSwap::from_pointee(faults)],
+            audiences: vec![Audience::default()],
         }
+    }
+
+    /// Who sees the instance's events (single-instance mode: the only one).
+    pub fn event_audience(&self) -> &Audience {
+        self.audiences
+            .first()
+            .expect("a state serves at least one instance")
     }
 
     /// The faults injected into the instance (single-instance mode: the only one).

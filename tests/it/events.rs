@@ -185,11 +185,11 @@ fn a_spot_interruption_from_imds_ctl_appears_after_its_delay() {
     );
     assert!(out.contains("rebalance recommendation at"), "{out}");
     assert!(out.contains(": stop at "), "{out}");
-    // The rebalance recommendation at once, the notice a second later.
+    // The rebalance recommendation at once, the notice three seconds later.
     let rebalance = eventually(&served, "events/recommendations/rebalance", Duration::ZERO);
     assert!(rebalance.starts_with("{\"noticeTime\": \""), "{rebalance}");
     assert_eq!(get(&served, "spot/instance-action").0, 404);
-    let notice = eventually(&served, "spot/instance-action", Duration::from_secs(3));
+    let notice = eventually(&served, "spot/instance-action", Duration::from_secs(6));
     assert!(
         notice.starts_with("{\"action\": \"stop\", \"time\": \""),
         "{notice}"
@@ -216,12 +216,12 @@ fn a_spot_interruption_from_the_config_file_counts_from_the_start() {
     let file = dir.path().join("spot.toml");
     std::fs::write(
         &file,
-        "[instance.events]\nspot = { action = \"terminate\", notice = \"+1s\", warning_seconds = 1 }\n",
+        "[instance.events]\nspot = { action = \"terminate\", notice = \"+3s\", warning_seconds = 1 }\n",
     )
     .unwrap();
     let served = serve(&["--config", file.to_str().unwrap()]);
     assert_eq!(get(&served, "spot/instance-action").0, 404);
-    let time = eventually(&served, "spot/termination-time", Duration::from_secs(3));
+    let time = eventually(&served, "spot/termination-time", Duration::from_secs(6));
     assert!(time.ends_with('Z'), "{time}");
     // After the action time the instance is terminated in the control plane's view.
     std::thread::sleep(Duration::from_millis(1100));
@@ -317,7 +317,7 @@ fn the_asg_lifecycle_state_follows_imds_ctl() {
         get(&served, "autoscaling/target-lifecycle-state").1,
         "Warmed:Hibernated"
     );
-    let out = ctl(&served, &["asg", "Terminated", "--at", "+1s"]);
+    let out = ctl(&served, &["asg", "Terminated", "--at", "+3s"]);
     assert!(
         out.starts_with("target lifecycle state Terminated at "),
         "{out}"
@@ -326,7 +326,7 @@ fn the_asg_lifecycle_state_follows_imds_ctl() {
         get(&served, "autoscaling/target-lifecycle-state").1,
         "Warmed:Hibernated"
     );
-    let deadline = std::time::Instant::now() + Duration::from_secs(3);
+    let deadline = std::time::Instant::now() + Duration::from_secs(6);
     while get(&served, "autoscaling/target-lifecycle-state").1 != "Terminated" {
         assert!(std::time::Instant::now() < deadline);
         std::thread::sleep(Duration::from_millis(50));

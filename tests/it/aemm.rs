@@ -1,0 +1,265 @@
+//! AEMM compatibility: imds invoked as `ec2-metadata-mock` (a symlink) or as `imds aemm`, with
+//! AEMM's commands, flags, `AEMM_*` environment and JSON config file.
+
+use std::io::{Read, Write};
+use std::net::{IpAddr, SocketAddr, TcpStream};
+use std::path::PathBuf;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use crate::process::{Served, IMDS};
+
+const M: &str = "/latest/meta-data";
+
+/// The binary under the name `ec2-metadata-mock`, through a symlink in `dir`.
+fn symlinked(dir: &tempfile::TempDir) -> PathBuf {
+    let link = dir.path().join("ec2-metadata-mock");
+    std::os::unix::fs::symlink(IMDS, &link).unwrap();
+    link
+}
+
+/// `command` with a clean AEMM environment, a free port on loopback (unless the arguments say
+/// otherwise) and a free control port.
+fn start(mut command: Command, dir: &tempfile::TempDir) -> Served {
+    command.env("HOME", dir.path());
+    for (name, _) in std::env::vars().filter(|(n, _)| n.starts_with("AEMM_")) {
+        command.env_remove(name);
+    }
+    Served::spawn(command)
+}
+
+/// A GET from `source` (an address to bind the client to, or any): status and body.
+fn get_from(served: &Served, source: Option<IpAddr>, path: &str, headers: &str) -> (u16, String) {
+    let port: u16 = served.endpoints[0]
+        .rsplit(':')
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap();
+    let (stream, host) = match source {
+        Some(source) => {
+            let target = SocketAddr::new(source, port);
+            let socket = socket2::Socket::new(
+                socket2::Domain::for_address(target),
+                socket2::Type::STREAM,
+                None,
+            )
+            .unwrap();
+            socket.bind(&SocketAddr::new(source, 0).into()).unwrap();
+            socket.connect(&target.into()).unwrap();
+            (TcpStream::from(socket), target.to_string())
+        }
+        None => {
+            let addr = served.endpoints[0].trim_start_matches("http://").to_owned();
+            (TcpStream::connect(&addr).unwrap(), addr)
+        }
+    };
+    let mut stream = stream;
+    write!(
+        stream,
+        "GET {path} HTTP/1.1\r\nHost: {host}\r\n{headers}\r\n"
+    )
+    .unwrap();
+    let mut answer = String::new();
+    stream.read_to_string(&mut answer).unwrap();
+    let body = answer.split_once("\r\n\r\n").map(|(_, b)| b.to_owned());
+    (answer[9..12].parse().unwrap(), body.unwrap_or_default())
+}
+
+fn get(served: &Served, path: &str) -> (u16, String) {
+    get_from(served, None, &format!("{M}/{path}"), "")
+}
+
+#[test]
+fn invoked_as_ec2_metadata_mock_the_spot_command_serves_the_spot_notice_only() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut command = Command::new(symlinked(&dir));
+    command.args([
+        "spot",
+        "-a",
+        "stop",
+        "-t",
+        "2030-01-02T03:04:05Z",
+        "-n",
+        "127.0.0.1",
+        "-p",
+        "0",
+    ]);
+    let served = start(command, &dir);
+    assert_eq!(
+        get(&served, "spot/instance-action").1,
+        "{\"action\": \"stop\", \"time\": \"2030-01-02T03:04:05Z\"}"
+    );
+    assert_eq!(
+        get(&served, "spot/termination-time").0,
+        404,
+        "only for terminate"
+    );
+    let rebalance = get(&served, "events/recommendations/rebalance");
+    assert_eq!(rebalance.0, 200);
+    assert_eq!(get(&served, "events/maintenance/scheduled").1, "[]");
+    assert_eq!(get(&served, "autoscaling/target-lifecycle-state").0, 404);
+    assert_eq!(get(&served, "instance-life-cycle").1, "spot");
+}
+
+#[test]
+fn imds_aemm_without_a_command_serves_every_mock_after_its_delay() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut command = Command::new(IMDS);
+    command
+        .args(["aemm", "-n", "127.0.0.1", "-p", "0", "-x", "-1"])
+        .env("AEMM_MOCK_DELAY_SEC", "3")
+        .env("AEMM_EVENTS_CODE", "instance-stop")
+        .env("AEMM_ASG_TERMINATION_DELAY_SEC", "3");
+    let served = start(command, &dir);
+    assert_eq!(get(&served, "spot/instance-action").0, 404);
+    assert_eq!(get(&served, "events/maintenance/scheduled").1, "[]");
+    assert_eq!(
+        get(&served, "autoscaling/target-lifecycle-state").1,
+        "InService"
+    );
+    let deadline = Instant::now() + Duration::from_secs(6);
+    while get(&served, "spot/instance-action").0 != 200 {
+        assert!(
+            Instant::now() < deadline,
+            "the notice after -d/AEMM_MOCK_DELAY_SEC"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let scheduled = get(&served, "events/maintenance/scheduled").1;
+    assert!(
+        scheduled.contains("\"Code\" : \"instance-stop\""),
+        "{scheduled}"
+    );
+    assert!(scheduled.contains("\"State\" : \"active\""), "{scheduled}");
+    assert!(scheduled.contains(" GMT\""), "{scheduled}");
+    assert_eq!(
+        get(&served, "autoscaling/target-lifecycle-state").1,
+        "Terminated"
+    );
+    assert_eq!(get(&served, "spot/termination-time").0, 200);
+}
+
+#[test]
+fn flags_beat_the_environment_which_beats_the_config_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("aemm-config.json");
+    std::fs::write(
+        &file,
+        r#"{
+          "metadata": {"values": {"instance-id": "i-0123456789abcdef0", "instance-type": "c5.9xlarge",
+                                  "event-id": "instance-event-0123456789abcdef0"}},
+          "userdata": {"values": {"userdata": "IyEvYmluL2Jhc2gKZWNobyBoZWxsbwo="}},
+          "spot": {"action": "terminate"},
+          "events": {"code": "system-maintenance", "state": "canceled"},
+          "imdsv2": false,
+          "server": {"port": "1"}
+        }"#,
+    )
+    .unwrap();
+    let mut command = Command::new(symlinked(&dir));
+    command
+        .args([
+            "-c",
+            file.to_str().unwrap(),
+            "-n",
+            "127.0.0.1",
+            "-p",
+            "0",
+            "-I",
+        ])
+        .env("AEMM_SPOT_ACTION", "hibernate")
+        .env("AEMM_SERVER_PORT", "2")
+        .env("AEMM_METADATA_VALUES_INSTANCE_TYPE", "m6i.large");
+    let served = start(command, &dir);
+    // -I: IMDSv2 only.
+    assert_eq!(get(&served, "instance-id").0, 401);
+    let addr = served.endpoints[0].trim_start_matches("http://").to_owned();
+    let mut stream = TcpStream::connect(&addr).unwrap();
+    write!(
+        stream,
+        "PUT /latest/api/token HTTP/1.1\r\nHost: {addr}\r\nX-aws-ec2-metadata-token-ttl-seconds: 60\r\n\r\n"
+    )
+    .unwrap();
+    let mut answer = String::new();
+    stream.read_to_string(&mut answer).unwrap();
+    let token = answer.split_once("\r\n\r\n").unwrap().1.to_owned();
+    let header = format!("X-aws-ec2-metadata-token: {token}\r\n");
+    let get = |path: &str| get_from(&served, None, path, &header);
+    assert_eq!(get(&format!("{M}/instance-id")).1, "i-0123456789abcdef0");
+    assert_eq!(
+        get(&format!("{M}/instance-type")).1,
+        "m6i.large",
+        "env over file"
+    );
+    assert_eq!(get("/latest/user-data").1, "#!/bin/bash\necho hello\n");
+    let notice = get(&format!("{M}/spot/instance-action")).1;
+    assert!(notice.contains("\"hibernate\""), "env over file: {notice}");
+    // A canceled event is in the history, as on EC2.
+    let history = get(&format!("{M}/events/maintenance/history")).1;
+    assert!(
+        history.contains("instance-event-0123456789abcdef0"),
+        "{history}"
+    );
+    assert!(history.contains("[Canceled] "), "{history}");
+    let document = get("/latest/dynamic/instance-identity/document").1;
+    assert!(
+        document.contains("\"instanceId\" : \"i-0123456789abcdef0\""),
+        "{document}"
+    );
+}
+
+#[test]
+fn only_the_first_clients_see_events_and_ipv6_clients_count_one_by_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut command = Command::new(IMDS);
+    command.args(["aemm", "-n", "::", "-p", "0", "-x", "2"]);
+    let served = start(command, &dir);
+    let v4: IpAddr = "127.0.0.1".parse().unwrap();
+    let v4b: IpAddr = "127.0.0.2".parse().unwrap();
+    let v6: IpAddr = "::1".parse().unwrap();
+    let spot = format!("{M}/spot/instance-action");
+    // Asking for anything else admits no one.
+    assert_eq!(
+        get_from(&served, Some(v6), &format!("{M}/ami-id"), "").0,
+        200
+    );
+    assert_eq!(get_from(&served, Some(v6), &spot, "").0, 200);
+    assert_eq!(get_from(&served, Some(v4), &spot, "").0, 200);
+    assert_eq!(
+        get_from(&served, Some(v4b), &spot, "").0,
+        404,
+        "a third address"
+    );
+    let other = get_from(
+        &served,
+        Some(v4b),
+        &format!("{M}/autoscaling/target-lifecycle-state"),
+        "",
+    );
+    assert_eq!(other.0, 404);
+    assert_eq!(
+        get_from(&served, Some(v6), &spot, "").0,
+        200,
+        "admitted for good"
+    );
+    let listing = get_from(&served, Some(v4b), &format!("{M}/"), "").1;
+    assert!(!listing.contains("spot/"), "{listing}");
+}
+
+#[test]
+fn bad_aemm_values_are_refused_with_the_key_and_its_source() {
+    let dir = tempfile::tempdir().unwrap();
+    let output = Command::new(symlinked(&dir))
+        .args(["events", "-p", "0"])
+        .env("HOME", dir.path())
+        .env("AEMM_EVENTS_CODE", "reboot-now")
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("events.code") && stderr.contains("AEMM_EVENTS_CODE"),
+        "{stderr}"
+    );
+}
