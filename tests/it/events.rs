@@ -181,7 +181,7 @@ fn a_spot_interruption_from_imds_ctl_appears_after_its_delay() {
     assert_eq!(get(&served, "spot/instance-action").0, 404);
     let out = ctl(
         &served,
-        &["spot-interrupt", "--action", "stop", "--in", "1s"],
+        &["spot-interrupt", "--action", "stop", "--in", "3s"],
     );
     assert!(out.contains("rebalance recommendation at"), "{out}");
     assert!(out.contains(": stop at "), "{out}");
