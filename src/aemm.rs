@@ -11,7 +11,7 @@ pub mod settings;
 
 use std::collections::BTreeMap;
 use std::ffi::OsString;
-use std::net::{SocketAddr, ToSocketAddrs};
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -147,6 +147,27 @@ pub fn plan(
     started: u64,
 ) -> Result<Loaded, ServeError> {
     let settings = gather(cli, env)?;
+    let mut loaded = from_settings(&settings, cli.command.as_ref(), started)?;
+    // imds' own control listener keeps its variable (AEMM has no such thing).
+    if let Ok(list) = std::env::var("IMDS_CONTROL_LISTEN") {
+        loaded.server.control_listen = list
+            .split(',')
+            .map(|addr| {
+                addr.trim().parse::<SocketAddr>().map_err(|_| {
+                    AemmError(format!("IMDS_CONTROL_LISTEN: \"{addr}\" is not ADDR:PORT"))
+                })
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+    }
+    Ok(loaded)
+}
+
+/// The imds configuration `settings` describe for AEMM's `command`, started at `started`.
+pub fn from_settings(
+    settings: &Settings,
+    command: Option<&AemmCommand>,
+    started: u64,
+) -> Result<Loaded, ServeError> {
     let mut config = Config::load(None)?;
     let mut instance =
         serde_json::to_value(&config.instance).expect("the instance config serialises");
@@ -196,26 +217,13 @@ pub fn plan(
             ))
         })?;
     }
-    config.instance.events = events(&settings, cli.command.as_ref(), started)?;
+    config.instance.events = events(settings, command, started)?;
     let hostname = settings.get("server.hostname").map_or("0.0.0.0", |v| v.0);
     let port = settings.get("server.port").map_or("1338", |v| v.0);
     let listen = listen_addresses(hostname, port)?;
-    let imdsv2 = flag(&settings, "imdsv2")?;
-    // imds' own control listener keeps its variable (AEMM has no such thing).
-    let control_listen = match std::env::var("IMDS_CONTROL_LISTEN") {
-        Ok(list) => list
-            .split(',')
-            .map(|addr| {
-                addr.trim().parse::<SocketAddr>().map_err(|_| {
-                    AemmError(format!("IMDS_CONTROL_LISTEN: \"{addr}\" is not ADDR:PORT"))
-                })
-            })
-            .collect::<Result<Vec<_>, _>>()?,
-        Err(_) => Vec::new(),
-    };
+    let imdsv2 = flag(settings, "imdsv2")?;
     let overrides = Overrides {
         listen,
-        control_listen,
         http_tokens: imdsv2.then_some(HttpTokens::Required),
         instance_metadata_tags: None::<Switch>,
         ..Overrides::default()
@@ -419,14 +427,21 @@ fn set(json: &mut serde_json::Value, pointer: &str, value: serde_json::Value) {
     }
 }
 
-/// `hostname:port` resolved (AEMM's default 0.0.0.0:1338).
+/// `hostname:port` (AEMM's default 0.0.0.0:1338). The hostname must be an IP address or
+/// `localhost`: imds looks up no names to decide where to listen.
 fn listen_addresses(hostname: &str, port: &str) -> Result<Vec<SocketAddr>, AemmError> {
     let port: u16 = port
+        .trim()
         .parse()
         .map_err(|_| AemmError(format!("invalid port \"{port}\": expected 0 to 65535")))?;
     let host = hostname.trim_start_matches('[').trim_end_matches(']');
-    (host, port)
-        .to_socket_addrs()
-        .map(|addrs| addrs.take(1).collect())
-        .map_err(|e| AemmError(format!("cannot resolve hostname \"{hostname}\": {e}")))
+    let ip = match host {
+        "localhost" => std::net::IpAddr::from([127, 0, 0, 1]),
+        other => other.parse().map_err(|_| {
+            AemmError(format!(
+                "invalid hostname \"{hostname}\": expected an IP address (0.0.0.0, ::, 127.0.0.1) or localhost"
+            ))
+        })?,
+    };
+    Ok(vec![SocketAddr::new(ip, port)])
 }

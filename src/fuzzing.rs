@@ -89,3 +89,29 @@ pub fn config_file(data: &[u8]) {
         let _ = config.resolve(&Default::default(), Some(path));
     }
 }
+
+/// An AEMM JSON config file: turning it into an imds configuration never panics.
+pub fn aemm_config_file(data: &[u8]) {
+    let Ok(text) = std::str::from_utf8(data) else {
+        return;
+    };
+    let path = std::path::Path::new("aemm-config.json");
+    if let Ok(settings) = crate::aemm::settings::Settings::from_file_text(path, text) {
+        let _ = crate::aemm::from_settings(&settings, None, 1_800_000_000_000);
+    }
+}
+
+/// An event time (`+30s`, `2m`, an RFC 3339 time): parsing never panics, and a time prints
+/// back to itself.
+pub fn event_time(data: &[u8]) {
+    let Ok(text) = std::str::from_utf8(data) else {
+        return;
+    };
+    if let Ok(when) = text.parse::<crate::events::When>() {
+        let millis = when.resolve(1_800_000_000_000);
+        if let crate::events::When::At(_) = when {
+            let again: crate::events::When = when.to_string().parse().expect("printed times parse");
+            assert_eq!(again.resolve(0) / 1000, millis / 1000, "{text:?}");
+        }
+    }
+}

@@ -75,15 +75,7 @@ impl Settings {
             let text = std::fs::read_to_string(path).map_err(|e| {
                 AemmError(format!("cannot read config file {}: {e}", path.display()))
             })?;
-            let json: Value = serde_json::from_str(&text)
-                .map_err(|e| AemmError(format!("config file {}: not JSON: {e}", path.display())))?;
-            let mut flat = BTreeMap::new();
-            flatten("", &json, &mut flat);
-            for (key, value) in flat {
-                settings
-                    .values
-                    .insert(key, (value, Origin::File(path.to_owned())));
-            }
+            settings = Settings::from_file_text(path, &text)?;
         }
         for key in KEYS {
             let name = env_name(key);
@@ -111,6 +103,19 @@ impl Settings {
                 .insert(key.to_owned(), (value, Origin::Flag));
         }
         Ok(settings)
+    }
+
+    /// The settings of a config file with `text` (JSON) only.
+    pub fn from_file_text(path: &Path, text: &str) -> Result<Settings, AemmError> {
+        let json: Value = serde_json::from_str(text)
+            .map_err(|e| AemmError(format!("config file {}: not JSON: {e}", path.display())))?;
+        let mut flat = BTreeMap::new();
+        flatten("", &json, &mut flat);
+        let values = flat
+            .into_iter()
+            .map(|(key, value)| (key, (value, Origin::File(path.to_owned()))))
+            .collect();
+        Ok(Settings { values })
     }
 
     /// The value of `key` and where it came from.

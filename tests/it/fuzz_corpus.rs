@@ -35,3 +35,13 @@ fn token_ttl_corpus_replays_cleanly() {
 fn config_file_corpus_replays_cleanly() {
     replay("config_file", imds::fuzzing::config_file);
 }
+
+#[test]
+fn aemm_config_file_corpus_replays_cleanly() {
+    replay("aemm_config_file", imds::fuzzing::aemm_config_file);
+}
+
+#[test]
+fn event_time_corpus_replays_cleanly() {
+    replay("event_time", imds::fuzzing::event_time);
+}
