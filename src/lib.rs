@@ -9,7 +9,8 @@
 //! ([`identity`]). The **edges** load configuration ([`config`]) and keys ([`keys`]: files or the
 //! state directory), parse the command line ([`cli`]), fetch real role credentials ([`sts`]), and
 //! run the service ([`serve`]: start, SIGHUP reload, stop) on sockets ([`server`], [`net`],
-//! [`link_local`]).
+//! [`link_local`]), optionally writing an access log ([`access_log`]: a JSON line per request,
+//! naming the local processes that still call IMDSv1).
 //!
 //! A guest GET flows: accept → pick the caller's [`state::Snapshot`] (lock-free) → apply its
 //! options (endpoint, token rule) → parse the path ([`metadata::path`]) → look it up in the
@@ -17,6 +18,7 @@
 //! and swaps it in whole. Time-dependent answers (credentials) are derived from the clock
 //! ([`clock`]) at request time, never rebuilt per request.
 
+pub mod access_log;
 pub mod cli;
 pub mod clock;
 pub mod config;
@@ -62,9 +64,15 @@ pub struct App {
 }
 
 impl App {
-    /// Builds the app for `loaded` with `keys`, reading time from `clock`. With STS role
-    /// credentials configured, starts fetching them (so it must run within a Tokio runtime).
-    pub fn new(loaded: Loaded, keys: &keys::Keys, clock: Arc<dyn clock::Clock>) -> App {
+    /// Builds the app for `loaded` with `keys`, reading time from `clock`, logging requests to
+    /// `access_log` if given. With STS role credentials configured or an access log, starts
+    /// fetching or writing (so it must run within a Tokio runtime).
+    pub fn new(
+        loaded: Loaded,
+        keys: &keys::Keys,
+        clock: Arc<dyn clock::Clock>,
+        access_log: Option<access_log::Destination>,
+    ) -> App {
         let server = &loaded.server;
         let settings = ServerSettings {
             keep_alive: server.keep_alive,
@@ -81,6 +89,7 @@ impl App {
         let state = Arc::new(state::State::single(snapshots.build(loaded.instance)));
         let tokens = token::TokenSealer::new(&keys.secret);
         let metrics = Arc::new(metrics::Metrics::default());
+        let access_log = access_log.map(|log| access_log::AccessLog::start(log, metrics.clone()));
         let control = Arc::new(control_api::ControlApi::new(
             state.clone(),
             snapshots.clone(),
@@ -95,6 +104,7 @@ impl App {
                 clock,
                 !settings.keep_alive,
                 metrics,
+                access_log,
             )),
             state,
             snapshots,

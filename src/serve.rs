@@ -1,6 +1,7 @@
 //! `imds serve` from start to stop: bind the listeners (and the link-local addresses), print
-//! them, serve; on SIGHUP reload the config file and swap the new instance in (opening or closing
-//! the link-local IPv6 endpoint as `HttpProtocolIpv6` now says); on SIGINT/SIGTERM drain and stop.
+//! them, serve; on SIGHUP reopen the access log and reload the config file and swap the new
+//! instance in (opening or closing the link-local IPv6 endpoint as `HttpProtocolIpv6` now says);
+//! on SIGINT/SIGTERM drain and stop (the access log is flushed as the runtime ends).
 
 use std::io::Write;
 use std::net::SocketAddr;
@@ -10,6 +11,7 @@ use std::sync::Arc;
 use tokio::net::TcpListener;
 use tokio::signal::unix::{signal, SignalKind};
 
+use crate::access_log::{AccessLogError, Destination};
 use crate::cli::ServeArgs;
 use crate::clock::SystemClock;
 use crate::config::{Config, ConfigError, Loaded, Overrides, ServerConfig};
@@ -28,6 +30,9 @@ pub enum ServeError {
     /// The keys could not be loaded or created.
     #[error(transparent)]
     Keys(#[from] KeysError),
+    /// The access log could not be opened.
+    #[error(transparent)]
+    AccessLog(#[from] AccessLogError),
     /// `--link-local` could not be set up.
     #[error(transparent)]
     LinkLocal(#[from] LinkLocalError),
@@ -61,6 +66,10 @@ pub fn run(args: &ServeArgs) -> Result<(), ServeError> {
     let overrides = args.overrides();
     let loaded = Config::load(file.as_deref())?.resolve(&overrides, file.as_deref())?;
     let keys = Keys::load(&loaded.server)?;
+    let access_log = match &loaded.server.access_log {
+        Some(path) => Some(Destination::open(path)?),
+        None => None,
+    };
     let mut link_local = match args.link_local {
         true => Some(LinkLocal::setup(
             loaded.instance.options().http_protocol_ipv6.is_enabled(),
@@ -74,7 +83,7 @@ pub fn run(args: &ServeArgs) -> Result<(), ServeError> {
         keys,
         running: loaded.server.clone(),
     };
-    let result = runtime.block_on(serve(loaded, reloader, &mut link_local));
+    let result = runtime.block_on(serve(loaded, reloader, access_log, &mut link_local));
     // The link-local addresses go only after every connection has finished.
     drop(link_local);
     result
@@ -106,6 +115,7 @@ fn announce(bound: &[SocketAddr], control: &[SocketAddr]) {
 async fn serve(
     loaded: Loaded,
     reloader: Reloader,
+    access_log: Option<Destination>,
     link_local: &mut Option<LinkLocal>,
 ) -> Result<(), ServeError> {
     // Handlers first: a client that reacts to the announced addresses may signal at once, and
@@ -137,7 +147,7 @@ async fn serve(
     let keep_alive = loaded.server.keep_alive;
     let instance = loaded.instance.id().to_owned();
     // Role credentials from STS are fetched before anyone is told where to ask for them.
-    let app = App::new(loaded, &reloader.keys, Arc::new(SystemClock));
+    let app = App::new(loaded, &reloader.keys, Arc::new(SystemClock), access_log);
     if !app.snapshots.first_sts_fetch(FIRST_STS_FETCH).await {
         tracing::warn!("serving without the role's STS credentials for now (see the error above)");
     }
@@ -172,7 +182,13 @@ async fn serve(
 
     let stopped_by = loop {
         tokio::select! {
-            _ = hangup.recv() => reload(&reloader, &app, &server, link_local, &mut accepting).await,
+            _ = hangup.recv() => {
+                // For logrotate: whatever becomes of the reload, the log moves to the new file.
+                if let Some(log) = app.api.access_log() {
+                    log.reopen();
+                }
+                reload(&reloader, &app, &server, link_local, &mut accepting).await;
+            }
             _ = terminate.recv() => break "SIGTERM",
             _ = interrupt.recv() => break "SIGINT",
         }

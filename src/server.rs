@@ -5,6 +5,9 @@
 //! per-request header timer: arming a timer for every request cost a quarter of keep-alive
 //! throughput (`scripts/bench`), while a connection records when it last received a request
 //! with one clock read and one atomic store.
+//!
+//! With an access log, the caller of an IMDSv1 request is looked up before its answer is written,
+//! while the client surely still holds its socket (see [`crate::access_log`]).
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -159,15 +162,29 @@ async fn serve_connection(
     mut stop: watch::Receiver<bool>,
 ) {
     let _ = stream.set_nodelay(true);
+    // Only with an access log: where the connection arrived, to find an IMDSv1 caller's process.
+    let log = api
+        .access_log()
+        .map(|log| Arc::new(log.connection(peer, stream.local_addr().ok())));
     let waiting = Arc::new(ClientWait::new());
     let marker = waiting.clone();
     let wanted_hops = WantedHopLimit::default();
     let stream = HopLimitedStream::new(stream, wanted_hops.clone());
     let service = service_fn(move |request| {
         marker.request_arrived();
-        let response = api.handle(&request, peer);
+        let mut response = api.handle(&request, peer);
         wanted_hops.set(response.extensions().get::<ResponseHopLimit>().copied());
-        async move { Ok::<_, Infallible>(response) }
+        let v1_entry = log.as_ref().and_then(|log| {
+            let entry = log.take_awaiting(&mut response)?;
+            Some((log.clone(), entry))
+        });
+        async move {
+            // An IMDSv1 caller is looked up while it still holds its socket: before answering.
+            if let Some((log, entry)) = v1_entry {
+                log.finish(entry).await;
+            }
+            Ok::<_, Infallible>(response)
+        }
     });
     let connection = http.serve_connection(TokioIo::new(stream), service);
     tokio::pin!(connection);

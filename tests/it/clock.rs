@@ -24,7 +24,7 @@ fn app(clock: Arc<ManualClock>, toml: &str) -> App {
         .unwrap()
         .resolve(&Overrides::default(), Some(&path))
         .unwrap();
-    App::new(loaded, &keys_with(ServerSecret::random()), clock)
+    App::new(loaded, &keys_with(ServerSecret::random()), clock, None)
 }
 
 async fn call(
