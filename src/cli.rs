@@ -30,7 +30,8 @@ pub enum Command {
     /// 127.0.0.1:1338. Prints each bound address as `listening on http://ADDR` on stdout, then
     /// runs until SIGINT or SIGTERM, letting requests in flight finish. SIGHUP reloads the
     /// config file (with the same environment and flags) and applies the instance and its
-    /// metadata options at once; [server] settings apply at restart.
+    /// metadata options at once; [server] settings apply at restart. SIGHUP also reopens the
+    /// --access-log file, which shows who still calls IMDSv1 (pid and command line).
     Serve(ServeArgs),
     /// Print the built-in default configuration: a commented TOML file to edit and pass to --config.
     PrintConfig,
@@ -129,6 +130,14 @@ pub struct ServeArgs {
     /// local test STS; default: the regional endpoint of `sts_region`.
     #[arg(long, env = "IMDS_STS_ENDPOINT", value_name = "URL")]
     pub sts_endpoint: Option<String>,
+    /// Append one JSON line per guest request to FILE (`-`: stdout): time, peer, instance,
+    /// method, path, status, IMDS version (v1/v2) and latency_us; for IMDSv1 requests from a
+    /// process on this host also its pid and cmdline, to find who still calls IMDSv1 (processes
+    /// of other users are found only when imds runs as root). Never headers, tokens or
+    /// credentials. SIGHUP reopens FILE (for logrotate). Example:
+    /// `jq -r 'select(.version == "v1") | "\(.pid) \(.cmdline)"' FILE | sort | uniq -c`
+    #[arg(long, env = "IMDS_ACCESS_LOG", value_name = "FILE|-")]
+    pub access_log: Option<PathBuf>,
     /// Log verbosity on stderr: error, warn, info, debug (one line per request) or trace; or a
     /// tracing filter such as `imds=debug`.
     #[arg(
@@ -425,6 +434,7 @@ impl ServeArgs {
             signing_key_file: self.keys.signing_key.clone(),
             signing_cert_file: self.keys.signing_cert.clone(),
             sts_endpoint: self.sts_endpoint.clone(),
+            access_log: self.access_log.clone(),
             http_tokens: self.http_tokens,
             http_endpoint: self.http_endpoint,
             hop_limit: self.hop_limit,

@@ -74,6 +74,8 @@ pub struct ServerConfig {
     pub signing_cert_file: Option<PathBuf>,
     /// STS endpoint URL for `credentials = "sts"` (default: the regional endpoint).
     pub sts_endpoint: Option<String>,
+    /// File appended with one JSON line per guest request; `-` for stdout.
+    pub access_log: Option<PathBuf>,
     /// Connections served at once.
     pub max_connections: usize,
     /// Deadline for a request head, in milliseconds.
@@ -120,6 +122,8 @@ pub struct Overrides {
     pub signing_cert_file: Option<PathBuf>,
     /// Replaces `server.sts_endpoint`.
     pub sts_endpoint: Option<String>,
+    /// Replaces `server.access_log`.
+    pub access_log: Option<PathBuf>,
     /// Replaces `instance.metadata_options.http_tokens`.
     pub http_tokens: Option<HttpTokens>,
     /// Replaces `instance.metadata_options.http_endpoint`.
@@ -256,6 +260,7 @@ impl Config {
             (&overrides.state_dir, &mut server.state_dir),
             (&overrides.signing_key_file, &mut server.signing_key_file),
             (&overrides.signing_cert_file, &mut server.signing_cert_file),
+            (&overrides.access_log, &mut server.access_log),
         ] {
             if let Some(value) = value {
                 *slot = Some(value.clone());

@@ -6,7 +6,7 @@ mod error;
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Instant, SystemTime};
 
 use bytes::Bytes;
 use http::header::{self, HeaderName};
@@ -14,6 +14,7 @@ use http::{HeaderMap, HeaderValue, Method, Request, Response, StatusCode};
 use http_body_util::Full;
 
 pub use self::error::{GuestError, NOT_FOUND_PAGE};
+use crate::access_log::{AccessLog, Entry};
 use crate::clock::Clock;
 use crate::credentials::Delivery;
 use crate::faults::Decision;
@@ -118,6 +119,7 @@ pub struct GuestApi {
     responder: Responder,
     versions: Bytes,
     metrics: Arc<Metrics>,
+    access_log: Option<AccessLog>,
 }
 
 /// Tells operators when IMDSv1 callers receive role credentials: spotting v1 credentials in
@@ -156,14 +158,15 @@ impl std::fmt::Debug for GuestApi {
 }
 
 impl GuestApi {
-    /// A guest API over `state`, counting into `metrics`. `connection_close` adds
-    /// `Connection: close` to every answer, as real IMDS does.
+    /// A guest API over `state`, counting into `metrics` and logging into `access_log`.
+    /// `connection_close` adds `Connection: close` to every answer, as real IMDS does.
     pub fn new(
         state: Arc<State>,
         tokens: TokenSealer,
         clock: Arc<dyn Clock>,
         connection_close: bool,
         metrics: Arc<Metrics>,
+        access_log: Option<AccessLog>,
     ) -> GuestApi {
         GuestApi {
             state,
@@ -172,6 +175,7 @@ impl GuestApi {
             responder: Responder::new(connection_close),
             versions: render::lines(API_VERSIONS),
             metrics,
+            access_log,
         }
     }
 
@@ -213,7 +217,14 @@ impl GuestApi {
             .response(status, &self.responder.plain, Bytes::new(), None)
     }
 
-    /// Answers one request from `peer`. The request body is never read.
+    /// The access log, when one is kept.
+    pub fn access_log(&self) -> Option<&AccessLog> {
+        self.access_log.as_ref()
+    }
+
+    /// Answers one request from `peer`. The request body is never read. With an access log, an
+    /// IMDSv1 request's entry rides on the response for the connection to finish
+    /// ([`crate::access_log::ConnectionLog`]); others are logged here.
     pub fn handle<B>(&self, request: &Request<B>, peer: SocketAddr) -> Response<Full<Bytes>> {
         let Some(snapshot) = self.state.for_peer(peer.ip()) else {
             return GuestError::NotFound.into_response(&self.responder, None);
@@ -236,7 +247,7 @@ impl GuestApi {
                 self.metrics.token_rejected(rejection);
             }
         }
-        let response =
+        let mut response =
             result.unwrap_or_else(|error| error.into_response(&self.responder, token_ttl));
         let version = match *request.method() == Method::PUT
             || request.headers().contains_key(TOKEN_HEADER)
@@ -244,11 +255,12 @@ impl GuestApi {
             true => ImdsVersion::V2,
             false => ImdsVersion::V1,
         };
+        let took = started.elapsed();
         self.metrics.guest_request(
             version,
             RouteClass::of(request.uri().path()),
             response.status().as_u16(),
-            started.elapsed(),
+            took,
         );
         tracing::debug!(
             %peer,
@@ -258,6 +270,19 @@ impl GuestApi {
             imds_version = if token_ttl.is_some() { "v2" } else { "v1" },
             "guest request"
         );
+        if let Some(log) = &self.access_log {
+            let entry = Entry {
+                time: SystemTime::now(),
+                peer,
+                instance: snapshot.instance.id().to_owned(),
+                method: request.method().clone(),
+                uri: request.uri().clone(),
+                status: response.status().as_u16(),
+                version,
+                latency: took,
+            };
+            log.answered(entry, &mut response);
+        }
         response
     }
 

@@ -11,7 +11,8 @@
 //! kept in an embedded database ([`store`]) with the keys. The **edges** load configuration
 //! ([`config`]) and keys ([`keys`]: files or the store), parse the command line ([`cli`]), fetch real role credentials ([`sts`]), and
 //! run the service ([`serve`]: start, SIGHUP reload, stop) on sockets ([`server`], [`net`],
-//! [`link_local`]).
+//! [`link_local`]), optionally writing an access log ([`access_log`]: a JSON line per request,
+//! naming the local processes that still call IMDSv1).
 //!
 //! A guest GET flows: accept → pick the caller's [`state::Snapshot`] (lock-free) → apply its
 //! options (endpoint, token rule) → parse the path ([`metadata::path`]) → look it up in the
@@ -19,6 +20,7 @@
 //! and swaps it in whole. Time-dependent answers (credentials) are derived from the clock
 //! ([`clock`]) at request time, never rebuilt per request.
 
+pub mod access_log;
 pub mod aemm;
 pub mod changes;
 pub mod cli;
@@ -70,14 +72,15 @@ pub struct App {
 
 impl App {
     /// Builds the app for `loaded` with `keys`, reading time from `clock`, keeping control
-    /// changes where `persisted` says; the instance is served with `persisted`'s changes over
-    /// it. With STS role credentials configured, starts fetching them (so it must run within
-    /// a Tokio runtime).
+    /// changes where `persisted` says (the instance is served with `persisted`'s changes over
+    /// it), logging requests to `access_log` if given. With STS role credentials configured or
+    /// an access log, starts fetching or writing (so it must run within a Tokio runtime).
     pub fn new(
         loaded: Loaded,
         keys: &keys::Keys,
         clock: Arc<dyn clock::Clock>,
         persisted: control_api::Persisted,
+        access_log: Option<access_log::Destination>,
     ) -> App {
         let server = &loaded.server;
         let settings = ServerSettings {
@@ -96,6 +99,7 @@ impl App {
         let state = Arc::new(state::State::single(snapshots.build(instance)));
         let tokens = token::TokenSealer::new(&keys.secret);
         let metrics = Arc::new(metrics::Metrics::default());
+        let access_log = access_log.map(|log| access_log::AccessLog::start(log, metrics.clone()));
         let control = Arc::new(control_api::ControlApi::new(
             state.clone(),
             snapshots.clone(),
@@ -111,6 +115,7 @@ impl App {
                 clock,
                 !settings.keep_alive,
                 metrics,
+                access_log,
             )),
             state,
             snapshots,

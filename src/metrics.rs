@@ -17,6 +17,16 @@ pub enum ImdsVersion {
     V2,
 }
 
+impl ImdsVersion {
+    /// `v1` or `v2`, as in the `version` label and the access log.
+    pub fn label(self) -> &'static str {
+        match self {
+            ImdsVersion::V1 => "v1",
+            ImdsVersion::V2 => "v2",
+        }
+    }
+}
+
 /// What a guest request asked for, from its path.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum RouteClass {
@@ -130,6 +140,8 @@ pub struct Metrics {
     latency_sum_nanos: AtomicU64,
     /// Role credentials delivered, `[v1, v2]`.
     role_deliveries: [AtomicU64; 2],
+    /// Access-log entries dropped because the writer fell behind.
+    access_log_dropped: AtomicU64,
     /// `(action, outcome)` → count; the control path is not hot.
     control: Mutex<BTreeMap<(String, &'static str), u64>>,
 }
@@ -182,6 +194,16 @@ impl Metrics {
         self.role_deliveries[version as usize].load(Ordering::Relaxed)
     }
 
+    /// Counts an access-log entry dropped (the writer fell behind); returns the count so far.
+    pub fn access_log_dropped(&self) -> u64 {
+        self.access_log_dropped.fetch_add(1, Ordering::Relaxed) + 1
+    }
+
+    /// Access-log entries dropped so far.
+    pub fn access_log_drops(&self) -> u64 {
+        self.access_log_dropped.load(Ordering::Relaxed)
+    }
+
     /// Counts a control request.
     pub fn control_action(&self, action: &str, outcome: &'static str) {
         let mut control = self.control.lock().unwrap_or_else(|e| e.into_inner());
@@ -193,9 +215,12 @@ impl Metrics {
         let mut out = String::with_capacity(4096);
         let load = |c: &AtomicU64| c.load(Ordering::Relaxed);
         out.push_str("# HELP imds_requests_total Guest requests by IMDS version, route class and status.\n# TYPE imds_requests_total counter\n");
-        for (v, version) in ["v1", "v2"].iter().enumerate() {
+        for version in [ImdsVersion::V1, ImdsVersion::V2] {
             for route in RouteClass::ALL {
-                for (s, count) in self.guest[v][route as usize].iter().enumerate() {
+                for (s, count) in self.guest[version as usize][route as usize]
+                    .iter()
+                    .enumerate()
+                {
                     let count = load(count);
                     if count == 0 {
                         continue;
@@ -203,7 +228,8 @@ impl Metrics {
                     let status = STATUSES.get(s).map_or("other".to_owned(), u16::to_string);
                     let _ = writeln!(
                         out,
-                        "imds_requests_total{{surface=\"guest\",version=\"{version}\",route=\"{}\",status=\"{status}\"}} {count}",
+                        "imds_requests_total{{surface=\"guest\",version=\"{}\",route=\"{}\",status=\"{status}\"}} {count}",
+                        version.label(),
                         route.label()
                     );
                 }
@@ -236,6 +262,11 @@ impl Metrics {
                 load(&self.role_deliveries[i])
             );
         }
+        let _ = write!(
+            out,
+            "# HELP imds_access_log_dropped_total Access-log entries dropped because writing fell behind.\n# TYPE imds_access_log_dropped_total counter\nimds_access_log_dropped_total {}\n",
+            self.access_log_drops()
+        );
         out.push_str("# HELP imds_control_requests_total Control API requests by action and outcome.\n# TYPE imds_control_requests_total counter\n");
         for ((action, outcome), count) in self
             .control
@@ -303,6 +334,7 @@ mod tests {
         metrics.token_issued();
         metrics.token_rejected(TokenRejection::Forwarded);
         metrics.control_action("CreateTags", "ok");
+        assert_eq!(metrics.access_log_dropped(), 1);
         assert_eq!(metrics.role_delivered(ImdsVersion::V1), 1);
         let text = metrics.render("i-0b4f7d2c9a1e83f56");
         for line in [
@@ -314,6 +346,7 @@ mod tests {
             "imds_tokens_rejected_total{reason=\"forwarded\"} 1",
             "imds_tokens_rejected_total{reason=\"missing\"} 0",
             "imds_control_requests_total{action=\"CreateTags\",outcome=\"ok\"} 1",
+            "imds_access_log_dropped_total 1",
             "imds_role_credentials_delivered_total{instance_id=\"i-0b4f7d2c9a1e83f56\",role_delivery=\"1.0\"} 1",
             "imds_request_duration_seconds_bucket{le=\"0.000025\"} 3",
             "imds_request_duration_seconds_bucket{le=\"+Inf\"} 4",

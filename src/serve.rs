@@ -1,8 +1,9 @@
 //! `imds serve` from start to stop: open the state directory's store, bind the listeners (and
-//! the link-local addresses), print them, serve; on SIGHUP reload the config file, layer the
-//! control plane's changes over it and swap the new instance in; after either a reload or a
-//! control change, open or close the link-local IPv6 endpoint as `HttpProtocolIpv6` now says;
-//! on SIGINT/SIGTERM drain and stop.
+//! the link-local addresses), print them, serve; on SIGHUP reopen the access log, reload the
+//! config file, layer the control plane's changes over it and swap the new instance in; after
+//! either a reload or a control change, open or close the link-local IPv6 endpoint as
+//! `HttpProtocolIpv6` now says; on SIGINT/SIGTERM drain and stop (the access log is flushed as
+//! the runtime ends).
 
 use std::io::Write;
 use std::net::SocketAddr;
@@ -12,6 +13,7 @@ use std::sync::Arc;
 use tokio::net::TcpListener;
 use tokio::signal::unix::{signal, SignalKind};
 
+use crate::access_log::{AccessLogError, Destination};
 use crate::cli::ServeArgs;
 use crate::clock::SystemClock;
 use crate::config::{Config, ConfigError, Loaded, Overrides, ServerConfig};
@@ -35,6 +37,9 @@ pub enum ServeError {
     /// The state directory's store could not be opened or read.
     #[error(transparent)]
     Store(#[from] StoreError),
+    /// The access log could not be opened.
+    #[error(transparent)]
+    AccessLog(#[from] AccessLogError),
     /// `--link-local` could not be set up.
     #[error(transparent)]
     LinkLocal(#[from] LinkLocalError),
@@ -85,6 +90,10 @@ pub fn run_with(load: LoadConfig, link_local: bool) -> Result<(), ServeError> {
     };
     let keys = Keys::load(&loaded.server, store.as_deref())?;
     let persisted = Persisted::load(store, loaded.instance.id())?;
+    let access_log = match &loaded.server.access_log {
+        Some(path) => Some(Destination::open(path)?),
+        None => None,
+    };
     if !persisted.changes.is_empty() {
         tracing::info!(
             instance = loaded.instance.id(),
@@ -106,7 +115,13 @@ pub fn run_with(load: LoadConfig, link_local: bool) -> Result<(), ServeError> {
         keys,
         running: loaded.server.clone(),
     };
-    let result = runtime.block_on(serve(loaded, persisted, reloader, &mut link_local));
+    let result = runtime.block_on(serve(
+        loaded,
+        persisted,
+        reloader,
+        access_log,
+        &mut link_local,
+    ));
     // The link-local addresses go only after every connection has finished.
     drop(link_local);
     result
@@ -139,6 +154,7 @@ async fn serve(
     loaded: Loaded,
     persisted: Persisted,
     reloader: Reloader,
+    access_log: Option<Destination>,
     link_local: &mut Option<LinkLocal>,
 ) -> Result<(), ServeError> {
     // Handlers first: a client that reacts to the announced addresses may signal at once, and
@@ -168,7 +184,13 @@ async fn serve(
         .map_err(ServeError::Startup)?;
     let keep_alive = loaded.server.keep_alive;
     // Role credentials from STS are fetched before anyone is told where to ask for them.
-    let app = App::new(loaded, &reloader.keys, Arc::new(SystemClock), persisted);
+    let app = App::new(
+        loaded,
+        &reloader.keys,
+        Arc::new(SystemClock),
+        persisted,
+        access_log,
+    );
     let options = app.state.current().options;
     let instance = app.state.current().instance.id().to_owned();
     if !app.snapshots.first_sts_fetch(FIRST_STS_FETCH).await {
@@ -207,6 +229,10 @@ async fn serve(
     let stopped_by = loop {
         tokio::select! {
             _ = hangup.recv() => {
+                // For logrotate: whatever becomes of the reload, the log moves to the new file.
+                if let Some(log) = app.api.access_log() {
+                    log.reopen();
+                }
                 reload(&reloader, &app);
                 follow_ipv6(&app, &server, link_local, &mut accepting).await;
             }

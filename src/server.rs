@@ -5,6 +5,9 @@
 //! per-request header timer: arming a timer for every request cost a quarter of keep-alive
 //! throughput (`scripts/bench`), while a connection records when it last received a request
 //! with one clock read and one atomic store.
+//!
+//! With an access log, the caller of an IMDSv1 request is looked up before its answer is written,
+//! while the client surely still holds its socket (see [`crate::access_log`]).
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -159,6 +162,10 @@ async fn serve_connection(
     mut stop: watch::Receiver<bool>,
 ) {
     let _ = stream.set_nodelay(true);
+    // Only with an access log: where the connection arrived, to find an IMDSv1 caller's process.
+    let log = api
+        .access_log()
+        .map(|log| Arc::new(log.connection(peer, stream.local_addr().ok())));
     let waiting = Arc::new(ClientWait::new());
     let marker = waiting.clone();
     let wanted_hops = WantedHopLimit::default();
@@ -167,14 +174,22 @@ async fn serve_connection(
     let service = service_fn(move |request| {
         marker.request_arrived();
         let fault = api.fault(&request, peer);
-        let response = match fault.map(|f| f.effect) {
+        let mut response = match fault.map(|f| f.effect) {
             None | Some(Effect::Answer) => api.handle(&request, peer),
             Some(Effect::Status(status)) => api.injected_status(status),
             Some(Effect::Reset | Effect::NoAnswer) => api.injected_status(500),
         };
         wanted_hops.set(response.extensions().get::<ResponseHopLimit>().copied());
+        let v1_entry = log.as_ref().and_then(|log| {
+            let entry = log.take_awaiting(&mut response)?;
+            Some((log.clone(), entry))
+        });
         let faulty = fault.map(|fault| (fault, wanted_hops.clone(), faults_stop.clone()));
         async move {
+            // An IMDSv1 caller is looked up while it still holds its socket: before answering.
+            if let Some((log, entry)) = v1_entry {
+                log.finish(entry).await;
+            }
             let Some((fault, hops, mut stop)) = faulty else {
                 return Ok(response);
             };

@@ -29,6 +29,7 @@ fn app(clock: Arc<ManualClock>, toml: &str) -> App {
         &keys_with(ServerSecret::random()),
         clock,
         Default::default(),
+        None,
     )
 }
 

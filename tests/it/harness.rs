@@ -131,7 +131,7 @@ impl Setup {
             .unwrap();
         let keys = keys_with(self.secret.unwrap_or_else(ServerSecret::random));
         let clock = self.clock.unwrap_or_else(|| Arc::new(SystemClock));
-        let app = App::new(loaded, &keys, clock, Default::default());
+        let app = App::new(loaded, &keys, clock, Default::default(), None);
         // As `imds serve` does: role credentials from STS are fetched before serving.
         app.snapshots.first_sts_fetch(Duration::from_secs(15)).await;
         let bind = if self.ipv6 { "[::1]:0" } else { "127.0.0.1:0" };

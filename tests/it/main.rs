@@ -1,5 +1,6 @@
 //! Integration tests: a real imds on an ephemeral port, spoken to over HTTP the way clients do.
 
+mod access_log;
 mod aemm;
 mod cli;
 mod clock;
