@@ -2,25 +2,15 @@
 //! by `scripts/install-test-deps`, against a running `imds serve`; the guest API's answers are
 //! checked before and after each change. Ignored by a plain `cargo test`; `scripts/test` runs them.
 
-use std::io::{Read, Write};
-use std::net::TcpStream;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
 use crate::conformance::python;
-use crate::process::{Served, IMDS};
+use crate::process::{ctl, exchange, get, serve, Served, IMDS};
 
 const INSTANCE: &str = "i-0b4f7d2c9a1e83f56";
-
-fn serve(args: &[&str]) -> Served {
-    let mut command = Command::new(IMDS);
-    command
-        .args(["serve", "--listen", "127.0.0.1:0"])
-        .args(args);
-    Served::spawn(command)
-}
 
 /// `aws ec2 ARGS` against the control API: its JSON, or its stderr and exit code.
 pub fn aws(served: &Served, args: &[&str]) -> Result<Value, (i32, String)> {
@@ -56,20 +46,6 @@ pub fn aws(served: &Served, args: &[&str]) -> Result<Value, (i32, String)> {
             String::from_utf8_lossy(&output.stderr).into_owned(),
         )),
     }
-}
-
-/// A plain GET on the guest API: status and body.
-fn get(served: &Served, path: &str) -> (u16, String) {
-    let addr = served.endpoints[0].trim_start_matches("http://");
-    let mut stream = TcpStream::connect(addr).unwrap();
-    write!(stream, "GET {path} HTTP/1.1\r\nHost: {addr}\r\n\r\n").unwrap();
-    let mut answer = String::new();
-    stream.read_to_string(&mut answer).unwrap();
-    let body = answer
-        .split_once("\r\n\r\n")
-        .map(|(_, b)| b.to_owned())
-        .unwrap_or_default();
-    (answer[9..12].parse().unwrap(), body)
 }
 
 fn metadata_options(served: &Served) -> Value {
@@ -450,20 +426,9 @@ fn http_tokens_enforced_keeps_imdsv1_off() {
     served.stop("TERM");
 }
 
-/// A raw HTTP/1.1 request; the status and body.
-fn http(addr: &str, request: &str) -> (u16, String) {
-    let addr = addr.trim_start_matches("http://");
-    let mut stream = TcpStream::connect(addr).unwrap();
-    stream
-        .write_all(request.replace("{addr}", addr).as_bytes())
-        .unwrap();
-    let mut answer = String::new();
-    stream.read_to_string(&mut answer).unwrap();
-    let body = answer
-        .split_once("\r\n\r\n")
-        .map(|(_, b)| b.to_owned())
-        .unwrap_or_default();
-    (answer[9..12].parse().unwrap(), body)
+/// A raw request to the control API.
+fn http_(addr: &str, request: &str) -> (u16, String) {
+    exchange(addr, request).unwrap()
 }
 
 #[test]
@@ -472,7 +437,7 @@ fn metrics_count_guest_requests_by_version_tokens_and_control_actions() {
     let guest = &served.endpoints[0];
     let control = &served.control[0];
     assert_eq!(
-        http(
+        http_(
             control,
             "GET /healthz HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
         ),
@@ -482,21 +447,21 @@ fn metrics_count_guest_requests_by_version_tokens_and_control_actions() {
         assert_eq!(get(&served, "/latest/meta-data/ami-id").0, 200);
     }
     let put = "PUT /latest/api/token HTTP/1.1\r\nHost: {addr}\r\nX-aws-ec2-metadata-token-ttl-seconds: 60\r\n";
-    let (status, token) = http(guest, &format!("{put}\r\n"));
+    let (status, token) = http_(guest, &format!("{put}\r\n"));
     assert_eq!(status, 200);
     assert_eq!(
-        http(guest, &format!("{put}X-Forwarded-For: 10.0.0.9\r\n\r\n")).0,
+        http_(guest, &format!("{put}X-Forwarded-For: 10.0.0.9\r\n\r\n")).0,
         403
     );
     let with_token = |token: &str| {
         format!("GET /latest/meta-data/iam/security-credentials/imds-default-role HTTP/1.1\r\nHost: {{addr}}\r\nX-aws-ec2-metadata-token: {token}\r\n\r\n")
     };
-    assert_eq!(http(guest, &with_token(&token)).0, 200);
-    assert_eq!(http(guest, &with_token("forged")).0, 401);
-    assert_eq!(http(control, "POST / HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/x-www-form-urlencoded\r\nContent-Length: 24\r\nConnection: close\r\n\r\nAction=DescribeInstances").0, 200);
-    assert_eq!(http(control, "POST / HTTP/1.1\r\nHost: {addr}\r\nContent-Length: 13\r\nConnection: close\r\n\r\nAction=Reboot").0, 400);
+    assert_eq!(http_(guest, &with_token(&token)).0, 200);
+    assert_eq!(http_(guest, &with_token("forged")).0, 401);
+    assert_eq!(http_(control, "POST / HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/x-www-form-urlencoded\r\nContent-Length: 24\r\nConnection: close\r\n\r\nAction=DescribeInstances").0, 200);
+    assert_eq!(http_(control, "POST / HTTP/1.1\r\nHost: {addr}\r\nContent-Length: 13\r\nConnection: close\r\n\r\nAction=Reboot").0, 400);
 
-    let (status, text) = http(
+    let (status, text) = http_(
         control,
         "GET /metrics HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n",
     );
@@ -519,20 +484,6 @@ fn metrics_count_guest_requests_by_version_tokens_and_control_actions() {
         assert!(text.lines().any(|l| l == line), "missing {line}:\n{text}");
     }
     served.stop("TERM");
-}
-
-/// `imds ctl ARGS` against `served`: exit code, stdout and stderr.
-fn ctl(served: &Served, args: &[&str]) -> (i32, String, String) {
-    let output = Command::new(IMDS)
-        .args(["ctl", "--endpoint", &served.control[0]])
-        .args(args)
-        .output()
-        .unwrap();
-    (
-        output.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&output.stdout).into_owned(),
-        String::from_utf8_lossy(&output.stderr).into_owned(),
-    )
 }
 
 #[test]
@@ -649,7 +600,7 @@ fn with_control_keys_only_requests_signed_with_them_are_served() {
     let served = serve(&["--config", config.to_str().unwrap()]);
     let (_, stderr) = aws(&served, &["describe-instances"]).unwrap_err();
     assert!(stderr.contains("AuthFailure"), "{stderr}");
-    let (status, body) = http(
+    let (status, body) = http_(
         &served.control[0],
         "POST / HTTP/1.1\r\nHost: {addr}\r\nContent-Length: 24\r\nConnection: close\r\n\r\nAction=DescribeInstances",
     );

@@ -11,7 +11,7 @@ use http::StatusCode;
 use imds::clock::ManualClock;
 
 use crate::harness::TestImds;
-use crate::process::{Served, IMDS};
+use crate::process::{ctl_ok, serve, Served, IMDS};
 
 /// 2026-11-02T08:14:29Z, the default instance's launch.
 const START: u64 = 1_793_607_269_000;
@@ -128,35 +128,9 @@ async fn events_appear_and_end_as_the_clock_passes_their_times() {
     assert_eq!(old.status, StatusCode::NOT_FOUND);
 }
 
-fn serve(args: &[&str]) -> Served {
-    let mut command = Command::new(IMDS);
-    command
-        .args(["serve", "--listen", "127.0.0.1:0"])
-        .args(args);
-    Served::spawn(command)
-}
-
-/// `imds ctl ARGS`: its stdout, or a panic with its stderr.
-fn ctl(served: &Served, args: &[&str]) -> String {
-    let output = Command::new(IMDS)
-        .args(["ctl", "--endpoint", &served.control[0]])
-        .args(args)
-        .output()
-        .unwrap();
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(output.status.success(), "imds ctl {args:?}: {stderr}");
-    String::from_utf8(output.stdout).unwrap()
-}
-
+/// A GET of `meta-data/PATH`.
 fn get(served: &Served, path: &str) -> (u16, String) {
-    let addr = served.endpoints[0].trim_start_matches("http://");
-    let mut stream = std::net::TcpStream::connect(addr).unwrap();
-    use std::io::{Read, Write};
-    write!(stream, "GET {M}/{path} HTTP/1.1\r\nHost: {addr}\r\n\r\n").unwrap();
-    let mut answer = String::new();
-    stream.read_to_string(&mut answer).unwrap();
-    let body = answer.split_once("\r\n\r\n").map(|(_, b)| b.to_owned());
-    (answer[9..12].parse().unwrap(), body.unwrap_or_default())
+    crate::process::get(served, &format!("{M}/{path}"))
 }
 
 /// Polls `path` until it answers 200 (at most `within`); its body.
@@ -179,7 +153,7 @@ fn eventually(served: &Served, path: &str, within: Duration) -> String {
 fn a_spot_interruption_from_imds_ctl_appears_after_its_delay() {
     let served = serve(&[]);
     assert_eq!(get(&served, "spot/instance-action").0, 404);
-    let out = ctl(
+    let out = ctl_ok(
         &served,
         &["spot-interrupt", "--action", "stop", "--in", "3s"],
     );
@@ -206,7 +180,7 @@ fn a_spot_interruption_from_imds_ctl_appears_after_its_delay() {
         notice,
         "the time stays"
     );
-    let status = ctl(&served, &["event", "list"]);
+    let status = ctl_ok(&served, &["event", "list"]);
     assert!(status.contains("instance running"), "{status}");
 }
 
@@ -225,14 +199,14 @@ fn a_spot_interruption_from_the_config_file_counts_from_the_start() {
     assert!(time.ends_with('Z'), "{time}");
     // After the action time the instance is terminated in the control plane's view.
     std::thread::sleep(Duration::from_millis(1100));
-    let status = ctl(&served, &["event", "list"]);
+    let status = ctl_ok(&served, &["event", "list"]);
     assert!(status.contains("instance terminated"), "{status}");
 }
 
 #[test]
 fn maintenance_events_are_added_completed_and_canceled_with_imds_ctl() {
     let served = serve(&[]);
-    let added = ctl(
+    let added = ctl_ok(
         &served,
         &[
             "event",
@@ -248,7 +222,7 @@ fn maintenance_events_are_added_completed_and_canceled_with_imds_ctl() {
         id.starts_with("instance-event-") && id.len() == 32,
         "{added}"
     );
-    let other = ctl(
+    let other = ctl_ok(
         &served,
         &[
             "event",
@@ -271,13 +245,13 @@ fn maintenance_events_are_added_completed_and_canceled_with_imds_ctl() {
     assert!(scheduled.contains("\"Code\" : \"system-reboot\""));
     assert!(scheduled.contains(" GMT\""));
 
-    let listed = ctl(&served, &["event", "list"]);
+    let listed = ctl_ok(&served, &["event", "list"]);
     assert!(
         listed.contains(&id) && listed.contains("system-reboot"),
         "{listed}"
     );
-    ctl(&served, &["event", "complete", &id]);
-    ctl(&served, &["event", "cancel", &other_id]);
+    ctl_ok(&served, &["event", "complete", &id]);
+    ctl_ok(&served, &["event", "cancel", &other_id]);
     assert_eq!(get(&served, "events/maintenance/scheduled").1, "[]");
     let history = get(&served, "events/maintenance/history").1;
     assert!(
@@ -307,17 +281,17 @@ fn maintenance_events_are_added_completed_and_canceled_with_imds_ctl() {
 fn the_asg_lifecycle_state_follows_imds_ctl() {
     let served = serve(&[]);
     assert_eq!(get(&served, "autoscaling/target-lifecycle-state").0, 404);
-    ctl(&served, &["asg", "InService"]);
+    ctl_ok(&served, &["asg", "InService"]);
     assert_eq!(
         get(&served, "autoscaling/target-lifecycle-state").1,
         "InService"
     );
-    ctl(&served, &["asg", "Warmed:Hibernated"]);
+    ctl_ok(&served, &["asg", "Warmed:Hibernated"]);
     assert_eq!(
         get(&served, "autoscaling/target-lifecycle-state").1,
         "Warmed:Hibernated"
     );
-    let out = ctl(&served, &["asg", "Terminated", "--at", "+3s"]);
+    let out = ctl_ok(&served, &["asg", "Terminated", "--at", "+3s"]);
     assert!(
         out.starts_with("target lifecycle state Terminated at "),
         "{out}"
@@ -344,7 +318,7 @@ fn events_made_through_the_control_plane_survive_a_restart() {
     let dir = tempfile::tempdir().unwrap();
     let state = dir.path().join("state");
     let served = serve(&["--state-dir", state.to_str().unwrap()]);
-    let added = ctl(
+    let added = ctl_ok(
         &served,
         &[
             "event",
@@ -355,7 +329,7 @@ fn events_made_through_the_control_plane_survive_a_restart() {
             "+1h",
         ],
     );
-    ctl(&served, &["spot-interrupt", "--in", "10m"]);
+    ctl_ok(&served, &["spot-interrupt", "--in", "10m"]);
     let before = get(&served, "events/maintenance/scheduled").1;
     let rebalance = get(&served, "events/recommendations/rebalance").1;
     served.stop("TERM");
@@ -388,7 +362,7 @@ fn the_aws_cli_sees_scheduled_events_and_reschedules_them() {
     )
     .unwrap();
     let served = serve(&["--config", file.to_str().unwrap()]);
-    let added = ctl(
+    let added = ctl_ok(
         &served,
         &[
             "event",

@@ -6,25 +6,13 @@ use std::net::TcpStream;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use crate::process::{Served, IMDS};
+use crate::process::{ctl_ok, serve, Served, IMDS};
 
-fn serve(args: &[&str]) -> Served {
-    let mut command = Command::new(IMDS);
-    command
-        .args(["serve", "--listen", "127.0.0.1:0"])
-        .args(args);
-    Served::spawn(command)
-}
-
+/// `imds ctl fault ARGS`: its stdout.
 fn ctl(served: &Served, args: &[&str]) -> String {
-    let output = Command::new(IMDS)
-        .args(["ctl", "--endpoint", &served.control[0], "fault"])
-        .args(args)
-        .output()
-        .unwrap();
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(output.status.success(), "imds ctl fault {args:?}: {stderr}");
-    String::from_utf8(output.stdout).unwrap()
+    let mut all = vec!["fault"];
+    all.extend_from_slice(args);
+    ctl_ok(served, &all)
 }
 
 /// One request; the status and body, or the I/O error the client saw.

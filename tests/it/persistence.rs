@@ -2,39 +2,19 @@
 //! in the middle of a stream of changes, and stay layered over the config file at SIGHUP.
 
 use std::collections::BTreeMap;
-use std::io::{Read, Write};
-use std::net::TcpStream;
 use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
-use crate::process::{Served, IMDS};
+use crate::process::{exchange, Served, IMDS};
 
 const INSTANCE: &str = "i-0b4f7d2c9a1e83f56";
 
+/// `imds serve --state-dir STATE EXTRA...`.
 fn serve(state: &Path, extra: &[&str]) -> Served {
-    let mut command = Command::new(IMDS);
-    command
-        .args(["serve", "--listen", "127.0.0.1:0", "--state-dir"])
-        .arg(state)
-        .args(extra);
-    Served::spawn(command)
-}
-
-/// One HTTP/1.1 exchange; an error when the server is gone before answering in full.
-fn exchange(addr: &str, request: &str) -> std::io::Result<(u16, String)> {
-    let addr = addr.trim_start_matches("http://");
-    let mut stream = TcpStream::connect(addr)?;
-    stream.set_read_timeout(Some(Duration::from_secs(10)))?;
-    stream.write_all(request.replace("{addr}", addr).as_bytes())?;
-    let mut answer = String::new();
-    stream.read_to_string(&mut answer)?;
-    let status = answer
-        .get(9..12)
-        .and_then(|s| s.parse().ok())
-        .ok_or_else(|| std::io::Error::other(format!("no full answer: {answer:?}")))?;
-    let body = answer.split_once("\r\n\r\n").map(|(_, b)| b.to_owned());
-    Ok((status, body.unwrap_or_default()))
+    let mut args = vec!["--state-dir", state.to_str().unwrap()];
+    args.extend_from_slice(extra);
+    crate::process::serve(&args)
 }
 
 /// A control API Query request (form-encoded POST).

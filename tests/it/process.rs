@@ -99,3 +99,57 @@ impl Drop for Served {
         let _ = self.child.wait();
     }
 }
+
+/// `imds serve` on a free loopback port with `args`.
+pub fn serve(args: &[&str]) -> Served {
+    let mut command = Command::new(IMDS);
+    command
+        .args(["serve", "--listen", "127.0.0.1:0"])
+        .args(args);
+    Served::spawn(command)
+}
+
+/// One raw HTTP/1.1 exchange with `addr` (`{addr}` in `request` becomes it): the status and
+/// body, or the I/O error when the server is gone before answering in full.
+pub fn exchange(addr: &str, request: &str) -> std::io::Result<(u16, String)> {
+    use std::io::Write;
+    let addr = addr.trim_start_matches("http://");
+    let mut stream = std::net::TcpStream::connect(addr)?;
+    stream.set_read_timeout(Some(Duration::from_secs(10)))?;
+    stream.write_all(request.replace("{addr}", addr).as_bytes())?;
+    let mut answer = String::new();
+    stream.read_to_string(&mut answer)?;
+    let status = answer
+        .get(9..12)
+        .and_then(|s| s.parse().ok())
+        .ok_or_else(|| std::io::Error::other(format!("no full answer: {answer:?}")))?;
+    let body = answer.split_once("\r\n\r\n").map(|(_, b)| b.to_owned());
+    Ok((status, body.unwrap_or_default()))
+}
+
+/// A plain GET on the guest API: status and body.
+pub fn get(served: &Served, path: &str) -> (u16, String) {
+    let request = format!("GET {path} HTTP/1.1\r\nHost: {{addr}}\r\n\r\n");
+    exchange(&served.endpoints[0], &request).unwrap()
+}
+
+/// `imds ctl ARGS` against `served`: exit code, stdout and stderr.
+pub fn ctl(served: &Served, args: &[&str]) -> (i32, String, String) {
+    let output = Command::new(IMDS)
+        .args(["ctl", "--endpoint", &served.control[0]])
+        .args(args)
+        .output()
+        .unwrap();
+    (
+        output.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&output.stdout).into_owned(),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    )
+}
+
+/// `imds ctl ARGS`: its stdout, or a panic with its stderr.
+pub fn ctl_ok(served: &Served, args: &[&str]) -> String {
+    let (code, stdout, stderr) = ctl(served, args);
+    assert_eq!(code, 0, "imds ctl {args:?}: {stderr}");
+    stdout
+}
