@@ -174,37 +174,40 @@ async fn serve_connection(
     let service = service_fn(move |request| {
         marker.request_arrived();
         let fault = api.fault(&request, peer);
+        // No answer is built for a reset or silence.
         let mut response = match fault.map(|f| f.effect) {
-            None | Some(Effect::Answer) => api.handle(&request, peer),
-            Some(Effect::Status(status)) => api.injected_status(status),
-            Some(Effect::Reset | Effect::NoAnswer) => api.injected_status(500),
+            None | Some(Effect::Answer) => Some(api.handle(&request, peer)),
+            Some(Effect::Status(status)) => Some(api.injected_status(status)),
+            Some(Effect::Reset | Effect::NoAnswer) => None,
         };
-        wanted_hops.set(response.extensions().get::<ResponseHopLimit>().copied());
-        let v1_entry = log.as_ref().and_then(|log| {
-            let entry = log.take_awaiting(&mut response)?;
-            Some((log.clone(), entry))
-        });
+        if let Some(response) = &response {
+            wanted_hops.set(response.extensions().get::<ResponseHopLimit>().copied());
+        }
+        let v1_entry = log
+            .as_ref()
+            .zip(response.as_mut())
+            .and_then(|(log, response)| Some((log.clone(), log.take_awaiting(response)?)));
         let faulty = fault.map(|fault| (fault, wanted_hops.clone(), faults_stop.clone()));
         async move {
             // An IMDSv1 caller is looked up while it still holds its socket: before answering.
             if let Some((log, entry)) = v1_entry {
                 log.finish(entry).await;
             }
-            let Some((fault, hops, mut stop)) = faulty else {
-                return Ok(response);
-            };
-            tokio::time::sleep(fault.delay).await;
-            match fault.effect {
-                Effect::Reset => {
-                    hops.reset();
-                    Err(InjectedFault::Reset)
+            if let Some((fault, hops, mut stop)) = faulty {
+                tokio::time::sleep(fault.delay).await;
+                match fault.effect {
+                    Effect::Reset => {
+                        hops.reset();
+                        return Err(InjectedFault::Reset);
+                    }
+                    Effect::NoAnswer => {
+                        stopping(&mut stop).await;
+                        return Err(InjectedFault::NoAnswer);
+                    }
+                    Effect::Answer | Effect::Status(_) => {}
                 }
-                Effect::NoAnswer => {
-                    stopping(&mut stop).await;
-                    Err(InjectedFault::NoAnswer)
-                }
-                Effect::Answer | Effect::Status(_) => Ok(response),
             }
+            Ok(response.expect("every request but a reset or a silent one has an answer"))
         }
     });
     let connection = http.serve_connection(TokioIo::new(stream), service);

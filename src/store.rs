@@ -184,16 +184,8 @@ impl Store {
         &self,
         instance_id: &str,
     ) -> Result<Option<T>, StoreError> {
-        let json: Option<String> = self.read(|c| {
-            c.query_row(
-                "SELECT changes FROM instance_changes WHERE instance_id = ?1",
-                [instance_id],
-                |r| r.get(0),
-            )
-            .optional()
-        })?;
-        json.map(|json| self.parse(&json, &format!("changes of {instance_id}")))
-            .transpose()
+        let select = "SELECT changes FROM instance_changes WHERE instance_id = ?1";
+        self.get_json(select, instance_id, &format!("changes of {instance_id}"))
     }
 
     /// Stores the control-plane changes of `instance_id`, durably, replacing the previous ones.
@@ -202,41 +194,41 @@ impl Store {
         instance_id: &str,
         changes: &T,
     ) -> Result<(), StoreError> {
-        let json = serde_json::to_string(changes).expect("changes serialise to JSON");
-        self.write(|tx| {
-            tx.execute(
-                "INSERT INTO instance_changes (instance_id, changes) VALUES (?1, ?2)
-                 ON CONFLICT (instance_id) DO UPDATE SET changes = excluded.changes,
-                     updated_at = excluded.updated_at",
-                params![instance_id, json],
-            )
-            .map(drop)
-        })
+        let upsert = "INSERT INTO instance_changes (instance_id, changes) VALUES (?1, ?2)
+             ON CONFLICT (instance_id) DO UPDATE SET changes = excluded.changes,
+                 updated_at = excluded.updated_at";
+        self.put_json(upsert, instance_id, changes)
     }
 
     /// The account-level value `name` (e.g. the instance metadata defaults), if stored.
     pub fn account<T: DeserializeOwned>(&self, name: &str) -> Result<Option<T>, StoreError> {
-        let json: Option<String> = self.read(|c| {
-            c.query_row("SELECT value FROM account WHERE name = ?1", [name], |r| {
-                r.get(0)
-            })
-            .optional()
-        })?;
-        json.map(|json| self.parse(&json, name)).transpose()
+        self.get_json("SELECT value FROM account WHERE name = ?1", name, name)
     }
 
     /// Stores the account-level value `name`, durably.
     pub fn save_account<T: Serialize>(&self, name: &str, value: &T) -> Result<(), StoreError> {
-        let json = serde_json::to_string(value).expect("account values serialise to JSON");
-        self.write(|tx| {
-            tx.execute(
-                "INSERT INTO account (name, value) VALUES (?1, ?2)
-                 ON CONFLICT (name) DO UPDATE SET value = excluded.value,
-                     updated_at = excluded.updated_at",
-                params![name, json],
-            )
-            .map(drop)
-        })
+        let upsert = "INSERT INTO account (name, value) VALUES (?1, ?2)
+             ON CONFLICT (name) DO UPDATE SET value = excluded.value,
+                 updated_at = excluded.updated_at";
+        self.put_json(upsert, name, value)
+    }
+
+    /// The JSON value `select` finds for `key`, parsed; `what` names it in errors.
+    fn get_json<T: DeserializeOwned>(
+        &self,
+        select: &str,
+        key: &str,
+        what: &str,
+    ) -> Result<Option<T>, StoreError> {
+        let json: Option<String> =
+            self.read(|c| c.query_row(select, [key], |r| r.get(0)).optional())?;
+        json.map(|json| self.parse(&json, what)).transpose()
+    }
+
+    /// Writes `value` as JSON for `key` with `upsert`, durably.
+    fn put_json<T: Serialize>(&self, upsert: &str, key: &str, value: &T) -> Result<(), StoreError> {
+        let json = serde_json::to_string(value).expect("stored values serialise to JSON");
+        self.write(|tx| tx.execute(upsert, params![key, json]).map(drop))
     }
 
     fn parse<T: DeserializeOwned>(&self, json: &str, what: &str) -> Result<T, StoreError> {

@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use super::{element, Client, CtlError};
 use crate::cli::EventCommand;
+use crate::events::When;
 
 /// The longest `--in`: FIS interrupts at most 15 minutes ahead, the notice two minutes before.
 const LONGEST_NOTICE_DELAY: Duration = Duration::from_secs(13 * 60);
@@ -17,12 +18,14 @@ pub(super) async fn spot_interrupt(
     notice_in: &str,
     no_rebalance: bool,
 ) -> Result<String, CtlError> {
-    let delay = humantime::parse_duration(notice_in.trim_start_matches('+'))
-        .or_else(|e| match notice_in {
-            "0" => Ok(Duration::ZERO),
-            _ => Err(e),
-        })
-        .map_err(|e| CtlError::Usage(format!("--in {notice_in}: {e} (e.g. 30s, 2m)")))?;
+    let delay = match notice_in.parse::<When>() {
+        Ok(When::After(delay)) => delay,
+        _ => {
+            return Err(CtlError::Usage(format!(
+                "--in {notice_in}: expected a delay such as 30s or 2m"
+            )))
+        }
+    };
     if delay > LONGEST_NOTICE_DELAY {
         return Err(CtlError::Usage(format!(
             "--in {notice_in}: at most 13m (EC2 interrupts at most 15 minutes ahead, the notice two minutes before)"
