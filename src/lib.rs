@@ -5,20 +5,25 @@
 //! it is the hot path and changes no state. The **core** is plain data and pure functions: the
 //! instance model ([`instance`], [`options`]), the metadata tree with bodies prebuilt per
 //! instance ([`metadata`]), sealed stateless session tokens ([`token`]), rotating credentials
-//! per delivery (IMDSv1/IMDSv2, [`credentials`]) and the signed identity document
-//! ([`identity`]). The **control API** ([`control_api`]) changes a running instance the EC2
+//! per delivery (IMDSv1/IMDSv2, [`credentials`]), the signed identity document
+//! ([`identity`]), and what EC2 announces as a schedule ([`events`]: spot interruptions,
+//! rebalance, maintenance, lifecycle states). Injected [`faults`] make the guest API misbehave
+//! on purpose. The **control API** ([`control_api`]) changes a running instance the EC2
 //! way; its changes ([`changes`]) are layered over the config file and, with a state directory,
 //! kept in an embedded database ([`store`]) with the keys. The **edges** load configuration
-//! ([`config`]) and keys ([`keys`]: files or the store), parse the command line ([`cli`]), fetch real role credentials ([`sts`]), and
+//! ([`config`], or amazon-ec2-metadata-mock's flags, environment and file: [`aemm`]) and keys
+//! ([`keys`]: files or the store), parse the command line ([`cli`]), fetch real role
+//! credentials ([`sts`]), and
 //! run the service ([`serve`]: start, SIGHUP reload, stop) on sockets ([`server`], [`net`],
 //! [`link_local`]), optionally writing an access log ([`access_log`]: a JSON line per request,
 //! naming the local processes that still call IMDSv1).
 //!
 //! A guest GET flows: accept → pick the caller's [`state::Snapshot`] (lock-free) → apply its
 //! options (endpoint, token rule) → parse the path ([`metadata::path`]) → look it up in the
-//! snapshot's prebuilt tree → write precomputed bytes. Changing an instance builds a new snapshot
-//! and swaps it in whole. Time-dependent answers (credentials) are derived from the clock
-//! ([`clock`]) at request time, never rebuilt per request.
+//! snapshot's prebuilt tree for the request's time (one tree per moment the events change) →
+//! write precomputed bytes. Changing an instance builds a new snapshot and swaps it in whole.
+//! Time-dependent answers (credentials, events) are derived from the clock ([`clock`]) at
+//! request time, never rebuilt per request.
 
 pub mod access_log;
 pub mod aemm;
