@@ -48,7 +48,6 @@ use std::time::Duration;
 use bytes::Bytes;
 use http::{header, HeaderValue, Method, Request, Response, StatusCode};
 use http_body_util::{BodyExt, Full, Limited};
-use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpListener;
 
@@ -156,8 +155,12 @@ impl ControlApi {
         }
     }
 
-    /// Answers one request.
-    pub async fn handle(&self, request: Request<Incoming>) -> Response<Full<Bytes>> {
+    /// Answers one request (from a socket, or in-process: any body will do).
+    pub async fn handle<B>(&self, request: Request<B>) -> Response<Full<Bytes>>
+    where
+        B: hyper::body::Body,
+        B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    {
         let request_id = request_id();
         if request.method() == Method::GET && request.uri().path() == "/healthz" {
             return reply(StatusCode::OK, "text/plain", "ok\n".into());
