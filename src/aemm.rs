@@ -148,7 +148,9 @@ pub fn plan(
 ) -> Result<Loaded, ServeError> {
     let settings = gather(cli, env)?;
     let mut loaded = from_settings(&settings, cli.command.as_ref(), started)?;
-    // imds' own control listener keeps its variable (AEMM has no such thing).
+    // AEMM has no control API, and test suites start several mocks side by side on different
+    // ports: imds' own control listener is off unless its variable asks for it.
+    loaded.server.control_listen.clear();
     if let Ok(list) = std::env::var("IMDS_CONTROL_LISTEN") {
         loaded.server.control_listen = list
             .split(',')

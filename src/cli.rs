@@ -101,6 +101,16 @@ pub struct ServeArgs {
         value_name = "ADDR:PORT"
     )]
     pub control_listen: Vec<SocketAddr>,
+    /// A host name, besides IP addresses and `localhost`, that requests on loopback addresses
+    /// may carry in `Host`; repeat for several. Others are refused with 403, so that a web page
+    /// cannot reach imds by making its own name resolve to 127.0.0.1 (DNS rebinding).
+    #[arg(
+        long = "allowed-host",
+        env = "IMDS_ALLOWED_HOSTS",
+        value_delimiter = ',',
+        value_name = "NAME"
+    )]
+    pub allowed_hosts: Vec<String>,
     /// IMDSv2 enforcement: `optional` answers v1 and v2, `required` answers only requests with a
     /// valid session token (401 otherwise).
     #[arg(long, env = "IMDS_HTTP_TOKENS", value_name = "MODE")]
@@ -428,6 +438,7 @@ impl ServeArgs {
         Overrides {
             listen: self.listen.clone(),
             control_listen: self.control_listen.clone(),
+            allowed_hosts: self.allowed_hosts.clone(),
             keep_alive: self.keep_alive,
             token_key_file: self.token_key_file.clone(),
             state_dir: self.keys.state_dir.clone(),

@@ -28,14 +28,26 @@ pub struct Config {
 }
 
 /// `[control]`: the keys control requests must be signed with (SigV4). Without them the
-/// control API listens on loopback addresses only.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+/// control API listens on loopback addresses only. Its `Debug` never shows the secret.
+#[derive(Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ControlConfig {
     /// The access key id clients sign with.
     pub access_key_id: Option<String>,
     /// Its secret.
     pub secret_access_key: Option<String>,
+}
+
+impl std::fmt::Debug for ControlConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ControlConfig")
+            .field("access_key_id", &self.access_key_id)
+            .field(
+                "secret_access_key",
+                &self.secret_access_key.as_ref().map(|_| "(redacted)"),
+            )
+            .finish()
+    }
 }
 
 impl ControlConfig {
@@ -84,6 +96,18 @@ pub struct ServerConfig {
     pub max_request_header_bytes: usize,
     /// Time given to in-flight requests at shutdown, in milliseconds.
     pub shutdown_grace_ms: u64,
+    /// Connections the control listener serves at once (its other limits are the guest
+    /// listener's), so that no guest and no idle client takes the operators' slots.
+    #[serde(default = "default_control_max_connections")]
+    pub control_max_connections: usize,
+    /// Host names besides IP literals and `localhost` that requests on loopback addresses may
+    /// name in `Host` (others are refused: DNS rebinding).
+    #[serde(default)]
+    pub allowed_hosts: Vec<String>,
+}
+
+fn default_control_max_connections() -> usize {
+    128
 }
 
 fn default_control_listen() -> Vec<SocketAddr> {
@@ -112,6 +136,8 @@ pub struct Overrides {
     pub control_listen: Vec<SocketAddr>,
     /// Replaces `server.keep_alive`.
     pub keep_alive: Option<bool>,
+    /// Replaces `server.allowed_hosts` when non-empty.
+    pub allowed_hosts: Vec<String>,
     /// Replaces `server.token_key_file`.
     pub token_key_file: Option<PathBuf>,
     /// Replaces `server.state_dir`.
@@ -251,6 +277,9 @@ impl Config {
         if !overrides.control_listen.is_empty() {
             self.server.control_listen = overrides.control_listen.clone();
         }
+        if !overrides.allowed_hosts.is_empty() {
+            self.server.allowed_hosts = overrides.allowed_hosts.clone();
+        }
         if let Some(keep_alive) = overrides.keep_alive {
             self.server.keep_alive = keep_alive;
         }
@@ -355,6 +384,20 @@ fn check_server(
     }
     if server.max_connections == 0 {
         return Err(("max_connections", "must be at least 1".into()));
+    }
+    if server.control_max_connections == 0 {
+        return Err(("control_max_connections", "must be at least 1".into()));
+    }
+    if let Some(bad) = server.allowed_hosts.iter().find(|name| {
+        name.is_empty()
+            || !name
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"-._".contains(&b))
+    }) {
+        return Err((
+            "allowed_hosts",
+            format!("\"{bad}\" is not a host name (letters, digits, '-', '.', '_'; no port)"),
+        ));
     }
     if server.header_read_timeout_ms == 0 {
         return Err(("header_read_timeout_ms", "must be at least 1".into()));

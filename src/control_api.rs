@@ -29,6 +29,7 @@
 //! swapped in whole, so the guest API follows it atomically. What the control plane changed
 //! ([`InstanceChanges`]) stays layered over the config file at restart and at SIGHUP.
 
+mod connection;
 mod defaults;
 mod error;
 mod events;
@@ -40,7 +41,6 @@ mod sigv4;
 mod tags;
 mod xml;
 
-use std::convert::Infallible;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -48,8 +48,6 @@ use std::time::Duration;
 use bytes::Bytes;
 use http::{header, HeaderValue, Method, Request, Response, StatusCode};
 use http_body_util::{BodyExt, Full, Limited};
-use hyper_util::rt::TokioIo;
-use tokio::net::TcpListener;
 
 pub use self::defaults::MetadataDefaults;
 pub use self::error::ControlError;
@@ -63,7 +61,7 @@ use crate::state::{SnapshotBuilder, State};
 use crate::store::{Store, StoreError};
 
 /// Largest request body read.
-const MAX_BODY: usize = 1024 * 1024;
+pub const MAX_BODY: usize = 1024 * 1024;
 /// How long a metadata options change reads `pending` before `applied`.
 const APPLYING: Duration = Duration::from_millis(500);
 
@@ -394,36 +392,4 @@ fn request_id() -> String {
 /// Lower-case hexadecimal.
 fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
-
-/// Serves `api` on `listener` until `shutdown` completes; connections in flight finish.
-pub async fn serve(
-    listener: TcpListener,
-    api: Arc<ControlApi>,
-    shutdown: impl std::future::Future<Output = ()>,
-) {
-    tokio::pin!(shutdown);
-    loop {
-        let (stream, _) = tokio::select! {
-            accepted = listener.accept() => match accepted {
-                Ok(accepted) => accepted,
-                Err(error) => {
-                    tracing::warn!(%error, "control listener: accept failed");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    continue;
-                }
-            },
-            () = &mut shutdown => return,
-        };
-        let api = api.clone();
-        tokio::spawn(async move {
-            let service = hyper::service::service_fn(move |request| {
-                let api = api.clone();
-                async move { Ok::<_, Infallible>(api.handle(request).await) }
-            });
-            let _ = hyper::server::conn::http1::Builder::new()
-                .serve_connection(TokioIo::new(stream), service)
-                .await;
-        });
-    }
 }

@@ -2,6 +2,7 @@
 //! snapshot (lock-free), apply its options, check the token, look the path up in the prebuilt
 //! tree and write precomputed bytes. It changes no state.
 
+mod connection;
 mod error;
 
 use std::net::{IpAddr, SocketAddr};
@@ -18,6 +19,7 @@ use crate::access_log::{AccessLog, Entry};
 use crate::clock::Clock;
 use crate::credentials::Delivery;
 use crate::faults::Decision;
+use crate::log_limit::LogLimit;
 use crate::metadata::path::{self, GuestPath, MetadataPath};
 use crate::metadata::version::API_VERSIONS;
 use crate::metadata::{render, CredentialsLeaf, Found, Leaf};
@@ -25,7 +27,7 @@ use crate::metrics::{ImdsVersion, Metrics, RouteClass, TokenRejection};
 use crate::net::ResponseHopLimit;
 use crate::options::HttpTokens;
 use crate::state::{Snapshot, State};
-use crate::token::{TokenSealer, TokenTtl};
+use crate::token::{TokenError, TokenSealer, TokenTtl};
 
 /// `X-aws-ec2-metadata-token`: the session token on a GET.
 pub const TOKEN_HEADER: HeaderName = HeaderName::from_static("x-aws-ec2-metadata-token");
@@ -120,7 +122,12 @@ pub struct GuestApi {
     versions: Bytes,
     metrics: Arc<Metrics>,
     access_log: Option<AccessLog>,
+    /// One debug line per refusal reason at most every few seconds.
+    token_logs: [LogLimit; TokenRejection::ALL.len()],
 }
+
+/// How often the debug log may say why a token was refused, per reason.
+const TOKEN_LOG_PERIOD: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// Tells operators when IMDSv1 callers receive role credentials: spotting v1 credentials in
 /// use is what `ec2:RoleDelivery` is for. At info the 1st, 10th, 100th, ... time: visible, yet
@@ -176,6 +183,7 @@ impl GuestApi {
             versions: render::lines(API_VERSIONS),
             metrics,
             access_log,
+            token_logs: TokenRejection::ALL.map(|_| LogLimit::new(TOKEN_LOG_PERIOD)),
         }
     }
 
@@ -236,15 +244,16 @@ impl GuestApi {
             let rejection = match error {
                 GuestError::ForwardedTokenRequest => Some(TokenRejection::Forwarded),
                 GuestError::InvalidTokenTtl => Some(TokenRejection::InvalidTtl),
-                GuestError::InvalidToken => Some(TokenRejection::Invalid),
+                GuestError::InvalidToken(why) => Some(*why),
                 GuestError::MissingToken => Some(TokenRejection::Missing),
                 GuestError::EndpointDisabled
                 | GuestError::TokenPutOnWrongPath
                 | GuestError::NotFound
+                | GuestError::BrowserRequest
                 | GuestError::MethodNotAllowed { .. } => None,
             };
             if let Some(rejection) = rejection {
-                self.metrics.token_rejected(rejection);
+                self.token_refused(rejection, &snapshot, peer);
             }
         }
         let mut response =
@@ -383,15 +392,34 @@ impl GuestApi {
         }
     }
 
+    /// Counts a refused token (or token request) and says why in the debug log, at most once
+    /// per reason every few seconds (clients can send refused tokens as fast as they like).
+    fn token_refused(&self, why: TokenRejection, snapshot: &Snapshot, peer: SocketAddr) {
+        self.metrics.token_rejected(why);
+        if let Some(held_back) = self.token_logs[why as usize].allow() {
+            tracing::debug!(
+                %peer,
+                instance = snapshot.instance.id(),
+                reason = why.label(),
+                version = why.version().label(),
+                held_back,
+                "session token refused"
+            );
+        }
+    }
+
     /// `None` for a token-less (IMDSv1) request allowed by the options; the remaining TTL of a
-    /// valid token; an error otherwise.
+    /// valid token; an error otherwise. Two token headers are refused, whatever they hold: an
+    /// ambiguous request is never resolved by order.
     fn check_token(
         &self,
         snapshot: &Snapshot,
         headers: &HeaderMap,
     ) -> Result<Option<u32>, GuestError> {
-        match headers.get(TOKEN_HEADER) {
-            Some(token) => self
+        let mut tokens = headers.get_all(TOKEN_HEADER).iter();
+        match (tokens.next(), tokens.next()) {
+            (Some(_), Some(_)) => Err(GuestError::InvalidToken(TokenRejection::Ambiguous)),
+            (Some(token), None) => self
                 .tokens
                 .verify(
                     snapshot.instance.id(),
@@ -399,11 +427,18 @@ impl GuestApi {
                     self.clock.now_millis(),
                 )
                 .map(Some)
-                .map_err(|_| GuestError::InvalidToken),
-            None if snapshot.options.http_tokens == HttpTokens::Required => {
+                .map_err(|error| {
+                    GuestError::InvalidToken(match error {
+                        TokenError::Malformed => TokenRejection::Malformed,
+                        TokenError::BadSeal => TokenRejection::BadSeal,
+                        TokenError::WrongInstance => TokenRejection::WrongInstance,
+                        TokenError::Expired => TokenRejection::Expired,
+                    })
+                }),
+            (None, _) if snapshot.options.http_tokens == HttpTokens::Required => {
                 Err(GuestError::MissingToken)
             }
-            None => Ok(None),
+            (None, _) => Ok(None),
         }
     }
 

@@ -42,6 +42,7 @@ pub mod identity;
 pub mod instance;
 pub mod keys;
 pub mod link_local;
+pub mod log_limit;
 pub mod metadata;
 pub mod metrics;
 pub mod net;
@@ -71,8 +72,12 @@ pub struct App {
     pub snapshots: Arc<state::SnapshotBuilder>,
     /// The control surface.
     pub control: Arc<control_api::ControlApi>,
-    /// How connections are served.
+    /// How guest connections are served.
     pub settings: ServerSettings,
+    /// How control connections are served.
+    pub control_settings: ServerSettings,
+    /// The `Host` names loopback connections accept, for both listeners.
+    pub hosts: Arc<server::HostGuard>,
 }
 
 impl App {
@@ -95,6 +100,12 @@ impl App {
             max_request_header_bytes: server.max_request_header_bytes,
             shutdown_grace: server.shutdown_grace(),
         };
+        let control_settings = ServerSettings {
+            keep_alive: true,
+            max_connections: server.control_max_connections,
+            ..settings
+        };
+        let hosts = Arc::new(server::HostGuard::new(&server.allowed_hosts));
         let snapshots = Arc::new(state::SnapshotBuilder::new(
             keys.clone(),
             clock.clone(),
@@ -126,6 +137,8 @@ impl App {
             snapshots,
             control,
             settings,
+            control_settings,
+            hosts,
         }
     }
 }

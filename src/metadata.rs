@@ -70,6 +70,8 @@ struct Dir {
     shown_as: Vec<(Box<str>, Box<str>)>,
     /// Listing order where IMDS does not sort (names not in it follow, sorted).
     listing_order: Vec<Box<str>>,
+    /// Children served to whoever asks for them by name but never listed.
+    unlisted: Vec<Box<str>>,
 }
 
 impl MetadataTree {
@@ -199,6 +201,17 @@ impl TreeBuilder {
         self
     }
 
+    /// Serves `path` to whoever asks for it by name, but leaves it out of its parent's listing,
+    /// so that crawlers (cloud-init) never reach it.
+    pub fn unlisted(&mut self, path: &str) -> &mut Self {
+        let (parent, name) = path.rsplit_once('/').map_or(("", path), |(p, n)| (p, n));
+        let dir = self.dir(parent);
+        if let NodeKind::Dir(dir) = &mut self.nodes[dir].kind {
+            dir.unlisted.push(name.into());
+        }
+        self
+    }
+
     /// The directory at `path`, created (with its parents) if missing.
     fn dir(&mut self, path: &str) -> usize {
         let mut current = 0;
@@ -251,9 +264,13 @@ impl TreeBuilder {
             return self.nodes[index].since;
         };
         let children: Vec<(Box<str>, usize)> = dir.children.clone();
+        let unlisted = dir.unlisted.clone();
         let mut entries = Vec::with_capacity(children.len());
         for (name, child) in &children {
             let since = self.finish(*child);
+            if unlisted.contains(name) {
+                continue;
+            }
             let is_dir = matches!(self.nodes[*child].kind, NodeKind::Dir(_));
             entries.push((name.clone(), since, is_dir));
         }

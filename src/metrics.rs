@@ -89,33 +89,87 @@ impl RouteClass {
     }
 }
 
+/// Which HTTP surface a connection or request belongs to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SurfaceKind {
+    /// What instances see.
+    Guest,
+    /// What operators use.
+    Control,
+}
+
+impl SurfaceKind {
+    const ALL: [SurfaceKind; 2] = [SurfaceKind::Guest, SurfaceKind::Control];
+
+    /// `guest` or `control`, as in the `surface` label.
+    pub fn label(self) -> &'static str {
+        match self {
+            SurfaceKind::Guest => "guest",
+            SurfaceKind::Control => "control",
+        }
+    }
+}
+
 /// Why a session token (or a token request) was refused.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum TokenRejection {
     /// The PUT carried `X-Forwarded-For`.
     Forwarded,
-    /// The PUT's TTL header was missing or out of range.
+    /// The PUT's TTL header was missing, repeated or out of range.
     InvalidTtl,
-    /// A GET's token was forged, expired or another instance's.
-    Invalid,
     /// A GET had no token under `HttpTokens=required`.
     Missing,
+    /// A GET carried more than one token header.
+    Ambiguous,
+    /// The token is not one imds issues (wrong length, encoding or version).
+    Malformed,
+    /// The token's seal does not match: forged, altered, or sealed with another key.
+    BadSeal,
+    /// The token was issued to another instance.
+    WrongInstance,
+    /// The token has expired.
+    Expired,
 }
 
 impl TokenRejection {
-    const ALL: [TokenRejection; 4] = [
+    /// All reasons, in metric order.
+    pub const ALL: [TokenRejection; 8] = [
         TokenRejection::Forwarded,
         TokenRejection::InvalidTtl,
-        TokenRejection::Invalid,
         TokenRejection::Missing,
+        TokenRejection::Ambiguous,
+        TokenRejection::Malformed,
+        TokenRejection::BadSeal,
+        TokenRejection::WrongInstance,
+        TokenRejection::Expired,
     ];
 
-    fn label(self) -> &'static str {
+    /// The `reason` label and log field.
+    pub fn label(self) -> &'static str {
         match self {
             TokenRejection::Forwarded => "forwarded",
             TokenRejection::InvalidTtl => "invalid_ttl",
-            TokenRejection::Invalid => "invalid",
             TokenRejection::Missing => "missing",
+            TokenRejection::Ambiguous => "ambiguous",
+            TokenRejection::Malformed => "malformed",
+            TokenRejection::BadSeal => "bad_seal",
+            TokenRejection::WrongInstance => "wrong_instance",
+            TokenRejection::Expired => "expired",
+        }
+    }
+
+    /// The IMDS version of the refused request, as the access log and `imds_requests_total`
+    /// count it: `v1` for a token-less GET, `v2` for a token PUT or a request with a token.
+    pub fn version(self) -> ImdsVersion {
+        match self {
+            TokenRejection::Missing => ImdsVersion::V1,
+            TokenRejection::Forwarded
+            | TokenRejection::InvalidTtl
+            | TokenRejection::Ambiguous
+            | TokenRejection::Malformed
+            | TokenRejection::BadSeal
+            | TokenRejection::WrongInstance
+            | TokenRejection::Expired => ImdsVersion::V2,
         }
     }
 }
@@ -142,6 +196,12 @@ pub struct Metrics {
     role_deliveries: [AtomicU64; 2],
     /// Access-log entries dropped because the writer fell behind.
     access_log_dropped: AtomicU64,
+    /// Open connections per surface.
+    connections_open: [AtomicU64; 2],
+    /// Idle connections closed to make room, per surface.
+    connections_evicted: [AtomicU64; 2],
+    /// `[surface][reason]`: requests refused as a browser's.
+    browser_refused: [[AtomicU64; 2]; 2],
     /// `(action, outcome)` → count; the control path is not hot.
     control: Mutex<BTreeMap<(String, &'static str), u64>>,
 }
@@ -204,6 +264,26 @@ impl Metrics {
         self.access_log_dropped.load(Ordering::Relaxed)
     }
 
+    /// Counts a connection opened on `surface`.
+    pub fn connection_opened(&self, surface: SurfaceKind) {
+        self.connections_open[surface as usize].fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Counts a connection closed on `surface`.
+    pub fn connection_closed(&self, surface: SurfaceKind) {
+        self.connections_open[surface as usize].fetch_sub(1, Ordering::Relaxed);
+    }
+
+    /// Counts an idle connection closed on a full `surface` to make room.
+    pub fn connection_evicted(&self, surface: SurfaceKind) {
+        self.connections_evicted[surface as usize].fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Counts a request refused on `surface` as a browser's.
+    pub fn browser_refused(&self, surface: SurfaceKind, why: crate::server::BrowserRefusal) {
+        self.browser_refused[surface as usize][why as usize].fetch_add(1, Ordering::Relaxed);
+    }
+
     /// Counts a control request.
     pub fn control_action(&self, action: &str, outcome: &'static str) {
         let mut control = self.control.lock().unwrap_or_else(|e| e.into_inner());
@@ -245,14 +325,45 @@ impl Metrics {
             "# HELP imds_tokens_issued_total Session tokens issued.\n# TYPE imds_tokens_issued_total counter\nimds_tokens_issued_total {}\n",
             load(&self.tokens_issued)
         );
-        out.push_str("# HELP imds_tokens_rejected_total Session tokens and token requests refused, by reason.\n# TYPE imds_tokens_rejected_total counter\n");
+        out.push_str("# HELP imds_tokens_rejected_total Session tokens and token requests refused, by IMDS version and reason.\n# TYPE imds_tokens_rejected_total counter\n");
         for why in TokenRejection::ALL {
             let _ = writeln!(
                 out,
-                "imds_tokens_rejected_total{{reason=\"{}\"}} {}",
+                "imds_tokens_rejected_total{{version=\"{}\",reason=\"{}\"}} {}",
+                why.version().label(),
                 why.label(),
                 load(&self.tokens_rejected[why as usize])
             );
+        }
+        out.push_str("# HELP imds_connections_open Connections open, by surface.\n# TYPE imds_connections_open gauge\n");
+        for surface in SurfaceKind::ALL {
+            let _ = writeln!(
+                out,
+                "imds_connections_open{{surface=\"{}\"}} {}",
+                surface.label(),
+                load(&self.connections_open[surface as usize])
+            );
+        }
+        out.push_str("# HELP imds_connections_evicted_total Connections waiting for their client, closed because every slot was taken.\n# TYPE imds_connections_evicted_total counter\n");
+        for surface in SurfaceKind::ALL {
+            let _ = writeln!(
+                out,
+                "imds_connections_evicted_total{{surface=\"{}\"}} {}",
+                surface.label(),
+                load(&self.connections_evicted[surface as usize])
+            );
+        }
+        out.push_str("# HELP imds_browser_requests_refused_total Requests refused as a web browser's (DNS rebinding, cross-site), by surface and reason.\n# TYPE imds_browser_requests_refused_total counter\n");
+        for surface in SurfaceKind::ALL {
+            for why in crate::server::BrowserRefusal::ALL {
+                let _ = writeln!(
+                    out,
+                    "imds_browser_requests_refused_total{{surface=\"{}\",reason=\"{}\"}} {}",
+                    surface.label(),
+                    why.label(),
+                    load(&self.browser_refused[surface as usize][why as usize])
+                );
+            }
         }
         out.push_str("# HELP imds_role_credentials_delivered_total Role credentials served, by ec2:RoleDelivery (1.0: IMDSv1 callers).\n# TYPE imds_role_credentials_delivered_total counter\n");
         for (i, delivery) in ["1.0", "2.0"].iter().enumerate() {
@@ -343,8 +454,8 @@ mod tests {
             "imds_requests_total{surface=\"guest\",version=\"v2\",route=\"other\",status=\"other\"} 1",
             "imds_metadata_no_token_total{instance_id=\"i-0b4f7d2c9a1e83f56\"} 2",
             "imds_tokens_issued_total 1",
-            "imds_tokens_rejected_total{reason=\"forwarded\"} 1",
-            "imds_tokens_rejected_total{reason=\"missing\"} 0",
+            "imds_tokens_rejected_total{version=\"v2\",reason=\"forwarded\"} 1",
+            "imds_tokens_rejected_total{version=\"v1\",reason=\"missing\"} 0",
             "imds_control_requests_total{action=\"CreateTags\",outcome=\"ok\"} 1",
             "imds_access_log_dropped_total 1",
             "imds_role_credentials_delivered_total{instance_id=\"i-0b4f7d2c9a1e83f56\",role_delivery=\"1.0\"} 1",

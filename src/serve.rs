@@ -17,8 +17,9 @@ use crate::access_log::{AccessLogError, Destination};
 use crate::cli::ServeArgs;
 use crate::clock::SystemClock;
 use crate::config::{Config, ConfigError, Loaded, Overrides, ServerConfig};
-use crate::control_api::{self, Persisted};
+use crate::control_api::Persisted;
 use crate::faults::FaultSet;
+use crate::guest_api::GuestApi;
 use crate::keys::{Keys, KeysError};
 use crate::link_local::{self, LinkLocal, LinkLocalError};
 use crate::server::{Accepting, Server};
@@ -196,17 +197,11 @@ async fn serve(
     if !app.snapshots.first_sts_fetch(FIRST_STS_FETCH).await {
         tracing::warn!("serving without the role's STS credentials for now (see the error above)");
     }
-    let (stop_control, control_stopped) = tokio::sync::watch::channel(false);
-    for listener in control_listeners {
-        let mut stopped = control_stopped.clone();
-        tokio::spawn(control_api::serve(
-            listener,
-            app.control.clone(),
-            async move {
-                let _ = stopped.wait_for(|stop| *stop).await;
-            },
-        ));
-    }
+    let control = Server::new(app.control.clone(), app.control_settings, app.hosts.clone());
+    let control_accepting: Vec<Accepting> = control_listeners
+        .into_iter()
+        .map(|l| control.accept_on(l))
+        .collect();
     announce(&bound, &control_bound);
     tracing::info!(
         instance,
@@ -218,7 +213,7 @@ async fn serve(
         addresses = ?bound,
         "imds started"
     );
-    let server = Server::new(app.api.clone(), app.settings);
+    let server = Server::new(app.api.clone(), app.settings, app.hosts.clone());
     let mut accepting: Vec<(SocketAddr, Accepting)> = bound
         .iter()
         .copied()
@@ -242,8 +237,8 @@ async fn serve(
         }
     };
     drop(accepting);
-    stop_control.send_replace(true);
-    server.drain().await;
+    drop(control_accepting);
+    tokio::join!(server.drain(), control.drain());
     tracing::info!(signal = stopped_by, "imds stopped");
     Ok(())
 }
@@ -287,7 +282,7 @@ fn reload(reloader: &Reloader, app: &App) {
 /// `HttpProtocolIpv6` now says.
 async fn follow_ipv6(
     app: &App,
-    server: &Server,
+    server: &Server<GuestApi>,
     link_local: &mut Option<LinkLocal>,
     accepting: &mut Vec<(SocketAddr, Accepting)>,
 ) {

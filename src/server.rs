@@ -1,29 +1,42 @@
-//! Serving HTTP/1.1 on already-bound listeners: connection limit, client deadline, request
-//! head size limit, `Connection: close` or keep-alive, and a graceful drain at shutdown.
+//! Serving HTTP/1.1 on already-bound listeners, the same way for both surfaces (the guest API
+//! and the control API, each a [`Surface`]): a connection limit per server, a deadline for
+//! every request head, a request head size limit, idle connections evicted when the server is
+//! full, `Connection: close` or keep-alive, a `Host` check against DNS rebinding on loopback
+//! connections ([`browser`]), and a graceful drain at shutdown.
 //!
-//! The client deadline is enforced by one coarse watchdog per connection rather than hyper's
-//! per-request header timer: arming a timer for every request cost a quarter of keep-alive
-//! throughput (`scripts/bench`), while a connection records when it last received a request
-//! with one clock read and one atomic store.
+//! The client deadline is enforced by one coarse watchdog per connection ([`watchdog`]) rather
+//! than hyper's per-request header timer: arming a timer for every request cost a quarter of
+//! keep-alive throughput (`scripts/bench`), while a connection records when it became idle
+//! with one clock read and two atomic stores. The deadline only runs while the connection waits
+//! for its client: a request being answered (an injected latency, a silent fault, a control
+//! request reading its body under its own deadline) is never cut off by it.
 //!
-//! With an access log, the caller of an IMDSv1 request is looked up before its answer is written,
-//! while the client surely still holds its socket (see [`crate::access_log`]).
+//! When every connection slot is taken, the accept loop asks the connections that are waiting
+//! for a request head (idle keep-alive clients, slowloris clients, connections that never sent
+//! anything) to close, so a real request gets in promptly however many such clients there are.
+
+pub mod browser;
+mod watchdog;
 
 use std::future::Future;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
+use bytes::Bytes;
+use http::{Request, Response};
+use http_body_util::{BodyExt, Full, LengthLimitError, Limited};
+use hyper::body::Incoming;
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{watch, Semaphore};
+use tokio::sync::{watch, Notify, Semaphore};
 
-use crate::faults::Effect;
-use crate::guest_api::GuestApi;
-use crate::net::{HopLimitedStream, ResponseHopLimit, WantedHopLimit};
+pub use self::browser::{BrowserRefusal, HostGuard};
+use self::watchdog::{ClientWait, Overdue};
+use crate::metrics::{Metrics, SurfaceKind};
+use crate::net::{HopLimitedStream, WantedHopLimit};
 
 /// Connection handling settings.
 #[derive(Debug, Clone, Copy)]
@@ -33,7 +46,7 @@ pub struct ServerSettings {
     /// Connections served at once.
     pub max_connections: usize,
     /// A client must send each request head within this long of connecting or of its previous
-    /// request; idle keep-alive connections are closed after it too.
+    /// answer; idle keep-alive connections are closed after it too.
     pub header_read_timeout: Duration,
     /// Largest request head in bytes.
     pub max_request_header_bytes: usize,
@@ -41,30 +54,115 @@ pub struct ServerSettings {
     pub shutdown_grace: Duration,
 }
 
-/// Serves `api` on every listener until `shutdown` completes, then lets connections finish their
-/// current request for up to the grace period.
-pub async fn run(
+/// Why a request got no answer: the surface chose silence or a reset (injected faults).
+#[derive(Debug, thiserror::Error)]
+pub enum NoAnswer {
+    /// The connection was reset.
+    #[error("injected fault: connection reset")]
+    Reset,
+    /// The request got no answer until the client left or the server stopped.
+    #[error("injected fault: no answer")]
+    Silence,
+}
+
+/// Why the server answered a request without asking its surface.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refusal {
+    /// A request a web browser was made to send (see [`browser`]).
+    Browser(BrowserRefusal),
+    /// The body is larger than the surface reads.
+    BodyTooLarge,
+    /// The body did not arrive whole within the client deadline.
+    BodyIncomplete,
+}
+
+impl From<BrowserRefusal> for Refusal {
+    fn from(why: BrowserRefusal) -> Refusal {
+        Refusal::Browser(why)
+    }
+}
+
+/// One accepted connection as a surface sees it.
+#[derive(Debug)]
+pub struct Connection<T> {
+    /// The client's address.
+    pub peer: SocketAddr,
+    /// The address the client connected to.
+    pub local: Option<SocketAddr>,
+    /// The IP TTL the next answer leaves with, or a reset.
+    pub hops: WantedHopLimit,
+    /// Turns true when the server stops.
+    pub stop: watch::Receiver<bool>,
+    /// What the surface keeps for this connection.
+    pub surface: T,
+}
+
+/// A surface served by a [`Server`]: it answers requests; the server handles connections.
+pub trait Surface: Send + Sync + Sized + 'static {
+    /// What the surface keeps per connection.
+    type PerConnection: Send + Sync + 'static;
+
+    /// Which surface this is, for metrics and logs.
+    const KIND: SurfaceKind;
+
+    /// Largest request body read (0: bodies are never read).
+    const MAX_BODY: usize;
+
+    /// Whether requests a browser marks as cross-site are refused.
+    const REFUSES_CROSS_SITE: bool;
+
+    /// What to keep for a new connection from `peer` to `local`.
+    fn connect(&self, peer: SocketAddr, local: Option<SocketAddr>) -> Self::PerConnection;
+
+    /// The answer to `request` on `connection` (or none, for an injected fault).
+    fn respond(
+        self: &Arc<Self>,
+        connection: &Arc<Connection<Self::PerConnection>>,
+        request: Request<Full<Bytes>>,
+    ) -> impl Future<Output = Result<Response<Full<Bytes>>, NoAnswer>> + Send + 'static;
+
+    /// The answer to a request the server refused before it reached the surface.
+    fn refused(&self, why: Refusal) -> Response<Full<Bytes>>;
+
+    /// The counters the server adds to.
+    fn metrics(&self) -> &Metrics;
+}
+
+/// Serves `surface` on every listener until `shutdown` completes, then lets connections finish
+/// their current request for up to the grace period.
+pub async fn run<S: Surface>(
     listeners: Vec<TcpListener>,
-    api: Arc<GuestApi>,
+    surface: Arc<S>,
     settings: ServerSettings,
+    hosts: Arc<HostGuard>,
     shutdown: impl Future<Output = ()>,
 ) {
-    let server = Server::new(api, settings);
+    let server = Server::new(surface, settings, hosts);
     let accepting: Vec<Accepting> = listeners.into_iter().map(|l| server.accept_on(l)).collect();
     shutdown.await;
     drop(accepting);
     server.drain().await;
 }
 
-/// A guest server whose listeners can come and go while it runs (the link-local IPv6 endpoint
-/// opens and closes with `HttpProtocolIpv6`).
+/// A server whose listeners can come and go while it runs (the link-local IPv6 endpoint opens
+/// and closes with `HttpProtocolIpv6`).
 #[derive(Debug)]
-pub struct Server {
-    api: Arc<GuestApi>,
-    http: http1::Builder,
+pub struct Server<S> {
+    shared: Arc<Shared<S>>,
     settings: ServerSettings,
-    permits: Arc<Semaphore>,
     stop: watch::Sender<bool>,
+}
+
+/// What every connection of one server shares.
+#[derive(Debug)]
+struct Shared<S> {
+    surface: Arc<S>,
+    http: http1::Builder,
+    deadline: Duration,
+    hosts: Arc<HostGuard>,
+    permits: Arc<Semaphore>,
+    /// Wakes idle connections to close when every slot is taken.
+    full: Notify,
 }
 
 /// Accepting on one listener; dropping it closes the listener (open connections carry on).
@@ -77,17 +175,26 @@ impl Drop for Accepting {
     }
 }
 
-impl Server {
-    /// A server for `api`; it accepts nothing until given listeners.
-    pub fn new(api: Arc<GuestApi>, settings: ServerSettings) -> Server {
+/// How long a connection must have waited for its client before a full server evicts it, so a
+/// client that has just connected gets the time to send its request.
+const EVICTABLE_AFTER: Duration = Duration::from_millis(100);
+
+impl<S: Surface> Server<S> {
+    /// A server for `surface`; it accepts nothing until given listeners.
+    pub fn new(surface: Arc<S>, settings: ServerSettings, hosts: Arc<HostGuard>) -> Server<S> {
         let mut http = http1::Builder::new();
         http.max_buf_size(settings.max_request_header_bytes)
             .keep_alive(settings.keep_alive);
         Server {
-            api,
-            http,
+            shared: Arc::new(Shared {
+                surface,
+                http,
+                deadline: settings.header_read_timeout,
+                hosts,
+                permits: Arc::new(Semaphore::new(settings.max_connections)),
+                full: Notify::new(),
+            }),
             settings,
-            permits: Arc::new(Semaphore::new(settings.max_connections)),
             stop: watch::channel(false).0,
         }
     }
@@ -96,10 +203,7 @@ impl Server {
     pub fn accept_on(&self, listener: TcpListener) -> Accepting {
         Accepting(tokio::spawn(accept_loop(
             listener,
-            self.api.clone(),
-            self.http.clone(),
-            self.settings.header_read_timeout,
-            self.permits.clone(),
+            self.shared.clone(),
             self.stop.subscribe(),
         )))
     }
@@ -110,11 +214,13 @@ impl Server {
         let _ = self.stop.send(true);
         let max = u32::try_from(self.settings.max_connections).unwrap_or(u32::MAX);
         let grace = self.settings.shutdown_grace;
-        if tokio::time::timeout(grace, self.permits.acquire_many(max))
+        let permits = self.shared.permits.clone();
+        if tokio::time::timeout(grace, permits.acquire_many(max))
             .await
             .is_err()
         {
             tracing::warn!(
+                surface = S::KIND.label(),
                 ?grace,
                 "connections still open after the shutdown grace period; closing them"
             );
@@ -122,161 +228,151 @@ impl Server {
     }
 }
 
-async fn accept_loop(
+async fn accept_loop<S: Surface>(
     listener: TcpListener,
-    api: Arc<GuestApi>,
-    http: http1::Builder,
-    deadline: Duration,
-    permits: Arc<Semaphore>,
+    shared: Arc<Shared<S>>,
     stop: watch::Receiver<bool>,
 ) {
     loop {
-        let Ok(permit) = permits.clone().acquire_owned().await else {
-            return;
+        let permit = match shared.permits.clone().try_acquire_owned() {
+            Ok(permit) => permit,
+            Err(tokio::sync::TryAcquireError::Closed) => return,
+            Err(tokio::sync::TryAcquireError::NoPermits) => loop {
+                // Full: ask the connections waiting for their clients to make room, again
+                // while none has (the ones that just connected become evictable shortly).
+                shared.full.notify_waiters();
+                let wait =
+                    tokio::time::timeout(EVICTABLE_AFTER, shared.permits.clone().acquire_owned());
+                match wait.await {
+                    Ok(Ok(permit)) => break permit,
+                    Ok(Err(_)) => return,
+                    Err(_) => continue,
+                }
+            },
         };
         let (stream, peer) = match listener.accept().await {
             Ok(accepted) => accepted,
             Err(error) => {
                 // Out of file descriptors and the like: back off instead of spinning.
-                tracing::warn!(%error, "accept failed");
+                tracing::warn!(%error, surface = S::KIND.label(), "accept failed");
                 tokio::time::sleep(Duration::from_millis(50)).await;
                 continue;
             }
         };
-        let api = api.clone();
-        let http = http.clone();
+        let shared = shared.clone();
         let stop = stop.clone();
         tokio::spawn(async move {
-            serve_connection(stream, peer, api, http, deadline, stop).await;
+            let metrics = shared.surface.metrics();
+            metrics.connection_opened(S::KIND);
+            serve_connection(stream, peer, &shared, stop).await;
+            shared.surface.metrics().connection_closed(S::KIND);
             drop(permit);
         });
     }
 }
 
-async fn serve_connection(
+async fn serve_connection<S: Surface>(
     stream: TcpStream,
     peer: SocketAddr,
-    api: Arc<GuestApi>,
-    http: http1::Builder,
-    deadline: Duration,
-    mut stop: watch::Receiver<bool>,
+    shared: &Shared<S>,
+    stop: watch::Receiver<bool>,
 ) {
     let _ = stream.set_nodelay(true);
-    // Only with an access log: where the connection arrived, to find an IMDSv1 caller's process.
-    let log = api
-        .access_log()
-        .map(|log| Arc::new(log.connection(peer, stream.local_addr().ok())));
+    let local = stream.local_addr().ok();
+    // DNS rebinding only reaches imds through a loopback address.
+    let check_host = local.is_some_and(|local| local.ip().to_canonical().is_loopback());
+    let connection = Arc::new(Connection {
+        peer,
+        local,
+        hops: WantedHopLimit::default(),
+        stop: stop.clone(),
+        surface: shared.surface.connect(peer, local),
+    });
     let waiting = Arc::new(ClientWait::new());
     let marker = waiting.clone();
-    let wanted_hops = WantedHopLimit::default();
-    let stream = HopLimitedStream::new(stream, wanted_hops.clone());
-    let faults_stop = stop.clone();
-    let service = service_fn(move |request| {
-        marker.request_arrived();
-        let fault = api.fault(&request, peer);
-        // No answer is built for a reset or silence.
-        let mut response = match fault.map(|f| f.effect) {
-            None | Some(Effect::Answer) => Some(api.handle(&request, peer)),
-            Some(Effect::Status(status)) => Some(api.injected_status(status)),
-            Some(Effect::Reset | Effect::NoAnswer) => None,
-        };
-        if let Some(response) = &response {
-            wanted_hops.set(response.extensions().get::<ResponseHopLimit>().copied());
-        }
-        let v1_entry = log
-            .as_ref()
-            .zip(response.as_mut())
-            .and_then(|(log, response)| Some((log.clone(), log.take_awaiting(response)?)));
-        let faulty = fault.map(|fault| (fault, wanted_hops.clone(), faults_stop.clone()));
+    let stream = HopLimitedStream::new(stream, connection.hops.clone());
+    let surface = shared.surface.clone();
+    let hosts = shared.hosts.clone();
+    let deadline = shared.deadline;
+    let this = connection.clone();
+    let service = service_fn(move |request: Request<Incoming>| {
+        let surface = surface.clone();
+        let hosts = hosts.clone();
+        let this = this.clone();
+        let marker = marker.clone();
         async move {
-            // An IMDSv1 caller is looked up while it still holds its socket: before answering.
-            if let Some((log, entry)) = v1_entry {
-                log.finish(entry).await;
-            }
-            if let Some((fault, hops, mut stop)) = faulty {
-                tokio::time::sleep(fault.delay).await;
-                match fault.effect {
-                    Effect::Reset => {
-                        hops.reset();
-                        return Err(InjectedFault::Reset);
-                    }
-                    Effect::NoAnswer => {
-                        stopping(&mut stop).await;
-                        return Err(InjectedFault::NoAnswer);
-                    }
-                    Effect::Answer | Effect::Status(_) => {}
-                }
-            }
-            Ok(response.expect("every request but a reset or a silent one has an answer"))
+            let refused = match check(&request, check_host, &hosts, &*surface) {
+                Ok(()) => None,
+                Err(why) => Some(surface.refused(why)),
+            };
+            let (parts, body) = request.into_parts();
+            // The body is read while the connection still counts as waiting for its client.
+            let body = match (refused, S::MAX_BODY) {
+                (Some(refused), _) => return Ok(refused),
+                (None, 0) => Bytes::new(),
+                (None, max) => match read_body(body, max, deadline).await {
+                    Ok(body) => body,
+                    Err(why) => return Ok(surface.refused(why)),
+                },
+            };
+            let answering = marker.request_arrived();
+            let result = surface
+                .respond(&this, Request::from_parts(parts, Full::new(body)))
+                .await;
+            drop(answering);
+            result
         }
     });
-    let connection = http.serve_connection(TokioIo::new(stream), service);
-    tokio::pin!(connection);
+    let serving = shared.http.serve_connection(TokioIo::new(stream), service);
+    tokio::pin!(serving);
+    let mut stop = stop;
     let result = tokio::select! {
-        result = connection.as_mut() => result,
-        () = waiting.overdue(deadline) => {
-            tracing::debug!(%peer, ?deadline, "client too slow or idle; closing");
+        result = serving.as_mut() => result,
+        why = waiting.overdue(shared.deadline, &shared.full, EVICTABLE_AFTER) => {
+            if why == Overdue::Evicted {
+                shared.surface.metrics().connection_evicted(S::KIND);
+            }
+            tracing::debug!(%peer, surface = S::KIND.label(), ?why, "client too slow or idle; closing");
             return;
         }
         () = stopping(&mut stop) => {
-            connection.as_mut().graceful_shutdown();
-            connection.await
+            serving.as_mut().graceful_shutdown();
+            serving.await
         }
     };
     if let Err(error) = result {
-        tracing::debug!(%peer, %error, "connection ended with an error");
+        tracing::debug!(%peer, surface = S::KIND.label(), %error, "connection ended with an error");
     }
 }
 
-/// Why a connection ended without an answer: an injected fault.
-#[derive(Debug, thiserror::Error)]
-enum InjectedFault {
-    /// The connection was reset.
-    #[error("injected fault: connection reset")]
-    Reset,
-    /// The request got no answer until shutdown.
-    #[error("injected fault: no answer")]
-    NoAnswer,
+/// The server's own checks before a request reaches its surface: on a loopback connection the
+/// `Host`, and on a surface that refuses them, cross-site requests.
+fn check<S: Surface>(
+    request: &Request<Incoming>,
+    check_host: bool,
+    hosts: &HostGuard,
+    surface: &S,
+) -> Result<(), Refusal> {
+    let headers = request.headers();
+    if check_host {
+        hosts.check_host(headers, S::KIND, surface.metrics())?;
+    }
+    if S::REFUSES_CROSS_SITE {
+        hosts.check_site(headers, S::KIND, surface.metrics())?;
+    }
+    Ok(())
+}
+
+/// Reads a whole request body of at most `max` bytes within `deadline`.
+async fn read_body(body: Incoming, max: usize, deadline: Duration) -> Result<Bytes, Refusal> {
+    match tokio::time::timeout(deadline, Limited::new(body, max).collect()).await {
+        Ok(Ok(body)) => Ok(body.to_bytes()),
+        Ok(Err(error)) if error.is::<LengthLimitError>() => Err(Refusal::BodyTooLarge),
+        Ok(Err(_)) | Err(_) => Err(Refusal::BodyIncomplete),
+    }
 }
 
 /// Completes when shutdown has begun (or the sender is gone).
-async fn stopping(stop: &mut watch::Receiver<bool>) {
+pub async fn stopping(stop: &mut watch::Receiver<bool>) {
     let _ = stop.wait_for(|stopping| *stopping).await;
-}
-
-/// When a connection last heard a whole request head from its client (or opened).
-struct ClientWait {
-    opened: Instant,
-    last_request_millis: AtomicU64,
-}
-
-impl ClientWait {
-    fn new() -> ClientWait {
-        ClientWait {
-            opened: Instant::now(),
-            last_request_millis: AtomicU64::new(0),
-        }
-    }
-
-    fn request_arrived(&self) {
-        let now = self.opened.elapsed().as_millis() as u64;
-        self.last_request_millis.store(now, Ordering::Relaxed);
-    }
-
-    /// Completes once the client has gone `deadline` without a request head, checked every
-    /// half deadline (so the connection closes between 1 and 1.5 deadlines after).
-    async fn overdue(&self, deadline: Duration) {
-        let period = (deadline / 2).max(Duration::from_millis(5));
-        let mut ticks = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
-        ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        loop {
-            ticks.tick().await;
-            let waited = self.opened.elapsed().saturating_sub(Duration::from_millis(
-                self.last_request_millis.load(Ordering::Relaxed),
-            ));
-            if waited >= deadline {
-                return;
-            }
-        }
-    }
 }

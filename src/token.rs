@@ -1,10 +1,12 @@
 //! IMDSv2 session tokens: stateless and sealed.
 //!
 //! A token is 40 bytes, shown as 56 characters of URL-safe base64 ending in `==` like the real
-//! ones: a version byte, the expiry (milliseconds since the epoch), 15 random bytes, and a
-//! 16-byte HMAC-SHA256 tag over those bytes *and the id of the instance that issued it*. So a
-//! token proves its own expiry and binding; nothing is stored per token, and memory stays flat
-//! however many are issued.
+//! ones: a version byte, the expiry (milliseconds since the epoch), an 8-byte binding to the
+//! instance that issued it (a keyed hash of its id), 7 random bytes, and a 16-byte HMAC-SHA256
+//! tag over all of those. So a token proves its own expiry and instance; nothing is stored per
+//! token, and memory stays flat however many are issued. Because the binding is sealed inside,
+//! a refusal can tell a forged or foreign-key token (bad seal) from another instance's token
+//! (wrong instance) and from an expired one.
 
 use std::fmt;
 use std::str::FromStr;
@@ -20,8 +22,10 @@ use crate::secret::ServerSecret;
 /// Largest TTL IMDS grants: 6 hours.
 pub const MAX_TTL_SECONDS: u32 = 21_600;
 
-const VERSION: u8 = 1;
+const VERSION: u8 = 2;
 const BODY_LEN: usize = 24;
+/// Where the instance binding sits in the body.
+const BINDING: std::ops::Range<usize> = 9..17;
 const TAG_LEN: usize = 16;
 const TOKEN_LEN: usize = BODY_LEN + TAG_LEN;
 /// Length of a token as sent on the wire.
@@ -88,9 +92,12 @@ pub enum TokenError {
     /// Not 56 characters of base64 of a known token version.
     #[error("token is malformed")]
     Malformed,
-    /// The tag does not match: forged, altered, from another key or another instance.
-    #[error("token signature does not match")]
-    BadSignature,
+    /// The tag does not match: forged, altered, or sealed with another key.
+    #[error("token seal does not match")]
+    BadSeal,
+    /// Sealed with this key, but issued to another instance.
+    #[error("token was issued to another instance")]
+    WrongInstance,
     /// Past its expiry.
     #[error("token has expired")]
     Expired,
@@ -117,11 +124,19 @@ impl TokenSealer {
         }
     }
 
-    fn tag(&self, body: &[u8], instance_id: &str) -> Hmac<Sha256> {
+    fn tag(&self, body: &[u8]) -> Hmac<Sha256> {
         let mut mac = self.keyed.clone();
         mac.update(body);
-        mac.update(instance_id.as_bytes());
         mac
+    }
+
+    /// The 8 bytes binding a token to `instance_id`.
+    fn binding(&self, instance_id: &str) -> [u8; 8] {
+        let mut mac = self.keyed.clone();
+        mac.update(b"instance\0");
+        mac.update(instance_id.as_bytes());
+        let hash = mac.finalize().into_bytes();
+        hash[..8].try_into().expect("SHA-256 has 32 bytes")
     }
 
     /// A token for `instance_id` valid for `ttl` from `now_millis`.
@@ -130,11 +145,9 @@ impl TokenSealer {
         raw[0] = VERSION;
         let expiry = now_millis + u64::from(ttl.seconds()) * 1000;
         raw[1..9].copy_from_slice(&expiry.to_be_bytes());
-        rand::thread_rng().fill_bytes(&mut raw[9..BODY_LEN]);
-        let tag = self
-            .tag(&raw[..BODY_LEN], instance_id)
-            .finalize()
-            .into_bytes();
+        raw[BINDING].copy_from_slice(&self.binding(instance_id));
+        rand::thread_rng().fill_bytes(&mut raw[BINDING.end..BODY_LEN]);
+        let tag = self.tag(&raw[..BODY_LEN]).finalize().into_bytes();
         raw[BODY_LEN..].copy_from_slice(&tag[..TAG_LEN]);
         URL_SAFE.encode(raw)
     }
@@ -157,9 +170,12 @@ impl TokenSealer {
         if len != TOKEN_LEN || raw[0] != VERSION {
             return Err(TokenError::Malformed);
         }
-        self.tag(&raw[..BODY_LEN], instance_id)
+        self.tag(&raw[..BODY_LEN])
             .verify_truncated_left(&raw[BODY_LEN..TOKEN_LEN])
-            .map_err(|_| TokenError::BadSignature)?;
+            .map_err(|_| TokenError::BadSeal)?;
+        if raw[BINDING] != self.binding(instance_id) {
+            return Err(TokenError::WrongInstance);
+        }
         let expiry = u64::from_be_bytes(raw[1..9].try_into().expect("8 bytes"));
         if expiry <= now_millis {
             return Err(TokenError::Expired);
@@ -212,14 +228,14 @@ mod tests {
         let token = sealer().issue(ID, T0, TokenTtl(60));
         assert_eq!(
             sealer().verify("i-0123456789abcdef0", token.as_bytes(), T0),
-            Err(TokenError::BadSignature)
+            Err(TokenError::WrongInstance)
         );
         let other = TokenSealer::new(&ServerSecret::from_bytes(
             b"another secret entirely, 32 bytes",
         ));
         assert_eq!(
             other.verify(ID, token.as_bytes(), T0),
-            Err(TokenError::BadSignature)
+            Err(TokenError::BadSeal)
         );
     }
 
@@ -283,6 +299,28 @@ mod tests {
             } else {
                 prop_assert_eq!(result, Err(TokenError::Expired));
             }
+        }
+
+        #[test]
+        fn an_altered_token_is_never_accepted(position in 0usize..TOKEN_LEN, bit in 0u8..8) {
+            let sealer = sealer();
+            let token = sealer.issue(ID, T0, TokenTtl(60));
+            let mut raw = URL_SAFE.decode(&token).unwrap();
+            raw[position] ^= 1 << bit;
+            let altered = URL_SAFE.encode(&raw);
+            let result = sealer.verify(ID, altered.as_bytes(), T0);
+            prop_assert!(
+                matches!(result, Err(TokenError::BadSeal | TokenError::Malformed)),
+                "{:?}", result
+            );
+        }
+
+        #[test]
+        fn another_instances_token_is_refused_as_such(other in "i-[0-9a-f]{17}") {
+            prop_assume!(other != ID);
+            let sealer = sealer();
+            let token = sealer.issue(&other, T0, TokenTtl(60));
+            prop_assert_eq!(sealer.verify(ID, token.as_bytes(), T0), Err(TokenError::WrongInstance));
         }
 
         #[test]

@@ -58,6 +58,8 @@ impl ControlApi {
         query: &QueryRequest,
         request_id: &str,
     ) -> Result<String, ControlError> {
+        // Read, change and write under the change lock, or two calls lose one's update.
+        let _one_at_a_time = self.changing.lock().await;
         let mut d = self.defaults();
         if let Some(value) = query.get("HttpTokens") {
             d.http_tokens = match value {
@@ -101,7 +103,6 @@ impl ControlApi {
         if query.dry_run() {
             return Err(ControlError::DryRunOperation);
         }
-        let _one_at_a_time = self.changing.lock().await;
         self.persist(move |store| store.save_account(super::DEFAULTS, &d))
             .await?;
         *self.defaults.lock().unwrap_or_else(|e| e.into_inner()) = d;

@@ -45,6 +45,10 @@ pub enum ControlError {
     /// The change could not be made durable (details are logged).
     #[error("An internal error has occurred")]
     InternalError,
+    /// A request a web browser was made to send from another site (see
+    /// [`crate::server::browser`]).
+    #[error("You are not authorized to perform this operation. imds refuses requests that a web browser sends for another site (cross-site or DNS rebinding).")]
+    BrowserRequest,
     /// Only POST (and GET with a query string) carries Query requests.
     #[error("The requested method is not allowed for this resource.")]
     MethodNotAllowed,
@@ -67,6 +71,7 @@ impl ControlError {
             ControlError::AuthFailure => "AuthFailure",
             ControlError::DryRunOperation => "DryRunOperation",
             ControlError::MethodNotAllowed => "UnsupportedOperation",
+            ControlError::BrowserRequest => "UnauthorizedOperation",
             ControlError::InternalError => "InternalError",
         }
     }
@@ -76,6 +81,7 @@ impl ControlError {
         match self {
             ControlError::DryRunOperation => http::StatusCode::PRECONDITION_FAILED,
             ControlError::AuthFailure => http::StatusCode::UNAUTHORIZED,
+            ControlError::BrowserRequest => http::StatusCode::FORBIDDEN,
             ControlError::InternalError => http::StatusCode::INTERNAL_SERVER_ERROR,
             ControlError::MissingParameter(_)
             | ControlError::InvalidParameterValue(_)

@@ -5,6 +5,7 @@ use http::{header, HeaderValue, Response, StatusCode};
 use http_body_util::Full;
 
 use super::Responder;
+use crate::metrics::TokenRejection;
 
 /// Why a guest request is not answered with data.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
@@ -24,9 +25,12 @@ pub enum GuestError {
     /// No token under `HttpTokens=required`.
     #[error("session token required")]
     MissingToken,
-    /// A token that is malformed, forged, from another instance, or expired.
-    #[error("session token invalid or expired")]
-    InvalidToken,
+    /// A token that is ambiguous, malformed, forged, another instance's, or expired.
+    #[error("session token refused: {}", .0.label())]
+    InvalidToken(TokenRejection),
+    /// A request a web browser was made to send (see [`crate::server::browser`]).
+    #[error("request from a web browser refused")]
+    BrowserRequest,
     /// Nothing at that path (now).
     #[error("not found")]
     NotFound,
@@ -50,7 +54,8 @@ impl GuestError {
             GuestError::TokenPutOnWrongPath => StatusCode::FORBIDDEN,
             GuestError::InvalidTokenTtl => StatusCode::BAD_REQUEST,
             GuestError::MissingToken => StatusCode::UNAUTHORIZED,
-            GuestError::InvalidToken => StatusCode::UNAUTHORIZED,
+            GuestError::InvalidToken(_) => StatusCode::UNAUTHORIZED,
+            GuestError::BrowserRequest => StatusCode::FORBIDDEN,
             GuestError::NotFound => StatusCode::NOT_FOUND,
             GuestError::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
         }

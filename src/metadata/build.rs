@@ -307,7 +307,11 @@ fn iam(b: &mut TreeBuilder, instance: &Instance) {
             ),
             "2012-01-12",
             Leaf::Credentials(CredentialsLeaf::RoleExtended),
-        );
+        )
+        // The SDKs that want it ask by name; no public EC2 listing shows it, and cloud-init
+        // crawls every listed entry, redacting only `security-credentials` from the
+        // world-readable instance-data.json.
+        .unlisted("meta-data/iam/security-credentials-extended");
 }
 
 /// `identity-credentials/ec2/info`, keys in IMDS' order.

@@ -27,7 +27,7 @@ async fn by_default_the_server_closes_after_each_answer() {
     let imds = TestImds::start().await;
     let answer = raw_exchange(
         &imds,
-        b"GET /latest/meta-data/instance-id HTTP/1.1\r\nHost: x\r\n\r\n",
+        b"GET /latest/meta-data/instance-id HTTP/1.1\r\nHost: 169.254.169.254\r\n\r\n",
     )
     .await;
     assert!(answer.starts_with("HTTP/1.1 200 OK\r\n"), "{answer}");
@@ -86,7 +86,7 @@ async fn ipv6_loopback_is_served() {
 async fn oversized_request_heads_are_refused() {
     let imds = TestImds::start().await;
     let huge = format!(
-        "GET /latest/meta-data/ HTTP/1.1\r\nHost: x\r\nX-Padding: {}\r\n\r\n",
+        "GET /latest/meta-data/ HTTP/1.1\r\nHost: 169.254.169.254\r\nX-Padding: {}\r\n\r\n",
         "a".repeat(64 * 1024)
     );
     let answer = raw_exchange(&imds, huge.as_bytes()).await;
@@ -105,7 +105,7 @@ async fn a_client_that_never_finishes_its_headers_is_cut_off() {
         .await;
     let mut stream = TcpStream::connect(imds.addr).await.unwrap();
     stream
-        .write_all(b"GET /latest/meta-data/ HTTP/1.1\r\nHost: x\r\n")
+        .write_all(b"GET /latest/meta-data/ HTTP/1.1\r\nHost: 169.254.169.254\r\n")
         .await
         .unwrap();
     let mut buffer = Vec::new();

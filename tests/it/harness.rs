@@ -142,6 +142,7 @@ impl Setup {
             vec![listener],
             app.api,
             app.settings,
+            app.hosts,
             async {
                 let _ = stopped.await;
             },

@@ -293,7 +293,11 @@ fn bad_base_credentials_are_a_clear_error_and_the_role_answers_404() {
     let endpoint = served.endpoints[0].trim_start_matches("http://").to_owned();
     let get = |path: &str| {
         let mut stream = TcpStream::connect(&endpoint).unwrap();
-        write!(stream, "GET {path} HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+        write!(
+            stream,
+            "GET {path} HTTP/1.1\r\nHost: 169.254.169.254\r\n\r\n"
+        )
+        .unwrap();
         let mut answer = String::new();
         stream.read_to_string(&mut answer).unwrap();
         answer[9..12].to_owned()
