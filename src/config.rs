@@ -444,6 +444,18 @@ fn layer(base: &mut toml::Table, user: toml::Table) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn control_config_debug_never_shows_the_secret() {
+        let control = ControlConfig {
+            access_key_id: Some("AKIAIMDSCONTROL00001".into()),
+            secret_access_key: Some("very-secret-value".into()),
+        };
+        let shown = format!("{control:?}");
+        assert!(shown.contains("AKIAIMDSCONTROL00001"), "{shown}");
+        assert!(!shown.contains("very-secret-value"), "{shown}");
+        assert!(shown.contains("(redacted)"), "{shown}");
+    }
     use std::io::Write;
 
     fn write(name: &str, text: &str) -> (tempfile::TempDir, PathBuf) {

@@ -263,3 +263,32 @@ fn bad_aemm_values_are_refused_with_the_key_and_its_source() {
         "{stderr}"
     );
 }
+
+#[test]
+fn two_mocks_on_their_own_ports_start_side_by_side_without_a_control_api() {
+    let dir = tempfile::tempdir().unwrap();
+    let mock = || {
+        let mut command = Command::new(symlinked_once(&dir));
+        command
+            .args(["-n", "127.0.0.1", "-p", "0"])
+            // As a test suite starts them: nothing about imds' own control listener.
+            .env_remove("IMDS_CONTROL_LISTEN");
+        start(command, &dir)
+    };
+    let first = mock();
+    let second = mock();
+    for served in [&first, &second] {
+        assert!(served.control.is_empty(), "AEMM has no control API");
+        assert_eq!(get(served, "instance-id").0, 200);
+    }
+    assert_ne!(first.endpoints, second.endpoints);
+}
+
+/// The `ec2-metadata-mock` symlink in `dir`, made on first use.
+fn symlinked_once(dir: &tempfile::TempDir) -> PathBuf {
+    let link = dir.path().join("ec2-metadata-mock");
+    if !link.exists() {
+        return symlinked(dir);
+    }
+    link
+}

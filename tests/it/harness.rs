@@ -67,6 +67,8 @@ pub struct TestImds {
     pub keys: Keys,
     /// Its instances, to swap changes in.
     pub state: Arc<imds::state::State>,
+    /// Its guest API (for its metrics).
+    pub api: Arc<imds::GuestApi>,
     stop: Option<oneshot::Sender<()>>,
     task: Option<JoinHandle<()>>,
     _dir: tempfile::TempDir,
@@ -140,7 +142,7 @@ impl Setup {
         let (stop, stopped) = oneshot::channel::<()>();
         let task = tokio::spawn(imds::server::run(
             vec![listener],
-            app.api,
+            app.api.clone(),
             app.settings,
             app.hosts,
             async {
@@ -152,6 +154,7 @@ impl Setup {
             certificate_pem: keys.signer.certificate_pem().to_owned(),
             keys,
             state: app.state,
+            api: app.api,
             stop: Some(stop),
             task: Some(task),
             _dir: dir,

@@ -2,6 +2,7 @@
 
 mod access_log;
 mod aemm;
+mod browsers;
 mod cli;
 mod clock;
 mod conformance;
@@ -22,6 +23,7 @@ mod paths;
 mod persistence;
 mod process;
 mod recordings;
+mod slow_clients;
 mod ssrf;
 mod sts;
 mod tokens;

@@ -379,3 +379,55 @@ async fn role_credentials_are_served_in_imds_format() {
     assert_eq!(extended["AccessKeyId"], document["AccessKeyId"]);
     assert_eq!(extended["AccountId"], "123456789012");
 }
+
+#[tokio::test]
+async fn a_crawl_like_cloud_init_finds_secrets_only_under_security_credentials() {
+    let imds = TestImds::start().await;
+    let role = imds
+        .get("/latest/meta-data/iam/security-credentials/imds-default-role")
+        .await;
+    let role: serde_json::Value = serde_json::from_slice(&role.body).unwrap();
+    let secrets = [
+        role["SecretAccessKey"].as_str().unwrap().to_owned(),
+        role["Token"].as_str().unwrap().to_owned(),
+    ];
+    assert_eq!(
+        imds.get("/latest/meta-data/iam/").await.text(),
+        "info\nsecurity-credentials/"
+    );
+    // Every listed entry, as cloud-init crawls it (it redacts keys named security-credentials).
+    let mut pending = vec![
+        "/latest/meta-data/".to_owned(),
+        "/latest/dynamic/".to_owned(),
+    ];
+    let mut crawled = 0;
+    while let Some(path) = pending.pop() {
+        let answer = imds.get(&path).await;
+        assert_eq!(answer.status, 200, "{path} is listed");
+        crawled += 1;
+        if path.ends_with('/') {
+            for entry in answer.text().lines() {
+                let name = entry.split('=').next().unwrap();
+                let child = match entry.contains('=') {
+                    true => format!("{path}{name}/"),
+                    false => format!("{path}{name}"),
+                };
+                pending.push(child);
+            }
+        } else if !path.contains("/security-credentials/") {
+            for secret in &secrets {
+                assert!(
+                    !answer.text().contains(secret.as_str()),
+                    "{path} leaks a secret"
+                );
+            }
+        }
+    }
+    assert!(crawled > 60, "crawled {crawled} paths");
+    // The SDKs that ask for the extended document by name still get it.
+    let extended = imds
+        .get("/latest/meta-data/iam/security-credentials-extended/imds-default-role")
+        .await;
+    assert_eq!(extended.status, 200);
+    assert!(extended.text().contains("\"AccountId\" : \"123456789012\""));
+}

@@ -290,3 +290,63 @@ fn a_state_dir_that_is_not_a_directory_is_refused_clearly() {
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(stderr.contains("plain-file"), "{stderr}");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn concurrent_changes_to_the_account_defaults_both_survive() {
+    use bytes::Bytes;
+    use http_body_util::{BodyExt, Full};
+    use std::sync::Arc;
+
+    let dir = tempfile::tempdir().unwrap();
+    let store = Arc::new(imds::store::Store::open(dir.path()).unwrap());
+    let loaded = imds::Config::load(None)
+        .unwrap()
+        .resolve(&Default::default(), None)
+        .unwrap();
+    let persisted = imds::control_api::Persisted::load(Some(store.clone()), INSTANCE).unwrap();
+    let keys = crate::harness::keys_with(imds::secret::ServerSecret::random());
+    let clock = Arc::new(imds::clock::SystemClock);
+    let app = imds::App::new(loaded, &keys, clock, persisted, None);
+    let modify = |fields: &str| {
+        let body = format!("Action=ModifyInstanceMetadataDefaults&Version=2016-11-15&{fields}");
+        let request = http::Request::post("/")
+            .header("content-type", "application/x-www-form-urlencoded")
+            .body(Full::new(Bytes::from(body)))
+            .unwrap();
+        let control = app.control.clone();
+        async move { control.handle(request).await.status() }
+    };
+    for round in 0..20 {
+        let hops = 2 + round % 10;
+        let (tokens, hop_limit) = tokio::join!(
+            modify("HttpTokens=required"),
+            modify(&format!("HttpPutResponseHopLimit={hops}"))
+        );
+        assert_eq!((tokens.as_u16(), hop_limit.as_u16()), (200, 200));
+        let request = http::Request::post("/")
+            .body(Full::new(Bytes::from_static(
+                b"Action=GetInstanceMetadataDefaults&Version=2016-11-15",
+            )))
+            .unwrap();
+        let answer = app
+            .control
+            .handle(request)
+            .await
+            .into_body()
+            .collect()
+            .await;
+        let xml = String::from_utf8(answer.unwrap().to_bytes().to_vec()).unwrap();
+        assert!(
+            xml.contains("<httpTokens>required</httpTokens>"),
+            "round {round}: {xml}"
+        );
+        assert!(
+            xml.contains(&format!(
+                "<httpPutResponseHopLimit>{hops}</httpPutResponseHopLimit>"
+            )),
+            "round {round}: {xml}"
+        );
+        // Reset for the next round, so each round can lose either change.
+        assert_eq!(modify("HttpTokens=no-preference").await.as_u16(), 200);
+    }
+}

@@ -217,3 +217,77 @@ async fn a_disabled_endpoint_refuses_everything() {
     assert_eq!(imds.put_token("60").await.status, StatusCode::FORBIDDEN);
     assert_eq!(imds.get("/").await.status, StatusCode::FORBIDDEN);
 }
+
+#[tokio::test]
+async fn two_token_headers_are_refused_even_when_one_is_valid() {
+    let imds = TestImds::start().await;
+    let token = imds.token(60).await;
+    let path = "/latest/meta-data/instance-id";
+    for pair in [
+        [token.as_str(), "forged"],
+        ["forged", token.as_str()],
+        [token.as_str(), token.as_str()],
+    ] {
+        let answer = imds
+            .send(
+                Method::GET,
+                path,
+                &[
+                    ("x-aws-ec2-metadata-token", pair[0]),
+                    ("x-aws-ec2-metadata-token", pair[1]),
+                ],
+            )
+            .await;
+        assert_eq!(answer.status, StatusCode::UNAUTHORIZED, "{pair:?}");
+        assert!(answer.body.is_empty());
+    }
+    assert_eq!(
+        imds.get_with_token(path, &token).await.status,
+        StatusCode::OK
+    );
+}
+
+#[tokio::test]
+async fn each_refused_token_is_counted_by_its_reason_and_version() {
+    use imds::clock::{Clock, ManualClock};
+    use imds::server::Surface;
+    use imds::token::{TokenSealer, TokenTtl};
+    use std::sync::Arc;
+
+    let clock = Arc::new(ManualClock::at_millis(1_800_000_000_000));
+    let imds = TestImds::setup()
+        .required()
+        .clock(clock.clone())
+        .start()
+        .await;
+    let path = "/latest/meta-data/instance-id";
+    let token = imds.token(60).await;
+    let mut altered = token.clone().into_bytes();
+    altered[10] = if altered[10] == b'A' { b'B' } else { b'A' };
+    let altered = String::from_utf8(altered).unwrap();
+    let foreign = TokenSealer::new(&imds.keys.secret).issue(
+        "i-0123456789abcdef0",
+        clock.now_millis(),
+        TokenTtl::parse(b"60").unwrap(),
+    );
+    assert_eq!(imds.get_with_token(path, "forged").await.status, 401);
+    assert_eq!(imds.get_with_token(path, &altered).await.status, 401);
+    assert_eq!(imds.get_with_token(path, &foreign).await.status, 401);
+    assert_eq!(imds.get(path).await.status, 401);
+    clock.advance(std::time::Duration::from_secs(60));
+    assert_eq!(imds.get_with_token(path, &token).await.status, 401);
+    let text = imds.api.metrics().render("i-0b4f7d2c9a1e83f56");
+    for line in [
+        "imds_tokens_rejected_total{version=\"v2\",reason=\"malformed\"} 1",
+        "imds_tokens_rejected_total{version=\"v2\",reason=\"bad_seal\"} 1",
+        "imds_tokens_rejected_total{version=\"v2\",reason=\"wrong_instance\"} 1",
+        "imds_tokens_rejected_total{version=\"v2\",reason=\"expired\"} 1",
+        "imds_tokens_rejected_total{version=\"v1\",reason=\"missing\"} 1",
+        "imds_tokens_rejected_total{version=\"v2\",reason=\"ambiguous\"} 0",
+        // The access log and imds_requests_total count the same requests under the same versions.
+        "imds_requests_total{surface=\"guest\",version=\"v2\",route=\"meta_data\",status=\"401\"} 4",
+        "imds_requests_total{surface=\"guest\",version=\"v1\",route=\"meta_data\",status=\"401\"} 1",
+    ] {
+        assert!(text.lines().any(|l| l == line), "missing {line}\n{text}");
+    }
+}
