@@ -8,10 +8,11 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use http::{HeaderMap, Method, Request, StatusCode};
-use http_body_util::{BodyExt, Empty};
+use http_body_util::{BodyExt, Empty, Full};
 use hyper_util::rt::TokioIo;
 use imds::clock::{Clock, SystemClock};
-use imds::config::{Config, Overrides};
+use imds::config::{Config, Loaded, Overrides};
+use imds::control_api::ControlApi;
 use imds::identity::IdentitySigner;
 use imds::keys::Keys;
 use imds::secret::ServerSecret;
@@ -67,6 +68,8 @@ pub struct TestImds {
     pub keys: Keys,
     /// Its instances, to swap changes in.
     pub state: Arc<imds::state::State>,
+    /// Its control API, to call in-process ([`TestImds::control`]).
+    pub control_api: Arc<ControlApi>,
     stop: Option<oneshot::Sender<()>>,
     task: Option<JoinHandle<()>>,
     _dir: tempfile::TempDir,
@@ -80,6 +83,7 @@ pub struct Setup {
     secret: Option<ServerSecret>,
     ipv6: bool,
     clock: Option<Arc<dyn Clock>>,
+    loaded: Option<Loaded>,
 }
 
 impl Setup {
@@ -110,6 +114,13 @@ impl Setup {
         self
     }
 
+    /// Serves `loaded` (a configuration built elsewhere, such as from AEMM's settings) instead
+    /// of `toml` and the overrides.
+    pub fn loaded(mut self, loaded: Loaded) -> Self {
+        self.loaded = Some(loaded);
+        self
+    }
+
     /// Calls STS at `url` for `credentials = "sts"`.
     pub fn sts_endpoint(mut self, url: &str) -> Self {
         self.overrides.sts_endpoint = Some(url.to_owned());
@@ -125,10 +136,12 @@ impl Setup {
         let dir = tempfile::tempdir().unwrap();
         let path: PathBuf = dir.path().join("instance.toml");
         std::fs::write(&path, &self.toml).unwrap();
-        let loaded = Config::load(Some(&path))
-            .unwrap()
-            .resolve(&self.overrides, Some(&path))
-            .unwrap();
+        let loaded = self.loaded.unwrap_or_else(|| {
+            Config::load(Some(&path))
+                .unwrap()
+                .resolve(&self.overrides, Some(&path))
+                .unwrap()
+        });
         let keys = keys_with(self.secret.unwrap_or_else(ServerSecret::random));
         let clock = self.clock.unwrap_or_else(|| Arc::new(SystemClock));
         let app = App::new(loaded, &keys, clock, Default::default(), None);
@@ -151,6 +164,7 @@ impl Setup {
             certificate_pem: keys.signer.certificate_pem().to_owned(),
             keys,
             state: app.state,
+            control_api: app.control,
             stop: Some(stop),
             task: Some(task),
             _dir: dir,
@@ -205,6 +219,25 @@ impl TestImds {
             &[("x-aws-ec2-metadata-token-ttl-seconds", ttl)],
         )
         .await
+    }
+
+    /// An EC2 Query request (`Action` and the other `params`, `Version=2016-11-15` added) sent
+    /// to the control API in-process, as a form-encoded POST: the status and the XML answer.
+    pub async fn control(&self, params: &[(&str, &str)]) -> (StatusCode, String) {
+        let body = form_urlencoded::Serializer::new(String::new())
+            .extend_pairs(params)
+            .append_pair("Version", "2016-11-15")
+            .finish();
+        let request = Request::builder()
+            .method(Method::POST)
+            .uri("/")
+            .header("content-type", "application/x-www-form-urlencoded")
+            .body(Full::new(Bytes::from(body)))
+            .unwrap();
+        let response = self.control_api.handle(request).await;
+        let status = response.status();
+        let body = response.into_body().collect().await.unwrap().to_bytes();
+        (status, String::from_utf8(body.to_vec()).unwrap())
     }
 
     /// Stops the server and waits for it to finish.
