@@ -4,13 +4,16 @@
 //! A background task fetches both sets before the first guest request can use them and renews
 //! each while a third of its life or 20 minutes remain, whichever comes first, so no set with
 //! under 15 minutes left is served while STS answers. When STS fails, the last good set is
-//! served until its own expiry (and the failure is logged); after that the role answers 404, as
-//! on an instance whose profile does not work. Guest requests only read what the task stored:
-//! they never wait for STS.
+//! served until its own expiry (and the failure is logged), and the fetch is retried after 2 s,
+//! then twice as long each time up to a minute; after the expiry the role answers 404, as on an
+//! instance whose profile does not work. Guest requests only read what the task stored: they
+//! never wait for STS, nor for the task.
 //!
 //! Remaining time is measured on imds' own clock from the moment of each fetch (the session's
 //! length is `Expiration` minus the wall clock then), so a clock that differs from STS' shifts
-//! nothing, and tests can move time.
+//! nothing. Between fetches the task sleeps on that clock ([`Clock::sleep_until`]) until the
+//! earliest moment it has something to do: a renewal, a retry or an expiry. A test that moves an
+//! injected clock wakes it at once.
 
 use std::sync::{Arc, Weak};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -24,11 +27,12 @@ use aws_config::timeout::TimeoutConfig;
 use aws_config::{BehaviorVersion, Region};
 use aws_runtime::env_config::file::{EnvConfigFileKind, EnvConfigFiles};
 use aws_sdk_sts::config::http::HttpResponse;
+use aws_sdk_sts::config::retry::RetryConfig;
 use aws_sdk_sts::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_sts::operation::assume_role::AssumeRoleError;
 use aws_smithy_http_client::tls::{self, rustls_provider::CryptoMode};
 use time::OffsetDateTime;
-use tokio::sync::watch;
+use tokio::sync::{oneshot, watch};
 
 use crate::clock::Clock;
 use crate::credentials::{self, Delivery, IssuedSet, KeySet};
@@ -40,10 +44,11 @@ const RENEW_WITH: Duration = Duration::from_secs(20 * 60);
 const FIRST_RETRY: Duration = Duration::from_secs(2);
 /// Longest wait between failed fetches.
 const MAX_RETRY: Duration = Duration::from_secs(60);
-/// How often the task looks at the clock (which tests may move).
-const TICK: Duration = Duration::from_secs(1);
 /// Bound on one STS call, retries included.
 const CALL_TIMEOUT: Duration = Duration::from_secs(10);
+/// The first wait between tries within one STS call (then doubled, with jitter, three tries in
+/// all): a blip is retried within the call, a longer failure by the task on its own clock.
+const CALL_RETRY: Duration = Duration::from_millis(100);
 
 /// A set of credentials held for one delivery.
 #[derive(Debug)]
@@ -60,6 +65,8 @@ pub struct AssumedRole {
     clock: Arc<dyn Clock>,
     /// The first fetch of both sets has been tried.
     first_done: watch::Sender<bool>,
+    /// Dropped with the role, which ends its renewal task at once (even asleep).
+    _ends_renewal: oneshot::Sender<()>,
 }
 
 impl AssumedRole {
@@ -71,13 +78,15 @@ impl AssumedRole {
         endpoint: Option<&str>,
         clock: Arc<dyn Clock>,
     ) -> Arc<AssumedRole> {
+        let (ends_renewal, ended) = oneshot::channel();
         let assumed = Arc::new(AssumedRole {
             sets: [ArcSwapOption::empty(), ArcSwapOption::empty()],
             clock,
             first_done: watch::channel(false).0,
+            _ends_renewal: ends_renewal,
         });
         let fetcher = Fetcher::new(role, endpoint);
-        tokio::spawn(renew(Arc::downgrade(&assumed), fetcher));
+        tokio::spawn(renew(Arc::downgrade(&assumed), fetcher, ended));
         assumed
     }
 
@@ -105,11 +114,31 @@ fn index(delivery: Delivery) -> usize {
     }
 }
 
-/// Keeps both sets fresh until the [`AssumedRole`] is dropped.
-async fn renew(assumed: Weak<AssumedRole>, fetcher: Fetcher) {
-    let mut retry_at = [0u64; 2];
-    let mut backoff = [FIRST_RETRY; 2];
-    let mut failing = [false; 2];
+/// How the fetches of one delivery's set are going.
+#[derive(Debug, Clone, Copy)]
+struct Attempts {
+    /// After a failure, no fetch before this (clock milliseconds); 0 otherwise.
+    retry_at: u64,
+    /// The wait after the next failure.
+    backoff: Duration,
+    /// The last fetch failed.
+    failing: bool,
+}
+
+impl Default for Attempts {
+    fn default() -> Attempts {
+        Attempts {
+            retry_at: 0,
+            backoff: FIRST_RETRY,
+            failing: false,
+        }
+    }
+}
+
+/// Keeps both sets fresh until the [`AssumedRole`] is dropped (`ended` then completes): does
+/// what is due, then sleeps on the role's clock until the next moment something is.
+async fn renew(assumed: Weak<AssumedRole>, fetcher: Fetcher, mut ended: oneshot::Receiver<()>) {
+    let mut attempts = [Attempts::default(); 2];
     let mut first = true;
     loop {
         let Some(role) = assumed.upgrade() else {
@@ -117,68 +146,103 @@ async fn renew(assumed: Weak<AssumedRole>, fetcher: Fetcher) {
         };
         for delivery in [Delivery::V1, Delivery::V2] {
             let i = index(delivery);
-            let now = role.clock.now_millis();
-            let held = role.sets[i].load_full();
-            if held.as_ref().is_some_and(|held| now >= held.expires_at) {
-                role.sets[i].store(None);
-                tracing::error!(
-                    role_delivery = delivery.role_delivery(),
-                    "role credentials expired and STS still fails: the role answers 404"
-                );
-            }
-            let due = held.as_ref().is_none_or(|held| now >= held.renew_at);
-            if !due || now < retry_at[i] {
-                continue;
-            }
-            match fetcher.assume(delivery).await {
-                Ok(session) => {
-                    let fetched_at = role.clock.now_millis();
-                    role.sets[i].store(Some(Arc::new(session.held(fetched_at, &fetcher))));
-                    retry_at[i] = 0;
-                    backoff[i] = FIRST_RETRY;
-                    if std::mem::take(&mut failing[i]) {
-                        tracing::info!(
-                            role_delivery = delivery.role_delivery(),
-                            "STS answers again: credentials renewed"
-                        );
-                    } else {
-                        tracing::debug!(
-                            role_delivery = delivery.role_delivery(),
-                            "role credentials renewed from STS"
-                        );
-                    }
-                }
-                Err(error) => {
-                    let now = role.clock.now_millis();
-                    retry_at[i] = now + backoff[i].as_millis() as u64;
-                    backoff[i] = (backoff[i] * 2).min(MAX_RETRY);
-                    if !std::mem::replace(&mut failing[i], true) {
-                        let held = role.sets[i].load();
-                        match held.as_ref() {
-                            Some(held) => tracing::warn!(
-                                role_arn = %fetcher.role_arn,
-                                role_delivery = delivery.role_delivery(),
-                                expires_in_seconds = held.expires_at.saturating_sub(now) / 1000,
-                                %error,
-                                "STS AssumeRole failed; serving the last good credentials until they expire"
-                            ),
-                            None => tracing::error!(
-                                role_arn = %fetcher.role_arn,
-                                role_delivery = delivery.role_delivery(),
-                                %error,
-                                "cannot assume the role; guests get 404 on it until STS answers (retrying)"
-                            ),
-                        }
-                    }
-                }
-            }
+            role.refresh(delivery, &mut attempts[i], &fetcher).await;
         }
         if std::mem::take(&mut first) {
             role.first_done.send_replace(true);
         }
-        drop(role);
-        tokio::time::sleep(TICK).await;
+        let held = role.sets.each_ref().map(|set| set.load_full());
+        let wake = next_moment(
+            [held[0].as_deref(), held[1].as_deref()],
+            &attempts,
+            role.clock.now_millis(),
+        );
+        let clock = role.clock.clone();
+        drop((role, held));
+        tokio::select! {
+            () = clock.sleep_until(wake) => {}
+            _ = &mut ended => return,
+        }
     }
+}
+
+impl AssumedRole {
+    /// Does what is due for `delivery`'s set now: drops it once expired, fetches a new one once
+    /// it is to be renewed (or missing) and no retry is pending.
+    async fn refresh(&self, delivery: Delivery, attempts: &mut Attempts, fetcher: &Fetcher) {
+        let i = index(delivery);
+        let now = self.clock.now_millis();
+        let held = self.sets[i].load_full();
+        if held.as_ref().is_some_and(|held| now >= held.expires_at) {
+            self.sets[i].store(None);
+            tracing::error!(
+                role_delivery = delivery.role_delivery(),
+                "role credentials expired and STS still fails: the role answers 404"
+            );
+        }
+        let due = held.as_ref().is_none_or(|held| now >= held.renew_at);
+        if !due || now < attempts.retry_at {
+            return;
+        }
+        match fetcher.assume(delivery).await {
+            Ok(session) => {
+                let fetched_at = self.clock.now_millis();
+                self.sets[i].store(Some(Arc::new(session.held(fetched_at, fetcher))));
+                let was_failing = attempts.failing;
+                *attempts = Attempts::default();
+                if was_failing {
+                    tracing::info!(
+                        role_delivery = delivery.role_delivery(),
+                        "STS answers again: credentials renewed"
+                    );
+                } else {
+                    tracing::debug!(
+                        role_delivery = delivery.role_delivery(),
+                        "role credentials renewed from STS"
+                    );
+                }
+            }
+            Err(error) => {
+                let now = self.clock.now_millis();
+                attempts.retry_at = now + attempts.backoff.as_millis() as u64;
+                attempts.backoff = (attempts.backoff * 2).min(MAX_RETRY);
+                if !std::mem::replace(&mut attempts.failing, true) {
+                    let held = self.sets[i].load();
+                    match held.as_ref() {
+                        Some(held) => tracing::warn!(
+                            role_arn = %fetcher.role_arn,
+                            role_delivery = delivery.role_delivery(),
+                            expires_in_seconds = held.expires_at.saturating_sub(now) / 1000,
+                            %error,
+                            "STS AssumeRole failed; serving the last good credentials until they expire"
+                        ),
+                        None => tracing::error!(
+                            role_arn = %fetcher.role_arn,
+                            role_delivery = delivery.role_delivery(),
+                            %error,
+                            "cannot assume the role; guests get 404 on it until STS answers (retrying)"
+                        ),
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// The next moment (clock milliseconds) the task has something to do, after doing what was due
+/// at `now`: a held set's renewal (or, when it is due but failing, the retry) or its expiry; a
+/// missing set's retry. It may be `now` or earlier: then it is due at once.
+fn next_moment(held: [Option<&Held>; 2], attempts: &[Attempts; 2], now: u64) -> u64 {
+    held.iter()
+        .zip(attempts)
+        .flat_map(|(held, attempts)| match held {
+            Some(held) if now < held.renew_at => [Some(held.renew_at), Some(held.expires_at)],
+            Some(held) => [Some(attempts.retry_at), Some(held.expires_at)],
+            None => [Some(attempts.retry_at), None],
+        })
+        .flatten()
+        .min()
+        .unwrap_or(now)
 }
 
 /// One session as STS returned it.
@@ -322,7 +386,8 @@ impl Fetcher {
             .region(region)
             .credentials_provider(base)
             .http_client(http)
-            .timeout_config(timeouts);
+            .timeout_config(timeouts)
+            .retry_config(RetryConfig::standard().with_initial_backoff(CALL_RETRY));
         if let Some(endpoint) = endpoint {
             config = config.endpoint_url(endpoint);
         }
@@ -364,5 +429,68 @@ impl Fetcher {
             },
             expiration,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn held(renew_at: u64, expires_at: u64) -> Held {
+        let keys = KeySet {
+            access_key_id: "ASIAIMDSTESTKEY00001".into(),
+            secret_access_key: "secret".into(),
+            token: "token".into(),
+        };
+        let when = OffsetDateTime::UNIX_EPOCH;
+        Held {
+            issued: Arc::new(credentials::role_documents(
+                &keys,
+                when,
+                when,
+                "123456789012",
+            )),
+            renew_at,
+            expires_at,
+        }
+    }
+
+    fn failing(retry_at: u64) -> Attempts {
+        Attempts {
+            retry_at,
+            backoff: FIRST_RETRY * 2,
+            failing: true,
+        }
+    }
+
+    #[test]
+    fn the_task_sleeps_until_the_earlier_of_the_two_renewals() {
+        let (v1, v2) = (held(100_000, 200_000), held(150_000, 250_000));
+        let fresh = [Attempts::default(); 2];
+        assert_eq!(next_moment([Some(&v1), Some(&v2)], &fresh, 50_000), 100_000);
+        assert_eq!(next_moment([Some(&v2), Some(&v1)], &fresh, 50_000), 100_000);
+    }
+
+    #[test]
+    fn a_failing_renewal_wakes_the_task_for_its_retry_or_the_expiry_if_that_comes_first() {
+        let (due, later) = (held(100_000, 200_000), held(900_000, 990_000));
+        let retry_soon = [failing(122_000), Attempts::default()];
+        assert_eq!(
+            next_moment([Some(&due), Some(&later)], &retry_soon, 120_000),
+            122_000
+        );
+        let retry_late = [failing(300_000), Attempts::default()];
+        assert_eq!(
+            next_moment([Some(&due), Some(&later)], &retry_late, 120_000),
+            200_000,
+            "the expiry, to drop the set and say so"
+        );
+    }
+
+    #[test]
+    fn a_missing_set_wakes_the_task_for_its_retry() {
+        let other = held(900_000, 990_000);
+        let attempts = [failing(5_000), Attempts::default()];
+        assert_eq!(next_moment([None, Some(&other)], &attempts, 1_000), 5_000);
     }
 }

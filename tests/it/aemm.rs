@@ -1,15 +1,27 @@
 //! AEMM compatibility: imds invoked as `ec2-metadata-mock` (a symlink) or as `imds aemm`, with
-//! AEMM's commands, flags, `AEMM_*` environment and JSON config file.
+//! AEMM's commands, flags, `AEMM_*` environment and JSON config file. The delays are watched
+//! on a server in this process, built from AEMM's settings the way `imds aemm` builds it, with
+//! an injected clock; the processes show that flags and environment reach the server.
 
+use std::collections::BTreeMap;
 use std::io::{Read, Write};
 use std::net::{IpAddr, SocketAddr, TcpStream};
 use std::path::PathBuf;
 use std::process::Command;
-use std::time::{Duration, Instant};
+use std::sync::Arc;
+use std::time::Duration;
 
+use clap::Parser;
+use http::StatusCode;
+use imds::aemm::cli::AemmCli;
+use imds::clock::{Clock, ManualClock};
+
+use crate::harness::TestImds;
 use crate::process::{Served, IMDS};
 
 const M: &str = "/latest/meta-data";
+/// 2026-11-02T08:14:29Z, the default instance's launch.
+const START: u64 = 1_793_607_269_000;
 
 /// The binary under the name `ec2-metadata-mock`, through a symlink in `dir`.
 fn symlinked(dir: &tempfile::TempDir) -> PathBuf {
@@ -102,30 +114,120 @@ fn invoked_as_ec2_metadata_mock_the_spot_command_serves_the_spot_notice_only() {
     assert_eq!(get(&served, "instance-life-cycle").1, "spot");
 }
 
+/// `imds aemm ARGS` with the environment `env`, served in this process on `clock`: the
+/// configuration is planned from the settings as `imds aemm` plans it, for a start read from the
+/// clock.
+async fn aemm_in_process(args: &[&str], env: &[(&str, &str)], clock: Arc<ManualClock>) -> TestImds {
+    let dir = tempfile::tempdir().unwrap();
+    // An empty config file, so no $HOME/aemm-config.json is read.
+    let file = dir.path().join("aemm-config.json");
+    std::fs::write(&file, "{}").unwrap();
+    let cli = AemmCli::parse_from(
+        ["ec2-metadata-mock", "-c", file.to_str().unwrap()]
+            .iter()
+            .chain(args),
+    );
+    let env: BTreeMap<String, String> = env
+        .iter()
+        .map(|(name, value)| (name.to_string(), value.to_string()))
+        .collect();
+    let loaded = imds::aemm::plan(&cli, &env, clock.now_millis()).unwrap();
+    TestImds::setup().loaded(loaded).clock(clock).start().await
+}
+
+#[tokio::test]
+async fn imds_aemm_without_a_command_serves_every_mock_after_its_delay_from_the_start() {
+    let clock = Arc::new(ManualClock::at_millis(START));
+    let imds = aemm_in_process(
+        &["-x", "-1", "--rebalance-delay-sec", "1"],
+        &[
+            ("AEMM_MOCK_DELAY_SEC", "3"),
+            ("AEMM_EVENTS_CODE", "instance-stop"),
+            ("AEMM_ASG_TERMINATION_DELAY_SEC", "5"),
+        ],
+        clock.clone(),
+    )
+    .await;
+    let get = |path: &'static str| {
+        let imds = &imds;
+        async move { imds.get(&format!("{M}/{path}")).await }
+    };
+    assert_eq!(
+        get("spot/instance-action").await.status,
+        StatusCode::NOT_FOUND
+    );
+    assert_eq!(
+        get("events/recommendations/rebalance").await.status,
+        StatusCode::NOT_FOUND
+    );
+    assert_eq!(get("events/maintenance/scheduled").await.text(), "[]");
+    assert_eq!(
+        get("autoscaling/target-lifecycle-state").await.text(),
+        "InService"
+    );
+    // --rebalance-delay-sec 1.
+    clock.advance(Duration::from_secs(1));
+    assert_eq!(
+        get("events/recommendations/rebalance").await.text(),
+        "{\"noticeTime\": \"2026-11-02T08:14:30Z\"}"
+    );
+    // AEMM_MOCK_DELAY_SEC=3: the notice (two minutes ahead of its action) and the event.
+    clock.advance(Duration::from_millis(1_999));
+    assert_eq!(
+        get("spot/instance-action").await.status,
+        StatusCode::NOT_FOUND
+    );
+    assert_eq!(get("events/maintenance/scheduled").await.text(), "[]");
+    clock.advance(Duration::from_millis(1));
+    assert_eq!(
+        get("spot/instance-action").await.text(),
+        "{\"action\": \"terminate\", \"time\": \"2026-11-02T08:16:32Z\"}"
+    );
+    assert_eq!(
+        get("spot/termination-time").await.text(),
+        "2026-11-02T08:16:32Z"
+    );
+    let scheduled = get("events/maintenance/scheduled").await;
+    let scheduled = scheduled.text();
+    assert!(
+        scheduled.contains("\"Code\" : \"instance-stop\""),
+        "{scheduled}"
+    );
+    assert!(scheduled.contains("\"State\" : \"active\""), "{scheduled}");
+    assert!(
+        scheduled.contains("\"NotBefore\" : \"02 Nov 2026 08:14:29 GMT\""),
+        "NotBefore defaults to the start: {scheduled}"
+    );
+    // AEMM_ASG_TERMINATION_DELAY_SEC=5.
+    clock.advance(Duration::from_millis(1_999));
+    assert_eq!(
+        get("autoscaling/target-lifecycle-state").await.text(),
+        "InService"
+    );
+    clock.advance(Duration::from_millis(1));
+    assert_eq!(
+        get("autoscaling/target-lifecycle-state").await.text(),
+        "Terminated"
+    );
+}
+
 #[test]
-fn imds_aemm_without_a_command_serves_every_mock_after_its_delay() {
+fn imds_aemm_without_a_command_takes_its_delays_from_flags_and_environment() {
     let dir = tempfile::tempdir().unwrap();
     let mut command = Command::new(IMDS);
     command
         .args(["aemm", "-n", "127.0.0.1", "-p", "0", "-x", "-1"])
-        .env("AEMM_MOCK_DELAY_SEC", "3")
+        .args(["--rebalance-delay-sec", "3600"])
+        .env("AEMM_MOCK_DELAY_SEC", "0")
         .env("AEMM_EVENTS_CODE", "instance-stop")
-        .env("AEMM_ASG_TERMINATION_DELAY_SEC", "3");
+        .env("AEMM_ASG_TERMINATION_DELAY_SEC", "3600");
     let served = start(command, &dir);
-    assert_eq!(get(&served, "spot/instance-action").0, 404);
-    assert_eq!(get(&served, "events/maintenance/scheduled").1, "[]");
-    assert_eq!(
-        get(&served, "autoscaling/target-lifecycle-state").1,
-        "InService"
-    );
-    let deadline = Instant::now() + Duration::from_secs(6);
-    while get(&served, "spot/instance-action").0 != 200 {
-        assert!(
-            Instant::now() < deadline,
-            "the notice after -d/AEMM_MOCK_DELAY_SEC"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    // A zero delay shows at once; an hour's does not (the delays are watched in
+    // `imds_aemm_without_a_command_serves_every_mock_after_its_delay_from_the_start`).
+    let (status, notice) = get(&served, "spot/instance-action");
+    assert_eq!(status, 200);
+    assert!(notice.contains("\"terminate\""), "{notice}");
+    assert_eq!(get(&served, "spot/termination-time").0, 200);
     let scheduled = get(&served, "events/maintenance/scheduled").1;
     assert!(
         scheduled.contains("\"Code\" : \"instance-stop\""),
@@ -133,11 +235,11 @@ fn imds_aemm_without_a_command_serves_every_mock_after_its_delay() {
     );
     assert!(scheduled.contains("\"State\" : \"active\""), "{scheduled}");
     assert!(scheduled.contains(" GMT\""), "{scheduled}");
+    assert_eq!(get(&served, "events/recommendations/rebalance").0, 404);
     assert_eq!(
         get(&served, "autoscaling/target-lifecycle-state").1,
-        "Terminated"
+        "InService"
     );
-    assert_eq!(get(&served, "spot/termination-time").0, 200);
 }
 
 #[test]

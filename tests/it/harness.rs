@@ -8,10 +8,11 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use http::{HeaderMap, Method, Request, StatusCode};
-use http_body_util::{BodyExt, Empty};
+use http_body_util::{BodyExt, Empty, Full};
 use hyper_util::rt::TokioIo;
 use imds::clock::{Clock, SystemClock};
-use imds::config::{Config, Overrides};
+use imds::config::{Config, Loaded, Overrides};
+use imds::control_api::ControlApi;
 use imds::identity::IdentitySigner;
 use imds::keys::Keys;
 use imds::secret::ServerSecret;
@@ -69,6 +70,8 @@ pub struct TestImds {
     pub state: Arc<imds::state::State>,
     /// Its guest API (for its metrics).
     pub api: Arc<imds::GuestApi>,
+    /// Its control API, to call in-process ([`TestImds::control`]).
+    pub control_api: Arc<ControlApi>,
     stop: Option<oneshot::Sender<()>>,
     task: Option<JoinHandle<()>>,
     _dir: tempfile::TempDir,
@@ -82,6 +85,7 @@ pub struct Setup {
     secret: Option<ServerSecret>,
     ipv6: bool,
     clock: Option<Arc<dyn Clock>>,
+    loaded: Option<Loaded>,
 }
 
 impl Setup {
@@ -112,6 +116,13 @@ impl Setup {
         self
     }
 
+    /// Serves `loaded` (a configuration built elsewhere, such as from AEMM's settings) instead
+    /// of `toml` and the overrides.
+    pub fn loaded(mut self, loaded: Loaded) -> Self {
+        self.loaded = Some(loaded);
+        self
+    }
+
     /// Calls STS at `url` for `credentials = "sts"`.
     pub fn sts_endpoint(mut self, url: &str) -> Self {
         self.overrides.sts_endpoint = Some(url.to_owned());
@@ -127,10 +138,12 @@ impl Setup {
         let dir = tempfile::tempdir().unwrap();
         let path: PathBuf = dir.path().join("instance.toml");
         std::fs::write(&path, &self.toml).unwrap();
-        let loaded = Config::load(Some(&path))
-            .unwrap()
-            .resolve(&self.overrides, Some(&path))
-            .unwrap();
+        let loaded = self.loaded.unwrap_or_else(|| {
+            Config::load(Some(&path))
+                .unwrap()
+                .resolve(&self.overrides, Some(&path))
+                .unwrap()
+        });
         let keys = keys_with(self.secret.unwrap_or_else(ServerSecret::random));
         let clock = self.clock.unwrap_or_else(|| Arc::new(SystemClock));
         let app = App::new(loaded, &keys, clock, Default::default(), None);
@@ -155,6 +168,7 @@ impl Setup {
             keys,
             state: app.state,
             api: app.api,
+            control_api: app.control,
             stop: Some(stop),
             task: Some(task),
             _dir: dir,
@@ -209,6 +223,25 @@ impl TestImds {
             &[("x-aws-ec2-metadata-token-ttl-seconds", ttl)],
         )
         .await
+    }
+
+    /// An EC2 Query request (`Action` and the other `params`, `Version=2016-11-15` added) sent
+    /// to the control API in-process, as a form-encoded POST: the status and the XML answer.
+    pub async fn control(&self, params: &[(&str, &str)]) -> (StatusCode, String) {
+        let body = form_urlencoded::Serializer::new(String::new())
+            .extend_pairs(params)
+            .append_pair("Version", "2016-11-15")
+            .finish();
+        let request = Request::builder()
+            .method(Method::POST)
+            .uri("/")
+            .header("content-type", "application/x-www-form-urlencoded")
+            .body(Full::new(Bytes::from(body)))
+            .unwrap();
+        let response = self.control_api.handle(request).await;
+        let status = response.status();
+        let body = response.into_body().collect().await.unwrap().to_bytes();
+        (status, String::from_utf8(body.to_vec()).unwrap())
     }
 
     /// Stops the server and waits for it to finish.

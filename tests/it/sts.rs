@@ -1,6 +1,7 @@
 //! Role credentials from a real, independent STS: `moto_server` (PyPI `moto[server]`, installed
 //! by `scripts/install-test-deps`) on loopback, enforcing IAM authentication, so only keys it
-//! issued are accepted. Ignored by a plain `cargo test`; `scripts/test` runs them.
+//! issued are accepted. Ignored by a plain `cargo test`; `scripts/test` runs them. Renewal is
+//! timed on an injected clock: the test moves it to the moments the renewal task sleeps until.
 
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
@@ -8,7 +9,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use imds::clock::ManualClock;
+use imds::clock::{Clock, ManualClock};
 use serde_json::Value;
 
 use crate::conformance::{python, repo, run};
@@ -43,6 +44,8 @@ impl Moto {
             .spawn()
             .unwrap_or_else(|e| panic!("{}: {e}", server.display()));
         let endpoint = format!("http://127.0.0.1:{port}");
+        // moto is a Python program: starting it takes real time (a second or so, several on a
+        // loaded machine), and it cannot be faked without faking what this file tests.
         let deadline = Instant::now() + Duration::from_secs(30);
         while !answers(port) {
             assert!(Instant::now() < deadline, "moto did not start within 30 s");
@@ -131,22 +134,13 @@ fn moto_script(args: &[&str]) -> Result<Value, String> {
     }
 }
 
-/// Polls `role` (with a token when given) until `done` says yes, for at most 10 s.
-async fn wait_for(imds: &TestImds, token: &str, done: impl Fn(&crate::harness::Answer) -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        let answer = imds.get_with_token(ROLE, token).await;
-        if done(&answer) {
-            return;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "still {} {}",
-            answer.status,
-            answer.text()
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+/// Waits until the renewal task has done what the clock's time asks and sleeps on `clock`
+/// again: the clock time it sleeps until. At most 10 s of real time (a fetch from moto takes a
+/// fraction of a second; the bound is for a loaded machine).
+async fn task_asleep(clock: &ManualClock) -> u64 {
+    tokio::time::timeout(Duration::from_secs(10), clock.next_wake())
+        .await
+        .expect("the renewal task still busy after 10 s")
 }
 
 fn json(body: &[u8]) -> Value {
@@ -212,12 +206,11 @@ async fn credentials_are_renewed_early_and_kept_until_expiry_while_sts_is_down()
     let moto = tokio::task::spawn_blocking(Moto::start).await.unwrap();
     let dir = tempfile::tempdir().unwrap();
     let file = moto.credentials_file(dir.path(), &moto.secret_access_key);
-    let clock = Arc::new(ManualClock::at_millis(
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap()
-            .as_millis() as u64,
-    ));
+    let start = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64;
+    let clock = Arc::new(ManualClock::at_millis(start));
     let imds = TestImds::setup()
         .toml(&moto.config(&file))
         .sts_endpoint(&moto.endpoint)
@@ -225,7 +218,9 @@ async fn credentials_are_renewed_early_and_kept_until_expiry_while_sts_is_down()
         .start()
         .await;
     let token = imds.token(21600).await;
-    let first = json(&imds.get_with_token(ROLE, &token).await.body);
+    let v1 = || async { json(&imds.get(ROLE).await.body) };
+    let v2 = || async { json(&imds.get_with_token(ROLE, &token).await.body) };
+    let (first_v1, first) = (v1().await, v2().await);
     let expiration = |v: &Value| {
         time::OffsetDateTime::parse(
             v["Expiration"].as_str().unwrap(),
@@ -239,28 +234,52 @@ async fn credentials_are_renewed_early_and_kept_until_expiry_while_sts_is_down()
         "a one-hour session: {left}"
     );
 
-    // A 1-hour session is renewed once 20 minutes remain, not before.
-    clock.advance(Duration::from_secs(39 * 60));
-    tokio::time::sleep(Duration::from_millis(1500)).await;
-    let same = json(&imds.get_with_token(ROLE, &token).await.body);
-    assert_eq!(same["AccessKeyId"], first["AccessKeyId"]);
-    clock.advance(Duration::from_secs(60));
-    wait_for(&imds, &token, |a| {
-        json(&a.body)["AccessKeyId"] != first["AccessKeyId"]
-    })
-    .await;
-    let renewed = json(&imds.get_with_token(ROLE, &token).await.body);
+    // A one-hour session is renewed once 20 minutes remain (less the moment STS took to
+    // answer), not before: the task sleeps until then.
+    let twenty_minutes_left = start + 40 * 60_000;
+    let window = twenty_minutes_left - 10_000..=twenty_minutes_left;
+    let renew_at = task_asleep(&clock).await;
+    assert!(
+        window.contains(&renew_at),
+        "renewal at +{}ms",
+        renew_at - start
+    );
+    clock.advance(Duration::from_millis(renew_at - 1 - start));
+    assert_eq!(task_asleep(&clock).await, renew_at, "nothing to do before");
+    assert_eq!(v2().await["AccessKeyId"], first["AccessKeyId"]);
+    assert_eq!(v1().await["AccessKeyId"], first_v1["AccessKeyId"]);
+    // Each set at its own moment (they were fetched one after the other).
+    let mut moments = 0;
+    loop {
+        let wake = task_asleep(&clock).await;
+        if v1().await["AccessKeyId"] != first_v1["AccessKeyId"]
+            && v2().await["AccessKeyId"] != first["AccessKeyId"]
+        {
+            break;
+        }
+        assert!(window.contains(&wake), "renewal at +{}ms", wake - start);
+        moments += 1;
+        assert!(moments <= 2, "one renewal moment per set");
+        clock.advance(Duration::from_millis(wake - clock.now_millis()));
+    }
+    let renewed = v2().await;
     assert_ne!(renewed["LastUpdated"], first["LastUpdated"]);
 
-    // STS goes away: the renewed set is served while it lasts, then the role is 404.
+    // STS goes away: past the renewal moment the fetch fails and is retried after 2 s, then
+    // 4 s; the renewed set is served while it lasts, then the role is 404.
     moto.stop();
     clock.advance(Duration::from_secs(50 * 60));
-    tokio::time::sleep(Duration::from_millis(2500)).await;
+    let now = clock.now_millis();
+    assert_eq!(task_asleep(&clock).await, now + 2_000, "the first retry");
     let stale = imds.get_with_token(ROLE, &token).await;
     assert_eq!(stale.status, 200);
     assert_eq!(json(&stale.body)["AccessKeyId"], renewed["AccessKeyId"]);
+    clock.advance(Duration::from_secs(2));
+    assert_eq!(task_asleep(&clock).await, now + 6_000, "the second retry");
+    assert_eq!(v2().await["AccessKeyId"], renewed["AccessKeyId"]);
     clock.advance(Duration::from_secs(11 * 60));
-    wait_for(&imds, &token, |a| a.status == 404).await;
+    assert_eq!(imds.get_with_token(ROLE, &token).await.status, 404);
+    assert_eq!(imds.get(ROLE).await.status, 404);
 }
 
 #[test]
