@@ -13,6 +13,7 @@ const TERMINATION: &str = "/latest/meta-data/spot/termination-time";
 const REBALANCE: &str = "/latest/meta-data/events/recommendations/rebalance";
 const LIFECYCLE: &str = "/latest/meta-data/autoscaling/target-lifecycle-state";
 const SCHEDULED: &str = "/latest/meta-data/events/maintenance/scheduled";
+const LIFE_CYCLE: &str = "/latest/meta-data/instance-life-cycle";
 const MINUTE: Duration = Duration::from_secs(60);
 
 fn interrupt(params: &str) -> String {
@@ -34,6 +35,13 @@ async fn described_state(f: &Fixture) -> String {
     let answer = f.query("Action=DescribeInstances").await;
     let xml = assert_ok(&answer, "DescribeInstancesResponse");
     text(text(xml, "instanceState"), "name").to_owned()
+}
+
+/// `instanceLifecycle` as `DescribeInstances` shows it.
+async fn described_lifecycle(f: &Fixture) -> Option<String> {
+    let answer = f.query("Action=DescribeInstances").await;
+    let xml = assert_ok(&answer, "DescribeInstancesResponse");
+    element(xml, "instanceLifecycle").map(str::to_owned)
 }
 
 #[tokio::test]
@@ -64,10 +72,7 @@ async fn a_spot_interruption_shows_the_rebalance_first_the_notice_later_then_the
         )
     );
     assert_eq!(f.guest(SPOT).await.0, StatusCode::NOT_FOUND);
-    assert_eq!(
-        f.guest("/latest/meta-data/instance-life-cycle").await.1,
-        "spot"
-    );
+    assert_eq!(f.guest(LIFE_CYCLE).await.1, "spot");
     f.advance(3 * MINUTE - Duration::from_millis(1));
     assert_eq!(f.guest(SPOT).await.0, StatusCode::NOT_FOUND);
     f.advance(Duration::from_millis(1));
@@ -377,4 +382,24 @@ async fn clear_instance_events_leaves_nothing_announced() {
         StatusCode::BAD_REQUEST,
         "MissingParameter",
     );
+}
+
+#[tokio::test]
+async fn an_interrupted_instance_is_a_spot_instance_on_both_surfaces() {
+    let f = Fixture::new("");
+    assert_eq!(described_lifecycle(&f).await, None, "on-demand");
+    assert_eq!(f.guest(LIFE_CYCLE).await.1, "on-demand");
+    assert_ok(
+        &f.query(&interrupt("")).await,
+        "SendSpotInstanceInterruptionsResponse",
+    );
+    assert_eq!(f.guest(LIFE_CYCLE).await.1, "spot");
+    assert_eq!(described_lifecycle(&f).await.as_deref(), Some("spot"));
+    assert_ok(
+        &f.query(&format!("Action=ClearInstanceEvents&InstanceId={INSTANCE}"))
+            .await,
+        "ClearInstanceEventsResponse",
+    );
+    assert_eq!(f.guest(LIFE_CYCLE).await.1, "on-demand");
+    assert_eq!(described_lifecycle(&f).await, None);
 }
