@@ -2,9 +2,10 @@
 //! `SendSpotInstanceInterruptions`, `DescribeInstanceStatus`, `SetTargetLifecycleState` and
 //! `ClearInstanceEvents`.
 
+use std::net::SocketAddr;
 use std::time::Duration;
 
-use http::StatusCode;
+use http::{Request, StatusCode};
 
 use super::{assert_error, assert_ok, element, elements, iso, text, Fixture, INSTANCE};
 
@@ -402,4 +403,34 @@ async fn an_interrupted_instance_is_a_spot_instance_on_both_surfaces() {
     );
     assert_eq!(f.guest(LIFE_CYCLE).await.1, "on-demand");
     assert_eq!(described_lifecycle(&f).await, None);
+}
+
+#[tokio::test]
+async fn clear_instance_events_keeps_the_limit_on_the_clients_that_see_events() {
+    let f = Fixture::new("[instance.events]\nclient_limit = 1\n");
+    let other: SocketAddr = "10.0.21.75:40000".parse().unwrap();
+    let from_other = |path: &str| {
+        let request = Request::get(path).body(()).unwrap();
+        f.app.api.handle(&request, other).status()
+    };
+    assert_ok(
+        &f.query(&interrupt("")).await,
+        "SendSpotInstanceInterruptionsResponse",
+    );
+    // The first client to ask sees the events; the next one does not.
+    assert_eq!(f.guest(REBALANCE).await.0, StatusCode::OK);
+    assert_eq!(from_other(REBALANCE), StatusCode::NOT_FOUND);
+    assert_ok(
+        &f.query(&format!("Action=ClearInstanceEvents&InstanceId={INSTANCE}"))
+            .await,
+        "ClearInstanceEventsResponse",
+    );
+    assert_eq!(f.guest(REBALANCE).await.0, StatusCode::NOT_FOUND);
+    assert_ok(
+        &f.query(&interrupt("")).await,
+        "SendSpotInstanceInterruptionsResponse",
+    );
+    assert_eq!(f.guest(REBALANCE).await.0, StatusCode::OK);
+    assert_eq!(from_other(REBALANCE), StatusCode::NOT_FOUND);
+    assert_eq!(from_other(SPOT), StatusCode::NOT_FOUND);
 }
