@@ -104,28 +104,30 @@ impl ControlApi {
     ) -> Result<String, ControlError> {
         let snapshot = self.state.current();
         let instance = &snapshot.instance;
+        let association = instance.iam.as_ref().zip(self.association_id(instance));
+        for id in query.list("AssociationId") {
+            if association
+                .as_ref()
+                .is_none_or(|(_, current)| current != id)
+            {
+                return Err(ControlError::AssociationNotFound(id.to_owned()));
+            }
+        }
+        let mut shown = association.is_some();
+        for (name, values) in query.filters()? {
+            let actual = match name.as_str() {
+                "instance-id" => instance.id(),
+                "state" => "associated",
+                other => return Err(ControlError::InvalidFilter(other.to_owned())),
+            };
+            shown &= values.iter().any(|v| v == actual);
+        }
         let mut xml = Xml::response("DescribeIamInstanceProfileAssociationsResponse", request_id);
         xml.open("iamInstanceProfileAssociationSet");
-        if let (Some(profile), Some(association)) = (&instance.iam, self.association_id(instance)) {
-            let mut shown = true;
-            for id in query.list("AssociationId") {
-                if id != association {
-                    return Err(ControlError::AssociationNotFound(id.to_owned()));
-                }
-            }
-            for (name, values) in query.filters()? {
-                let actual = match name.as_str() {
-                    "instance-id" => instance.id(),
-                    "state" => "associated",
-                    other => return Err(ControlError::InvalidFilter(other.to_owned())),
-                };
-                shown &= values.iter().any(|v| v == actual);
-            }
-            if shown {
-                xml.open("item");
-                association_xml(&mut xml, instance, profile, &association, "associated");
-                xml.close();
-            }
+        if let Some((profile, association)) = association.filter(|_| shown) {
+            xml.open("item");
+            association_xml(&mut xml, instance, profile, &association, "associated");
+            xml.close();
         }
         Ok(xml.finish())
     }

@@ -281,3 +281,39 @@ async fn replace_iam_instance_profile_association_swaps_the_role_under_a_new_id(
     );
     assert_eq!(guest_role(&f).await, None);
 }
+
+#[tokio::test]
+async fn describing_an_association_of_an_instance_without_one_is_refused() {
+    let f = Fixture::new("");
+    let id = current_association(&f).await.unwrap();
+    assert_ok(
+        &f.query(&format!(
+            "Action=DisassociateIamInstanceProfile&AssociationId={id}"
+        ))
+        .await,
+        "DisassociateIamInstanceProfileResponse",
+    );
+    let message = assert_error(
+        &f.query(&format!(
+            "Action=DescribeIamInstanceProfileAssociations&AssociationId.1={id}"
+        ))
+        .await,
+        StatusCode::BAD_REQUEST,
+        "InvalidAssociationID.NotFound",
+    );
+    assert!(message.contains(&id), "{message}");
+    // Filters are checked whether or not there is an association.
+    assert_error(
+        &f.query(
+            "Action=DescribeIamInstanceProfileAssociations&Filter.1.Name=role&Filter.1.Value.1=x",
+        )
+        .await,
+        StatusCode::BAD_REQUEST,
+        "InvalidParameterValue",
+    );
+    let answer = f
+        .query("Action=DescribeIamInstanceProfileAssociations&Filter.1.Name=state&Filter.1.Value.1=associated")
+        .await;
+    let xml = assert_ok(&answer, "DescribeIamInstanceProfileAssociationsResponse");
+    assert_eq!(text(xml, "iamInstanceProfileAssociationSet"), "");
+}
