@@ -2,9 +2,13 @@
 //! `ReplaceIamInstanceProfileAssociation`, `DisassociateIamInstanceProfile` and
 //! `DescribeIamInstanceProfileAssociations`.
 
+use std::time::Duration;
+
 use http::StatusCode;
 
-use super::{assert_error, assert_ok, element, elements, text, Fixture, INSTANCE, OTHER_INSTANCE};
+use super::{
+    assert_error, assert_ok, element, elements, iso, text, Fixture, INSTANCE, OTHER_INSTANCE,
+};
 
 const CREDENTIALS: &str = "/latest/meta-data/iam/security-credentials/";
 const NO_ROLE: &str = "[instance]\niam = {}\n";
@@ -280,6 +284,47 @@ async fn replace_iam_instance_profile_association_swaps_the_role_under_a_new_id(
         "DisassociateIamInstanceProfileResponse",
     );
     assert_eq!(guest_role(&f).await, None);
+}
+
+#[tokio::test]
+async fn association_timestamps_are_the_clock_time_the_association_was_made() {
+    let f = Fixture::new("");
+    let timestamp = |answer: &(StatusCode, String)| text(&answer.1, "timestamp").to_owned();
+    // The config file's association is the launch's.
+    f.advance(Duration::from_secs(3600));
+    let described = f
+        .query("Action=DescribeIamInstanceProfileAssociations")
+        .await;
+    assert_eq!(timestamp(&described), "2026-11-02T08:14:29Z");
+    let old = text(&described.1, "associationId").to_owned();
+
+    let replaced_at = f.now();
+    let replaced = f
+        .query(&format!(
+            "Action=ReplaceIamInstanceProfileAssociation&AssociationId={old}&IamInstanceProfile.Name=web-role"
+        ))
+        .await;
+    assert_eq!(timestamp(&replaced), iso(replaced_at));
+    let new = text(&replaced.1, "associationId").to_owned();
+    f.advance(Duration::from_secs(3600));
+    let described = f
+        .query("Action=DescribeIamInstanceProfileAssociations")
+        .await;
+    assert_eq!(timestamp(&described), iso(replaced_at));
+    let gone = f
+        .query(&format!(
+            "Action=DisassociateIamInstanceProfile&AssociationId={new}"
+        ))
+        .await;
+    assert_eq!(timestamp(&gone), iso(replaced_at));
+
+    let associated_at = f.now();
+    let associated = f
+        .query(&format!(
+            "Action=AssociateIamInstanceProfile&InstanceId={INSTANCE}&IamInstanceProfile.Name=web-role"
+        ))
+        .await;
+    assert_eq!(timestamp(&associated), iso(associated_at));
 }
 
 #[tokio::test]
