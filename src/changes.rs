@@ -36,6 +36,13 @@ pub struct RoleAssociation {
     pub role: Option<String>,
     /// The association's id (`iip-assoc-...`), while associated.
     pub association_id: Option<String>,
+    /// When the association was made (its `Timestamp`), while associated.
+    #[serde(
+        default,
+        with = "time::serde::rfc3339::option",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub associated_at: Option<time::OffsetDateTime>,
 }
 
 impl InstanceChanges {
@@ -132,6 +139,7 @@ mod tests {
             role: Some(RoleAssociation {
                 role: None,
                 association_id: None,
+                associated_at: None,
             }),
             ..InstanceChanges::default()
         };
@@ -146,6 +154,7 @@ mod tests {
             role: Some(RoleAssociation {
                 role: Some("web".into()),
                 association_id: Some("iip-assoc-0123456789abcdef0".into()),
+                associated_at: Some(time::macros::datetime!(2026-11-02 09:00:00 UTC)),
             }),
             ..InstanceChanges::default()
         };

@@ -71,8 +71,8 @@ enum Change {
     Options,
     Tags,
     Events,
-    /// A new association (its id), or none.
-    Role(Option<String>),
+    /// A new association (its id and when it was made), or none.
+    Role(Option<(String, time::OffsetDateTime)>),
 }
 
 /// The account defaults' name in the store.
@@ -296,7 +296,8 @@ impl ControlApi {
             Change::Role(association) => {
                 changes.role = Some(RoleAssociation {
                     role: instance.config.iam.role.clone(),
-                    association_id: association.clone(),
+                    association_id: association.as_ref().map(|(id, _)| id.clone()),
+                    associated_at: association.as_ref().map(|(_, at)| *at),
                 })
             }
         }

@@ -9,7 +9,8 @@
 //! - `ScheduleInstanceEvent` (`Code`, `NotBefore`, `NotAfter`, `NotBeforeDeadline`,
 //!   `Description`), `CompleteInstanceEvent` and `CancelInstanceEvent` (`InstanceEventId`).
 //! - `SetTargetLifecycleState` (`State`, optionally `At`): Auto Scaling's target state.
-//! - `ClearInstanceEvents`: nothing announced any more.
+//! - `ClearInstanceEvents`: nothing announced any more (the limit on the clients that see
+//!   events, `client_limit`, is a setting, not an event: it stays).
 //!
 //! Times are ISO 8601 (`2026-11-23T10:00:00Z`); imds' actions also take delays (`+30s`, `1h`).
 //! Every change is kept like the others (state directory), with its times fixed.
@@ -264,14 +265,17 @@ impl ControlApi {
         Ok(xml.finish())
     }
 
-    /// `ClearInstanceEvents`.
+    /// `ClearInstanceEvents`: every event goes; `client_limit` stays.
     pub(super) async fn clear_instance_events(
         &self,
         query: &QueryRequest,
         request_id: &str,
     ) -> Result<String, ControlError> {
         self.change_events(query, |events, _| {
-            *events = EventsConfig::default();
+            *events = EventsConfig {
+                client_limit: events.client_limit,
+                ..EventsConfig::default()
+            };
             Ok(())
         })
         .await?;

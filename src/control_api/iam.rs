@@ -2,7 +2,10 @@
 //! `DisassociateIamInstanceProfile`, `ReplaceIamInstanceProfileAssociation` and
 //! `DescribeIamInstanceProfileAssociations`. The role under `meta-data/iam/` changes or goes
 //! with the association, and its credentials with it. As imds names an instance profile after
-//! its role, the profile's name is the role's.
+//! its role, the profile's name is the role's. An association's `Timestamp` is when it was made,
+//! on the service's clock (the launch, for the config file's role), and is kept with it.
+
+use time::OffsetDateTime;
 
 use super::error::ControlError;
 use super::instances::check_instance_id;
@@ -21,7 +24,7 @@ impl ControlApi {
     ) -> Result<String, ControlError> {
         let id = query.require("InstanceId")?.to_owned();
         let name = profile_name(query)?;
-        let association = new_association_id();
+        let association = (new_association_id(), self.now());
         let instance = self
             .change(
                 Change::Role(Some(association.clone())),
@@ -53,7 +56,7 @@ impl ControlApi {
     ) -> Result<String, ControlError> {
         let replaced = query.require("AssociationId")?.to_owned();
         let name = profile_name(query)?;
-        let association = new_association_id();
+        let association = (new_association_id(), self.now());
         let instance = self
             .change(
                 Change::Role(Some(association.clone())),
@@ -78,20 +81,20 @@ impl ControlApi {
         query: &QueryRequest,
         request_id: &str,
     ) -> Result<String, ControlError> {
-        let association = query.require("AssociationId")?.to_owned();
+        let id = query.require("AssociationId")?.to_owned();
         let mut before = None;
         self.change(Change::Role(None), |current, config| {
-            self.check_association(current, &association)?;
-            before = Some(current.clone());
+            let associated_at = self.check_association(current, &id)?;
+            before = Some((current.clone(), associated_at));
             set_role(config, None)
         })
         .await?;
-        let before = before.expect("set by the change");
+        let (before, associated_at) = before.expect("set by the change");
         Ok(association_answer(
             "DisassociateIamInstanceProfileResponse",
             request_id,
             &before,
-            &association,
+            &(id, associated_at),
             "disassociating",
         ))
     }
@@ -104,50 +107,69 @@ impl ControlApi {
     ) -> Result<String, ControlError> {
         let snapshot = self.state.current();
         let instance = &snapshot.instance;
+        let association = instance.iam.as_ref().zip(self.association(instance));
+        for id in query.list("AssociationId") {
+            if association
+                .as_ref()
+                .is_none_or(|(_, (current, _))| current != id)
+            {
+                return Err(ControlError::AssociationNotFound(id.to_owned()));
+            }
+        }
+        let mut shown = association.is_some();
+        for (name, values) in query.filters()? {
+            let actual = match name.as_str() {
+                "instance-id" => instance.id(),
+                "state" => "associated",
+                other => return Err(ControlError::InvalidFilter(other.to_owned())),
+            };
+            shown &= values.iter().any(|v| v == actual);
+        }
         let mut xml = Xml::response("DescribeIamInstanceProfileAssociationsResponse", request_id);
         xml.open("iamInstanceProfileAssociationSet");
-        if let (Some(profile), Some(association)) = (&instance.iam, self.association_id(instance)) {
-            let mut shown = true;
-            for id in query.list("AssociationId") {
-                if id != association {
-                    return Err(ControlError::AssociationNotFound(id.to_owned()));
-                }
-            }
-            for (name, values) in query.filters()? {
-                let actual = match name.as_str() {
-                    "instance-id" => instance.id(),
-                    "state" => "associated",
-                    other => return Err(ControlError::InvalidFilter(other.to_owned())),
-                };
-                shown &= values.iter().any(|v| v == actual);
-            }
-            if shown {
-                xml.open("item");
-                association_xml(&mut xml, instance, profile, &association, "associated");
-                xml.close();
-            }
+        if let Some((profile, association)) = association.filter(|_| shown) {
+            xml.open("item");
+            association_xml(&mut xml, instance, profile, &association, "associated");
+            xml.close();
         }
         Ok(xml.finish())
     }
 
-    /// `InvalidAssociationID.NotFound` unless `association` is the instance's current one.
-    fn check_association(&self, current: &Instance, association: &str) -> Result<(), ControlError> {
-        match self.association_id(current) {
-            Some(id) if id == association => Ok(()),
+    /// When `association` was made; `InvalidAssociationID.NotFound` unless it is the instance's
+    /// current one.
+    fn check_association(
+        &self,
+        current: &Instance,
+        association: &str,
+    ) -> Result<OffsetDateTime, ControlError> {
+        match self.association(current) {
+            Some((id, at)) if id == association => Ok(at),
             _ => Err(ControlError::AssociationNotFound(association.to_owned())),
         }
     }
 
-    /// The id of the instance's association: the last one made through the control API, else
-    /// (for a role from the config file) one derived from the instance and role.
-    fn association_id(&self, instance: &Instance) -> Option<String> {
+    /// The instance's association, its id and when it was made: the last one made through the
+    /// control API, else (for a role from the config file) one with an id derived from the
+    /// instance and role, made at launch.
+    fn association(&self, instance: &Instance) -> Option<Association> {
         let profile = instance.iam.as_ref()?;
-        let made = self.changes().role.and_then(|r| r.association_id);
-        Some(made.unwrap_or_else(|| {
-            use sha2::{Digest, Sha256};
-            let digest = Sha256::digest(format!("{}/{}", instance.id(), profile.role));
-            format!("iip-assoc-{}", &hex(&digest)[..17])
-        }))
+        let made = self.changes().role;
+        let id = made
+            .as_ref()
+            .and_then(|r| r.association_id.clone())
+            .unwrap_or_else(|| {
+                use sha2::{Digest, Sha256};
+                let digest = Sha256::digest(format!("{}/{}", instance.id(), profile.role));
+                format!("iip-assoc-{}", &hex(&digest)[..17])
+            });
+        let at = made.and_then(|r| r.associated_at);
+        Some((id, at.unwrap_or(instance.config.pending_time)))
+    }
+
+    /// The clock's time, to the second (as EC2 shows it).
+    fn now(&self) -> OffsetDateTime {
+        let seconds = (self.clock.now_millis() / 1000) as i64;
+        OffsetDateTime::from_unix_timestamp(seconds).unwrap_or(OffsetDateTime::UNIX_EPOCH)
     }
 }
 
@@ -194,11 +216,14 @@ fn set_role(
     Ok(())
 }
 
+/// An association's id and when it was made.
+type Association = (String, OffsetDateTime);
+
 fn association_xml(
     xml: &mut Xml,
     instance: &Instance,
     profile: &crate::instance::IamProfile,
-    id: &str,
+    (id, at): &Association,
     state: &str,
 ) {
     xml.leaf("associationId", id)
@@ -208,23 +233,20 @@ fn association_xml(
         .leaf("id", &profile.instance_profile_id)
         .close()
         .leaf("state", state)
-        .leaf(
-            "timestamp",
-            render::iso_seconds(time::OffsetDateTime::now_utc()),
-        );
+        .leaf("timestamp", render::iso_seconds(*at));
 }
 
 fn association_answer(
     root: &'static str,
     request_id: &str,
     instance: &Instance,
-    id: &str,
+    association: &Association,
     state: &str,
 ) -> String {
     let mut xml = Xml::response(root, request_id);
     xml.open("iamInstanceProfileAssociation");
     if let Some(profile) = &instance.iam {
-        association_xml(&mut xml, instance, profile, id, state);
+        association_xml(&mut xml, instance, profile, association, state);
     }
     xml.finish()
 }

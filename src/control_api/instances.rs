@@ -107,7 +107,9 @@ impl ControlApi {
             xml.leaf("rootDeviceName", root);
         }
         xml.leaf("virtualizationType", "hvm");
-        if c.instance_life_cycle == "spot" {
+        // Only spot instances are interrupted: an interruption makes the instance one, as the
+        // guest API's `instance-life-cycle` says.
+        if c.instance_life_cycle == "spot" || c.events.spot.is_some() {
             xml.leaf("instanceLifecycle", "spot");
         }
         if let Some(profile) = &instance.iam {

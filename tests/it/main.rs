@@ -9,6 +9,7 @@ mod conformance;
 
 mod connections;
 mod control;
+mod control_router;
 mod events;
 mod fault_clients;
 mod faults;
