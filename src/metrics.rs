@@ -335,24 +335,20 @@ impl Metrics {
                 load(&self.tokens_rejected[why as usize])
             );
         }
-        out.push_str("# HELP imds_connections_open Connections open, by surface.\n# TYPE imds_connections_open gauge\n");
-        for surface in SurfaceKind::ALL {
-            let _ = writeln!(
-                out,
-                "imds_connections_open{{surface=\"{}\"}} {}",
-                surface.label(),
-                load(&self.connections_open[surface as usize])
-            );
-        }
-        out.push_str("# HELP imds_connections_evicted_total Connections waiting for their client, closed because every slot was taken.\n# TYPE imds_connections_evicted_total counter\n");
-        for surface in SurfaceKind::ALL {
-            let _ = writeln!(
-                out,
-                "imds_connections_evicted_total{{surface=\"{}\"}} {}",
-                surface.label(),
-                load(&self.connections_evicted[surface as usize])
-            );
-        }
+        per_surface(
+            &mut out,
+            "imds_connections_open",
+            "gauge",
+            "Connections open, by surface.",
+            &self.connections_open,
+        );
+        per_surface(
+            &mut out,
+            "imds_connections_evicted_total",
+            "counter",
+            "Connections waiting for their client, closed because every slot was taken.",
+            &self.connections_evicted,
+        );
         out.push_str("# HELP imds_browser_requests_refused_total Requests refused as a web browser's (DNS rebinding, cross-site), by surface and reason.\n# TYPE imds_browser_requests_refused_total counter\n");
         for surface in SurfaceKind::ALL {
             for why in crate::server::BrowserRefusal::ALL {
@@ -407,6 +403,15 @@ impl Metrics {
             load(&self.latency_sum_nanos) as f64 / 1e9
         );
         out
+    }
+}
+
+/// One series per surface, with its help and type lines.
+fn per_surface(out: &mut String, name: &str, kind: &str, help: &str, counts: &[AtomicU64; 2]) {
+    let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
+    for surface in SurfaceKind::ALL {
+        let count = counts[surface as usize].load(Ordering::Relaxed);
+        let _ = writeln!(out, "{name}{{surface=\"{}\"}} {count}", surface.label());
     }
 }
 
