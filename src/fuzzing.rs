@@ -4,12 +4,12 @@
 
 use std::sync::OnceLock;
 
-use crate::config::Config;
-use crate::keys::Keys;
-use crate::metadata::path::{self, GuestPath};
-use crate::secret::ServerSecret;
-use crate::state::Snapshot;
-use crate::token::{TokenSealer, TokenTtl};
+use crate::app::config::Config;
+use crate::fleet::keys::Keys;
+use crate::fleet::metadata::path::{self, GuestPath};
+use crate::fleet::secret::ServerSecret;
+use crate::fleet::state::Snapshot;
+use crate::fleet::token::{TokenSealer, TokenTtl};
 
 const INSTANCE_ID: &str = "i-0b4f7d2c9a1e83f56";
 
@@ -96,8 +96,8 @@ pub fn aemm_config_file(data: &[u8]) {
         return;
     };
     let path = std::path::Path::new("aemm-config.json");
-    if let Ok(settings) = crate::aemm::settings::Settings::from_file_text(path, text) {
-        let _ = crate::aemm::from_settings(&settings, None, 1_800_000_000_000);
+    if let Ok(settings) = crate::app::aemm::settings::Settings::from_file_text(path, text) {
+        let _ = crate::app::aemm::from_settings(&settings, None, 1_800_000_000_000);
     }
 }
 
@@ -107,10 +107,11 @@ pub fn event_time(data: &[u8]) {
     let Ok(text) = std::str::from_utf8(data) else {
         return;
     };
-    if let Ok(when) = text.parse::<crate::events::When>() {
+    if let Ok(when) = text.parse::<crate::fleet::events::When>() {
         let millis = when.resolve(1_800_000_000_000);
-        if let crate::events::When::At(_) = when {
-            let again: crate::events::When = when.to_string().parse().expect("printed times parse");
+        if let crate::fleet::events::When::At(_) = when {
+            let again: crate::fleet::events::When =
+                when.to_string().parse().expect("printed times parse");
             assert_eq!(again.resolve(0) / 1000, millis / 1000, "{text:?}");
         }
     }

@@ -4,9 +4,9 @@ use std::io::IsTerminal;
 use std::process::ExitCode;
 
 use clap::Parser;
-use imds::cli::{CertArgs, Cli, Command};
-use imds::config::{Config, ConfigError, DEFAULT_CONFIG_TOML};
-use imds::keys::Keys;
+use imds::app::cli::{CertArgs, Cli, Command};
+use imds::app::config::{Config, ConfigError, DEFAULT_CONFIG_TOML};
+use imds::fleet::keys::Keys;
 use imds::Overrides;
 
 fn main() -> ExitCode {
@@ -16,12 +16,12 @@ fn main() -> ExitCode {
         .and_then(|arg0| std::path::Path::new(arg0).file_name())
         .map(|name| name.to_string_lossy().into_owned());
     if invoked_as.as_deref() == Some("ec2-metadata-mock") {
-        return report(init_logging("info").and_then(|()| Ok(imds::aemm::run(args)?)));
+        return report(init_logging("info").and_then(|()| Ok(imds::app::aemm::run(args)?)));
     }
     let cli = Cli::parse_from(args.clone());
     let result: Result<(), Box<dyn std::error::Error>> = match cli.command {
         Command::Serve(args) => {
-            init_logging(&args.log_level).and_then(|()| Ok(imds::serve::run(&args)?))
+            init_logging(&args.log_level).and_then(|()| Ok(imds::app::serve::run(&args)?))
         }
         Command::PrintConfig => {
             print!("{DEFAULT_CONFIG_TOML}");
@@ -29,15 +29,15 @@ fn main() -> ExitCode {
         }
         Command::CheckConfig { file } => check_config(&file).map_err(Into::into),
         Command::Cert(args) => print_certificate(&args),
-        Command::Ctl(args) => imds::ctl::run(&args).map_err(Into::into),
+        Command::Ctl(args) => imds::app::ctl::run(&args).map_err(Into::into),
         Command::Aemm { .. } => {
             // AEMM's own parser reads everything after `aemm`.
             args.drain(1..=aemm_position(&args));
             args[0] = "ec2-metadata-mock".into();
-            init_logging("info").and_then(|()| Ok(imds::aemm::run(args)?))
+            init_logging("info").and_then(|()| Ok(imds::app::aemm::run(args)?))
         }
         Command::LinkLocal { to, .. } => {
-            print!("{}", imds::link_local::dnat_rules(to));
+            print!("{}", imds::app::link_local::dnat_rules(to));
             Ok(())
         }
     };

@@ -4,7 +4,7 @@
 //! full, `Connection: close` or keep-alive, a `Host` check against DNS rebinding on loopback
 //! connections ([`browser`]), and a graceful drain at shutdown.
 //!
-//! The client deadline is enforced by one coarse watchdog per connection ([`watchdog`]) rather
+//! The client deadline is enforced by one coarse watchdog per connection rather
 //! than hyper's per-request header timer: arming a timer for every request cost a quarter of
 //! keep-alive throughput (`scripts/bench`), while a connection records when it became idle
 //! with one clock read and two atomic stores. The deadline only runs while the connection waits
@@ -16,6 +16,7 @@
 //! anything) to close, so a real request gets in promptly however many such clients there are.
 
 pub mod browser;
+pub mod net;
 mod watchdog;
 
 use std::future::Future;
@@ -36,7 +37,7 @@ use tokio::sync::{watch, Notify, Semaphore};
 pub use self::browser::{BrowserRefusal, HostGuard};
 use self::watchdog::{ClientWait, Overdue};
 use crate::metrics::{Metrics, SurfaceKind};
-use crate::net::{HopLimitedStream, WantedHopLimit};
+use crate::server::net::{HopLimitedStream, WantedHopLimit};
 
 /// Connection handling settings.
 #[derive(Debug, Clone, Copy)]

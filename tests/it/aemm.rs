@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use clap::Parser;
 use http::StatusCode;
-use imds::aemm::cli::AemmCli;
+use imds::app::aemm::cli::AemmCli;
 use imds::clock::{Clock, ManualClock};
 
 use crate::harness::TestImds;
@@ -131,7 +131,7 @@ async fn aemm_in_process(args: &[&str], env: &[(&str, &str)], clock: Arc<ManualC
         .iter()
         .map(|(name, value)| (name.to_string(), value.to_string()))
         .collect();
-    let loaded = imds::aemm::plan(&cli, &env, clock.now_millis()).unwrap();
+    let loaded = imds::app::aemm::plan(&cli, &env, clock.now_millis()).unwrap();
     TestImds::setup().loaded(loaded).clock(clock).start().await
 }
 

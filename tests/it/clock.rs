@@ -6,9 +6,9 @@ use std::time::Duration;
 
 use http::{Request, StatusCode};
 use http_body_util::BodyExt;
+use imds::app::config::{Config, Overrides};
 use imds::clock::ManualClock;
-use imds::config::{Config, Overrides};
-use imds::secret::ServerSecret;
+use imds::fleet::secret::ServerSecret;
 use imds::App;
 
 use crate::harness::keys_with;

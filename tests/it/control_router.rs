@@ -18,10 +18,10 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use bytes::Bytes;
 use http::{header, Method, Request, StatusCode};
 use http_body_util::{BodyExt, Full};
+use imds::app::config::{Config, Overrides};
 use imds::clock::{Clock, ManualClock};
-use imds::config::{Config, Overrides};
-use imds::faults::Effect;
-use imds::secret::ServerSecret;
+use imds::fleet::faults::Effect;
+use imds::fleet::secret::ServerSecret;
 use imds::App;
 
 use crate::harness::keys_with;
@@ -195,7 +195,7 @@ pub fn assert_ok<'x>(answer: &'x (StatusCode, String), root: &str) -> &'x str {
 
 /// `2026-11-02T08:14:29Z` for clock milliseconds.
 pub fn iso(millis: u64) -> String {
-    imds::events::rfc3339(imds::events::datetime(millis))
+    imds::fleet::events::rfc3339(imds::fleet::events::datetime(millis))
 }
 
 #[tokio::test]

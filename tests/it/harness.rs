@@ -10,12 +10,12 @@ use bytes::Bytes;
 use http::{HeaderMap, Method, Request, StatusCode};
 use http_body_util::{BodyExt, Empty, Full};
 use hyper_util::rt::TokioIo;
+use imds::app::config::{Config, Loaded, Overrides};
 use imds::clock::{Clock, SystemClock};
-use imds::config::{Config, Loaded, Overrides};
-use imds::control_api::ControlApi;
-use imds::identity::IdentitySigner;
-use imds::keys::Keys;
-use imds::secret::ServerSecret;
+use imds::control::ControlApi;
+use imds::fleet::identity::IdentitySigner;
+use imds::fleet::keys::Keys;
+use imds::fleet::secret::ServerSecret;
 use imds::App;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::oneshot;
@@ -67,7 +67,7 @@ pub struct TestImds {
     /// Its keys, to build snapshots with.
     pub keys: Keys,
     /// Its instances, to swap changes in.
-    pub state: Arc<imds::state::State>,
+    pub state: Arc<imds::fleet::state::State>,
     /// Its guest API (for its metrics).
     pub api: Arc<imds::GuestApi>,
     /// Its control API, to call in-process ([`TestImds::control`]).
@@ -96,7 +96,7 @@ impl Setup {
     }
 
     pub fn required(mut self) -> Self {
-        self.overrides.http_tokens = Some(imds::options::HttpTokens::Required);
+        self.overrides.http_tokens = Some(imds::fleet::options::HttpTokens::Required);
         self
     }
 

@@ -4,8 +4,8 @@
 use std::path::Path;
 use std::process::{Command, Output};
 
-use imds::config::{Config, Overrides};
-use imds::state::Snapshot;
+use imds::app::config::{Config, Overrides};
+use imds::fleet::state::Snapshot;
 
 use crate::harness::TestImds;
 use crate::process::{Served, IMDS};

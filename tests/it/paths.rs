@@ -1,7 +1,7 @@
 //! The metadata tree as clients walk it: listings, versions, path handling, headers.
 
 use http::{Method, StatusCode};
-use imds::guest_api::NOT_FOUND_PAGE;
+use imds::guest::NOT_FOUND_PAGE;
 
 use crate::harness::TestImds;
 

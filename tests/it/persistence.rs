@@ -303,8 +303,8 @@ async fn concurrent_changes_to_the_account_defaults_both_survive() {
         .unwrap()
         .resolve(&Default::default(), None)
         .unwrap();
-    let persisted = imds::control_api::Persisted::load(Some(store.clone()), INSTANCE).unwrap();
-    let keys = crate::harness::keys_with(imds::secret::ServerSecret::random());
+    let persisted = imds::control::Persisted::load(Some(store.clone()), INSTANCE).unwrap();
+    let keys = crate::harness::keys_with(imds::fleet::secret::ServerSecret::random());
     let clock = Arc::new(imds::clock::SystemClock);
     let app = imds::App::new(loaded, &keys, clock, persisted, None);
     let modify = |fields: &str| {

@@ -2,7 +2,7 @@
 //! `HttpTokens` / `HttpEndpoint` options.
 
 use http::{Method, StatusCode};
-use imds::secret::ServerSecret;
+use imds::fleet::secret::ServerSecret;
 
 use crate::harness::TestImds;
 
@@ -250,8 +250,8 @@ async fn two_token_headers_are_refused_even_when_one_is_valid() {
 #[tokio::test]
 async fn each_refused_token_is_counted_by_its_reason_and_version() {
     use imds::clock::{Clock, ManualClock};
+    use imds::fleet::token::{TokenSealer, TokenTtl};
     use imds::server::Surface;
-    use imds::token::{TokenSealer, TokenTtl};
     use std::sync::Arc;
 
     let clock = Arc::new(ManualClock::at_millis(1_800_000_000_000));

@@ -4,7 +4,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use http::{Method, Request, StatusCode};
-use imds::faults::Effect;
+use imds::fleet::faults::Effect;
 
 use super::{assert_error, assert_ok, element, elements, guest, text, Fixture, INSTANCE, PEER};
 
@@ -26,7 +26,7 @@ async fn described(f: &Fixture) -> Vec<String> {
 }
 
 /// What the fault set decides for a guest `method` request for `path`.
-fn decision(f: &Fixture, method: Method, path: &str) -> Option<imds::faults::Decision> {
+fn decision(f: &Fixture, method: Method, path: &str) -> Option<imds::fleet::faults::Decision> {
     let request = Request::builder()
         .method(method)
         .uri(path)

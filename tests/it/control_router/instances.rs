@@ -204,7 +204,7 @@ async fn the_guest_api_follows_a_metadata_options_change_at_once() {
     );
     assert_eq!(
         f.app.state.current().options.http_tokens,
-        imds::options::HttpTokens::Required
+        imds::fleet::options::HttpTokens::Required
     );
 
     assert_ok(

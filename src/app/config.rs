@@ -1,0 +1,583 @@
+//! Configuration: the built-in default (`config/default.toml`), a user file layered over it one
+//! key deep, then `IMDS_*` environment variables and flags (applied by the CLI through
+//! [`Overrides`]). Loading reads files only; it binds no sockets.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use crate::fleet::instance::{Instance, InstanceConfig, InstanceError};
+use crate::fleet::options::{HopLimit, HttpTokens, Switch};
+
+/// The built-in configuration, as `imds print-config` prints it.
+pub const DEFAULT_CONFIG_TOML: &str = include_str!("config/default.toml");
+
+/// Everything `imds serve` needs, as read from the layers.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// Listener and connection settings.
+    pub server: ServerConfig,
+    /// The instance served.
+    pub instance: InstanceConfig,
+    /// Who may use the control API.
+    #[serde(default)]
+    pub control: ControlConfig,
+}
+
+/// `[control]`: the keys control requests must be signed with (SigV4). Without them the
+/// control API listens on loopback addresses only. Its `Debug` never shows the secret.
+#[derive(Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ControlConfig {
+    /// The access key id clients sign with.
+    pub access_key_id: Option<String>,
+    /// Its secret.
+    pub secret_access_key: Option<String>,
+}
+
+impl std::fmt::Debug for ControlConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ControlConfig")
+            .field("access_key_id", &self.access_key_id)
+            .field(
+                "secret_access_key",
+                &self.secret_access_key.as_ref().map(|_| "(redacted)"),
+            )
+            .finish()
+    }
+}
+
+impl ControlConfig {
+    /// The keys, when both are set.
+    pub fn keys(&self) -> Option<crate::control::ControlKeys> {
+        match (&self.access_key_id, &self.secret_access_key) {
+            (Some(id), Some(secret)) => Some(crate::control::ControlKeys {
+                access_key_id: id.clone(),
+                secret_access_key: secret.clone(),
+            }),
+            _ => None,
+        }
+    }
+}
+
+/// `[server]`: how the guest listener behaves.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServerConfig {
+    /// Addresses to bind.
+    pub listen: Vec<SocketAddr>,
+    /// Addresses of the control API (EC2 Query API, health); loopback only.
+    #[serde(default = "default_control_listen")]
+    pub control_listen: Vec<SocketAddr>,
+    /// Persistent connections instead of `Connection: close`.
+    pub keep_alive: bool,
+    /// File whose content keys IMDSv2 tokens; from the state directory, else random per
+    /// process, when absent.
+    pub token_key_file: Option<PathBuf>,
+    /// Directory keeping what must survive restarts in `state.db`: the token key, the identity
+    /// signing key and the control plane's changes.
+    pub state_dir: Option<PathBuf>,
+    /// PEM private key signing the identity document (with `signing_cert_file`).
+    pub signing_key_file: Option<PathBuf>,
+    /// PEM certificate of `signing_key_file`.
+    pub signing_cert_file: Option<PathBuf>,
+    /// STS endpoint URL for `credentials = "sts"` (default: the regional endpoint).
+    pub sts_endpoint: Option<String>,
+    /// File appended with one JSON line per guest request; `-` for stdout.
+    pub access_log: Option<PathBuf>,
+    /// Connections served at once.
+    pub max_connections: usize,
+    /// Deadline for a request head, in milliseconds.
+    pub header_read_timeout_ms: u64,
+    /// Largest request head, in bytes.
+    pub max_request_header_bytes: usize,
+    /// Time given to in-flight requests at shutdown, in milliseconds.
+    pub shutdown_grace_ms: u64,
+    /// Connections the control listener serves at once (its other limits are the guest
+    /// listener's), so that no guest and no idle client takes the operators' slots.
+    #[serde(default = "default_control_max_connections")]
+    pub control_max_connections: usize,
+    /// Host names besides IP literals and `localhost` that requests on loopback addresses may
+    /// name in `Host` (others are refused: DNS rebinding).
+    #[serde(default)]
+    pub allowed_hosts: Vec<String>,
+}
+
+fn default_control_max_connections() -> usize {
+    128
+}
+
+fn default_control_listen() -> Vec<SocketAddr> {
+    vec![SocketAddr::from(([127, 0, 0, 1], 1339))]
+}
+
+impl ServerConfig {
+    /// The header read deadline.
+    pub fn header_read_timeout(&self) -> Duration {
+        Duration::from_millis(self.header_read_timeout_ms)
+    }
+
+    /// The shutdown grace period.
+    pub fn shutdown_grace(&self) -> Duration {
+        Duration::from_millis(self.shutdown_grace_ms)
+    }
+}
+
+/// Values from environment variables and flags, laid over the file (flags win over env; the CLI
+/// resolves that before building this).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Overrides {
+    /// Replaces `server.listen` when non-empty.
+    pub listen: Vec<SocketAddr>,
+    /// Replaces `server.control_listen` when non-empty.
+    pub control_listen: Vec<SocketAddr>,
+    /// Replaces `server.keep_alive`.
+    pub keep_alive: Option<bool>,
+    /// Replaces `server.allowed_hosts` when non-empty.
+    pub allowed_hosts: Vec<String>,
+    /// Replaces `server.token_key_file`.
+    pub token_key_file: Option<PathBuf>,
+    /// Replaces `server.state_dir`.
+    pub state_dir: Option<PathBuf>,
+    /// Replaces `server.signing_key_file`.
+    pub signing_key_file: Option<PathBuf>,
+    /// Replaces `server.signing_cert_file`.
+    pub signing_cert_file: Option<PathBuf>,
+    /// Replaces `server.sts_endpoint`.
+    pub sts_endpoint: Option<String>,
+    /// Replaces `server.access_log`.
+    pub access_log: Option<PathBuf>,
+    /// Replaces `instance.metadata_options.http_tokens`.
+    pub http_tokens: Option<HttpTokens>,
+    /// Replaces `instance.metadata_options.http_endpoint`.
+    pub http_endpoint: Option<Switch>,
+    /// Replaces `instance.metadata_options.http_put_response_hop_limit`.
+    pub hop_limit: Option<HopLimit>,
+    /// Replaces `instance.metadata_options.instance_metadata_tags`.
+    pub instance_metadata_tags: Option<Switch>,
+}
+
+/// Why a configuration could not be loaded; each names the file and, where known, the key.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("{path}: cannot read: {source}")]
+    Unreadable {
+        /// The file.
+        path: PathBuf,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+    /// The file is not valid TOML or JSON.
+    #[error("{path}: {message}")]
+    Syntax {
+        /// The file.
+        path: PathBuf,
+        /// The parser's message, with line and column.
+        message: String,
+    },
+    /// A key is unknown, missing or has a value of the wrong type or range.
+    #[error("{path}: {key}: {reason}")]
+    InvalidKey {
+        /// The file (or `built-in default`).
+        path: PathBuf,
+        /// Dotted key, e.g. `instance.metadata_options.http_tokens`.
+        key: String,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// The values do not describe a possible instance.
+    #[error("{path}: {source}")]
+    Instance {
+        /// The file (or `built-in default`).
+        path: PathBuf,
+        /// The inconsistency.
+        source: InstanceError,
+    },
+    /// The server settings are unusable.
+    #[error("{path}: server.{key}: {reason}")]
+    Server {
+        /// The file (or `built-in default`).
+        path: PathBuf,
+        /// Key under `server`.
+        key: &'static str,
+        /// What is wrong with it.
+        reason: String,
+    },
+}
+
+/// A loaded, validated configuration and the instance it describes.
+#[derive(Debug, Clone)]
+pub struct Loaded {
+    /// Server settings after every layer.
+    pub server: ServerConfig,
+    /// The validated instance after every layer.
+    pub instance: Instance,
+    /// Who may use the control API.
+    pub control: ControlConfig,
+}
+
+impl Config {
+    /// Reads the built-in default, then `file` over it (if any).
+    pub fn load(file: Option<&Path>) -> Result<Config, ConfigError> {
+        match file {
+            Some(path) => {
+                let text =
+                    std::fs::read_to_string(path).map_err(|source| ConfigError::Unreadable {
+                        path: path.to_owned(),
+                        source,
+                    })?;
+                Config::from_text(path, &text)
+            }
+            None => Config::layered(Path::new(BUILT_IN), None),
+        }
+    }
+
+    /// The built-in default with `text` laid over it; `path` names it in errors and decides the
+    /// format (JSON when it ends in `.json`, else TOML).
+    pub fn from_text(path: &Path, text: &str) -> Result<Config, ConfigError> {
+        let user = if path
+            .extension()
+            .is_some_and(|e| e.eq_ignore_ascii_case("json"))
+        {
+            parse_json(path, text)?
+        } else {
+            parse_toml(path, text)?
+        };
+        Config::layered(path, Some(user))
+    }
+
+    fn layered(source: &Path, user: Option<toml::Table>) -> Result<Config, ConfigError> {
+        let mut table = parse_toml(Path::new(BUILT_IN), DEFAULT_CONFIG_TOML)?;
+        if let Some(user) = user {
+            layer(&mut table, user);
+        }
+        serde_path_to_error::deserialize(toml::Value::Table(table)).map_err(|err| {
+            ConfigError::InvalidKey {
+                path: source.to_owned(),
+                key: err.path().to_string(),
+                reason: err.into_inner().message().to_owned(),
+            }
+        })
+    }
+
+    /// Applies env/flag overrides and validates the result.
+    pub fn resolve(
+        mut self,
+        overrides: &Overrides,
+        source: Option<&Path>,
+    ) -> Result<Loaded, ConfigError> {
+        let path = source.unwrap_or(Path::new(BUILT_IN)).to_owned();
+        if !overrides.listen.is_empty() {
+            self.server.listen = overrides.listen.clone();
+        }
+        if !overrides.control_listen.is_empty() {
+            self.server.control_listen = overrides.control_listen.clone();
+        }
+        if !overrides.allowed_hosts.is_empty() {
+            self.server.allowed_hosts = overrides.allowed_hosts.clone();
+        }
+        if let Some(keep_alive) = overrides.keep_alive {
+            self.server.keep_alive = keep_alive;
+        }
+        let server = &mut self.server;
+        for (value, slot) in [
+            (&overrides.token_key_file, &mut server.token_key_file),
+            (&overrides.state_dir, &mut server.state_dir),
+            (&overrides.signing_key_file, &mut server.signing_key_file),
+            (&overrides.signing_cert_file, &mut server.signing_cert_file),
+            (&overrides.access_log, &mut server.access_log),
+        ] {
+            if let Some(value) = value {
+                *slot = Some(value.clone());
+            }
+        }
+        if let Some(endpoint) = &overrides.sts_endpoint {
+            server.sts_endpoint = Some(endpoint.clone());
+        }
+        let options = &mut self.instance.metadata_options;
+        if let Some(tokens) = overrides.http_tokens {
+            options.http_tokens = tokens;
+        }
+        if let Some(endpoint) = overrides.http_endpoint {
+            options.http_endpoint = endpoint;
+        }
+        if let Some(hops) = overrides.hop_limit {
+            options.http_put_response_hop_limit = hops;
+        }
+        if let Some(tags) = overrides.instance_metadata_tags {
+            options.instance_metadata_tags = tags;
+        }
+        check_server(&self.server, &self.control).map_err(|(key, reason)| ConfigError::Server {
+            path: path.clone(),
+            key,
+            reason,
+        })?;
+        let instance = Instance::new(self.instance)
+            .map_err(|source| ConfigError::Instance { path, source })?;
+        Ok(Loaded {
+            server: self.server,
+            instance,
+            control: self.control,
+        })
+    }
+}
+
+const BUILT_IN: &str = "built-in default";
+
+fn check_server(
+    server: &ServerConfig,
+    control: &ControlConfig,
+) -> Result<(), (&'static str, String)> {
+    if control.access_key_id.is_some() != control.secret_access_key.is_some() {
+        return Err((
+            "control",
+            "access_key_id and secret_access_key go together".into(),
+        ));
+    }
+    if server.listen.is_empty() {
+        return Err(("listen", "at least one address is needed".into()));
+    }
+    match (&server.signing_key_file, &server.signing_cert_file) {
+        (Some(_), None) => {
+            return Err((
+                "signing_cert_file",
+                "is needed with signing_key_file (the certificate of that key)".into(),
+            ))
+        }
+        (None, Some(_)) => {
+            return Err((
+                "signing_key_file",
+                "is needed with signing_cert_file (the key of that certificate)".into(),
+            ))
+        }
+        _ => {}
+    }
+    if let Some(endpoint) = &server.sts_endpoint {
+        let scheme_ok = endpoint.starts_with("https://") || endpoint.starts_with("http://");
+        if !scheme_ok || endpoint.parse::<http::Uri>().is_err() {
+            return Err((
+                "sts_endpoint",
+                format!("`{endpoint}` is not an http(s) URL such as https://sts.eu-west-1.amazonaws.com"),
+            ));
+        }
+    }
+    let open = server.control_listen.iter().find(|a| !a.ip().is_loopback());
+    if let (Some(open), None) = (open, control.keys()) {
+        return Err((
+            "control_listen",
+            format!("{open} is not a loopback address: without [control] access_key_id and secret_access_key (which every request must then be signed with) the control API listens on 127.0.0.1 or ::1 only"),
+        ));
+    }
+    if let Some(shared) = server
+        .control_listen
+        .iter()
+        .find(|a| a.port() != 0 && server.listen.contains(a))
+    {
+        return Err((
+            "control_listen",
+            format!("{shared} is also a guest address; instances must never reach the control API"),
+        ));
+    }
+    if server.max_connections == 0 {
+        return Err(("max_connections", "must be at least 1".into()));
+    }
+    if server.control_max_connections == 0 {
+        return Err(("control_max_connections", "must be at least 1".into()));
+    }
+    if let Some(bad) = server.allowed_hosts.iter().find(|name| {
+        name.is_empty()
+            || !name
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"-._".contains(&b))
+    }) {
+        return Err((
+            "allowed_hosts",
+            format!("\"{bad}\" is not a host name (letters, digits, '-', '.', '_'; no port)"),
+        ));
+    }
+    if server.header_read_timeout_ms == 0 {
+        return Err(("header_read_timeout_ms", "must be at least 1".into()));
+    }
+    if !(8192..=1024 * 1024).contains(&server.max_request_header_bytes) {
+        return Err((
+            "max_request_header_bytes",
+            "must be from 8192 to 1048576".into(),
+        ));
+    }
+    Ok(())
+}
+
+fn parse_toml(path: &Path, text: &str) -> Result<toml::Table, ConfigError> {
+    text.parse::<toml::Table>()
+        .map_err(|err| ConfigError::Syntax {
+            path: path.to_owned(),
+            message: err.to_string().trim_end().replace('\n', "\n  "),
+        })
+}
+
+fn parse_json(path: &Path, text: &str) -> Result<toml::Table, ConfigError> {
+    serde_json::from_str::<toml::Table>(text).map_err(|err| ConfigError::Syntax {
+        path: path.to_owned(),
+        message: format!("invalid JSON: {err}"),
+    })
+}
+
+/// Lays `user` over `base`: top-level sections merge key by key; each key's value replaces the
+/// default's whole (a table or list written by the user is taken as written).
+fn layer(base: &mut toml::Table, user: toml::Table) {
+    for (section, value) in user {
+        match (base.get_mut(&section), value) {
+            (Some(toml::Value::Table(base_section)), toml::Value::Table(user_section)) => {
+                base_section.extend(user_section);
+            }
+            (_, value) => {
+                base.insert(section, value);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn control_config_debug_never_shows_the_secret() {
+        let control = ControlConfig {
+            access_key_id: Some("AKIAIMDSCONTROL00001".into()),
+            secret_access_key: Some("very-secret-value".into()),
+        };
+        let shown = format!("{control:?}");
+        assert!(shown.contains("AKIAIMDSCONTROL00001"), "{shown}");
+        assert!(!shown.contains("very-secret-value"), "{shown}");
+        assert!(shown.contains("(redacted)"), "{shown}");
+    }
+    use std::io::Write;
+
+    fn write(name: &str, text: &str) -> (tempfile::TempDir, PathBuf) {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join(name);
+        std::fs::File::create(&path)
+            .unwrap()
+            .write_all(text.as_bytes())
+            .unwrap();
+        (dir, path)
+    }
+
+    #[test]
+    fn built_in_default_is_a_valid_instance() {
+        let loaded = Config::load(None)
+            .unwrap()
+            .resolve(&Overrides::default(), None)
+            .unwrap();
+        assert_eq!(loaded.instance.region, "us-east-1");
+        assert_eq!(
+            loaded.instance.primary_interface().local_hostname,
+            "ip-10-0-21-74.ec2.internal"
+        );
+        assert!(loaded.instance.iam.is_some());
+        assert!(loaded.instance.user_data.is_some());
+    }
+
+    #[test]
+    fn a_partial_file_keeps_the_other_defaults() {
+        let (_dir, path) = write(
+            "i.toml",
+            "[instance]\ninstance_type = \"c5.xlarge\"\niam = {}\n",
+        );
+        let loaded = Config::load(Some(&path))
+            .unwrap()
+            .resolve(&Overrides::default(), Some(&path))
+            .unwrap();
+        assert_eq!(loaded.instance.config.instance_type, "c5.xlarge");
+        assert_eq!(loaded.instance.id(), "i-0b4f7d2c9a1e83f56");
+        assert!(loaded.instance.iam.is_none());
+    }
+
+    #[test]
+    fn unknown_keys_name_file_and_key() {
+        let (_dir, path) = write(
+            "i.toml",
+            "[instance.placement]\navailability_zone = \"us-east-1b\"\nzone = \"x\"\n",
+        );
+        let err = Config::load(Some(&path)).unwrap_err().to_string();
+        assert!(err.contains("i.toml"), "{err}");
+        assert!(err.contains("instance.placement"), "{err}");
+        assert!(err.contains("unknown field `zone`"), "{err}");
+    }
+
+    #[test]
+    fn bad_values_name_the_key_and_reason() {
+        let (_dir, path) = write(
+            "i.toml",
+            "[instance.metadata_options]\nhttp_tokens = \"sometimes\"\n",
+        );
+        let err = Config::load(Some(&path)).unwrap_err().to_string();
+        assert!(
+            err.contains("instance.metadata_options.http_tokens"),
+            "{err}"
+        );
+        assert!(err.contains("sometimes"), "{err}");
+
+        let (_dir, path) = write(
+            "i.toml",
+            "[instance.metadata_options]\nhttp_put_response_hop_limit = 65\n",
+        );
+        let err = Config::load(Some(&path)).unwrap_err().to_string();
+        assert!(
+            err.contains("http_put_response_hop_limit") && err.contains("1 to 64"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn syntax_errors_carry_the_line() {
+        let (_dir, path) = write("i.toml", "[instance]\ninstance_type = \n");
+        let err = Config::load(Some(&path)).unwrap_err().to_string();
+        assert!(err.contains("i.toml") && err.contains("line 2"), "{err}");
+    }
+
+    #[test]
+    fn inconsistent_instances_are_refused_at_load() {
+        let (_dir, path) = write(
+            "i.json",
+            r#"{"instance": {"network_interfaces": [{"mac": "0e:00:00:00:00:01", "interface_id": "eni-0123456789abcdef0",
+               "subnet_id": "subnet-0123456789abcdef0", "subnet_ipv4_cidr_block": "10.0.0.0/24", "vpc_id": "vpc-0123456789abcdef0",
+               "vpc_ipv4_cidr_blocks": ["10.0.0.0/16"], "private_ipv4s": ["10.0.1.5"],
+               "security_groups": [{"name": "default", "id": "sg-0123456789abcdef0"}]}]}}"#,
+        );
+        let err = Config::load(Some(&path))
+            .unwrap()
+            .resolve(&Overrides::default(), Some(&path))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("network_interfaces[0].private_ipv4s"), "{err}");
+        assert!(
+            err.contains("10.0.1.5 is not inside the subnet 10.0.0.0/24"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn overrides_beat_the_file() {
+        let (_dir, path) = write(
+            "i.toml",
+            "[instance.metadata_options]\nhttp_tokens = \"optional\"\n",
+        );
+        let overrides = Overrides {
+            http_tokens: Some(HttpTokens::Required),
+            keep_alive: Some(true),
+            ..Overrides::default()
+        };
+        let loaded = Config::load(Some(&path))
+            .unwrap()
+            .resolve(&overrides, Some(&path))
+            .unwrap();
+        assert_eq!(loaded.instance.options().http_tokens, HttpTokens::Required);
+        assert!(loaded.server.keep_alive);
+    }
+}

@@ -1,0 +1,309 @@
+//! `imds serve` from start to stop: open the state directory's store, bind the listeners (and
+//! the link-local addresses), print them, serve; on SIGHUP reopen the access log, reload the
+//! config file, layer the control plane's changes over it and swap the new instance in; after
+//! either a reload or a control change, open or close the link-local IPv6 endpoint as
+//! `HttpProtocolIpv6` now says; on SIGINT/SIGTERM drain and stop (the access log is flushed as
+//! the runtime ends).
+
+use std::io::Write;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use tokio::net::TcpListener;
+use tokio::signal::unix::{signal, SignalKind};
+
+use crate::app::cli::ServeArgs;
+use crate::app::config::{Config, ConfigError, Loaded, Overrides, ServerConfig};
+use crate::app::link_local::{self, LinkLocal, LinkLocalError};
+use crate::clock::SystemClock;
+use crate::control::Persisted;
+use crate::fleet::faults::FaultSet;
+use crate::fleet::keys::{Keys, KeysError};
+use crate::guest::access_log::{AccessLogError, Destination};
+use crate::guest::GuestApi;
+use crate::server::{Accepting, Server};
+use crate::store::{Store, StoreError};
+use crate::App;
+
+/// Why `imds serve` could not run.
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    /// The configuration is invalid.
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    /// The keys could not be loaded or created.
+    #[error(transparent)]
+    Keys(#[from] KeysError),
+    /// The state directory's store could not be opened or read.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// The access log could not be opened.
+    #[error(transparent)]
+    AccessLog(#[from] AccessLogError),
+    /// `--link-local` could not be set up.
+    #[error(transparent)]
+    LinkLocal(#[from] LinkLocalError),
+    /// An address could not be bound.
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        /// The address.
+        addr: SocketAddr,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The AEMM-style configuration is invalid.
+    #[error(transparent)]
+    Aemm(#[from] crate::app::aemm::AemmError),
+    /// The runtime or the signal handlers could not start.
+    #[error("cannot start: {0}")]
+    Startup(std::io::Error),
+}
+
+/// How long the start waits for role credentials from STS before serving without them.
+const FIRST_STS_FETCH: std::time::Duration = std::time::Duration::from_secs(15);
+
+/// Loads the configuration, at the start and at each SIGHUP.
+pub type LoadConfig = Box<dyn Fn() -> Result<Loaded, ServeError> + Send + Sync>;
+
+/// What a SIGHUP reload needs to rebuild the instance.
+struct Reloader {
+    load: LoadConfig,
+    keys: Keys,
+    running: ServerConfig,
+}
+
+/// Runs `imds serve` until SIGINT or SIGTERM.
+pub fn run(args: &ServeArgs) -> Result<(), ServeError> {
+    let file: Option<PathBuf> = args.config.clone();
+    let overrides: Overrides = args.overrides();
+    let load = move || Ok(Config::load(file.as_deref())?.resolve(&overrides, file.as_deref())?);
+    run_with(Box::new(load), args.link_local)
+}
+
+/// Runs the service with the configuration `load` gives (at the start and at each SIGHUP),
+/// with the link-local addresses when `link_local`, until SIGINT or SIGTERM.
+pub fn run_with(load: LoadConfig, link_local: bool) -> Result<(), ServeError> {
+    let loaded = load()?;
+    let store = match &loaded.server.state_dir {
+        Some(dir) => Some(Arc::new(Store::open(dir)?)),
+        None => None,
+    };
+    let keys = Keys::load(&loaded.server, store.as_deref())?;
+    let persisted = Persisted::load(store, loaded.instance.id())?;
+    let access_log = match &loaded.server.access_log {
+        Some(path) => Some(Destination::open(path)?),
+        None => None,
+    };
+    if !persisted.changes.is_empty() {
+        tracing::info!(
+            instance = loaded.instance.id(),
+            changes = ?persisted.changes,
+            "control-plane changes from the state directory are layered over the config file"
+        );
+    }
+    let options = persisted
+        .changes
+        .metadata_options
+        .unwrap_or_else(|| loaded.instance.options());
+    let mut link_local = match link_local {
+        true => Some(LinkLocal::setup(options.http_protocol_ipv6.is_enabled())?),
+        false => None,
+    };
+    let runtime = tokio::runtime::Runtime::new().map_err(ServeError::Startup)?;
+    let reloader = Reloader {
+        load,
+        keys,
+        running: loaded.server.clone(),
+    };
+    let result = runtime.block_on(serve(
+        loaded,
+        persisted,
+        reloader,
+        access_log,
+        &mut link_local,
+    ));
+    // The link-local addresses go only after every connection has finished.
+    drop(link_local);
+    result
+}
+
+async fn bind(addr: SocketAddr) -> Result<TcpListener, ServeError> {
+    TcpListener::bind(addr)
+        .await
+        .map_err(|source| ServeError::Bind { addr, source })
+}
+
+fn announce(bound: &[SocketAddr], control: &[SocketAddr]) {
+    let mut stdout = std::io::stdout().lock();
+    for addr in bound {
+        let _ = writeln!(stdout, "listening on http://{addr}");
+    }
+    for addr in control {
+        let _ = writeln!(stdout, "control API on http://{addr}");
+    }
+    if let Some(first) = bound.first() {
+        let _ = writeln!(
+            stdout,
+            "export AWS_EC2_METADATA_SERVICE_ENDPOINT=http://{first}"
+        );
+    }
+    let _ = stdout.flush();
+}
+
+async fn serve(
+    loaded: Loaded,
+    persisted: Persisted,
+    reloader: Reloader,
+    access_log: Option<Destination>,
+    link_local: &mut Option<LinkLocal>,
+) -> Result<(), ServeError> {
+    // Handlers first: a client that reacts to the announced addresses may signal at once, and
+    // SIGHUP's default action would end the process.
+    let mut hangup = signal(SignalKind::hangup()).map_err(ServeError::Startup)?;
+    let mut terminate = signal(SignalKind::terminate()).map_err(ServeError::Startup)?;
+    let mut interrupt = signal(SignalKind::interrupt()).map_err(ServeError::Startup)?;
+    let mut addresses = loaded.server.listen.clone();
+    addresses.extend(link_local.iter().flat_map(LinkLocal::listen_addrs));
+    let mut listeners = Vec::with_capacity(addresses.len());
+    for addr in addresses {
+        listeners.push(bind(addr).await?);
+    }
+    let bound = listeners
+        .iter()
+        .map(TcpListener::local_addr)
+        .collect::<Result<Vec<SocketAddr>, _>>()
+        .map_err(ServeError::Startup)?;
+    let mut control_listeners = Vec::new();
+    for addr in loaded.server.control_listen.clone() {
+        control_listeners.push(bind(addr).await?);
+    }
+    let control_bound = control_listeners
+        .iter()
+        .map(TcpListener::local_addr)
+        .collect::<Result<Vec<SocketAddr>, _>>()
+        .map_err(ServeError::Startup)?;
+    let keep_alive = loaded.server.keep_alive;
+    // Role credentials from STS are fetched before anyone is told where to ask for them.
+    let app = App::new(
+        loaded,
+        &reloader.keys,
+        Arc::new(SystemClock),
+        persisted,
+        access_log,
+    );
+    let options = app.state.current().options;
+    let instance = app.state.current().instance.id().to_owned();
+    if !app.snapshots.first_sts_fetch(FIRST_STS_FETCH).await {
+        tracing::warn!("serving without the role's STS credentials for now (see the error above)");
+    }
+    let control = Server::new(app.control.clone(), app.control_settings, app.hosts.clone());
+    let control_accepting: Vec<Accepting> = control_listeners
+        .into_iter()
+        .map(|l| control.accept_on(l))
+        .collect();
+    announce(&bound, &control_bound);
+    tracing::info!(
+        instance,
+        http_tokens = ?options.http_tokens,
+        http_endpoint = ?options.http_endpoint,
+        hop_limit = options.http_put_response_hop_limit.get(),
+        keep_alive,
+        link_local = link_local.is_some(),
+        addresses = ?bound,
+        "imds started"
+    );
+    let server = Server::new(app.api.clone(), app.settings, app.hosts.clone());
+    let mut accepting: Vec<(SocketAddr, Accepting)> = bound
+        .iter()
+        .copied()
+        .zip(listeners.into_iter().map(|l| server.accept_on(l)))
+        .collect();
+
+    let mut changed = app.control.subscribe();
+    let stopped_by = loop {
+        tokio::select! {
+            _ = hangup.recv() => {
+                // For logrotate: whatever becomes of the reload, the log moves to the new file.
+                if let Some(log) = app.api.access_log() {
+                    log.reopen();
+                }
+                reload(&reloader, &app);
+                follow_ipv6(&app, &server, link_local, &mut accepting).await;
+            }
+            Ok(()) = changed.changed() => follow_ipv6(&app, &server, link_local, &mut accepting).await,
+            _ = terminate.recv() => break "SIGTERM",
+            _ = interrupt.recv() => break "SIGINT",
+        }
+    };
+    drop(accepting);
+    drop(control_accepting);
+    tokio::join!(server.drain(), control.drain());
+    tracing::info!(signal = stopped_by, "imds stopped");
+    Ok(())
+}
+
+/// Rebuilds the instance from the config file and the same environment and flags, layers the
+/// control plane's changes over it, and swaps it in; a bad file leaves the running instance as
+/// it was. `[server]` settings apply at restart.
+fn reload(reloader: &Reloader, app: &App) {
+    let loaded = match (reloader.load)() {
+        Ok(loaded) => loaded,
+        Err(error) => {
+            tracing::error!(%error, "reload failed; still serving the previous configuration");
+            return;
+        }
+    };
+    if loaded.server != reloader.running {
+        tracing::warn!("[server] settings change only at restart; the running ones are kept");
+    }
+    let instance = app.control.changes().layered(loaded.instance);
+    let options = instance.options();
+    let id = instance.id().to_owned();
+    // The file's faults replace the running ones (and their counts) only when they changed.
+    if instance.config.faults != app.state.current().instance.config.faults {
+        match FaultSet::new(instance.config.faults.clone()) {
+            Ok(faults) => app.state.set_faults(faults),
+            Err(error) => tracing::error!(%error, "the file's faults are not applied"),
+        }
+    }
+    app.state.replace(app.snapshots.build(instance));
+    tracing::info!(
+        instance = id,
+        http_tokens = ?options.http_tokens,
+        http_endpoint = ?options.http_endpoint,
+        hop_limit = options.http_put_response_hop_limit.get(),
+        http_protocol_ipv6 = ?options.http_protocol_ipv6,
+        "imds reloaded"
+    );
+}
+
+/// Opens or closes the link-local IPv6 endpoint (with `--link-local`) as the instance's
+/// `HttpProtocolIpv6` now says.
+async fn follow_ipv6(
+    app: &App,
+    server: &Server<GuestApi>,
+    link_local: &mut Option<LinkLocal>,
+    accepting: &mut Vec<(SocketAddr, Accepting)>,
+) {
+    let Some(link_local) = link_local else {
+        return;
+    };
+    let ipv6 = app.state.current().options.http_protocol_ipv6.is_enabled();
+    let endpoint = SocketAddr::new(link_local::IPV6.into(), 80);
+    if !ipv6 {
+        accepting.retain(|(addr, _)| *addr != endpoint);
+    }
+    match link_local.set_ipv6(ipv6) {
+        Ok(true) if ipv6 => match bind(endpoint).await {
+            Ok(listener) => {
+                accepting.push((endpoint, server.accept_on(listener)));
+                tracing::info!(%endpoint, "link-local IPv6 endpoint opened");
+            }
+            Err(error) => tracing::error!(%error, "cannot open the link-local IPv6 endpoint"),
+        },
+        Ok(true) => tracing::info!(%endpoint, "link-local IPv6 endpoint closed"),
+        Ok(false) => {}
+        Err(error) => tracing::error!(%error, "cannot change the link-local IPv6 endpoint"),
+    }
+}

@@ -1,0 +1,251 @@
+//! `DescribeInstances` and `ModifyInstanceMetadataOptions`.
+
+use super::error::ControlError;
+use super::query::QueryRequest;
+use super::xml::Xml;
+use super::{Change, ControlApi};
+use crate::fleet::events::SpotAction;
+use crate::fleet::instance::Instance;
+use crate::fleet::metadata::render;
+use crate::fleet::options::{HopLimit, HttpTokens, MetadataOptions, Switch};
+use crate::fleet::state::Snapshot;
+
+impl ControlApi {
+    /// `DescribeInstances`: the instance, unless ids or filters leave it out.
+    pub(super) fn describe_instances(
+        &self,
+        query: &QueryRequest,
+        request_id: &str,
+    ) -> Result<String, ControlError> {
+        let snapshot = self.state.current();
+        let instance = &snapshot.instance;
+        let state = instance_state(&snapshot, self.clock.now_millis());
+        let mut shown = true;
+        for id in query.list("InstanceId") {
+            check_instance_id(instance, id)?;
+        }
+        for (name, values) in query.filters()? {
+            let matches = |actual: &str| values.iter().any(|v| v == actual);
+            shown &= match name.as_str() {
+                "instance-id" => matches(instance.id()),
+                "metadata-options.http-tokens" => matches(tokens(snapshot.options.http_tokens)),
+                "metadata-options.http-endpoint" => matches(switch(snapshot.options.http_endpoint)),
+                "instance-state-name" => matches(state.1),
+                "availability-zone" => matches(&instance.config.placement.availability_zone),
+                other => match other.strip_prefix("tag:") {
+                    Some(key) => instance.config.tags.get(key).is_some_and(|v| matches(v)),
+                    None if other == "tag-key" => instance.config.tags.keys().any(|k| matches(k)),
+                    None => return Err(ControlError::InvalidFilter(other.to_owned())),
+                },
+            };
+        }
+        let mut xml = Xml::response("DescribeInstancesResponse", request_id);
+        xml.open("reservationSet");
+        if shown {
+            xml.open("item")
+                .leaf("reservationId", &instance.config.reservation_id)
+                .leaf("ownerId", &instance.config.account_id)
+                .open("groupSet")
+                .close()
+                .open("instancesSet");
+            self.instance_xml(&mut xml, instance, &snapshot.options, state);
+            xml.close().close();
+        }
+        Ok(xml.finish())
+    }
+
+    fn instance_xml(
+        &self,
+        xml: &mut Xml,
+        instance: &Instance,
+        options: &MetadataOptions,
+        state: (u16, &str),
+    ) {
+        let c = &instance.config;
+        let primary = instance.primary_interface();
+        let nic = &primary.config;
+        xml.open("item")
+            .leaf("instanceId", instance.id())
+            .leaf("imageId", &c.ami_id)
+            .open("instanceState")
+            .leaf("code", state.0)
+            .leaf("name", state.1)
+            .close()
+            .leaf("privateDnsName", &primary.local_hostname)
+            .leaf("dnsName", primary.public_hostname.as_deref().unwrap_or(""))
+            .leaf("reason", "")
+            .leaf("amiLaunchIndex", c.ami_launch_index)
+            .open("productCodes")
+            .close()
+            .leaf("instanceType", &c.instance_type)
+            .leaf("launchTime", render::iso_seconds(c.pending_time))
+            .open("placement")
+            .leaf("availabilityZone", &c.placement.availability_zone)
+            .leaf("groupName", c.placement.group_name.as_deref().unwrap_or(""))
+            .leaf("tenancy", "default")
+            .close()
+            .open("monitoring")
+            .leaf("state", "disabled")
+            .close()
+            .leaf("subnetId", &nic.subnet_id)
+            .leaf("vpcId", &nic.vpc_id)
+            .leaf("privateIpAddress", nic.private_ipv4s[0]);
+        if let Some(public) = nic.public_ipv4 {
+            xml.leaf("ipAddress", public);
+        }
+        xml.leaf("sourceDestCheck", true).open("groupSet");
+        for group in &nic.security_groups {
+            xml.open("item")
+                .leaf("groupId", &group.id)
+                .leaf("groupName", &group.name)
+                .close();
+        }
+        xml.close()
+            .leaf("architecture", &c.architecture)
+            .leaf("rootDeviceType", "ebs");
+        if let Some(root) = c.block_device_mapping.get("root") {
+            xml.leaf("rootDeviceName", root);
+        }
+        xml.leaf("virtualizationType", "hvm");
+        // Only spot instances are interrupted: an interruption makes the instance one, as the
+        // guest API's `instance-life-cycle` says.
+        if c.instance_life_cycle == "spot" || c.events.spot.is_some() {
+            xml.leaf("instanceLifecycle", "spot");
+        }
+        if let Some(profile) = &instance.iam {
+            xml.open("iamInstanceProfile")
+                .leaf("arn", &profile.instance_profile_arn)
+                .leaf("id", &profile.instance_profile_id)
+                .close();
+        }
+        xml.open("tagSet");
+        for (key, value) in &c.tags {
+            xml.open("item")
+                .leaf("key", key)
+                .leaf("value", value)
+                .close();
+        }
+        xml.close().leaf("hypervisor", "xen");
+        self.metadata_options_xml(xml, "metadataOptions", options);
+        xml.close();
+    }
+
+    /// `<{element}>` with the options and whether the last change is applied yet.
+    fn metadata_options_xml(&self, xml: &mut Xml, element: &'static str, o: &MetadataOptions) {
+        xml.open(element)
+            .leaf("state", self.options_state())
+            .leaf("httpTokens", tokens(o.http_tokens))
+            .leaf("httpPutResponseHopLimit", o.http_put_response_hop_limit)
+            .leaf("httpEndpoint", switch(o.http_endpoint))
+            .leaf("httpProtocolIpv6", switch(o.http_protocol_ipv6))
+            .leaf("instanceMetadataTags", switch(o.instance_metadata_tags))
+            .close();
+    }
+
+    /// `ModifyInstanceMetadataOptions`: omitted options keep their value; the change reads
+    /// `pending` for a moment, as on EC2, while the guest API already follows it.
+    pub(super) async fn modify_instance_metadata_options(
+        &self,
+        query: &QueryRequest,
+        request_id: &str,
+    ) -> Result<String, ControlError> {
+        let id = query.require("InstanceId")?.to_owned();
+        let enforced = self.defaults().http_tokens_enforced == Some(true);
+        let applied = self
+            .change(Change::Options, |current, config| {
+                check_instance_id(current, &id)?;
+                let o = &mut config.metadata_options;
+                if let Some(value) = query.get("HttpTokens") {
+                    o.http_tokens = parse_tokens(value)?;
+                    if o.http_tokens == HttpTokens::Optional && enforced {
+                        return Err(ControlError::Unsupported(
+                            "IMDSv1 cannot be enabled: HttpTokensEnforced is enabled in the instance metadata defaults of this account and Region".into(),
+                        ));
+                    }
+                }
+                if let Some(value) = query.get("HttpPutResponseHopLimit") {
+                    o.http_put_response_hop_limit = value.parse::<HopLimit>().map_err(|_| {
+                        ControlError::InvalidParameterValue(format!(
+                            "The HttpPutResponseHopLimit value ({value}) is invalid. Specify an integer from 1 to 64."
+                        ))
+                    })?;
+                }
+                for (name, slot) in [
+                    ("HttpEndpoint", &mut o.http_endpoint),
+                    ("HttpProtocolIpv6", &mut o.http_protocol_ipv6),
+                    ("InstanceMetadataTags", &mut o.instance_metadata_tags),
+                ] {
+                    if let Some(value) = query.get(name) {
+                        *slot = parse_switch(name, value)?;
+                    }
+                }
+                if query.dry_run() {
+                    return Err(ControlError::DryRunOperation);
+                }
+                Ok(())
+            })
+            .await?;
+        let mut xml = Xml::response("ModifyInstanceMetadataOptionsResponse", request_id);
+        xml.leaf("instanceId", applied.id());
+        self.metadata_options_xml(&mut xml, "instanceMetadataOptions", &applied.options());
+        Ok(xml.finish())
+    }
+}
+
+/// The instance's state code and name at `now`: running until a spot interruption's action
+/// time, then terminated or stopped (hibernated instances are stopped).
+pub(super) fn instance_state(snapshot: &Snapshot, now: u64) -> (u16, &'static str) {
+    match snapshot.schedule.spot.filter(|spot| spot.at <= now) {
+        None => (16, "running"),
+        Some(spot) if spot.action == SpotAction::Terminate => (48, "terminated"),
+        Some(_) => (80, "stopped"),
+    }
+}
+
+/// `InvalidInstanceID.Malformed` or `.NotFound` unless `id` is the instance's.
+pub(super) fn check_instance_id(instance: &Instance, id: &str) -> Result<(), ControlError> {
+    let well_formed = id.strip_prefix("i-").is_some_and(|hex| {
+        matches!(hex.len(), 8 | 17) && hex.bytes().all(|b| b.is_ascii_hexdigit())
+    });
+    if !well_formed {
+        return Err(ControlError::InstanceIdMalformed(id.to_owned()));
+    }
+    if id != instance.id() {
+        return Err(ControlError::InstanceNotFound(id.to_owned()));
+    }
+    Ok(())
+}
+
+pub(super) fn tokens(value: HttpTokens) -> &'static str {
+    match value {
+        HttpTokens::Optional => "optional",
+        HttpTokens::Required => "required",
+    }
+}
+
+pub(super) fn switch(value: Switch) -> &'static str {
+    match value {
+        Switch::Enabled => "enabled",
+        Switch::Disabled => "disabled",
+    }
+}
+
+pub(super) fn parse_tokens(value: &str) -> Result<HttpTokens, ControlError> {
+    match value {
+        "optional" => Ok(HttpTokens::Optional),
+        "required" => Ok(HttpTokens::Required),
+        _ => Err(ControlError::InvalidParameterValue(format!(
+            "Value ({value}) for parameter HttpTokens is invalid. Valid values: optional, required"
+        ))),
+    }
+}
+
+pub(super) fn parse_switch(name: &str, value: &str) -> Result<Switch, ControlError> {
+    match value {
+        "enabled" => Ok(Switch::Enabled),
+        "disabled" => Ok(Switch::Disabled),
+        _ => Err(ControlError::InvalidParameterValue(format!(
+            "Value ({value}) for parameter {name} is invalid. Valid values: enabled, disabled"
+        ))),
+    }
+}

@@ -1,0 +1,159 @@
+//! `CreateTags`, `DeleteTags` and `DescribeTags` on the instance. Tags show under
+//! `meta-data/tags/instance/` at once when `InstanceMetadataTags` is enabled; then keys IMDS
+//! cannot show are refused, as EC2 does.
+
+use super::error::ControlError;
+use super::instances::check_instance_id;
+use super::query::QueryRequest;
+use super::xml::Xml;
+use super::{Change, ControlApi};
+use crate::fleet::instance::Instance;
+
+/// Longest tag key and value EC2 accepts.
+const MAX_KEY: usize = 128;
+const MAX_VALUE: usize = 256;
+
+impl ControlApi {
+    /// `CreateTags`: adds or overwrites tags.
+    pub(super) async fn create_tags(
+        &self,
+        query: &QueryRequest,
+        request_id: &str,
+    ) -> Result<String, ControlError> {
+        let tags = tag_params(query, true)?;
+        self.change(Change::Tags, |current, config| {
+            check_resources(current, query)?;
+            for (key, value) in tags {
+                check_tag(&key, value.as_deref().unwrap_or(""))?;
+                config.tags.insert(key, value.unwrap_or_default());
+            }
+            dry_run(query)
+        })
+        .await?;
+        Ok(done("CreateTagsResponse", request_id))
+    }
+
+    /// `DeleteTags`: removes tags; a tag given with a value goes only when the value matches.
+    pub(super) async fn delete_tags(
+        &self,
+        query: &QueryRequest,
+        request_id: &str,
+    ) -> Result<String, ControlError> {
+        let tags = tag_params(query, false)?;
+        self.change(Change::Tags, |current, config| {
+            check_resources(current, query)?;
+            if tags.is_empty() {
+                config.tags.clear();
+            }
+            for (key, value) in tags {
+                let matches = value
+                    .as_ref()
+                    .is_none_or(|v| config.tags.get(&key) == Some(v));
+                if matches {
+                    config.tags.remove(&key);
+                }
+            }
+            dry_run(query)
+        })
+        .await?;
+        Ok(done("DeleteTagsResponse", request_id))
+    }
+
+    /// `DescribeTags` with filters `resource-id`, `resource-type`, `key` and `value`.
+    pub(super) fn describe_tags(
+        &self,
+        query: &QueryRequest,
+        request_id: &str,
+    ) -> Result<String, ControlError> {
+        let snapshot = self.state.current();
+        let id = snapshot.instance.id();
+        let filters = query.filters()?;
+        let mut xml = Xml::response("DescribeTagsResponse", request_id);
+        xml.open("tagSet");
+        for (key, value) in &snapshot.instance.config.tags {
+            let mut shown = true;
+            for (name, values) in &filters {
+                let actual = match name.as_str() {
+                    "resource-id" => id,
+                    "resource-type" => "instance",
+                    "key" => key.as_str(),
+                    "value" => value.as_str(),
+                    other => return Err(ControlError::InvalidFilter(other.to_owned())),
+                };
+                shown &= values.iter().any(|v| v == actual);
+            }
+            if shown {
+                xml.open("item")
+                    .leaf("resourceId", id)
+                    .leaf("resourceType", "instance")
+                    .leaf("key", key)
+                    .leaf("value", value)
+                    .close();
+            }
+        }
+        Ok(xml.finish())
+    }
+}
+
+/// `ResourceId.N` must be given, and name the instance.
+fn check_resources(current: &Instance, query: &QueryRequest) -> Result<(), ControlError> {
+    let ids = query.list("ResourceId");
+    if ids.is_empty() {
+        return Err(ControlError::MissingParameter("ResourceId".into()));
+    }
+    ids.into_iter()
+        .try_for_each(|id| check_instance_id(current, id))
+}
+
+/// `Tag.N.Key` with its optional `Tag.N.Value`; at least one when `required`.
+fn tag_params(
+    query: &QueryRequest,
+    required: bool,
+) -> Result<Vec<(String, Option<String>)>, ControlError> {
+    let tags: Vec<(String, Option<String>)> = query
+        .members("Tag")
+        .into_iter()
+        .map(|n| {
+            let key = query.require(&format!("Tag.{n}.Key"))?.to_owned();
+            Ok((key, query.get(&format!("Tag.{n}.Value")).map(str::to_owned)))
+        })
+        .collect::<Result<_, ControlError>>()?;
+    if required && tags.is_empty() {
+        return Err(ControlError::MissingParameter("Tag".into()));
+    }
+    Ok(tags)
+}
+
+/// EC2's limits on any tag (those IMDS adds are checked with the instance).
+fn check_tag(key: &str, value: &str) -> Result<(), ControlError> {
+    if key.is_empty() || key.chars().count() > MAX_KEY {
+        return Err(ControlError::InvalidParameterValue(format!(
+            "Tag key must be 1 to {MAX_KEY} characters long: '{key}'"
+        )));
+    }
+    if value.chars().count() > MAX_VALUE {
+        return Err(ControlError::InvalidParameterValue(format!(
+            "Tag value exceeds the maximum length of {MAX_VALUE} characters"
+        )));
+    }
+    if key.to_ascii_lowercase().starts_with("aws:") {
+        return Err(ControlError::InvalidParameterValue(
+            "Tag keys starting with 'aws:' are reserved for internal use".into(),
+        ));
+    }
+    Ok(())
+}
+
+fn dry_run(query: &QueryRequest) -> Result<(), ControlError> {
+    match query.dry_run() {
+        true => Err(ControlError::DryRunOperation),
+        false => Ok(()),
+    }
+}
+
+/// The answer of an action that returns only success.
+fn done(root: &'static str, request_id: &str) -> String {
+    let mut xml = Xml::response(root, request_id);
+    xml.leaf("return", true);
+    xml.finish()
+}

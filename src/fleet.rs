@@ -1,0 +1,20 @@
+//! The domain core: plain data and pure functions. The instance model ([`instance`],
+//! [`options`]) and what the control plane changed on it ([`changes`]); the metadata tree with
+//! bodies prebuilt per instance ([`metadata`]); sealed stateless session tokens ([`token`]);
+//! rotating credentials per delivery ([`credentials`]); the signed identity document
+//! ([`identity`]) and the keys behind both ([`keys`], [`secret`]); what EC2 announces as a
+//! schedule ([`events`]); injected [`faults`]; and the swapped-whole snapshots the guest API
+//! reads lock-free ([`state`]).
+
+pub mod changes;
+pub mod credentials;
+pub mod events;
+pub mod faults;
+pub mod identity;
+pub mod instance;
+pub mod keys;
+pub mod metadata;
+pub mod options;
+pub mod secret;
+pub mod state;
+pub mod token;

@@ -1,0 +1,260 @@
+//! The service's keys: the root secret (session tokens, generated credentials) and the identity
+//! signer. Each comes from its own file when one is named, else from the state directory's
+//! [`Store`] (created on first start and reused after), else is new for this process.
+//!
+//! State directories written before the store kept the keys in files (`token.key`,
+//! `identity.pem`); those are taken into the store when it has no key yet, so upgrading keeps
+//! every token and certificate valid.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use crate::app::config::ServerConfig;
+use crate::fleet::identity::{IdentityError, IdentitySigner};
+use crate::fleet::secret::{SecretError, ServerSecret};
+use crate::store::{Store, StoreError};
+use zeroize::Zeroizing;
+
+/// The token key's name in the store (and its file in older state directories).
+const TOKEN_KEY: &str = "token.key";
+/// The signing key and certificate's name in the store (and their file in older state
+/// directories).
+const IDENTITY: &str = "identity.pem";
+
+/// Why the keys could not be loaded or created.
+#[derive(Debug, thiserror::Error)]
+pub enum KeysError {
+    /// The token key file is unusable.
+    #[error(transparent)]
+    Secret(#[from] SecretError),
+    /// The state directory's store failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// A file could not be read.
+    #[error("{path}: {source}")]
+    Io {
+        /// The file or directory.
+        path: PathBuf,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+    /// The signing key or certificate is unusable.
+    #[error("{path}: {source}")]
+    Identity {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: IdentityError,
+    },
+    /// No key could be generated.
+    #[error(transparent)]
+    Generate(IdentityError),
+    /// `imds cert` was asked for a key that lives only inside a server process.
+    #[error("no signing key to print: without --state-dir or --signing-key/--signing-cert each `imds serve` signs with a key of its own; start it with --state-dir DIR and run `imds cert --state-dir DIR`")]
+    Ephemeral,
+}
+
+/// The root secret and the identity signer of one deployment.
+#[derive(Debug, Clone)]
+pub struct Keys {
+    /// Keys tokens and generated credentials.
+    pub secret: ServerSecret,
+    /// Signs identity documents.
+    pub signer: Arc<IdentitySigner>,
+}
+
+impl Keys {
+    /// The keys `server` names, kept in (and created in, when missing) `store`.
+    pub fn load(server: &ServerConfig, store: Option<&Store>) -> Result<Keys, KeysError> {
+        let secret = match (&server.token_key_file, store) {
+            (Some(file), _) => ServerSecret::from_file(file)?,
+            (None, Some(store)) => stored_secret(store)?,
+            (None, None) => ServerSecret::random(),
+        };
+        Ok(Keys {
+            secret,
+            signer: Arc::new(signer(server, store)?),
+        })
+    }
+
+    /// The signer `server` names; an error when it would be a new key per process (for
+    /// `imds cert`, which must print what a server uses).
+    pub fn lasting_signer(
+        server: &ServerConfig,
+        store: Option<&Store>,
+    ) -> Result<IdentitySigner, KeysError> {
+        if store.is_none() && server.signing_key_file.is_none() {
+            return Err(KeysError::Ephemeral);
+        }
+        signer(server, store)
+    }
+
+    /// New keys for this process only.
+    pub fn ephemeral() -> Result<Keys, KeysError> {
+        Ok(Keys {
+            secret: ServerSecret::random(),
+            signer: Arc::new(IdentitySigner::generate().map_err(KeysError::Generate)?),
+        })
+    }
+}
+
+fn signer(server: &ServerConfig, store: Option<&Store>) -> Result<IdentitySigner, KeysError> {
+    match (&server.signing_key_file, &server.signing_cert_file, store) {
+        (Some(key), Some(cert), _) => {
+            let key_pem = read_text(key)?;
+            let cert_pem = read_text(cert)?;
+            IdentitySigner::from_pem(&key_pem, &cert_pem).map_err(|source| {
+                let path = match source {
+                    IdentityError::Certificate(_) | IdentityError::Mismatch => cert.clone(),
+                    _ => key.clone(),
+                };
+                KeysError::Identity { path, source }
+            })
+        }
+        (_, _, Some(store)) => stored_signer(store),
+        _ => IdentitySigner::generate().map_err(KeysError::Generate),
+    }
+}
+
+/// The file an older state directory kept `name` in, when it is there.
+fn legacy_file(store: &Store, name: &str) -> Option<PathBuf> {
+    let path = store.path().parent()?.join(name);
+    path.exists().then_some(path)
+}
+
+fn stored_secret(store: &Store) -> Result<ServerSecret, KeysError> {
+    let material = match store.key(TOKEN_KEY)? {
+        Some(material) => material,
+        None => {
+            let fresh = match legacy_file(store, TOKEN_KEY) {
+                Some(path) => {
+                    // Checked as a key file, then kept as it was so its tokens stay valid.
+                    ServerSecret::from_file(&path)?;
+                    Zeroizing::new(fs::read(&path).map_err(|source| KeysError::Io {
+                        path: path.clone(),
+                        source,
+                    })?)
+                }
+                None => {
+                    let mut bytes = Zeroizing::new(vec![0u8; 32]);
+                    rand::RngCore::fill_bytes(&mut rand::rngs::OsRng, &mut bytes);
+                    bytes
+                }
+            };
+            store.add_key(TOKEN_KEY, &fresh)?
+        }
+    };
+    Ok(ServerSecret::from_bytes(&material))
+}
+
+fn stored_signer(store: &Store) -> Result<IdentitySigner, KeysError> {
+    let pem = match store.key(IDENTITY)? {
+        Some(pem) => pem,
+        None => {
+            let fresh = match legacy_file(store, IDENTITY) {
+                Some(path) => Zeroizing::new(read_text(&path)?.into_bytes()),
+                None => {
+                    let signer = IdentitySigner::generate().map_err(KeysError::Generate)?;
+                    let mut pem = signer.private_key_pem();
+                    pem.push_str(signer.certificate_pem());
+                    Zeroizing::new(pem.as_bytes().to_vec())
+                }
+            };
+            store.add_key(IDENTITY, &fresh)?
+        }
+    };
+    let identity = |source| KeysError::Identity {
+        path: store.path().to_owned(),
+        source,
+    };
+    let pem = std::str::from_utf8(&pem)
+        .map_err(|_| identity(IdentityError::Certificate("not UTF-8 PEM".into())))?;
+    let start = pem
+        .find("-----BEGIN CERTIFICATE-----")
+        .ok_or_else(|| identity(IdentityError::Certificate("no CERTIFICATE block".into())))?;
+    IdentitySigner::from_pem(&pem[..start], &pem[start..]).map_err(identity)
+}
+
+fn read_text(path: &Path) -> Result<String, KeysError> {
+    fs::read_to_string(path).map_err(|source| KeysError::Io {
+        path: path.to_owned(),
+        source,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::app::config::Config;
+
+    fn server() -> ServerConfig {
+        Config::load(None).unwrap().server
+    }
+
+    #[test]
+    fn a_store_keeps_both_keys_across_restarts() {
+        let dir = tempfile::tempdir().unwrap();
+        let first = Keys::load(&server(), Some(&Store::open(dir.path()).unwrap())).unwrap();
+        let second = Keys::load(&server(), Some(&Store::open(dir.path()).unwrap())).unwrap();
+        assert_eq!(
+            first.signer.certificate_pem(),
+            second.signer.certificate_pem()
+        );
+        assert_eq!(first.secret.derive("x"), second.secret.derive("x"));
+    }
+
+    #[test]
+    fn keys_of_an_older_state_directory_are_taken_into_the_store() {
+        let dir = tempfile::tempdir().unwrap();
+        let own = IdentitySigner::generate().unwrap();
+        let mut pem = own.private_key_pem();
+        pem.push_str(own.certificate_pem());
+        fs::write(dir.path().join(IDENTITY), pem.as_bytes()).unwrap();
+        fs::write(dir.path().join(TOKEN_KEY), [7u8; 32]).unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let keys = Keys::load(&server(), Some(&store)).unwrap();
+        assert_eq!(keys.signer.certificate_pem(), own.certificate_pem());
+        let expected = ServerSecret::from_bytes(&[7u8; 32]).derive("x");
+        assert_eq!(keys.secret.derive("x"), expected);
+        // The store has them now; the files are no longer read.
+        fs::remove_file(dir.path().join(IDENTITY)).unwrap();
+        fs::remove_file(dir.path().join(TOKEN_KEY)).unwrap();
+        let again = Keys::load(&server(), Some(&store)).unwrap();
+        assert_eq!(again.signer.certificate_pem(), own.certificate_pem());
+        assert_eq!(again.secret.derive("x"), expected);
+    }
+
+    #[test]
+    fn without_a_store_keys_are_per_process() {
+        let a = Keys::load(&server(), None).unwrap();
+        let b = Keys::load(&server(), None).unwrap();
+        assert_ne!(a.signer.certificate_pem(), b.signer.certificate_pem());
+        assert!(matches!(
+            Keys::lasting_signer(&server(), None),
+            Err(KeysError::Ephemeral)
+        ));
+    }
+
+    #[test]
+    fn a_named_key_and_certificate_win_over_the_store() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("state")).unwrap();
+        let own = IdentitySigner::generate().unwrap();
+        let key = dir.path().join("key.pem");
+        let cert = dir.path().join("cert.pem");
+        fs::write(&key, own.private_key_pem().as_bytes()).unwrap();
+        fs::write(&cert, own.certificate_pem()).unwrap();
+        let mut server = server();
+        server.signing_key_file = Some(key.clone());
+        server.signing_cert_file = Some(cert.clone());
+        let keys = Keys::load(&server, Some(&store)).unwrap();
+        assert_eq!(keys.signer.certificate_pem(), own.certificate_pem());
+        fs::write(&cert, IdentitySigner::generate().unwrap().certificate_pem()).unwrap();
+        let error = Keys::load(&server, Some(&store)).unwrap_err().to_string();
+        assert!(
+            error.contains("cert.pem") && error.contains("not the signing key"),
+            "{error}"
+        );
+    }
+}

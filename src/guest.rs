@@ -1,0 +1,477 @@
+//! The guest surface: what instances see at 169.254.169.254. The hot path: pick the caller's
+//! snapshot (lock-free), apply its options, check the token, look the path up in the prebuilt
+//! tree and write precomputed bytes. It changes no state.
+
+pub mod access_log;
+mod connection;
+mod error;
+
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::time::{Instant, SystemTime};
+
+use bytes::Bytes;
+use http::header::{self, HeaderName};
+use http::{HeaderMap, HeaderValue, Method, Request, Response, StatusCode};
+use http_body_util::Full;
+
+pub use self::error::{GuestError, NOT_FOUND_PAGE};
+use crate::clock::Clock;
+use crate::fleet::credentials::Delivery;
+use crate::fleet::faults::Decision;
+use crate::fleet::metadata::path::{self, GuestPath, MetadataPath};
+use crate::fleet::metadata::version::API_VERSIONS;
+use crate::fleet::metadata::{render, CredentialsLeaf, Found, Leaf};
+use crate::fleet::options::HttpTokens;
+use crate::fleet::state::{Snapshot, State};
+use crate::fleet::token::{TokenError, TokenSealer, TokenTtl};
+use crate::guest::access_log::{AccessLog, Entry};
+use crate::log_limit::LogLimit;
+use crate::metrics::{ImdsVersion, Metrics, RouteClass, TokenRejection};
+use crate::server::net::ResponseHopLimit;
+
+/// `X-aws-ec2-metadata-token`: the session token on a GET.
+pub const TOKEN_HEADER: HeaderName = HeaderName::from_static("x-aws-ec2-metadata-token");
+/// `X-aws-ec2-metadata-token-ttl-seconds`: requested TTL on the PUT; remaining TTL on answers.
+pub const TOKEN_TTL_HEADER: HeaderName =
+    HeaderName::from_static("x-aws-ec2-metadata-token-ttl-seconds");
+const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+const SERVER: HeaderValue = HeaderValue::from_static("EC2ws");
+const CLOSE: HeaderValue = HeaderValue::from_static("close");
+const NONE: HeaderValue = HeaderValue::from_static("none");
+const TEXT_PLAIN: &str = "text/plain";
+const OCTET_STREAM: &str = "application/octet-stream";
+const ALLOW_METADATA: &str = "GET, HEAD";
+const ALLOW_TOKEN: &str = "OPTIONS, PUT";
+
+/// Builds responses from header templates made once, so an answer costs a clone rather than a
+/// hash insert per header.
+#[derive(Debug, Clone)]
+struct Responder {
+    /// `Server`, `Connection: close` (unless keep-alive), `Content-Type: text/plain`.
+    plain: HeaderMap,
+    /// The same with `Content-Type: text/html` (the 404 page).
+    html: HeaderMap,
+    /// `plain` plus `Accept-Ranges: none`: 200s with data.
+    data: HeaderMap,
+    /// `data` with `Content-Type: application/octet-stream` (user data).
+    octets: HeaderMap,
+}
+
+impl Responder {
+    fn new(connection_close: bool) -> Responder {
+        let template = |content_type: &'static str, data: bool| {
+            let mut headers = HeaderMap::with_capacity(8);
+            headers.insert(header::SERVER, SERVER);
+            headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+            if connection_close {
+                headers.insert(header::CONNECTION, CLOSE);
+            }
+            if data {
+                headers.insert(header::ACCEPT_RANGES, NONE);
+            }
+            headers
+        };
+        Responder {
+            plain: template(TEXT_PLAIN, false),
+            html: template("text/html", false),
+            data: template(TEXT_PLAIN, true),
+            octets: template(OCTET_STREAM, true),
+        }
+    }
+
+    fn response(
+        &self,
+        status: StatusCode,
+        headers: &HeaderMap,
+        body: Bytes,
+        token_ttl: Option<u32>,
+    ) -> Response<Full<Bytes>> {
+        let mut response = Response::new(Full::new(body));
+        *response.status_mut() = status;
+        *response.headers_mut() = headers.clone();
+        if let Some(ttl) = token_ttl {
+            response
+                .headers_mut()
+                .insert(TOKEN_TTL_HEADER, HeaderValue::from(ttl));
+        }
+        response
+    }
+
+    /// A 200 with data: `Accept-Ranges: none` and `Last-Modified` besides the usual headers.
+    fn data(
+        &self,
+        headers: &HeaderMap,
+        body: Bytes,
+        last_modified: &HeaderValue,
+        token_ttl: Option<u32>,
+    ) -> Response<Full<Bytes>> {
+        let mut response = self.response(StatusCode::OK, headers, body, token_ttl);
+        response
+            .headers_mut()
+            .insert(header::LAST_MODIFIED, last_modified.clone());
+        response
+    }
+}
+
+/// Answers guest requests.
+pub struct GuestApi {
+    state: Arc<State>,
+    tokens: TokenSealer,
+    clock: Arc<dyn Clock>,
+    responder: Responder,
+    versions: Bytes,
+    metrics: Arc<Metrics>,
+    access_log: Option<AccessLog>,
+    /// One debug line per refusal reason at most every few seconds.
+    token_logs: [LogLimit; TokenRejection::ALL.len()],
+}
+
+/// How often the debug log may say why a token was refused, per reason.
+const TOKEN_LOG_PERIOD: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// Tells operators when IMDSv1 callers receive role credentials: spotting v1 credentials in
+/// use is what `ec2:RoleDelivery` is for. At info the 1st, 10th, 100th, ... time: visible, yet
+/// bounded however hard a client polls. Every delivery is at debug.
+fn report_v1_delivery(metrics: &Metrics, snapshot: &Snapshot, peer: SocketAddr) {
+    let count = metrics.role_delivered(ImdsVersion::V1);
+    if is_power_of_ten(count) {
+        tracing::info!(
+            %peer,
+            instance = snapshot.instance.id(),
+            role_delivery = Delivery::V1.role_delivery(),
+            v1_deliveries = count,
+            v2_deliveries = metrics.role_deliveries(ImdsVersion::V2),
+            "role credentials delivered to an IMDSv1 (token-less) caller"
+        );
+    } else {
+        tracing::debug!(%peer, v1_deliveries = count, "role credentials delivered over IMDSv1");
+    }
+}
+
+/// 1, 10, 100, ...
+fn is_power_of_ten(mut n: u64) -> bool {
+    while n >= 10 && n % 10 == 0 {
+        n /= 10;
+    }
+    n == 1
+}
+
+impl std::fmt::Debug for GuestApi {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("GuestApi")
+            .field("responder", &self.responder)
+            .finish_non_exhaustive()
+    }
+}
+
+impl GuestApi {
+    /// A guest API over `state`, counting into `metrics` and logging into `access_log`.
+    /// `connection_close` adds `Connection: close` to every answer, as real IMDS does.
+    pub fn new(
+        state: Arc<State>,
+        tokens: TokenSealer,
+        clock: Arc<dyn Clock>,
+        connection_close: bool,
+        metrics: Arc<Metrics>,
+        access_log: Option<AccessLog>,
+    ) -> GuestApi {
+        GuestApi {
+            state,
+            tokens,
+            clock,
+            responder: Responder::new(connection_close),
+            versions: render::lines(API_VERSIONS),
+            metrics,
+            access_log,
+            token_logs: TokenRejection::ALL.map(|_| LogLimit::new(TOKEN_LOG_PERIOD)),
+        }
+    }
+
+    /// The injected fault that decides this request from `peer`, if one fires (without faults:
+    /// one check of an empty list).
+    pub fn fault<B>(&self, request: &Request<B>, peer: SocketAddr) -> Option<Decision> {
+        let faults = self.state.faults_for_peer(peer.ip())?;
+        if faults.is_empty() {
+            return None;
+        }
+        let decision = faults.decide(
+            request.method().as_str(),
+            request.uri().path(),
+            self.clock.now_millis(),
+        );
+        if let Some(decision) = &decision {
+            tracing::debug!(%peer, path = request.uri().path(), ?decision, "fault injected");
+        }
+        decision
+    }
+
+    /// Whether a caller at `peer` sees the instance's events when only the first few clients
+    /// may (`client_limit`): once admitted, always; admitted when asking for an event path
+    /// while there is room.
+    fn sees_events(&self, snapshot: &Snapshot, peer: IpAddr, path: &MetadataPath<'_>) -> bool {
+        let limit = snapshot.schedule.client_limit.unwrap_or(usize::MAX);
+        let mut segments = path.segments();
+        let asks_for_events = segments.next() == Some("meta-data")
+            && matches!(segments.next(), Some("spot" | "events" | "autoscaling"));
+        self.state
+            .event_audience()
+            .sees(peer, limit, asks_for_events)
+    }
+
+    /// The answer of an injected status: no body, IMDS' usual headers.
+    pub fn injected_status(&self, status: u16) -> Response<Full<Bytes>> {
+        let status = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        self.responder
+            .response(status, &self.responder.plain, Bytes::new(), None)
+    }
+
+    /// The access log, when one is kept.
+    pub fn access_log(&self) -> Option<&AccessLog> {
+        self.access_log.as_ref()
+    }
+
+    /// Answers one request from `peer`. The request body is never read. With an access log, an
+    /// IMDSv1 request's entry rides on the response for the connection to finish
+    /// ([`crate::guest::access_log::ConnectionLog`]); others are logged here.
+    pub fn handle<B>(&self, request: &Request<B>, peer: SocketAddr) -> Response<Full<Bytes>> {
+        let Some(snapshot) = self.state.for_peer(peer.ip()) else {
+            return GuestError::NotFound.into_response(&self.responder, None);
+        };
+        let started = Instant::now();
+        let mut token_ttl = None;
+        let result = self.route(&snapshot, request, peer, &mut token_ttl);
+        if let Err(error) = &result {
+            let rejection = match error {
+                GuestError::ForwardedTokenRequest => Some(TokenRejection::Forwarded),
+                GuestError::InvalidTokenTtl => Some(TokenRejection::InvalidTtl),
+                GuestError::InvalidToken(why) => Some(*why),
+                GuestError::MissingToken => Some(TokenRejection::Missing),
+                GuestError::EndpointDisabled
+                | GuestError::TokenPutOnWrongPath
+                | GuestError::NotFound
+                | GuestError::BrowserRequest
+                | GuestError::MethodNotAllowed { .. } => None,
+            };
+            if let Some(rejection) = rejection {
+                self.token_refused(rejection, &snapshot, peer);
+            }
+        }
+        let mut response =
+            result.unwrap_or_else(|error| error.into_response(&self.responder, token_ttl));
+        let version = match *request.method() == Method::PUT
+            || request.headers().contains_key(TOKEN_HEADER)
+        {
+            true => ImdsVersion::V2,
+            false => ImdsVersion::V1,
+        };
+        let took = started.elapsed();
+        self.metrics.guest_request(
+            version,
+            RouteClass::of(request.uri().path()),
+            response.status().as_u16(),
+            took,
+        );
+        tracing::debug!(
+            %peer,
+            method = %request.method(),
+            path = request.uri().path(),
+            status = response.status().as_u16(),
+            imds_version = if token_ttl.is_some() { "v2" } else { "v1" },
+            "guest request"
+        );
+        if let Some(log) = &self.access_log {
+            let entry = Entry {
+                time: SystemTime::now(),
+                peer,
+                instance: snapshot.instance.id().to_owned(),
+                method: request.method().clone(),
+                uri: request.uri().clone(),
+                status: response.status().as_u16(),
+                version,
+                latency: took,
+            };
+            log.answered(entry, &mut response);
+        }
+        response
+    }
+
+    fn route<B>(
+        &self,
+        snapshot: &Snapshot,
+        request: &Request<B>,
+        peer: SocketAddr,
+        token_ttl: &mut Option<u32>,
+    ) -> Result<Response<Full<Bytes>>, GuestError> {
+        if !snapshot.options.http_endpoint.is_enabled() {
+            return Err(GuestError::EndpointDisabled);
+        }
+        let parsed = path::parse(request.uri().path());
+        let method = request.method();
+        if *method == Method::PUT {
+            return match parsed {
+                Ok(GuestPath::TokenEndpoint) => self.issue_token(snapshot, request.headers()),
+                _ => Err(GuestError::TokenPutOnWrongPath),
+            };
+        }
+        let is_token_path = parsed == Ok(GuestPath::TokenEndpoint);
+        let responder = &self.responder;
+        if *method == Method::OPTIONS && is_token_path {
+            let mut response =
+                responder.response(StatusCode::OK, &responder.plain, Bytes::new(), None);
+            let allow = HeaderValue::from_static(ALLOW_TOKEN);
+            response.headers_mut().insert(header::ALLOW, allow);
+            return Ok(response);
+        }
+        if *method != Method::GET && *method != Method::HEAD {
+            let allow = if is_token_path {
+                ALLOW_TOKEN
+            } else {
+                ALLOW_METADATA
+            };
+            return Err(GuestError::MethodNotAllowed { allow });
+        }
+        *token_ttl = self.check_token(snapshot, request.headers())?;
+        let ttl = *token_ttl;
+        let modified = &snapshot.last_modified;
+        let found = match parsed {
+            Ok(GuestPath::VersionList) => {
+                return Ok(responder.data(&responder.data, self.versions.clone(), modified, ttl));
+            }
+            Ok(GuestPath::TokenEndpoint) => {
+                return Err(GuestError::MethodNotAllowed { allow: ALLOW_TOKEN });
+            }
+            Ok(GuestPath::Metadata(path)) => {
+                let timeline = match &snapshot.quiet {
+                    Some(quiet) if !self.sees_events(snapshot, peer.ip(), &path) => quiet,
+                    _ => &snapshot.timeline,
+                };
+                timeline
+                    .current(&*self.clock)
+                    .find(path.version, path.segments())
+            }
+            Err(_) => None,
+        };
+        match found.ok_or(GuestError::NotFound)? {
+            Found::Listing(body) | Found::Leaf(Leaf::Text(body)) => {
+                Ok(responder.data(&responder.data, body.clone(), modified, ttl))
+            }
+            Found::Leaf(Leaf::UserData(body)) => {
+                Ok(responder.data(&responder.octets, body.clone(), modified, ttl))
+            }
+            Found::Leaf(Leaf::Credentials(which)) => {
+                let now = self.clock.now_millis();
+                let (issued, body) = match which {
+                    CredentialsLeaf::Identity => {
+                        let issued = snapshot.credentials.identity(now);
+                        let body = issued.document.clone();
+                        (issued, body)
+                    }
+                    CredentialsLeaf::Role | CredentialsLeaf::RoleExtended => {
+                        let delivery = match ttl {
+                            Some(_) => Delivery::V2,
+                            None => Delivery::V1,
+                        };
+                        let issued = snapshot
+                            .role_credentials(delivery, now)
+                            .ok_or(GuestError::NotFound)?;
+                        match delivery {
+                            Delivery::V1 => report_v1_delivery(&self.metrics, snapshot, peer),
+                            Delivery::V2 => {
+                                self.metrics.role_delivered(ImdsVersion::V2);
+                            }
+                        }
+                        let body = match which {
+                            CredentialsLeaf::RoleExtended => issued.extended.clone(),
+                            _ => Some(issued.document.clone()),
+                        };
+                        (issued, body.ok_or(GuestError::NotFound)?)
+                    }
+                };
+                Ok(responder.data(&responder.data, body, &issued.last_modified, ttl))
+            }
+        }
+    }
+
+    /// Counts a refused token (or token request) and says why in the debug log, at most once
+    /// per reason every few seconds (clients can send refused tokens as fast as they like).
+    fn token_refused(&self, why: TokenRejection, snapshot: &Snapshot, peer: SocketAddr) {
+        self.metrics.token_rejected(why);
+        if let Some(held_back) = self.token_logs[why as usize].allow() {
+            tracing::debug!(
+                %peer,
+                instance = snapshot.instance.id(),
+                reason = why.label(),
+                version = why.version().label(),
+                held_back,
+                "session token refused"
+            );
+        }
+    }
+
+    /// `None` for a token-less (IMDSv1) request allowed by the options; the remaining TTL of a
+    /// valid token; an error otherwise. Two token headers are refused, whatever they hold: an
+    /// ambiguous request is never resolved by order.
+    fn check_token(
+        &self,
+        snapshot: &Snapshot,
+        headers: &HeaderMap,
+    ) -> Result<Option<u32>, GuestError> {
+        let mut tokens = headers.get_all(TOKEN_HEADER).iter();
+        match (tokens.next(), tokens.next()) {
+            (Some(_), Some(_)) => Err(GuestError::InvalidToken(TokenRejection::Ambiguous)),
+            (Some(token), None) => self
+                .tokens
+                .verify(
+                    snapshot.instance.id(),
+                    token.as_bytes(),
+                    self.clock.now_millis(),
+                )
+                .map(Some)
+                .map_err(|error| {
+                    GuestError::InvalidToken(match error {
+                        TokenError::Malformed => TokenRejection::Malformed,
+                        TokenError::BadSeal => TokenRejection::BadSeal,
+                        TokenError::WrongInstance => TokenRejection::WrongInstance,
+                        TokenError::Expired => TokenRejection::Expired,
+                    })
+                }),
+            (None, _) if snapshot.options.http_tokens == HttpTokens::Required => {
+                Err(GuestError::MissingToken)
+            }
+            (None, _) => Ok(None),
+        }
+    }
+
+    fn issue_token(
+        &self,
+        snapshot: &Snapshot,
+        headers: &HeaderMap,
+    ) -> Result<Response<Full<Bytes>>, GuestError> {
+        if headers.contains_key(X_FORWARDED_FOR) {
+            return Err(GuestError::ForwardedTokenRequest);
+        }
+        let mut values = headers.get_all(TOKEN_TTL_HEADER).iter();
+        let ttl = match (values.next(), values.next()) {
+            (Some(value), None) => {
+                TokenTtl::parse(value.as_bytes()).map_err(|_| GuestError::InvalidTokenTtl)?
+            }
+            _ => return Err(GuestError::InvalidTokenTtl),
+        };
+        let token = self
+            .tokens
+            .issue(snapshot.instance.id(), self.clock.now_millis(), ttl);
+        self.metrics.token_issued();
+        let plain = &self.responder.plain;
+        let mut response = self.responder.response(
+            StatusCode::OK,
+            plain,
+            Bytes::from(token),
+            Some(ttl.seconds()),
+        );
+        // Only this answer leaves with the instance's hop limit as its IP TTL (see `net`).
+        let hops = ResponseHopLimit(snapshot.options.http_put_response_hop_limit.get());
+        response.extensions_mut().insert(hops);
+        Ok(response)
+    }
+}

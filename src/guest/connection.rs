@@ -1,0 +1,93 @@
+//! The guest API as a [`Surface`] of the shared server: per connection it keeps the access
+//! log's view of the connection; per request it applies an injected fault, if one fires, marks
+//! the answer's hop limit, and looks up an IMDSv1 caller before answering.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use http::{Request, Response};
+use http_body_util::Full;
+
+use super::{GuestApi, GuestError};
+use crate::fleet::faults::Effect;
+use crate::guest::access_log::ConnectionLog;
+use crate::metrics::{Metrics, SurfaceKind};
+use crate::server::net::ResponseHopLimit;
+use crate::server::{stopping, Connection, NoAnswer, Refusal, Surface};
+
+impl Surface for GuestApi {
+    /// Only with an access log: where the connection arrived, to find an IMDSv1 caller.
+    type PerConnection = Option<Arc<ConnectionLog>>;
+
+    const KIND: SurfaceKind = SurfaceKind::Guest;
+
+    /// IMDS reads no request body.
+    const MAX_BODY: usize = 0;
+
+    /// Guests are programs, not browsers; a cross-site page can only reach the guest API by
+    /// DNS rebinding, which the `Host` check stops.
+    const REFUSES_CROSS_SITE: bool = false;
+
+    fn connect(&self, peer: SocketAddr, local: Option<SocketAddr>) -> Self::PerConnection {
+        self.access_log()
+            .map(|log| Arc::new(log.connection(peer, local)))
+    }
+
+    fn respond(
+        self: &Arc<Self>,
+        connection: &Arc<Connection<Self::PerConnection>>,
+        request: Request<Full<Bytes>>,
+    ) -> impl Future<Output = Result<Response<Full<Bytes>>, NoAnswer>> + Send + 'static {
+        let peer = connection.peer;
+        let fault = self.fault(&request, peer);
+        // No answer is built for a reset or silence.
+        let mut response = match fault.map(|f| f.effect) {
+            None | Some(Effect::Answer) => Some(self.handle(&request, peer)),
+            Some(Effect::Status(status)) => Some(self.injected_status(status)),
+            Some(Effect::Reset | Effect::NoAnswer) => None,
+        };
+        if let Some(response) = &response {
+            let hops = response.extensions().get::<ResponseHopLimit>().copied();
+            connection.hops.set(hops);
+        }
+        let v1_entry = connection
+            .surface
+            .as_ref()
+            .zip(response.as_mut())
+            .and_then(|(log, response)| Some((log.clone(), log.take_awaiting(response)?)));
+        let faulty = fault.map(|fault| (fault, connection.clone()));
+        async move {
+            // An IMDSv1 caller is looked up while it still holds its socket: before answering.
+            if let Some((log, entry)) = v1_entry {
+                log.finish(entry).await;
+            }
+            if let Some((fault, connection)) = faulty {
+                tokio::time::sleep(fault.delay).await;
+                match fault.effect {
+                    Effect::Reset => {
+                        connection.hops.reset();
+                        return Err(NoAnswer::Reset);
+                    }
+                    Effect::NoAnswer => {
+                        // Until the client gives up (hyper then drops this future) or imds stops.
+                        stopping(&mut connection.stop.clone()).await;
+                        return Err(NoAnswer::Silence);
+                    }
+                    Effect::Answer | Effect::Status(_) => {}
+                }
+            }
+            Ok(response.expect("every request but a reset or a silent one has an answer"))
+        }
+    }
+
+    /// 403 with IMDS' headers and no body, whatever the reason.
+    fn refused(&self, _why: Refusal) -> Response<Full<Bytes>> {
+        GuestError::BrowserRequest.into_response(&self.responder, None)
+    }
+
+    fn metrics(&self) -> &Metrics {
+        &self.metrics
+    }
+}
