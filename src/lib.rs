@@ -47,6 +47,7 @@ pub mod metadata;
 pub mod metrics;
 pub mod net;
 pub mod options;
+pub mod policy;
 pub mod secret;
 pub mod serve;
 pub mod server;
