@@ -36,6 +36,7 @@ mod events;
 mod faults;
 mod iam;
 mod instances;
+pub mod policy;
 mod query;
 mod sigv4;
 mod tags;

@@ -45,3 +45,8 @@ fn aemm_config_file_corpus_replays_cleanly() {
 fn event_time_corpus_replays_cleanly() {
     replay("event_time", imds::fuzzing::event_time);
 }
+
+#[test]
+fn policy_document_corpus_replays_cleanly() {
+    replay("policy_document", imds::fuzzing::policy_document);
+}
