@@ -42,7 +42,6 @@ mod sigv4;
 mod tags;
 mod xml;
 
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -56,8 +55,10 @@ use self::query::QueryRequest;
 pub use self::sigv4::ControlKeys;
 use crate::clock::Clock;
 use crate::fleet::changes::{InstanceChanges, RoleAssociation};
+use crate::fleet::faults::FaultSet;
 use crate::fleet::instance::{Instance, InstanceConfig};
-use crate::fleet::state::{SnapshotBuilder, State};
+use crate::fleet::instance_id::InstanceId;
+use crate::fleet::state::{InstanceSlot, SnapshotBuilder, State};
 use crate::metrics::Metrics;
 use crate::store::{Store, StoreError};
 
@@ -110,12 +111,8 @@ pub struct ControlApi {
     state: Arc<State>,
     snapshots: Arc<SnapshotBuilder>,
     clock: Arc<dyn Clock>,
-    /// One change at a time.
+    /// One account-level change (the defaults) at a time; instances have their own locks.
     changing: tokio::sync::Mutex<()>,
-    /// Until when (clock millis) the last options change reads `pending`.
-    pending_until: AtomicU64,
-    /// What the control plane changed on the instance.
-    changes: std::sync::Mutex<InstanceChanges>,
     /// Where changes are made durable, with `--state-dir`.
     store: Option<Arc<Store>>,
     /// Keys every request must be signed with, when configured.
@@ -146,8 +143,6 @@ impl ControlApi {
             snapshots,
             clock,
             changing: tokio::sync::Mutex::new(()),
-            pending_until: AtomicU64::new(0),
-            changes: std::sync::Mutex::new(persisted.changes),
             store: persisted.store,
             defaults: std::sync::Mutex::new(persisted.defaults),
             applied: tokio::sync::watch::Sender::new(0),
@@ -165,7 +160,7 @@ impl ControlApi {
             return reply(StatusCode::OK, "text/plain", "ok\n".into());
         }
         if request.method() == Method::GET && request.uri().path() == "/metrics" {
-            let text = self.metrics.render(self.state.current().instance.id());
+            let text = self.metrics.render(&self.state.instances());
             return reply(StatusCode::OK, "text/plain; version=0.0.4", text.into());
         }
         if request.method() != Method::GET && request.method() != Method::POST {
@@ -270,26 +265,50 @@ impl ControlApi {
             "SetTargetLifecycleState" => self.set_target_lifecycle_state(query, request_id).await,
             "ClearInstanceEvents" => self.clear_instance_events(query, request_id).await,
             "InjectFault" => self.inject_fault(query, request_id).await,
-            "DescribeFaults" => Ok(self.describe_faults(request_id)),
+            "DescribeFaults" => self.describe_faults(query, request_id),
             "ClearFaults" => self.clear_faults(query, request_id).await,
             other => Err(ControlError::InvalidAction(other.to_owned())),
         }
     }
 
-    /// Applies `edit` to a copy of the running instance's configuration, validates it as a
-    /// whole, makes it durable and swaps the new snapshot in; on any error nothing changes.
+    /// The instance `id` names (`InvalidInstanceID.Malformed` or `.NotFound` as EC2 says).
+    pub(super) fn slot(&self, id: &str) -> Result<Arc<InstanceSlot>, ControlError> {
+        let parsed: InstanceId = id
+            .parse()
+            .map_err(|_| ControlError::InstanceIdMalformed(id.to_owned()))?;
+        self.state
+            .instance(&parsed)
+            .ok_or_else(|| ControlError::InstanceNotFound(id.to_owned()))
+    }
+
+    /// The instance imds' own actions are about: their `InstanceId`, which single-instance
+    /// mode lets them leave out.
+    pub(super) fn target(&self, query: &QueryRequest) -> Result<Arc<InstanceSlot>, ControlError> {
+        match query.get("InstanceId") {
+            Some(id) => self.slot(id),
+            None if self.state.is_single() => self
+                .state
+                .first()
+                .ok_or_else(|| ControlError::MissingParameter("InstanceId".into())),
+            None => Err(ControlError::MissingParameter("InstanceId".into())),
+        }
+    }
+
+    /// Applies `edit` to a copy of `slot`'s running configuration, validates it as a whole,
+    /// makes it durable and swaps the new snapshot in; on any error nothing changes.
     async fn change(
         &self,
+        slot: &InstanceSlot,
         what: Change,
         edit: impl FnOnce(&Instance, &mut InstanceConfig) -> Result<(), ControlError>,
     ) -> Result<Instance, ControlError> {
-        let _one_at_a_time = self.changing.lock().await;
-        let current = self.state.current();
+        let _one_at_a_time = slot.changing.lock().await;
+        let current = slot.current();
         let mut config = current.instance.config.clone();
         edit(&current.instance, &mut config)?;
         let instance = Instance::new(config)
             .map_err(|e| ControlError::InvalidParameterValue(e.to_string()))?;
-        let mut changes = self.changes();
+        let mut changes = slot.changes();
         match &what {
             Change::Options => changes.metadata_options = Some(instance.config.metadata_options),
             Change::Tags => changes.tags = Some(instance.config.tags.clone()),
@@ -305,10 +324,10 @@ impl ControlApi {
         let (id, kept) = (instance.id().to_owned(), changes.clone());
         self.persist(move |store| store.save_instance_changes(&id, &kept))
             .await?;
-        *self.changes.lock().unwrap_or_else(|e| e.into_inner()) = changes;
+        slot.set_changes(changes);
         if let Change::Options = what {
             let until = self.clock.now_millis() + APPLYING.as_millis() as u64;
-            self.pending_until.store(until, Ordering::Relaxed);
+            slot.set_pending_until(until);
         }
         self.state.replace(self.snapshots.build(instance.clone()));
         self.applied.send_modify(|count| *count += 1);
@@ -344,17 +363,27 @@ impl ControlApi {
         self.applied.subscribe()
     }
 
-    /// What the control plane changed on the instance so far.
-    pub fn changes(&self) -> InstanceChanges {
-        self.changes
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone()
+    /// Rebuilds `slot`'s instance from `base` (its config file, reloaded) with the control
+    /// plane's changes over it, under the same lock as control changes, so a reload never
+    /// overwrites an acknowledged change. The file's faults replace the running ones (and
+    /// their counts) only when they changed.
+    pub async fn reload(&self, slot: &InstanceSlot, base: Instance) -> Instance {
+        let _one_at_a_time = slot.changing.lock().await;
+        let instance = slot.changes().layered(base);
+        if instance.config.faults != slot.current().instance.config.faults {
+            match FaultSet::new(instance.config.faults.clone()) {
+                Ok(faults) => slot.set_faults(faults),
+                Err(error) => tracing::error!(%error, "the file's faults are not applied"),
+            }
+        }
+        self.state.replace(self.snapshots.build(instance.clone()));
+        self.applied.send_modify(|count| *count += 1);
+        instance
     }
 
-    /// `pending` shortly after an options change, `applied` after.
-    fn options_state(&self) -> &'static str {
-        match self.clock.now_millis() < self.pending_until.load(Ordering::Relaxed) {
+    /// `pending` shortly after an options change of `slot`, `applied` after.
+    fn options_state(&self, slot: &InstanceSlot) -> &'static str {
+        match self.clock.now_millis() < slot.pending_until() {
             true => "pending",
             false => "applied",
         }

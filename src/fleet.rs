@@ -12,6 +12,7 @@ pub mod events;
 pub mod faults;
 pub mod identity;
 pub mod instance;
+pub mod instance_id;
 pub mod keys;
 pub mod metadata;
 pub mod options;

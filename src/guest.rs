@@ -5,8 +5,10 @@
 pub mod access_log;
 mod connection;
 mod error;
+mod unknown_callers;
 
 use std::net::{IpAddr, SocketAddr};
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Instant, SystemTime};
 
@@ -16,6 +18,7 @@ use http::{HeaderMap, HeaderValue, Method, Request, Response, StatusCode};
 use http_body_util::Full;
 
 pub use self::error::{GuestError, NOT_FOUND_PAGE};
+use self::unknown_callers::UnknownCallers;
 use crate::clock::Clock;
 use crate::fleet::credentials::Delivery;
 use crate::fleet::faults::Decision;
@@ -23,7 +26,7 @@ use crate::fleet::metadata::path::{self, GuestPath, MetadataPath};
 use crate::fleet::metadata::version::API_VERSIONS;
 use crate::fleet::metadata::{render, CredentialsLeaf, Found, Leaf};
 use crate::fleet::options::HttpTokens;
-use crate::fleet::state::{Snapshot, State};
+use crate::fleet::state::{InstanceSlot, Snapshot, State};
 use crate::fleet::token::{TokenError, TokenSealer, TokenTtl};
 use crate::guest::access_log::{AccessLog, Entry};
 use crate::log_limit::LogLimit;
@@ -125,6 +128,8 @@ pub struct GuestApi {
     access_log: Option<AccessLog>,
     /// One debug line per refusal reason at most every few seconds.
     token_logs: [LogLimit; TokenRejection::ALL.len()],
+    /// When each unknown caller was last logged.
+    unknown_callers: UnknownCallers,
 }
 
 /// How often the debug log may say why a token was refused, per reason.
@@ -133,15 +138,16 @@ const TOKEN_LOG_PERIOD: std::time::Duration = std::time::Duration::from_secs(10)
 /// Tells operators when IMDSv1 callers receive role credentials: spotting v1 credentials in
 /// use is what `ec2:RoleDelivery` is for. At info the 1st, 10th, 100th, ... time: visible, yet
 /// bounded however hard a client polls. Every delivery is at debug.
-fn report_v1_delivery(metrics: &Metrics, snapshot: &Snapshot, peer: SocketAddr) {
-    let count = metrics.role_delivered(ImdsVersion::V1);
+fn report_v1_delivery(slot: &InstanceSlot, peer: SocketAddr) {
+    let deliveries = &slot.counters().role_deliveries;
+    let count = deliveries[0].fetch_add(1, Ordering::Relaxed) + 1;
     if is_power_of_ten(count) {
         tracing::info!(
             %peer,
-            instance = snapshot.instance.id(),
+            instance = %slot.id(),
             role_delivery = Delivery::V1.role_delivery(),
             v1_deliveries = count,
-            v2_deliveries = metrics.role_deliveries(ImdsVersion::V2),
+            v2_deliveries = deliveries[1].load(Ordering::Relaxed),
             "role credentials delivered to an IMDSv1 (token-less) caller"
         );
     } else {
@@ -185,13 +191,24 @@ impl GuestApi {
             metrics,
             access_log,
             token_logs: TokenRejection::ALL.map(|_| LogLimit::new(TOKEN_LOG_PERIOD)),
+            unknown_callers: UnknownCallers::default(),
         }
     }
 
-    /// The injected fault that decides this request from `peer`, if one fires (without faults:
-    /// one check of an empty list).
-    pub fn fault<B>(&self, request: &Request<B>, peer: SocketAddr) -> Option<Decision> {
-        let faults = self.state.faults_for_peer(peer.ip())?;
+    /// The instance that answers a caller at `peer`: in fleet mode, the one owning its address.
+    pub fn instance_for(&self, peer: SocketAddr) -> Option<Arc<InstanceSlot>> {
+        self.state.for_peer(peer.ip())
+    }
+
+    /// The injected fault of `slot`'s instance that decides this request from `peer`, if one
+    /// fires (without faults: one check of an empty list).
+    pub fn fault<B>(
+        &self,
+        slot: &InstanceSlot,
+        request: &Request<B>,
+        peer: SocketAddr,
+    ) -> Option<Decision> {
+        let faults = slot.faults();
         if faults.is_empty() {
             return None;
         }
@@ -209,14 +226,17 @@ impl GuestApi {
     /// Whether a caller at `peer` sees the instance's events when only the first few clients
     /// may (`client_limit`): once admitted, always; admitted when asking for an event path
     /// while there is room.
-    fn sees_events(&self, snapshot: &Snapshot, peer: IpAddr, path: &MetadataPath<'_>) -> bool {
+    fn sees_events(
+        slot: &InstanceSlot,
+        snapshot: &Snapshot,
+        peer: IpAddr,
+        path: &MetadataPath<'_>,
+    ) -> bool {
         let limit = snapshot.schedule.client_limit.unwrap_or(usize::MAX);
         let mut segments = path.segments();
         let asks_for_events = segments.next() == Some("meta-data")
             && matches!(segments.next(), Some("spot" | "events" | "autoscaling"));
-        self.state
-            .event_audience()
-            .sees(peer, limit, asks_for_events)
+        slot.audience().sees(peer, limit, asks_for_events)
     }
 
     /// The answer of an injected status: no body, IMDS' usual headers.
@@ -235,12 +255,36 @@ impl GuestApi {
     /// IMDSv1 request's entry rides on the response for the connection to finish
     /// ([`crate::guest::access_log::ConnectionLog`]); others are logged here.
     pub fn handle<B>(&self, request: &Request<B>, peer: SocketAddr) -> Response<Full<Bytes>> {
-        let Some(snapshot) = self.state.for_peer(peer.ip()) else {
-            return GuestError::NotFound.into_response(&self.responder, None);
-        };
+        match self.instance_for(peer) {
+            Some(slot) => self.answer(&slot, request, peer),
+            None => self.unknown_caller(peer),
+        }
+    }
+
+    /// Refuses a caller whose address belongs to no instance (fleet mode): 403 with no body,
+    /// counted, and logged at most once a minute per address.
+    pub fn unknown_caller(&self, peer: SocketAddr) -> Response<Full<Bytes>> {
+        self.metrics.unknown_caller();
+        if self.unknown_callers.first_in_a_while(peer.ip()) {
+            tracing::warn!(
+                %peer,
+                "refused a caller whose address belongs to no instance (no data is answered to it)"
+            );
+        }
+        GuestError::UnknownCaller.into_response(&self.responder, None)
+    }
+
+    /// Answers one request from `peer` as `slot`'s instance.
+    pub fn answer<B>(
+        &self,
+        slot: &InstanceSlot,
+        request: &Request<B>,
+        peer: SocketAddr,
+    ) -> Response<Full<Bytes>> {
+        let snapshot = slot.snapshot();
         let started = Instant::now();
         let mut token_ttl = None;
-        let result = self.route(&snapshot, request, peer, &mut token_ttl);
+        let result = self.route(slot, &snapshot, request, peer, &mut token_ttl);
         if let Err(error) = &result {
             let rejection = match error {
                 GuestError::ForwardedTokenRequest => Some(TokenRejection::Forwarded),
@@ -251,6 +295,7 @@ impl GuestApi {
                 | GuestError::TokenPutOnWrongPath
                 | GuestError::NotFound
                 | GuestError::BrowserRequest
+                | GuestError::UnknownCaller
                 | GuestError::MethodNotAllowed { .. } => None,
             };
             if let Some(rejection) = rejection {
@@ -266,6 +311,9 @@ impl GuestApi {
             false => ImdsVersion::V1,
         };
         let took = started.elapsed();
+        if version == ImdsVersion::V1 {
+            slot.counters().no_token.fetch_add(1, Ordering::Relaxed);
+        }
         self.metrics.guest_request(
             version,
             RouteClass::of(request.uri().path()),
@@ -298,6 +346,7 @@ impl GuestApi {
 
     fn route<B>(
         &self,
+        slot: &InstanceSlot,
         snapshot: &Snapshot,
         request: &Request<B>,
         peer: SocketAddr,
@@ -343,7 +392,7 @@ impl GuestApi {
             }
             Ok(GuestPath::Metadata(path)) => {
                 let timeline = match &snapshot.quiet {
-                    Some(quiet) if !self.sees_events(snapshot, peer.ip(), &path) => quiet,
+                    Some(quiet) if !Self::sees_events(slot, snapshot, peer.ip(), &path) => quiet,
                     _ => &snapshot.timeline,
                 };
                 timeline
@@ -376,9 +425,10 @@ impl GuestApi {
                             .role_credentials(delivery, now)
                             .ok_or(GuestError::NotFound)?;
                         match delivery {
-                            Delivery::V1 => report_v1_delivery(&self.metrics, snapshot, peer),
+                            Delivery::V1 => report_v1_delivery(slot, peer),
                             Delivery::V2 => {
-                                self.metrics.role_delivered(ImdsVersion::V2);
+                                let deliveries = &slot.counters().role_deliveries;
+                                deliveries[1].fetch_add(1, Ordering::Relaxed);
                             }
                         }
                         let body = match which {

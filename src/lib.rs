@@ -93,7 +93,10 @@ impl App {
             server.sts_endpoint.clone(),
         ));
         let instance = persisted.changes.layered(loaded.instance);
-        let state = Arc::new(fleet::state::State::single(snapshots.build(instance)));
+        let state = Arc::new(fleet::state::State::single_with(
+            snapshots.build(instance),
+            persisted.changes.clone(),
+        ));
         let tokens = fleet::token::TokenSealer::new(&keys.secret);
         let metrics = Arc::new(metrics::Metrics::default());
         let access_log =

@@ -5,8 +5,10 @@
 use std::collections::BTreeMap;
 use std::fmt::Write;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
+
+use crate::fleet::state::InstanceSlot;
 
 /// How a guest request identified itself.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -186,14 +188,13 @@ const BUCKETS: [f64; 9] = [
 pub struct Metrics {
     /// `[version][route][status]`; the last status slot is `other`.
     guest: [[[AtomicU64; STATUSES.len() + 1]; RouteClass::ALL.len()]; 2],
-    no_token: AtomicU64,
     tokens_issued: AtomicU64,
     tokens_rejected: [AtomicU64; TokenRejection::ALL.len()],
     /// Cumulative counts per bucket (last: +Inf), and the sum in nanoseconds.
     latency: [AtomicU64; BUCKETS.len() + 1],
     latency_sum_nanos: AtomicU64,
-    /// Role credentials delivered, `[v1, v2]`.
-    role_deliveries: [AtomicU64; 2],
+    /// Fleet mode: requests from addresses that belong to no instance.
+    unknown_callers: AtomicU64,
     /// Access-log entries dropped because the writer fell behind.
     access_log_dropped: AtomicU64,
     /// Open connections per surface.
@@ -221,9 +222,6 @@ impl Metrics {
             .unwrap_or(STATUSES.len());
         let route_slot = route as usize;
         self.guest[version as usize][route_slot][status_slot].fetch_add(1, Ordering::Relaxed);
-        if version == ImdsVersion::V1 {
-            self.no_token.fetch_add(1, Ordering::Relaxed);
-        }
         let seconds = took.as_secs_f64();
         let bucket = BUCKETS
             .iter()
@@ -244,14 +242,9 @@ impl Metrics {
         self.tokens_rejected[why as usize].fetch_add(1, Ordering::Relaxed);
     }
 
-    /// Counts role credentials delivered to a caller of `version`; returns the count so far.
-    pub fn role_delivered(&self, version: ImdsVersion) -> u64 {
-        self.role_deliveries[version as usize].fetch_add(1, Ordering::Relaxed) + 1
-    }
-
-    /// Role credentials delivered to callers of `version` so far.
-    pub fn role_deliveries(&self, version: ImdsVersion) -> u64 {
-        self.role_deliveries[version as usize].load(Ordering::Relaxed)
+    /// Counts a request from an address that belongs to no instance.
+    pub fn unknown_caller(&self) {
+        self.unknown_callers.fetch_add(1, Ordering::Relaxed);
     }
 
     /// Counts an access-log entry dropped (the writer fell behind); returns the count so far.
@@ -290,8 +283,8 @@ impl Metrics {
         *control.entry((action.to_owned(), outcome)).or_default() += 1;
     }
 
-    /// The Prometheus text exposition; `instance_id` labels the per-instance series.
-    pub fn render(&self, instance_id: &str) -> String {
+    /// The Prometheus text exposition, with per-instance series for each of `instances`.
+    pub fn render(&self, instances: &[Arc<InstanceSlot>]) -> String {
         let mut out = String::with_capacity(4096);
         let load = |c: &AtomicU64| c.load(Ordering::Relaxed);
         out.push_str("# HELP imds_requests_total Guest requests by IMDS version, route class and status.\n# TYPE imds_requests_total counter\n");
@@ -315,10 +308,19 @@ impl Metrics {
                 }
             }
         }
+        out.push_str("# HELP imds_metadata_no_token_total Requests without a session token (EC2's MetadataNoToken), by instance.\n# TYPE imds_metadata_no_token_total counter\n");
+        for slot in instances {
+            let count = load(&slot.counters().no_token);
+            let _ = writeln!(
+                out,
+                "imds_metadata_no_token_total{{instance_id=\"{}\"}} {count}",
+                slot.id()
+            );
+        }
         let _ = write!(
             out,
-            "# HELP imds_metadata_no_token_total Requests without a session token (EC2's MetadataNoToken).\n# TYPE imds_metadata_no_token_total counter\nimds_metadata_no_token_total{{instance_id=\"{instance_id}\"}} {}\n",
-            load(&self.no_token)
+            "# HELP imds_unknown_callers_total Guest requests refused because the caller's address belongs to no instance (fleet mode).\n# TYPE imds_unknown_callers_total counter\nimds_unknown_callers_total {}\n",
+            load(&self.unknown_callers)
         );
         let _ = write!(
             out,
@@ -362,12 +364,15 @@ impl Metrics {
             }
         }
         out.push_str("# HELP imds_role_credentials_delivered_total Role credentials served, by ec2:RoleDelivery (1.0: IMDSv1 callers).\n# TYPE imds_role_credentials_delivered_total counter\n");
-        for (i, delivery) in ["1.0", "2.0"].iter().enumerate() {
-            let _ = writeln!(
-                out,
-                "imds_role_credentials_delivered_total{{instance_id=\"{instance_id}\",role_delivery=\"{delivery}\"}} {}",
-                load(&self.role_deliveries[i])
-            );
+        for slot in instances {
+            for (i, delivery) in ["1.0", "2.0"].iter().enumerate() {
+                let _ = writeln!(
+                    out,
+                    "imds_role_credentials_delivered_total{{instance_id=\"{}\",role_delivery=\"{delivery}\"}} {}",
+                    slot.id(),
+                    load(&slot.counters().role_deliveries[i])
+                );
+            }
         }
         let _ = write!(
             out,
@@ -451,19 +456,16 @@ mod tests {
         metrics.token_rejected(TokenRejection::Forwarded);
         metrics.control_action("CreateTags", "ok");
         assert_eq!(metrics.access_log_dropped(), 1);
-        assert_eq!(metrics.role_delivered(ImdsVersion::V1), 1);
-        let text = metrics.render("i-0b4f7d2c9a1e83f56");
+        let text = metrics.render(&[]);
         for line in [
             "imds_requests_total{surface=\"guest\",version=\"v1\",route=\"meta_data\",status=\"200\"} 2",
             "imds_requests_total{surface=\"guest\",version=\"v2\",route=\"token\",status=\"200\"} 1",
             "imds_requests_total{surface=\"guest\",version=\"v2\",route=\"other\",status=\"other\"} 1",
-            "imds_metadata_no_token_total{instance_id=\"i-0b4f7d2c9a1e83f56\"} 2",
             "imds_tokens_issued_total 1",
             "imds_tokens_rejected_total{version=\"v2\",reason=\"forwarded\"} 1",
             "imds_tokens_rejected_total{version=\"v1\",reason=\"missing\"} 0",
             "imds_control_requests_total{action=\"CreateTags\",outcome=\"ok\"} 1",
             "imds_access_log_dropped_total 1",
-            "imds_role_credentials_delivered_total{instance_id=\"i-0b4f7d2c9a1e83f56\",role_delivery=\"1.0\"} 1",
             "imds_request_duration_seconds_bucket{le=\"0.000025\"} 3",
             "imds_request_duration_seconds_bucket{le=\"+Inf\"} 4",
             "imds_request_duration_seconds_count 4",

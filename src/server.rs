@@ -302,12 +302,13 @@ async fn serve_connection<S: Surface>(
         let this = this.clone();
         let marker = marker.clone();
         async move {
+            let answering = marker.request_arrived();
             let refused = match check(&request, check_host, &hosts, &*surface) {
                 Ok(()) => None,
                 Err(why) => Some(surface.refused(why)),
             };
             let (parts, body) = request.into_parts();
-            // The body is read while the connection still counts as waiting for its client.
+            // While the body comes, a full server may still evict the connection.
             let body = match (refused, S::MAX_BODY) {
                 (Some(refused), _) => return Ok(refused),
                 (None, 0) => Bytes::new(),
@@ -316,7 +317,7 @@ async fn serve_connection<S: Surface>(
                     Err(why) => return Ok(surface.refused(why)),
                 },
             };
-            let answering = marker.request_arrived();
+            answering.body_read();
             let result = surface
                 .respond(&this, Request::from_parts(parts, Full::new(body)))
                 .await;

@@ -18,7 +18,6 @@ use crate::app::config::{Config, ConfigError, Loaded, Overrides, ServerConfig};
 use crate::app::link_local::{self, LinkLocal, LinkLocalError};
 use crate::clock::SystemClock;
 use crate::control::Persisted;
-use crate::fleet::faults::FaultSet;
 use crate::fleet::keys::{Keys, KeysError};
 use crate::guest::access_log::{AccessLogError, Destination};
 use crate::guest::GuestApi;
@@ -228,7 +227,7 @@ async fn serve(
                 if let Some(log) = app.api.access_log() {
                     log.reopen();
                 }
-                reload(&reloader, &app);
+                reload(&reloader, &app).await;
                 follow_ipv6(&app, &server, link_local, &mut accepting).await;
             }
             Ok(()) = changed.changed() => follow_ipv6(&app, &server, link_local, &mut accepting).await,
@@ -246,7 +245,7 @@ async fn serve(
 /// Rebuilds the instance from the config file and the same environment and flags, layers the
 /// control plane's changes over it, and swaps it in; a bad file leaves the running instance as
 /// it was. `[server]` settings apply at restart.
-fn reload(reloader: &Reloader, app: &App) {
+async fn reload(reloader: &Reloader, app: &App) {
     let loaded = match (reloader.load)() {
         Ok(loaded) => loaded,
         Err(error) => {
@@ -257,19 +256,14 @@ fn reload(reloader: &Reloader, app: &App) {
     if loaded.server != reloader.running {
         tracing::warn!("[server] settings change only at restart; the running ones are kept");
     }
-    let instance = app.control.changes().layered(loaded.instance);
+    let Some(slot) = app.state.first() else {
+        return;
+    };
+    // Through the control plane's own change path: an acknowledged change is never lost.
+    let instance = app.control.reload(&slot, loaded.instance).await;
     let options = instance.options();
-    let id = instance.id().to_owned();
-    // The file's faults replace the running ones (and their counts) only when they changed.
-    if instance.config.faults != app.state.current().instance.config.faults {
-        match FaultSet::new(instance.config.faults.clone()) {
-            Ok(faults) => app.state.set_faults(faults),
-            Err(error) => tracing::error!(%error, "the file's faults are not applied"),
-        }
-    }
-    app.state.replace(app.snapshots.build(instance));
     tracing::info!(
-        instance = id,
+        instance = instance.id(),
         http_tokens = ?options.http_tokens,
         http_endpoint = ?options.http_endpoint,
         hop_limit = options.http_put_response_hop_limit.get(),

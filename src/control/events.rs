@@ -15,10 +15,10 @@
 //! Times are ISO 8601 (`2026-11-23T10:00:00Z`); imds' actions also take delays (`+30s`, `1h`).
 //! Every change is kept like the others (state directory), with its times fixed.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use super::error::ControlError;
-use super::instances::check_instance_id;
 use super::query::QueryRequest;
 use super::xml::Xml;
 use super::{Change, ControlApi};
@@ -28,6 +28,7 @@ use crate::fleet::events::{
 };
 use crate::fleet::instance::InstanceConfig;
 use crate::fleet::metadata::render;
+use crate::fleet::state::InstanceSlot;
 
 /// The shortest and longest `DurationBeforeInterruption` FIS accepts.
 const INTERRUPTION_RANGE: (Duration, Duration) =
@@ -41,21 +42,26 @@ impl ControlApi {
         &self,
         query: &QueryRequest,
         edit: impl FnOnce(&mut EventsConfig, u64) -> Result<(), ControlError>,
-    ) -> Result<crate::fleet::instance::Instance, ControlError> {
-        let id = query.require("InstanceId")?.to_owned();
+    ) -> Result<(Arc<InstanceSlot>, crate::fleet::instance::Instance), ControlError> {
+        let slot = self.slot(query.require("InstanceId")?)?;
         let started = self.snapshots.started();
         let now = self.clock.now_millis();
-        self.change(Change::Events, |current, config: &mut InstanceConfig| {
-            check_instance_id(current, &id)?;
-            let mut events = config.events.fixed(started, current.id());
-            edit(&mut events, now)?;
-            if query.dry_run() {
-                return Err(ControlError::DryRunOperation);
-            }
-            config.events = events;
-            Ok(())
-        })
-        .await
+        let instance = self
+            .change(
+                &slot,
+                Change::Events,
+                |current, config: &mut InstanceConfig| {
+                    let mut events = config.events.fixed(started, current.id());
+                    edit(&mut events, now)?;
+                    if query.dry_run() {
+                        return Err(ControlError::DryRunOperation);
+                    }
+                    config.events = events;
+                    Ok(())
+                },
+            )
+            .await?;
+        Ok((slot, instance))
     }
 
     /// `SendSpotInstanceInterruptions`.
@@ -93,7 +99,7 @@ impl ControlApi {
                 )))
             }
         };
-        let instance = self
+        let (slot, instance) = self
             .change_events(query, |events, now| {
                 let at = now + duration.as_millis() as u64;
                 events.spot = Some(SpotConfig {
@@ -107,7 +113,7 @@ impl ControlApi {
                 Ok(())
             })
             .await?;
-        let schedule = &self.state.current().schedule;
+        let schedule = &slot.current().schedule;
         let spot = schedule.spot.expect("just scheduled");
         let mut xml = Xml::response("SendSpotInstanceInterruptionsResponse", request_id);
         xml.open("spotInstanceInterruption")
@@ -165,7 +171,7 @@ impl ControlApi {
             Ok(())
         })
         .await?;
-        self.event_answer("ScheduleInstanceEventResponse", request_id, &id)
+        self.event_answer(query, "ScheduleInstanceEventResponse", request_id, &id)
     }
 
     /// `CompleteInstanceEvent` and `CancelInstanceEvent`: the event moves to the history.
@@ -189,7 +195,7 @@ impl ControlApi {
             Outcome::Completed => "CompleteInstanceEventResponse",
             Outcome::Canceled => "CancelInstanceEventResponse",
         };
-        self.event_answer(root, request_id, &id)
+        self.event_answer(query, root, request_id, &id)
     }
 
     /// `ModifyInstanceEventStartTime`, with EC2's rules: only an event with a
@@ -235,7 +241,12 @@ impl ControlApi {
             Ok(())
         })
         .await?;
-        self.event_answer("ModifyInstanceEventStartTimeResponse", request_id, &id)
+        self.event_answer(
+            query,
+            "ModifyInstanceEventStartTimeResponse",
+            request_id,
+            &id,
+        )
     }
 
     /// `SetTargetLifecycleState`.
@@ -249,7 +260,7 @@ impl ControlApi {
             .parse::<LifecycleState>()
             .map_err(ControlError::InvalidParameterValue)?;
         let at = when(query, "At")?.unwrap_or(When::After(Duration::ZERO));
-        let instance = self
+        let (_, instance) = self
             .change_events(query, |events, now| {
                 events.target_lifecycle.push(LifecycleConfig {
                     state,
@@ -291,64 +302,73 @@ impl ControlApi {
         query: &QueryRequest,
         request_id: &str,
     ) -> Result<String, ControlError> {
-        let snapshot = self.state.current();
-        let instance = &snapshot.instance;
-        for id in query.list("InstanceId") {
-            check_instance_id(instance, id)?;
-        }
+        let named = query
+            .list("InstanceId")
+            .into_iter()
+            .map(|id| self.slot(id))
+            .collect::<Result<Vec<_>, _>>()?;
+        let filters = query.filters()?;
+        let candidates = match named.is_empty() {
+            true => self.state.instances(),
+            false => named,
+        };
         let now = self.clock.now_millis();
-        let (code, name) = super::instances::instance_state(&snapshot, now);
         let include_all = query.get("IncludeAllInstances") == Some("true");
-        let visible = snapshot.schedule.at(now);
-        let mut shown = include_all || name == "running";
-        for (filter, values) in query.filters()? {
-            let any = |actual: &str| values.iter().any(|v| v == actual);
-            shown &= match filter.as_str() {
-                "instance-id" => any(instance.id()),
-                "availability-zone" => any(&instance.config.placement.availability_zone),
-                "instance-state-name" => any(name),
-                "event.code" => visible.scheduled.iter().any(|e| any(e.code.as_str())),
-                "event.instance-event-id" => visible.scheduled.iter().any(|e| any(&e.id)),
-                other => return Err(ControlError::InvalidFilter(other.to_owned())),
-            };
-        }
         let mut xml = Xml::response("DescribeInstanceStatusResponse", request_id);
         xml.open("instanceStatusSet");
-        if shown {
-            let running = name == "running";
-            let status = if running { "ok" } else { "not-applicable" };
-            xml.open("item")
-                .leaf("instanceId", instance.id())
-                .leaf(
-                    "availabilityZone",
-                    &instance.config.placement.availability_zone,
-                )
-                .leaf(
-                    "availabilityZoneId",
-                    &instance.config.placement.availability_zone_id,
-                )
-                .open("eventsSet");
-            for event in &visible.scheduled {
-                xml.open("item");
-                event_xml(&mut xml, event);
+        for slot in candidates {
+            let snapshot = slot.current();
+            let instance = &snapshot.instance;
+            let (code, name) = super::instances::instance_state(&snapshot, now);
+            let visible = snapshot.schedule.at(now);
+            let mut shown = include_all || name == "running";
+            for (filter, values) in &filters {
+                let any = |actual: &str| values.iter().any(|v| v == actual);
+                shown &= match filter.as_str() {
+                    "instance-id" => any(instance.id()),
+                    "availability-zone" => any(&instance.config.placement.availability_zone),
+                    "instance-state-name" => any(name),
+                    "event.code" => visible.scheduled.iter().any(|e| any(e.code.as_str())),
+                    "event.instance-event-id" => visible.scheduled.iter().any(|e| any(&e.id)),
+                    other => return Err(ControlError::InvalidFilter(other.to_owned())),
+                };
+            }
+            if shown {
+                let running = name == "running";
+                let status = if running { "ok" } else { "not-applicable" };
+                xml.open("item")
+                    .leaf("instanceId", instance.id())
+                    .leaf(
+                        "availabilityZone",
+                        &instance.config.placement.availability_zone,
+                    )
+                    .leaf(
+                        "availabilityZoneId",
+                        &instance.config.placement.availability_zone_id,
+                    )
+                    .open("eventsSet");
+                for event in &visible.scheduled {
+                    xml.open("item");
+                    event_xml(&mut xml, event);
+                    xml.close();
+                }
+                xml.close()
+                    .open("instanceState")
+                    .leaf("code", code)
+                    .leaf("name", name)
+                    .close();
+                for part in ["systemStatus", "instanceStatus"] {
+                    xml.open(part).leaf("status", status).open("details");
+                    if running {
+                        xml.open("item")
+                            .leaf("name", "reachability")
+                            .leaf("status", "passed")
+                            .close();
+                    }
+                    xml.close().close();
+                }
                 xml.close();
             }
-            xml.close()
-                .open("instanceState")
-                .leaf("code", code)
-                .leaf("name", name)
-                .close();
-            for part in ["systemStatus", "instanceStatus"] {
-                xml.open(part).leaf("status", status).open("details");
-                if running {
-                    xml.open("item")
-                        .leaf("name", "reachability")
-                        .leaf("status", "passed")
-                        .close();
-                }
-                xml.close().close();
-            }
-            xml.close();
         }
         xml.close();
         Ok(xml.finish())
@@ -357,11 +377,12 @@ impl ControlApi {
     /// An answer carrying the event `id` as it now is.
     fn event_answer(
         &self,
+        query: &QueryRequest,
         root: &'static str,
         request_id: &str,
         id: &str,
     ) -> Result<String, ControlError> {
-        let snapshot = self.state.current();
+        let snapshot = self.slot(query.require("InstanceId")?)?.current();
         let event = snapshot
             .schedule
             .maintenance

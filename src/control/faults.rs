@@ -70,34 +70,39 @@ impl ControlApi {
             count: number("Count")?,
             probability,
         };
-        let _one_at_a_time = self.changing.lock().await;
-        let faults = self
-            .state
+        let slot = self.target(query)?;
+        let _one_at_a_time = slot.changing.lock().await;
+        let faults = slot
             .faults()
             .with(config)
             .map_err(|e| ControlError::InvalidParameterValue(e.to_string()))?;
         let listed = faults.list();
         let added = listed.last().expect("just added");
-        tracing::info!(fault = ?added.config, "fault injected");
+        tracing::info!(instance = %slot.id(), fault = ?added.config, "fault injected");
         let mut xml = Xml::response("InjectFaultResponse", request_id);
         xml.open("fault");
         fault_xml(&mut xml, &added.config, added.fired);
         xml.close();
-        self.state.set_faults(faults);
+        slot.set_faults(faults);
         Ok(xml.finish())
     }
 
     /// `DescribeFaults`.
-    pub(super) fn describe_faults(&self, request_id: &str) -> String {
+    pub(super) fn describe_faults(
+        &self,
+        query: &QueryRequest,
+        request_id: &str,
+    ) -> Result<String, ControlError> {
+        let slot = self.target(query)?;
         let mut xml = Xml::response("DescribeFaultsResponse", request_id);
         xml.open("faultSet");
-        for listed in self.state.faults().list() {
+        for listed in slot.faults().list() {
             xml.open("item");
             fault_xml(&mut xml, &listed.config, listed.fired);
             xml.close();
         }
         xml.close();
-        xml.finish()
+        Ok(xml.finish())
     }
 
     /// `ClearFaults`.
@@ -107,15 +112,16 @@ impl ControlApi {
         request_id: &str,
     ) -> Result<String, ControlError> {
         let ids = query.list("FaultId");
-        let _one_at_a_time = self.changing.lock().await;
-        let (faults, unknown) = self.state.faults().without(&ids);
+        let slot = self.target(query)?;
+        let _one_at_a_time = slot.changing.lock().await;
+        let (faults, unknown) = slot.faults().without(&ids);
         if let Some(id) = unknown.first() {
             return Err(ControlError::InvalidParameterValue(format!(
                 "The fault ID '{id}' does not exist"
             )));
         }
-        self.state.set_faults(faults);
-        tracing::info!(?ids, "faults cleared");
+        slot.set_faults(faults);
+        tracing::info!(instance = %slot.id(), ?ids, "faults cleared");
         let mut xml = Xml::response("ClearFaultsResponse", request_id);
         xml.leaf("return", true);
         Ok(xml.finish())

@@ -8,12 +8,14 @@
 use time::OffsetDateTime;
 
 use super::error::ControlError;
-use super::instances::check_instance_id;
 use super::query::QueryRequest;
 use super::xml::Xml;
 use super::{hex, Change, ControlApi};
+use std::sync::Arc;
+
 use crate::fleet::instance::{CredentialSource, IamConfig, Instance};
 use crate::fleet::metadata::render;
+use crate::fleet::state::InstanceSlot;
 
 impl ControlApi {
     /// `AssociateIamInstanceProfile`: only for an instance without one.
@@ -23,13 +25,14 @@ impl ControlApi {
         request_id: &str,
     ) -> Result<String, ControlError> {
         let id = query.require("InstanceId")?.to_owned();
+        let slot = self.slot(&id)?;
         let name = profile_name(query)?;
         let association = (new_association_id(), self.now());
         let instance = self
             .change(
+                &slot,
                 Change::Role(Some(association.clone())),
                 |current, config| {
-                    check_instance_id(current, &id)?;
                     if current.iam.is_some() {
                         return Err(ControlError::IncorrectState(format!(
                             "There is an existing association for instance {id}"
@@ -55,13 +58,15 @@ impl ControlApi {
         request_id: &str,
     ) -> Result<String, ControlError> {
         let replaced = query.require("AssociationId")?.to_owned();
+        let slot = self.association_owner(&replaced)?;
         let name = profile_name(query)?;
         let association = (new_association_id(), self.now());
         let instance = self
             .change(
+                &slot,
                 Change::Role(Some(association.clone())),
                 |current, config| {
-                    self.check_association(current, &replaced)?;
+                    Self::check_association(&slot, current, &replaced)?;
                     set_role(config, Some(name))
                 },
             )
@@ -82,9 +87,10 @@ impl ControlApi {
         request_id: &str,
     ) -> Result<String, ControlError> {
         let id = query.require("AssociationId")?.to_owned();
+        let slot = self.association_owner(&id)?;
         let mut before = None;
-        self.change(Change::Role(None), |current, config| {
-            let associated_at = self.check_association(current, &id)?;
+        self.change(&slot, Change::Role(None), |current, config| {
+            let associated_at = Self::check_association(&slot, current, &id)?;
             before = Some((current.clone(), associated_at));
             set_role(config, None)
         })
@@ -105,31 +111,47 @@ impl ControlApi {
         query: &QueryRequest,
         request_id: &str,
     ) -> Result<String, ControlError> {
-        let snapshot = self.state.current();
-        let instance = &snapshot.instance;
-        let association = instance.iam.as_ref().zip(self.association(instance));
-        for id in query.list("AssociationId") {
-            if association
-                .as_ref()
-                .is_none_or(|(_, (current, _))| current != id)
-            {
-                return Err(ControlError::AssociationNotFound(id.to_owned()));
+        let filters = query.filters()?;
+        for (name, _) in &filters {
+            if !matches!(name.as_str(), "instance-id" | "state") {
+                return Err(ControlError::InvalidFilter(name.to_owned()));
             }
         }
-        let mut shown = association.is_some();
-        for (name, values) in query.filters()? {
-            let actual = match name.as_str() {
-                "instance-id" => instance.id(),
-                "state" => "associated",
-                other => return Err(ControlError::InvalidFilter(other.to_owned())),
+        let wanted = query.list("AssociationId");
+        let mut found = Vec::new();
+        for slot in self.state.instances() {
+            let snapshot = slot.current();
+            let instance = &snapshot.instance;
+            let Some(association) = Self::association(&slot, instance) else {
+                continue;
             };
-            shown &= values.iter().any(|v| v == actual);
+            let named = wanted.is_empty() || wanted.contains(&association.0.as_str());
+            let filtered = filters.iter().all(|(name, values)| {
+                let actual = match name.as_str() {
+                    "instance-id" => instance.id(),
+                    _ => "associated",
+                };
+                values.iter().any(|v| v == actual)
+            });
+            if named && filtered {
+                found.push((snapshot.clone(), association));
+            }
+        }
+        for id in &wanted {
+            if !found.iter().any(|(_, (current, _))| current == id) {
+                return Err(ControlError::AssociationNotFound((*id).to_owned()));
+            }
         }
         let mut xml = Xml::response("DescribeIamInstanceProfileAssociationsResponse", request_id);
         xml.open("iamInstanceProfileAssociationSet");
-        if let Some((profile, association)) = association.filter(|_| shown) {
+        for (snapshot, association) in &found {
+            let instance = &snapshot.instance;
+            let profile = instance
+                .iam
+                .as_ref()
+                .expect("only instances with a profile");
             xml.open("item");
-            association_xml(&mut xml, instance, profile, &association, "associated");
+            association_xml(&mut xml, instance, profile, association, "associated");
             xml.close();
         }
         Ok(xml.finish())
@@ -138,11 +160,11 @@ impl ControlApi {
     /// When `association` was made; `InvalidAssociationID.NotFound` unless it is the instance's
     /// current one.
     fn check_association(
-        &self,
+        slot: &InstanceSlot,
         current: &Instance,
         association: &str,
     ) -> Result<OffsetDateTime, ControlError> {
-        match self.association(current) {
+        match Self::association(slot, current) {
             Some((id, at)) if id == association => Ok(at),
             _ => Err(ControlError::AssociationNotFound(association.to_owned())),
         }
@@ -151,9 +173,9 @@ impl ControlApi {
     /// The instance's association, its id and when it was made: the last one made through the
     /// control API, else (for a role from the config file) one with an id derived from the
     /// instance and role, made at launch.
-    fn association(&self, instance: &Instance) -> Option<Association> {
+    fn association(slot: &InstanceSlot, instance: &Instance) -> Option<Association> {
         let profile = instance.iam.as_ref()?;
-        let made = self.changes().role;
+        let made = slot.changes().role;
         let id = made
             .as_ref()
             .and_then(|r| r.association_id.clone())
@@ -164,6 +186,18 @@ impl ControlApi {
             });
         let at = made.and_then(|r| r.associated_at);
         Some((id, at.unwrap_or(instance.config.pending_time)))
+    }
+
+    /// The instance whose current association is `association`.
+    fn association_owner(&self, association: &str) -> Result<Arc<InstanceSlot>, ControlError> {
+        self.state
+            .instances()
+            .into_iter()
+            .find(|slot| {
+                Self::association(slot, &slot.current().instance)
+                    .is_some_and(|(id, _)| id == association)
+            })
+            .ok_or_else(|| ControlError::AssociationNotFound(association.to_owned()))
     }
 
     /// The clock's time, to the second (as EC2 shows it).

@@ -8,47 +8,63 @@ use crate::fleet::events::SpotAction;
 use crate::fleet::instance::Instance;
 use crate::fleet::metadata::render;
 use crate::fleet::options::{HopLimit, HttpTokens, MetadataOptions, Switch};
-use crate::fleet::state::Snapshot;
+use crate::fleet::state::{InstanceSlot, Snapshot};
 
 impl ControlApi {
-    /// `DescribeInstances`: the instance, unless ids or filters leave it out.
+    /// `DescribeInstances`: every instance that the ids and filters leave in, one reservation
+    /// each.
     pub(super) fn describe_instances(
         &self,
         query: &QueryRequest,
         request_id: &str,
     ) -> Result<String, ControlError> {
-        let snapshot = self.state.current();
-        let instance = &snapshot.instance;
-        let state = instance_state(&snapshot, self.clock.now_millis());
-        let mut shown = true;
-        for id in query.list("InstanceId") {
-            check_instance_id(instance, id)?;
-        }
-        for (name, values) in query.filters()? {
-            let matches = |actual: &str| values.iter().any(|v| v == actual);
-            shown &= match name.as_str() {
-                "instance-id" => matches(instance.id()),
-                "metadata-options.http-tokens" => matches(tokens(snapshot.options.http_tokens)),
-                "metadata-options.http-endpoint" => matches(switch(snapshot.options.http_endpoint)),
-                "instance-state-name" => matches(state.1),
-                "availability-zone" => matches(&instance.config.placement.availability_zone),
-                other => match other.strip_prefix("tag:") {
-                    Some(key) => instance.config.tags.get(key).is_some_and(|v| matches(v)),
-                    None if other == "tag-key" => instance.config.tags.keys().any(|k| matches(k)),
-                    None => return Err(ControlError::InvalidFilter(other.to_owned())),
-                },
-            };
-        }
+        let named = query
+            .list("InstanceId")
+            .into_iter()
+            .map(|id| self.slot(id))
+            .collect::<Result<Vec<_>, _>>()?;
+        let filters = query.filters()?;
+        let candidates = match named.is_empty() {
+            true => self.state.instances(),
+            false => named,
+        };
+        let now = self.clock.now_millis();
         let mut xml = Xml::response("DescribeInstancesResponse", request_id);
         xml.open("reservationSet");
-        if shown {
+        for slot in candidates {
+            let snapshot = slot.current();
+            let instance = &snapshot.instance;
+            let state = instance_state(&snapshot, now);
+            let mut shown = true;
+            for (name, values) in &filters {
+                let matches = |actual: &str| values.iter().any(|v| v == actual);
+                shown &= match name.as_str() {
+                    "instance-id" => matches(instance.id()),
+                    "metadata-options.http-tokens" => matches(tokens(snapshot.options.http_tokens)),
+                    "metadata-options.http-endpoint" => {
+                        matches(switch(snapshot.options.http_endpoint))
+                    }
+                    "instance-state-name" => matches(state.1),
+                    "availability-zone" => matches(&instance.config.placement.availability_zone),
+                    other => match other.strip_prefix("tag:") {
+                        Some(key) => instance.config.tags.get(key).is_some_and(|v| matches(v)),
+                        None if other == "tag-key" => {
+                            instance.config.tags.keys().any(|k| matches(k))
+                        }
+                        None => return Err(ControlError::InvalidFilter(other.to_owned())),
+                    },
+                };
+            }
+            if !shown {
+                continue;
+            }
             xml.open("item")
                 .leaf("reservationId", &instance.config.reservation_id)
                 .leaf("ownerId", &instance.config.account_id)
                 .open("groupSet")
                 .close()
                 .open("instancesSet");
-            self.instance_xml(&mut xml, instance, &snapshot.options, state);
+            self.instance_xml(&mut xml, &slot, instance, &snapshot.options, state);
             xml.close().close();
         }
         Ok(xml.finish())
@@ -57,6 +73,7 @@ impl ControlApi {
     fn instance_xml(
         &self,
         xml: &mut Xml,
+        slot: &InstanceSlot,
         instance: &Instance,
         options: &MetadataOptions,
         state: (u16, &str),
@@ -126,14 +143,20 @@ impl ControlApi {
                 .close();
         }
         xml.close().leaf("hypervisor", "xen");
-        self.metadata_options_xml(xml, "metadataOptions", options);
+        self.metadata_options_xml(xml, slot, "metadataOptions", options);
         xml.close();
     }
 
     /// `<{element}>` with the options and whether the last change is applied yet.
-    fn metadata_options_xml(&self, xml: &mut Xml, element: &'static str, o: &MetadataOptions) {
+    fn metadata_options_xml(
+        &self,
+        xml: &mut Xml,
+        slot: &InstanceSlot,
+        element: &'static str,
+        o: &MetadataOptions,
+    ) {
         xml.open(element)
-            .leaf("state", self.options_state())
+            .leaf("state", self.options_state(slot))
             .leaf("httpTokens", tokens(o.http_tokens))
             .leaf("httpPutResponseHopLimit", o.http_put_response_hop_limit)
             .leaf("httpEndpoint", switch(o.http_endpoint))
@@ -149,11 +172,10 @@ impl ControlApi {
         query: &QueryRequest,
         request_id: &str,
     ) -> Result<String, ControlError> {
-        let id = query.require("InstanceId")?.to_owned();
+        let slot = self.slot(query.require("InstanceId")?)?;
         let enforced = self.defaults().http_tokens_enforced == Some(true);
         let applied = self
-            .change(Change::Options, |current, config| {
-                check_instance_id(current, &id)?;
+            .change(&slot, Change::Options, |_, config| {
                 let o = &mut config.metadata_options;
                 if let Some(value) = query.get("HttpTokens") {
                     o.http_tokens = parse_tokens(value)?;
@@ -187,7 +209,12 @@ impl ControlApi {
             .await?;
         let mut xml = Xml::response("ModifyInstanceMetadataOptionsResponse", request_id);
         xml.leaf("instanceId", applied.id());
-        self.metadata_options_xml(&mut xml, "instanceMetadataOptions", &applied.options());
+        self.metadata_options_xml(
+            &mut xml,
+            &slot,
+            "instanceMetadataOptions",
+            &applied.options(),
+        );
         Ok(xml.finish())
     }
 }
@@ -200,20 +227,6 @@ pub(super) fn instance_state(snapshot: &Snapshot, now: u64) -> (u16, &'static st
         Some(spot) if spot.action == SpotAction::Terminate => (48, "terminated"),
         Some(_) => (80, "stopped"),
     }
-}
-
-/// `InvalidInstanceID.Malformed` or `.NotFound` unless `id` is the instance's.
-pub(super) fn check_instance_id(instance: &Instance, id: &str) -> Result<(), ControlError> {
-    let well_formed = id.strip_prefix("i-").is_some_and(|hex| {
-        matches!(hex.len(), 8 | 17) && hex.bytes().all(|b| b.is_ascii_hexdigit())
-    });
-    if !well_formed {
-        return Err(ControlError::InstanceIdMalformed(id.to_owned()));
-    }
-    if id != instance.id() {
-        return Err(ControlError::InstanceNotFound(id.to_owned()));
-    }
-    Ok(())
 }
 
 pub(super) fn tokens(value: HttpTokens) -> &'static str {

@@ -3,11 +3,12 @@
 //! cannot show are refused, as EC2 does.
 
 use super::error::ControlError;
-use super::instances::check_instance_id;
 use super::query::QueryRequest;
 use super::xml::Xml;
 use super::{Change, ControlApi};
-use crate::fleet::instance::Instance;
+use std::sync::Arc;
+
+use crate::fleet::state::InstanceSlot;
 
 /// Longest tag key and value EC2 accepts.
 const MAX_KEY: usize = 128;
@@ -21,15 +22,17 @@ impl ControlApi {
         request_id: &str,
     ) -> Result<String, ControlError> {
         let tags = tag_params(query, true)?;
-        self.change(Change::Tags, |current, config| {
-            check_resources(current, query)?;
-            for (key, value) in tags {
-                check_tag(&key, value.as_deref().unwrap_or(""))?;
-                config.tags.insert(key, value.unwrap_or_default());
-            }
-            dry_run(query)
-        })
-        .await?;
+        for slot in self.resources(query)? {
+            let tags = tags.clone();
+            self.change(&slot, Change::Tags, |_, config| {
+                for (key, value) in tags {
+                    check_tag(&key, value.as_deref().unwrap_or(""))?;
+                    config.tags.insert(key, value.unwrap_or_default());
+                }
+                dry_run(query)
+            })
+            .await?;
+        }
         Ok(done("CreateTagsResponse", request_id))
     }
 
@@ -40,22 +43,24 @@ impl ControlApi {
         request_id: &str,
     ) -> Result<String, ControlError> {
         let tags = tag_params(query, false)?;
-        self.change(Change::Tags, |current, config| {
-            check_resources(current, query)?;
-            if tags.is_empty() {
-                config.tags.clear();
-            }
-            for (key, value) in tags {
-                let matches = value
-                    .as_ref()
-                    .is_none_or(|v| config.tags.get(&key) == Some(v));
-                if matches {
-                    config.tags.remove(&key);
+        for slot in self.resources(query)? {
+            let tags = tags.clone();
+            self.change(&slot, Change::Tags, |_, config| {
+                if tags.is_empty() {
+                    config.tags.clear();
                 }
-            }
-            dry_run(query)
-        })
-        .await?;
+                for (key, value) in tags {
+                    let matches = value
+                        .as_ref()
+                        .is_none_or(|v| config.tags.get(&key) == Some(v));
+                    if matches {
+                        config.tags.remove(&key);
+                    }
+                }
+                dry_run(query)
+            })
+            .await?;
+        }
         Ok(done("DeleteTagsResponse", request_id))
     }
 
@@ -65,44 +70,47 @@ impl ControlApi {
         query: &QueryRequest,
         request_id: &str,
     ) -> Result<String, ControlError> {
-        let snapshot = self.state.current();
-        let id = snapshot.instance.id();
         let filters = query.filters()?;
         let mut xml = Xml::response("DescribeTagsResponse", request_id);
         xml.open("tagSet");
-        for (key, value) in &snapshot.instance.config.tags {
-            let mut shown = true;
-            for (name, values) in &filters {
-                let actual = match name.as_str() {
-                    "resource-id" => id,
-                    "resource-type" => "instance",
-                    "key" => key.as_str(),
-                    "value" => value.as_str(),
-                    other => return Err(ControlError::InvalidFilter(other.to_owned())),
-                };
-                shown &= values.iter().any(|v| v == actual);
-            }
-            if shown {
-                xml.open("item")
-                    .leaf("resourceId", id)
-                    .leaf("resourceType", "instance")
-                    .leaf("key", key)
-                    .leaf("value", value)
-                    .close();
+        for slot in self.state.instances() {
+            let snapshot = slot.current();
+            let id = snapshot.instance.id();
+            for (key, value) in &snapshot.instance.config.tags {
+                let mut shown = true;
+                for (name, values) in &filters {
+                    let actual = match name.as_str() {
+                        "resource-id" => id,
+                        "resource-type" => "instance",
+                        "key" => key.as_str(),
+                        "value" => value.as_str(),
+                        other => return Err(ControlError::InvalidFilter(other.to_owned())),
+                    };
+                    shown &= values.iter().any(|v| v == actual);
+                }
+                if shown {
+                    xml.open("item")
+                        .leaf("resourceId", id)
+                        .leaf("resourceType", "instance")
+                        .leaf("key", key)
+                        .leaf("value", value)
+                        .close();
+                }
             }
         }
         Ok(xml.finish())
     }
 }
 
-/// `ResourceId.N` must be given, and name the instance.
-fn check_resources(current: &Instance, query: &QueryRequest) -> Result<(), ControlError> {
-    let ids = query.list("ResourceId");
-    if ids.is_empty() {
-        return Err(ControlError::MissingParameter("ResourceId".into()));
+impl ControlApi {
+    /// The instances `ResourceId.N` names (at least one), each checked before any changes.
+    fn resources(&self, query: &QueryRequest) -> Result<Vec<Arc<InstanceSlot>>, ControlError> {
+        let ids = query.list("ResourceId");
+        if ids.is_empty() {
+            return Err(ControlError::MissingParameter("ResourceId".into()));
+        }
+        ids.into_iter().map(|id| self.slot(id)).collect()
     }
-    ids.into_iter()
-        .try_for_each(|id| check_instance_id(current, id))
 }
 
 /// `Tag.N.Key` with its optional `Tag.N.Value`; at least one when `required`.

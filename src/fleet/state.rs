@@ -1,7 +1,10 @@
-//! Shared state: one [`Snapshot`] per instance, each swapped whole (lock-free for readers), so a
-//! request never sees a half-applied change.
+//! Shared state: the fleet index ([`State`]) of instance slots ([`InstanceSlot`]), each owning
+//! one instance's [`Snapshot`], swapped whole (lock-free for readers), so a request never sees a
+//! half-applied change.
 
+use std::collections::{BTreeMap, HashMap};
 use std::net::IpAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::SystemTime;
 
@@ -10,10 +13,12 @@ use http::HeaderValue;
 
 use crate::app::sts::AssumedRole;
 use crate::clock::Clock;
+use crate::fleet::changes::InstanceChanges;
 use crate::fleet::credentials::{CredentialIssuer, Delivery, IssuedSet};
 use crate::fleet::events::Schedule;
 use crate::fleet::faults::FaultSet;
 use crate::fleet::instance::{Instance, StsRole};
+use crate::fleet::instance_id::InstanceId;
 use crate::fleet::keys::Keys;
 use crate::fleet::metadata::{build, Timeline};
 use crate::fleet::options::MetadataOptions;
@@ -199,72 +204,273 @@ impl Audience {
     }
 }
 
-/// The instances served, their current snapshots, the faults injected into each and who sees
-/// their events.
+/// Counters of one instance, rendered per instance at `GET /metrics`.
+#[derive(Debug, Default)]
+pub struct InstanceCounters {
+    /// Requests without a session token (EC2's `MetadataNoToken`).
+    pub no_token: AtomicU64,
+    /// Role credentials delivered, `[v1, v2]`.
+    pub role_deliveries: [AtomicU64; 2],
+}
+
+/// The one owner of everything about one instance: its current snapshot, the faults injected
+/// into it, who sees its events, its counters, and what the control plane changed on it (with
+/// the lock that makes those changes one at a time).
+#[derive(Debug)]
+pub struct InstanceSlot {
+    id: InstanceId,
+    snapshot: ArcSwap<Snapshot>,
+    faults: ArcSwap<FaultSet>,
+    audience: Audience,
+    counters: InstanceCounters,
+    /// One control change at a time.
+    pub changing: tokio::sync::Mutex<()>,
+    changes: Mutex<InstanceChanges>,
+    /// Until when (clock millis) the last options change reads `pending`.
+    pending_until: AtomicU64,
+}
+
+impl InstanceSlot {
+    /// A slot serving `snapshot`, with the faults its configuration sets and `changes` as what
+    /// the control plane changed so far.
+    pub fn new(snapshot: Snapshot, changes: InstanceChanges) -> Arc<InstanceSlot> {
+        let faults = FaultSet::new(snapshot.instance.config.faults.clone())
+            .expect("an instance's faults are validated with it");
+        let id = snapshot
+            .instance
+            .id()
+            .parse()
+            .expect("an instance's id is validated with it");
+        Arc::new(InstanceSlot {
+            id,
+            snapshot: ArcSwap::from_pointee(snapshot),
+            faults: ArcSwap::from_pointee(faults),
+            audience: Audience::default(),
+            counters: InstanceCounters::default(),
+            changing: tokio::sync::Mutex::new(()),
+            changes: Mutex::new(changes),
+            pending_until: AtomicU64::new(0),
+        })
+    }
+
+    /// The instance's id.
+    pub fn id(&self) -> &InstanceId {
+        &self.id
+    }
+
+    /// The current snapshot, for one request (lock-free).
+    pub fn snapshot(&self) -> arc_swap::Guard<Arc<Snapshot>> {
+        self.snapshot.load()
+    }
+
+    /// The current snapshot, to keep.
+    pub fn current(&self) -> Arc<Snapshot> {
+        self.snapshot.load_full()
+    }
+
+    /// Swaps in a new snapshot whole; requests in flight finish with the one they loaded.
+    pub fn replace(&self, snapshot: Snapshot) {
+        self.snapshot.store(Arc::new(snapshot));
+    }
+
+    /// The faults injected into the instance, for one request (lock-free).
+    pub fn faults(&self) -> arc_swap::Guard<Arc<FaultSet>> {
+        self.faults.load()
+    }
+
+    /// Replaces the faults injected into the instance.
+    pub fn set_faults(&self, faults: FaultSet) {
+        self.faults.store(Arc::new(faults));
+    }
+
+    /// Who sees the instance's events when only the first few clients may.
+    pub fn audience(&self) -> &Audience {
+        &self.audience
+    }
+
+    /// The instance's counters.
+    pub fn counters(&self) -> &InstanceCounters {
+        &self.counters
+    }
+
+    /// What the control plane changed on the instance so far.
+    pub fn changes(&self) -> InstanceChanges {
+        self.changes
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// Records what the control plane changed (under [`InstanceSlot::changing`]).
+    pub fn set_changes(&self, changes: InstanceChanges) {
+        *self.changes.lock().unwrap_or_else(|e| e.into_inner()) = changes;
+    }
+
+    /// Until when (clock milliseconds) the last options change reads `pending`.
+    pub fn pending_until(&self) -> u64 {
+        self.pending_until.load(Ordering::Relaxed)
+    }
+
+    /// Makes the options read `pending` until `millis` (clock milliseconds).
+    pub fn set_pending_until(&self, millis: u64) {
+        self.pending_until.store(millis, Ordering::Relaxed);
+    }
+
+    /// Every address of the instance (private IPv4 and IPv6 of each interface).
+    fn addresses(&self) -> Vec<IpAddr> {
+        let snapshot = self.snapshot.load();
+        let mut addresses = Vec::new();
+        for interface in &snapshot.instance.config.network_interfaces {
+            addresses.extend(interface.private_ipv4s.iter().map(|ip| IpAddr::V4(*ip)));
+            addresses.extend(interface.ipv6s.iter().map(|ip| IpAddr::V6(*ip)));
+        }
+        addresses
+    }
+}
+
+/// Which instance answers a caller, read lock-free: rebuilt whole when instances come, go or
+/// change addresses.
+#[derive(Debug, Default)]
+struct Index {
+    by_address: HashMap<IpAddr, Arc<InstanceSlot>>,
+    by_id: BTreeMap<InstanceId, Arc<InstanceSlot>>,
+    /// Single-instance mode: the instance that answers every caller.
+    everyone: Option<Arc<InstanceSlot>>,
+}
+
+/// The instances served (the fleet index): each caller's instance found by its address, in
+/// O(1) without a lock. In single-instance mode the one instance answers every caller; in
+/// fleet mode a caller whose address belongs to no instance gets none.
 #[derive(Debug)]
 pub struct State {
-    instances: Vec<ArcSwap<Snapshot>>,
-    faults: Vec<ArcSwap<FaultSet>>,
-    audiences: Vec<Audience>,
+    index: ArcSwap<Index>,
+    single: bool,
+    /// Index rebuilds take turns.
+    reindexing: Mutex<()>,
 }
 
 impl State {
     /// State serving one instance to every caller, with the faults its configuration sets.
     pub fn single(snapshot: Snapshot) -> State {
-        let faults = FaultSet::new(snapshot.instance.config.faults.clone())
-            .expect("an instance's faults are validated with it");
-        State {
-            instances: vec![ArcSwap::from_pointee(snapshot)],
-            faults: vec![ArcSwap::from_pointee(faults)],
-            audiences: vec![Audience::default()],
+        State::single_with(snapshot, InstanceChanges::default())
+    }
+
+    /// State serving one instance to every caller, `changes` being what the control plane
+    /// changed on it so far.
+    pub fn single_with(snapshot: Snapshot, changes: InstanceChanges) -> State {
+        let slot = InstanceSlot::new(snapshot, changes);
+        let state = State {
+            index: ArcSwap::from_pointee(Index::default()),
+            single: true,
+            reindexing: Mutex::new(()),
+        };
+        state.rebuild(|slots| {
+            slots.insert(slot.id.clone(), slot.clone());
+        });
+        state
+    }
+
+    /// State serving each of `slots` to the callers at its addresses (fleet mode).
+    pub fn fleet(slots: Vec<Arc<InstanceSlot>>) -> State {
+        let state = State {
+            index: ArcSwap::from_pointee(Index::default()),
+            single: false,
+            reindexing: Mutex::new(()),
+        };
+        state.rebuild(|by_id| {
+            for slot in slots {
+                by_id.insert(slot.id.clone(), slot);
+            }
+        });
+        state
+    }
+
+    /// Whether one instance answers every caller.
+    pub fn is_single(&self) -> bool {
+        self.single
+    }
+
+    /// The instance answering a caller at `peer` (IPv4-mapped IPv6 counts as IPv4).
+    pub fn for_peer(&self, peer: IpAddr) -> Option<Arc<InstanceSlot>> {
+        let index = self.index.load();
+        if let Some(everyone) = &index.everyone {
+            return Some(everyone.clone());
         }
+        index.by_address.get(&peer.to_canonical()).cloned()
     }
 
-    /// Who sees the instance's events (single-instance mode: the only one).
-    pub fn event_audience(&self) -> &Audience {
-        self.audiences
-            .first()
-            .expect("a state serves at least one instance")
+    /// The instance with id `id`.
+    pub fn instance(&self, id: &InstanceId) -> Option<Arc<InstanceSlot>> {
+        self.index.load().by_id.get(id).cloned()
     }
 
-    /// The faults injected into the instance (single-instance mode: the only one).
-    pub fn faults(&self) -> Arc<FaultSet> {
-        self.faults
-            .first()
-            .expect("a state serves at least one instance")
-            .load_full()
+    /// Every instance, by id.
+    pub fn instances(&self) -> Vec<Arc<InstanceSlot>> {
+        self.index.load().by_id.values().cloned().collect()
     }
 
-    /// Replaces the faults injected into the instance.
-    pub fn set_faults(&self, faults: FaultSet) {
-        if let Some(current) = self.faults.first() {
-            current.store(Arc::new(faults));
-        }
+    /// The first instance by id (single-instance mode: the only one).
+    pub fn first(&self) -> Option<Arc<InstanceSlot>> {
+        self.index.load().by_id.values().next().cloned()
     }
 
-    /// The faults for a caller at `peer` (single-instance mode: the only instance's).
-    pub fn faults_for_peer(&self, _peer: IpAddr) -> Option<arc_swap::Guard<Arc<FaultSet>>> {
-        self.faults.first().map(ArcSwap::load)
-    }
-
-    /// Swaps in a new snapshot whole (single-instance mode: for the only instance); requests in
-    /// flight finish with the one they loaded.
-    pub fn replace(&self, snapshot: Snapshot) {
-        if let Some(current) = self.instances.first() {
-            current.store(Arc::new(snapshot));
-        }
-    }
-
-    /// The current snapshot (single-instance mode: of the only instance).
+    /// The current snapshot of the first instance (single-instance mode: the only one).
     pub fn current(&self) -> Arc<Snapshot> {
-        self.instances
-            .first()
-            .expect("a state serves at least one instance")
-            .load_full()
+        self.first()
+            .expect("single-instance mode always has its instance")
+            .current()
     }
 
-    /// The snapshot that answers a caller at `peer` (single-instance mode: the only one).
-    pub fn for_peer(&self, _peer: IpAddr) -> Option<arc_swap::Guard<Arc<Snapshot>>> {
-        self.instances.first().map(ArcSwap::load)
+    /// Swaps in a new snapshot of its instance, re-indexing when its addresses changed.
+    pub fn replace(&self, snapshot: Snapshot) {
+        let Ok(id) = snapshot.instance.id().parse::<InstanceId>() else {
+            return;
+        };
+        let Some(slot) = self.instance(&id) else {
+            return;
+        };
+        let before = slot.addresses();
+        slot.replace(snapshot);
+        if slot.addresses() != before {
+            self.rebuild(|_| {});
+        }
+    }
+
+    /// Adds instances (fleet mode) and re-indexes.
+    pub fn insert(&self, slots: Vec<Arc<InstanceSlot>>) {
+        self.rebuild(|by_id| {
+            for slot in slots {
+                by_id.insert(slot.id.clone(), slot);
+            }
+        });
+    }
+
+    /// Removes an instance and re-indexes.
+    pub fn remove(&self, id: &InstanceId) {
+        self.rebuild(|by_id| {
+            by_id.remove(id);
+        });
+    }
+
+    /// Rebuilds the index whole after `edit` changes the set of instances.
+    fn rebuild(&self, edit: impl FnOnce(&mut BTreeMap<InstanceId, Arc<InstanceSlot>>)) {
+        let _one_at_a_time = self.reindexing.lock().unwrap_or_else(|e| e.into_inner());
+        let mut by_id = self.index.load().by_id.clone();
+        edit(&mut by_id);
+        let mut by_address = HashMap::with_capacity(by_id.len() * 2);
+        for slot in by_id.values() {
+            for address in slot.addresses() {
+                by_address.insert(address, slot.clone());
+            }
+        }
+        let everyone = match self.single {
+            true => by_id.values().next().cloned(),
+            false => None,
+        };
+        self.index.store(Arc::new(Index {
+            by_address,
+            by_id,
+            everyone,
+        }));
     }
 }

@@ -41,12 +41,16 @@ impl Surface for GuestApi {
         request: Request<Full<Bytes>>,
     ) -> impl Future<Output = Result<Response<Full<Bytes>>, NoAnswer>> + Send + 'static {
         let peer = connection.peer;
-        let fault = self.fault(&request, peer);
+        let slot = self.instance_for(peer);
+        let fault = slot
+            .as_deref()
+            .and_then(|slot| self.fault(slot, &request, peer));
         // No answer is built for a reset or silence.
-        let mut response = match fault.map(|f| f.effect) {
-            None | Some(Effect::Answer) => Some(self.handle(&request, peer)),
-            Some(Effect::Status(status)) => Some(self.injected_status(status)),
-            Some(Effect::Reset | Effect::NoAnswer) => None,
+        let mut response = match (fault.map(|f| f.effect), &slot) {
+            (_, None) => Some(self.unknown_caller(peer)),
+            (None | Some(Effect::Answer), Some(slot)) => Some(self.answer(slot, &request, peer)),
+            (Some(Effect::Status(status)), _) => Some(self.injected_status(status)),
+            (Some(Effect::Reset | Effect::NoAnswer), _) => None,
         };
         if let Some(response) = &response {
             let hops = response.extensions().get::<ResponseHopLimit>().copied();

@@ -28,6 +28,9 @@ pub enum GuestError {
     /// A token that is ambiguous, malformed, forged, another instance's, or expired.
     #[error("session token refused: {}", .0.label())]
     InvalidToken(TokenRejection),
+    /// Fleet mode: the caller's address belongs to no instance.
+    #[error("caller's address belongs to no instance")]
+    UnknownCaller,
     /// A request a web browser was made to send (see [`crate::server::browser`]).
     #[error("request from a web browser refused")]
     BrowserRequest,
@@ -56,6 +59,7 @@ impl GuestError {
             GuestError::MissingToken => StatusCode::UNAUTHORIZED,
             GuestError::InvalidToken(_) => StatusCode::UNAUTHORIZED,
             GuestError::BrowserRequest => StatusCode::FORBIDDEN,
+            GuestError::UnknownCaller => StatusCode::FORBIDDEN,
             GuestError::NotFound => StatusCode::NOT_FOUND,
             GuestError::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
         }

@@ -234,7 +234,7 @@ mod tests {
         assert!(guard
             .check_host(&HeaderMap::new(), SurfaceKind::Guest, &metrics)
             .is_ok());
-        let text = metrics.render("i-0b4f7d2c9a1e83f56");
+        let text = metrics.render(&[]);
         assert!(text.contains(
             "imds_browser_requests_refused_total{surface=\"control\",reason=\"foreign_host\"} 7"
         ), "{text}");

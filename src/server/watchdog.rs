@@ -1,8 +1,9 @@
 //! One coarse watchdog per connection: it closes a connection whose client has kept it waiting
 //! for a request head longer than the deadline, or, when the server is full, for longer than a
-//! short grace. It never counts while a request is being answered.
+//! short grace (also while the client is still sending a body, which has its own deadline). It
+//! never counts while a request is being answered.
 
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -19,24 +20,39 @@ pub enum Overdue {
     Evicted,
 }
 
-/// Whether a connection is answering a request, and since when it has waited for its client.
+/// Waiting for a request head.
+const IDLE: u8 = 0;
+/// A head has arrived; the body is still coming (it has a deadline of its own).
+const READING_BODY: u8 = 1;
+/// The request is being answered.
+const ANSWERING: u8 = 2;
+
+/// What a connection is doing, and since when it has waited for its client.
 #[derive(Debug)]
 pub struct ClientWait {
     opened: Instant,
-    answering: AtomicBool,
+    phase: AtomicU8,
     /// Milliseconds after `opened` at which the last answer was handed over.
     idle_since_millis: AtomicU64,
 }
 
-/// Held while a request is being answered; the wait for the client starts again when dropped.
+/// Held from a request head's arrival until its answer is handed over; the wait for the client
+/// starts again when dropped.
 #[derive(Debug)]
 pub struct Answering(Arc<ClientWait>);
+
+impl Answering {
+    /// The body has arrived: the request is being answered.
+    pub fn body_read(&self) {
+        self.0.phase.store(ANSWERING, Ordering::Release);
+    }
+}
 
 impl Drop for Answering {
     fn drop(&mut self) {
         let now = self.0.millis();
         self.0.idle_since_millis.store(now, Ordering::Relaxed);
-        self.0.answering.store(false, Ordering::Release);
+        self.0.phase.store(IDLE, Ordering::Release);
     }
 }
 
@@ -45,7 +61,7 @@ impl ClientWait {
     pub fn new() -> ClientWait {
         ClientWait {
             opened: Instant::now(),
-            answering: AtomicBool::new(false),
+            phase: AtomicU8::new(IDLE),
             idle_since_millis: AtomicU64::new(0),
         }
     }
@@ -54,19 +70,30 @@ impl ClientWait {
         self.opened.elapsed().as_millis() as u64
     }
 
-    /// A whole request head has arrived: the watchdog pauses until the answer is handed over.
+    /// A whole request head has arrived: the deadline pauses until the answer is handed over
+    /// (a full server may still evict the connection while its body is coming).
     pub fn request_arrived(self: Arc<Self>) -> Answering {
-        self.answering.store(true, Ordering::Release);
+        self.phase.store(READING_BODY, Ordering::Release);
         Answering(self)
     }
 
-    /// How long the connection has waited for its client; `None` while answering.
+    /// How long the connection has waited for a request head; `None` otherwise.
     fn waited(&self) -> Option<Duration> {
-        if self.answering.load(Ordering::Acquire) {
+        if self.phase.load(Ordering::Acquire) != IDLE {
             return None;
         }
         let since = self.idle_since_millis.load(Ordering::Relaxed);
         Some(Duration::from_millis(self.millis().saturating_sub(since)))
+    }
+
+    /// Whether a full server may close the connection: it is waiting for its client (for a
+    /// request head for at least `grace`, or for the rest of a body).
+    fn evictable(&self, grace: Duration) -> bool {
+        match self.phase.load(Ordering::Acquire) {
+            READING_BODY => true,
+            IDLE => self.waited().is_some_and(|waited| waited >= grace),
+            _ => false,
+        }
     }
 
     /// Completes once the client has kept the connection waiting for `deadline` (checked every
@@ -89,7 +116,7 @@ impl ClientWait {
                     }
                 }
                 () = full.notified() => {
-                    if self.waited().is_some_and(|waited| waited >= evictable_after) {
+                    if self.evictable(evictable_after) {
                         return Overdue::Evicted;
                     }
                 }
@@ -107,7 +134,13 @@ mod tests {
         let wait = Arc::new(ClientWait::new());
         assert!(wait.waited().is_some());
         let answering = wait.clone().request_arrived();
-        assert_eq!(wait.waited(), None, "no deadline while answering");
+        assert_eq!(wait.waited(), None, "no deadline once a head has arrived");
+        assert!(
+            wait.evictable(Duration::ZERO),
+            "evictable while the body comes"
+        );
+        answering.body_read();
+        assert!(!wait.evictable(Duration::ZERO), "never while answering");
         drop(answering);
         assert!(wait.waited().expect("waiting again") < Duration::from_secs(1));
     }
@@ -117,6 +150,7 @@ mod tests {
         let wait = Arc::new(ClientWait::new());
         let full = Notify::new();
         let answering = wait.clone().request_arrived();
+        answering.body_read();
         let deadline = Duration::from_millis(200);
         let overdue = wait.overdue(deadline, &full, Duration::ZERO);
         tokio::pin!(overdue);
@@ -134,7 +168,8 @@ mod tests {
     async fn only_connections_waiting_for_their_client_are_evicted() {
         let idle = Arc::new(ClientWait::new());
         let busy = Arc::new(ClientWait::new());
-        let _answering = busy.clone().request_arrived();
+        let answering = busy.clone().request_arrived();
+        answering.body_read();
         let full = Notify::new();
         let deadline = Duration::from_secs(60);
         let grace = Duration::from_millis(100);

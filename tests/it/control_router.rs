@@ -120,7 +120,11 @@ pub async fn guest(
     }
     let request = request.body(()).unwrap();
     let peer: SocketAddr = PEER.parse().unwrap();
-    let response = match app.api.fault(&request, peer).map(|f| f.effect) {
+    let slot = app
+        .api
+        .instance_for(peer)
+        .expect("one instance answers everyone");
+    let response = match app.api.fault(&slot, &request, peer).map(|f| f.effect) {
         None | Some(Effect::Answer) => app.api.handle(&request, peer),
         Some(Effect::Status(status)) => app.api.injected_status(status),
         Some(effect) => panic!("{path}: no answer ({effect:?})"),

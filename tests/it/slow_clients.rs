@@ -28,7 +28,7 @@ fn send_get(addr: std::net::SocketAddr, path: &str) -> TcpStream {
 }
 
 fn open_guest_connections(imds: &TestImds) -> u64 {
-    let text = imds.api.metrics().render("i-0b4f7d2c9a1e83f56");
+    let text = imds.api.metrics().render(&imds.state.instances());
     let line = text
         .lines()
         .find(|l| l.starts_with("imds_connections_open{surface=\"guest\"}"))

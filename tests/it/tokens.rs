@@ -276,7 +276,7 @@ async fn each_refused_token_is_counted_by_its_reason_and_version() {
     assert_eq!(imds.get(path).await.status, 401);
     clock.advance(std::time::Duration::from_secs(60));
     assert_eq!(imds.get_with_token(path, &token).await.status, 401);
-    let text = imds.api.metrics().render("i-0b4f7d2c9a1e83f56");
+    let text = imds.api.metrics().render(&imds.state.instances());
     for line in [
         "imds_tokens_rejected_total{version=\"v2\",reason=\"malformed\"} 1",
         "imds_tokens_rejected_total{version=\"v2\",reason=\"bad_seal\"} 1",

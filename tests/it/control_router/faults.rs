@@ -32,9 +32,13 @@ fn decision(f: &Fixture, method: Method, path: &str) -> Option<imds::fleet::faul
         .uri(path)
         .body(())
         .unwrap();
-    f.app
+    let peer = PEER.parse::<SocketAddr>().unwrap();
+    let slot = f
+        .app
         .api
-        .fault(&request, PEER.parse::<SocketAddr>().unwrap())
+        .instance_for(peer)
+        .expect("one instance answers everyone");
+    f.app.api.fault(&slot, &request, peer)
 }
 
 #[tokio::test]
