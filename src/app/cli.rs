@@ -125,6 +125,12 @@ pub struct ServeArgs {
     /// `enabled` serves the instance's tags under meta-data/tags/instance/.
     #[arg(long, env = "IMDS_INSTANCE_METADATA_TAGS", value_name = "STATE")]
     pub instance_metadata_tags: Option<Switch>,
+    /// Fleet mode: serve many instances, each caller answered as the instance that owns its
+    /// address (the config file's `[[instances]]`, and those made with `aws ec2 run-instances`);
+    /// a caller whose address belongs to no instance gets 403. Without it, the one instance
+    /// answers every caller.
+    #[arg(long, env = "IMDS_FLEET", num_args = 0..=1, default_missing_value = "true", value_name = "BOOL")]
+    pub fleet: Option<bool>,
     /// Serve persistent HTTP/1.1 connections instead of real IMDS' `Connection: close`
     /// (faster for load tests; every SDK works either way).
     #[arg(long, env = "IMDS_KEEP_ALIVE", num_args = 0..=1, default_missing_value = "true", value_name = "BOOL")]
@@ -440,6 +446,7 @@ impl ServeArgs {
             control_listen: self.control_listen.clone(),
             allowed_hosts: self.allowed_hosts.clone(),
             keep_alive: self.keep_alive,
+            fleet: self.fleet,
             token_key_file: self.token_key_file.clone(),
             state_dir: self.keys.state_dir.clone(),
             signing_key_file: self.keys.signing_key.clone(),

@@ -20,8 +20,12 @@ pub const DEFAULT_CONFIG_TOML: &str = include_str!("config/default.toml");
 pub struct Config {
     /// Listener and connection settings.
     pub server: ServerConfig,
-    /// The instance served.
+    /// The instance served (single-instance mode).
     pub instance: InstanceConfig,
+    /// Fleet mode: the instances served at start, each laid over the built-in default instance
+    /// one key deep (as `[instance]` is); more come with `RunInstances`.
+    #[serde(default)]
+    pub instances: Vec<InstanceConfig>,
     /// Who may use the control API.
     #[serde(default)]
     pub control: ControlConfig,
@@ -74,6 +78,10 @@ pub struct ServerConfig {
     pub control_listen: Vec<SocketAddr>,
     /// Persistent connections instead of `Connection: close`.
     pub keep_alive: bool,
+    /// Fleet mode: one process serves many instances, each caller answered as the instance
+    /// owning its address (`[[instances]]`, `RunInstances`); unknown callers are refused.
+    #[serde(default)]
+    pub fleet: bool,
     /// File whose content keys IMDSv2 tokens; from the state directory, else random per
     /// process, when absent.
     pub token_key_file: Option<PathBuf>,
@@ -136,6 +144,8 @@ pub struct Overrides {
     pub control_listen: Vec<SocketAddr>,
     /// Replaces `server.keep_alive`.
     pub keep_alive: Option<bool>,
+    /// Replaces `server.fleet`.
+    pub fleet: Option<bool>,
     /// Replaces `server.allowed_hosts` when non-empty.
     pub allowed_hosts: Vec<String>,
     /// Replaces `server.token_key_file`.
@@ -197,6 +207,14 @@ pub enum ConfigError {
         /// The inconsistency.
         source: InstanceError,
     },
+    /// `[[instances]]` contradict each other.
+    #[error("{path}: instances: {reason}")]
+    Fleet {
+        /// The file (or `built-in default`).
+        path: PathBuf,
+        /// The contradiction.
+        reason: String,
+    },
     /// The server settings are unusable.
     #[error("{path}: server.{key}: {reason}")]
     Server {
@@ -214,8 +232,10 @@ pub enum ConfigError {
 pub struct Loaded {
     /// Server settings after every layer.
     pub server: ServerConfig,
-    /// The validated instance after every layer.
+    /// The validated instance after every layer (single-instance mode).
     pub instance: Instance,
+    /// Fleet mode: the validated instances of `[[instances]]`, with distinct ids and addresses.
+    pub instances: Vec<Instance>,
     /// Who may use the control API.
     pub control: ControlConfig,
 }
@@ -252,8 +272,21 @@ impl Config {
 
     fn layered(source: &Path, user: Option<toml::Table>) -> Result<Config, ConfigError> {
         let mut table = parse_toml(Path::new(BUILT_IN), DEFAULT_CONFIG_TOML)?;
+        let default_instance = table.get("instance").cloned();
         if let Some(user) = user {
             layer(&mut table, user);
+        }
+        // Each of `[[instances]]` starts from the built-in instance, as `[instance]` does.
+        if let (Some(toml::Value::Array(instances)), Some(toml::Value::Table(default))) =
+            (table.get_mut("instances"), default_instance)
+        {
+            for entry in instances.iter_mut() {
+                if let toml::Value::Table(own) = entry {
+                    let mut full = default.clone();
+                    full.extend(std::mem::take(own));
+                    *own = full;
+                }
+            }
         }
         serde_path_to_error::deserialize(toml::Value::Table(table)).map_err(|err| {
             ConfigError::InvalidKey {
@@ -282,6 +315,9 @@ impl Config {
         }
         if let Some(keep_alive) = overrides.keep_alive {
             self.server.keep_alive = keep_alive;
+        }
+        if let Some(fleet) = overrides.fleet {
+            self.server.fleet = fleet;
         }
         let server = &mut self.server;
         for (value, slot) in [
@@ -316,17 +352,60 @@ impl Config {
             key,
             reason,
         })?;
-        let instance = Instance::new(self.instance)
-            .map_err(|source| ConfigError::Instance { path, source })?;
+        let instance = Instance::new(self.instance).map_err(|source| ConfigError::Instance {
+            path: path.clone(),
+            source,
+        })?;
+        let instances = self
+            .instances
+            .into_iter()
+            .map(Instance::new)
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|source| ConfigError::Instance {
+                path: path.clone(),
+                source,
+            })?;
+        check_fleet(&instances).map_err(|reason| ConfigError::Fleet {
+            path: path.clone(),
+            reason,
+        })?;
         Ok(Loaded {
             server: self.server,
             instance,
+            instances,
             control: self.control,
         })
     }
 }
 
 const BUILT_IN: &str = "built-in default";
+
+/// `[[instances]]` must not share ids or addresses: a caller's address names one instance.
+fn check_fleet(instances: &[Instance]) -> Result<(), String> {
+    let mut ids = std::collections::BTreeSet::new();
+    let mut owners = std::collections::BTreeMap::new();
+    for instance in instances {
+        if !ids.insert(instance.id()) {
+            return Err(format!("instance_id {} appears twice", instance.id()));
+        }
+        for interface in &instance.config.network_interfaces {
+            let addresses = interface
+                .private_ipv4s
+                .iter()
+                .map(|ip| std::net::IpAddr::V4(*ip))
+                .chain(interface.ipv6s.iter().map(|ip| std::net::IpAddr::V6(*ip)));
+            for address in addresses {
+                if let Some(owner) = owners.insert(address, instance.id()) {
+                    return Err(format!(
+                        "{address} belongs to both {owner} and {}: a caller's address must name one instance",
+                        instance.id()
+                    ));
+                }
+            }
+        }
+    }
+    Ok(())
+}
 
 fn check_server(
     server: &ServerConfig,
