@@ -209,12 +209,14 @@ pub struct State {
 }
 
 impl State {
-    /// State serving one instance to every caller, with the faults its configuration sets.
-    pub fn single(snapshot: Snapshot) -> State {
+    /// State serving one instance to every caller, with the faults its configuration sets. The
+    /// snapshot may be shared with other states (it is never changed, only replaced).
+    pub fn single(snapshot: impl Into<Arc<Snapshot>>) -> State {
+        let snapshot = snapshot.into();
         let faults = FaultSet::new(snapshot.instance.config.faults.clone())
             .expect("an instance's faults are validated with it");
         State {
-            instances: vec![ArcSwap::from_pointee(snapshot)],
+            instances: vec![ArcSwap::new(snapshot)],
             faults: vec![ArcSwap::from_pointee(faults)],
             audiences: vec![Audience::default()],
         }

@@ -45,3 +45,8 @@ fn aemm_config_file_corpus_replays_cleanly() {
 fn event_time_corpus_replays_cleanly() {
     replay("event_time", imds::fuzzing::event_time);
 }
+
+#[test]
+fn control_request_corpus_replays_cleanly() {
+    replay("control_request", imds::fuzzing::control_request);
+}
