@@ -9,7 +9,7 @@
 //!   `metadata-options.http-endpoint`, `instance-state-name`, `availability-zone`, `tag:KEY`,
 //!   `tag-key`)
 //! - `ModifyInstanceMetadataOptions` (every option; omitted ones unchanged; `DryRun`)
-//! - `CreateTags`, `DeleteTags`, `DescribeTags`
+//! - `CreateTags` (at most 50 tags, as on EC2), `DeleteTags`, `DescribeTags`
 //! - `AssociateIamInstanceProfile`, `ReplaceIamInstanceProfileAssociation`,
 //!   `DisassociateIamInstanceProfile`, `DescribeIamInstanceProfileAssociations`
 //! - `GetInstanceMetadataDefaults`, `ModifyInstanceMetadataDefaults` (with `HttpTokensEnforced`,

@@ -27,6 +27,9 @@ pub enum ControlError {
     /// The instance is not in a state that allows the request.
     #[error("{0}")]
     IncorrectState(String),
+    /// More tags than a resource may have.
+    #[error("{0}")]
+    TagLimitExceeded(String),
     /// A filter name imds does not know.
     #[error("The filter '{0}' is invalid")]
     InvalidFilter(String),
@@ -65,6 +68,7 @@ impl ControlError {
             ControlError::InstanceIdMalformed(_) => "InvalidInstanceID.Malformed",
             ControlError::AssociationNotFound(_) => "InvalidAssociationID.NotFound",
             ControlError::IncorrectState(_) => "IncorrectState",
+            ControlError::TagLimitExceeded(_) => "TagLimitExceeded",
             ControlError::InvalidFilter(_) => "InvalidParameterValue",
             ControlError::InvalidAction(_) => "InvalidAction",
             ControlError::Unsupported(_) => "UnsupportedOperation",
@@ -89,6 +93,7 @@ impl ControlError {
             | ControlError::InstanceNotFound(_)
             | ControlError::InstanceIdMalformed(_)
             | ControlError::InvalidFilter(_)
+            | ControlError::TagLimitExceeded(_)
             | ControlError::AssociationNotFound(_)
             | ControlError::IncorrectState(_)
             | ControlError::InvalidAction(_)

@@ -444,7 +444,8 @@ fn when(query: &QueryRequest, name: &str) -> Result<Option<When>, ControlError> 
         .transpose()
 }
 
-/// An ISO 8601 duration of minutes and seconds (`PT2M`, `PT2M30S`, `PT150S`).
+/// An ISO 8601 duration of hours, minutes and seconds (`PT2M`, `PT2M30S`, `PT150S`); `None`
+/// also when it does not fit in `u64` seconds.
 fn iso_duration(text: &str) -> Option<Duration> {
     let mut rest = text.strip_prefix("PT")?;
     let mut total = 0u64;
@@ -455,13 +456,13 @@ fn iso_duration(text: &str) -> Option<Duration> {
         let digits = rest.find(|c: char| !c.is_ascii_digit())?;
         let value: u64 = rest[..digits].parse().ok()?;
         let unit = rest[digits..].chars().next()?;
-        total += value
-            * match unit {
-                'H' => 3600,
-                'M' => 60,
-                'S' => 1,
-                _ => return None,
-            };
+        let seconds = match unit {
+            'H' => 3600,
+            'M' => 60,
+            'S' => 1,
+            _ => return None,
+        };
+        total = total.checked_add(value.checked_mul(seconds)?)?;
         rest = &rest[digits + 1..];
     }
     Some(Duration::from_secs(total))
@@ -480,5 +481,7 @@ mod tests {
         assert_eq!(iso_duration("2M"), None);
         assert_eq!(iso_duration("PT2X"), None);
         assert_eq!(iso_duration("PTM"), None);
+        assert_eq!(iso_duration("PT18446744073709551615H"), None);
+        assert_eq!(iso_duration("PT18446744073709551615S1S"), None);
     }
 }

@@ -13,6 +13,8 @@ use crate::fleet::state::InstanceSlot;
 /// Longest tag key and value EC2 accepts.
 const MAX_KEY: usize = 128;
 const MAX_VALUE: usize = 256;
+/// Most tags EC2 lets a resource have.
+const MAX_TAGS: usize = 50;
 
 impl ControlApi {
     /// `CreateTags`: adds or overwrites tags.
@@ -24,10 +26,18 @@ impl ControlApi {
         let tags = tag_params(query, true)?;
         for slot in self.resources(query)? {
             let tags = tags.clone();
-            self.change(&slot, Change::Tags, |_, config| {
+            self.change(&slot, Change::Tags, |current, config| {
                 for (key, value) in tags {
                     check_tag(&key, value.as_deref().unwrap_or(""))?;
                     config.tags.insert(key, value.unwrap_or_default());
+                }
+                // Tags from the config file may already be more; they can still be overwritten.
+                if config.tags.len() > MAX_TAGS && config.tags.len() > current.config.tags.len() {
+                    return Err(ControlError::TagLimitExceeded(format!(
+                        "The maximum number of tags per resource is {MAX_TAGS}; {} would have {}",
+                        current.id(),
+                        config.tags.len()
+                    )));
                 }
                 dry_run(query)
             })

@@ -59,7 +59,10 @@ impl Xml {
     }
 }
 
-/// Appends `text` with `&`, `<`, `>`, `"` and `'` escaped.
+/// Appends `text` with `&`, `<`, `>`, `"` and `'` escaped, `\r` as a character reference (so
+/// parsers keep it), and characters XML 1.0 cannot carry at all (control characters other than
+/// tab, line feed and carriage return; U+FFFE, U+FFFF) as U+FFFD, so that any text a client sent
+/// (a tag, an unknown action's name) still makes a document its XML parser reads.
 pub fn escape_into(out: &mut String, text: &str) {
     for c in text.chars() {
         match c {
@@ -68,6 +71,9 @@ pub fn escape_into(out: &mut String, text: &str) {
             '>' => out.push_str("&gt;"),
             '"' => out.push_str("&quot;"),
             '\'' => out.push_str("&apos;"),
+            '\r' => out.push_str("&#xD;"),
+            '\t' | '\n' => out.push(c),
+            '\0'..='\u{1F}' | '\u{FFFE}' | '\u{FFFF}' => out.push(char::REPLACEMENT_CHARACTER),
             c => out.push(c),
         }
     }
@@ -87,5 +93,12 @@ mod tests {
             "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<CreateTagsResponse xmlns=\"http://ec2.amazonaws.com/doc/2016-11-15/\">\
              <requestId>r-1</requestId><tagSet><item><key>a&lt;b&amp;&quot;c&quot;</key></item></tagSet></CreateTagsResponse>"
         );
+    }
+
+    #[test]
+    fn characters_xml_cannot_carry_are_replaced() {
+        let mut out = String::new();
+        escape_into(&mut out, "a\u{0}b\u{1}\tc\n\rd\u{7f}\u{FFFE}e\u{1F600}");
+        assert_eq!(out, "a\u{FFFD}b\u{FFFD}\tc\n&#xD;d\u{7f}\u{FFFD}e\u{1F600}");
     }
 }

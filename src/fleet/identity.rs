@@ -10,6 +10,7 @@
 //! request can time a private-key operation.
 
 use std::str::FromStr;
+use std::sync::Mutex;
 use std::time::{Duration, SystemTime};
 
 use base64::engine::general_purpose::STANDARD;
@@ -80,6 +81,9 @@ pub struct IdentitySigner {
     signing_key: SigningKey<Sha256>,
     certificate: Certificate,
     certificate_pem: String,
+    /// The last document signed and its signatures: every snapshot build signs the instance's
+    /// document, which control changes (tags, options, role, events) leave as it was.
+    last: Mutex<Option<(Bytes, DocumentSignatures)>>,
 }
 
 impl std::fmt::Debug for IdentitySigner {
@@ -139,6 +143,7 @@ impl IdentitySigner {
             signing_key,
             certificate,
             certificate_pem,
+            last: Mutex::new(None),
         })
     }
 
@@ -161,13 +166,22 @@ impl IdentitySigner {
             .expect("an RSA public key always encodes as SPKI")
     }
 
-    /// Signs the exact bytes of an identity document.
+    /// Signs the exact bytes of an identity document (the same document again: the same
+    /// signatures, without signing anew; PKCS#1 v1.5 signatures are deterministic anyway).
     pub fn sign(&self, document: &[u8]) -> DocumentSignatures {
+        let mut last = self.last.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some((signed, signatures)) = last.as_ref() {
+            if signed == document {
+                return signatures.clone();
+            }
+        }
         let signature: Signature = self.signing_key.sign(document);
-        DocumentSignatures {
+        let signatures = DocumentSignatures {
             signature: wrapped_base64(&signature.to_vec()),
             pkcs7: wrapped_base64(&self.pkcs7(document)),
-        }
+        };
+        *last = Some((Bytes::copy_from_slice(document), signatures.clone()));
+        signatures
     }
 
     /// PKCS#7 `SignedData` with the document as `id-data` content, a SHA-256 digest and the
@@ -269,6 +283,18 @@ mod tests {
         assert!(verifier
             .verify(b"{ \"region\" : \"eu-west-1\" }", &signature)
             .is_err());
+    }
+
+    #[test]
+    fn a_document_signed_again_gets_the_same_signatures_and_another_its_own() {
+        let signer = IdentitySigner::generate().unwrap();
+        let first = signer.sign(b"{ \"a\" : 1 }");
+        assert_eq!(signer.sign(b"{ \"a\" : 1 }"), first);
+        let other = signer.sign(b"{ \"a\" : 2 }");
+        assert_ne!(other.signature, first.signature);
+        assert_ne!(other.pkcs7, first.pkcs7);
+        let fresh = IdentitySigner::from_pem(&signer.private_key_pem(), signer.certificate_pem());
+        assert_eq!(fresh.unwrap().sign(b"{ \"a\" : 1 }"), first);
     }
 
     #[test]

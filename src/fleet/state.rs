@@ -231,9 +231,11 @@ pub struct InstanceSlot {
 }
 
 impl InstanceSlot {
-    /// A slot serving `snapshot`, with the faults its configuration sets and `changes` as what
-    /// the control plane changed so far.
-    pub fn new(snapshot: Snapshot, changes: InstanceChanges) -> Arc<InstanceSlot> {
+    /// A slot serving `snapshot` (which may be shared: it is never changed, only replaced),
+    /// with the faults its configuration sets and `changes` as what the control plane changed
+    /// so far.
+    pub fn new(snapshot: impl Into<Arc<Snapshot>>, changes: InstanceChanges) -> Arc<InstanceSlot> {
+        let snapshot: Arc<Snapshot> = snapshot.into();
         let faults = FaultSet::new(snapshot.instance.config.faults.clone())
             .expect("an instance's faults are validated with it");
         let id = snapshot
@@ -243,7 +245,7 @@ impl InstanceSlot {
             .expect("an instance's id is validated with it");
         Arc::new(InstanceSlot {
             id,
-            snapshot: ArcSwap::from_pointee(snapshot),
+            snapshot: ArcSwap::new(snapshot),
             faults: ArcSwap::from_pointee(faults),
             audience: Audience::default(),
             counters: InstanceCounters::default(),
@@ -351,13 +353,13 @@ pub struct State {
 
 impl State {
     /// State serving one instance to every caller, with the faults its configuration sets.
-    pub fn single(snapshot: Snapshot) -> State {
+    pub fn single(snapshot: impl Into<Arc<Snapshot>>) -> State {
         State::single_with(snapshot, InstanceChanges::default())
     }
 
     /// State serving one instance to every caller, `changes` being what the control plane
     /// changed on it so far.
-    pub fn single_with(snapshot: Snapshot, changes: InstanceChanges) -> State {
+    pub fn single_with(snapshot: impl Into<Arc<Snapshot>>, changes: InstanceChanges) -> State {
         let slot = InstanceSlot::new(snapshot, changes);
         let state = State {
             index: ArcSwap::from_pointee(Index::default()),

@@ -50,3 +50,8 @@ fn event_time_corpus_replays_cleanly() {
 fn policy_document_corpus_replays_cleanly() {
     replay("policy_document", imds::fuzzing::policy_document);
 }
+
+#[test]
+fn control_request_corpus_replays_cleanly() {
+    replay("control_request", imds::fuzzing::control_request);
+}

@@ -16,7 +16,8 @@ pub fn timeline(instance: &Instance, signer: &IdentitySigner, schedule: &Schedul
     let signed = signer.sign(&document);
     let identity = SignedIdentity { document, signed };
     let mut trees = vec![(0, tree(instance, &identity, &schedule.at(0)))];
-    for point in schedule.change_points() {
+    // A change at time 0 (an event dated at the epoch) is already in the first tree.
+    for point in schedule.change_points().into_iter().filter(|p| *p > 0) {
         trees.push((point, tree(instance, &identity, &schedule.at(point))));
     }
     Timeline::new(trees)
@@ -417,4 +418,33 @@ fn dynamic(b: &mut TreeBuilder, identity: &SignedIdentity) {
             &["rsa2048", "pkcs7", "document", "signature", "dsa2048"],
         )
         .text("dynamic/fws/instance-monitoring", "2009-04-04", "disabled");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::fleet::metadata::version::ApiVersion;
+    use crate::fleet::metadata::Found;
+
+    #[test]
+    fn an_event_at_the_epoch_is_in_the_first_tree() {
+        let path = std::path::Path::new("epoch.toml");
+        let text = "[instance.events]\n\
+                    target_lifecycle = [{ state = \"InService\", at = \"1970-01-01T00:00:00Z\" }]\n";
+        let instance = crate::app::config::Config::from_text(path, text)
+            .and_then(|c| c.resolve(&Default::default(), Some(path)))
+            .unwrap()
+            .instance;
+        let schedule = Schedule::resolve(&instance.config.events, 1_800_000_000_000, "i-1");
+        assert_eq!(schedule.change_points(), [0]);
+        let signer = IdentitySigner::generate().unwrap();
+        let timeline = timeline(&instance, &signer, &schedule);
+        assert!(timeline.is_fixed());
+        let latest = ApiVersion::from_name("latest").unwrap();
+        let found = timeline.at(0).find(
+            latest,
+            ["meta-data", "autoscaling", "target-lifecycle-state"].into_iter(),
+        );
+        assert!(matches!(found, Some(Found::Leaf(Leaf::Text(body))) if body == "InService"));
+    }
 }
