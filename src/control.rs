@@ -42,6 +42,7 @@ mod sigv4;
 mod tags;
 mod xml;
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -85,23 +86,37 @@ const DEFAULTS: &str = "instance-metadata-defaults";
 pub struct Persisted {
     /// Where changes are kept; `None` keeps them in memory.
     pub store: Option<Arc<Store>>,
-    /// The instance's changes, to layer over its config file.
-    pub changes: InstanceChanges,
+    /// Each instance's changes (by instance id), to layer over its config file.
+    pub changes: BTreeMap<String, InstanceChanges>,
     /// The account's instance metadata defaults.
     pub defaults: MetadataDefaults,
 }
 
 impl Persisted {
-    /// What `store` kept for the instance `instance_id` (nothing without a store).
-    pub fn load(store: Option<Arc<Store>>, instance_id: &str) -> Result<Persisted, StoreError> {
+    /// What `store` kept for the instances `instance_ids` (nothing without a store).
+    pub fn load<'a>(
+        store: Option<Arc<Store>>,
+        instance_ids: impl IntoIterator<Item = &'a str>,
+    ) -> Result<Persisted, StoreError> {
         let Some(store) = store else {
             return Ok(Persisted::default());
         };
+        let mut changes = BTreeMap::new();
+        for id in instance_ids {
+            if let Some(kept) = store.instance_changes(id)? {
+                changes.insert(id.to_owned(), kept);
+            }
+        }
         Ok(Persisted {
-            changes: store.instance_changes(instance_id)?.unwrap_or_default(),
+            changes,
             defaults: store.account(DEFAULTS)?.unwrap_or_default(),
             store: Some(store),
         })
+    }
+
+    /// What the control plane changed on the instance `id` before this start.
+    pub fn changes_of(&self, id: &str) -> InstanceChanges {
+        self.changes.get(id).cloned().unwrap_or_default()
     }
 }
 

@@ -92,11 +92,25 @@ impl App {
             clock.clone(),
             server.sts_endpoint.clone(),
         ));
-        let instance = persisted.changes.layered(loaded.instance);
-        let state = Arc::new(fleet::state::State::single_with(
-            snapshots.build(instance),
-            persisted.changes.clone(),
-        ));
+        let fleet_mode = server.fleet;
+        let instances = match fleet_mode {
+            true => loaded.instances,
+            false => vec![loaded.instance],
+        };
+        let slots: Vec<_> = instances
+            .into_iter()
+            .map(|instance| {
+                let changes = persisted.changes_of(instance.id());
+                let layered = changes.layered(instance);
+                fleet::state::InstanceSlot::new(snapshots.build(layered), changes)
+            })
+            .collect();
+        let state = Arc::new(match fleet_mode {
+            true => fleet::state::State::fleet(slots),
+            false => {
+                fleet::state::State::single_slot(slots.into_iter().next().expect("one instance"))
+            }
+        });
         let tokens = fleet::token::TokenSealer::new(&keys.secret);
         let metrics = Arc::new(metrics::Metrics::default());
         let access_log =

@@ -89,20 +89,24 @@ pub fn run_with(load: LoadConfig, link_local: bool) -> Result<(), ServeError> {
         None => None,
     };
     let keys = Keys::load(&loaded.server, store.as_deref())?;
-    let persisted = Persisted::load(store, loaded.instance.id())?;
+    let ids: Vec<&str> = match loaded.server.fleet {
+        true => loaded.instances.iter().map(|i| i.id()).collect(),
+        false => vec![loaded.instance.id()],
+    };
+    let persisted = Persisted::load(store, ids)?;
     let access_log = match &loaded.server.access_log {
         Some(path) => Some(Destination::open(path)?),
         None => None,
     };
-    if !persisted.changes.is_empty() {
+    for (instance, changes) in &persisted.changes {
         tracing::info!(
-            instance = loaded.instance.id(),
-            changes = ?persisted.changes,
+            instance,
+            ?changes,
             "control-plane changes from the state directory are layered over the config file"
         );
     }
     let options = persisted
-        .changes
+        .changes_of(loaded.instance.id())
         .metadata_options
         .unwrap_or_else(|| loaded.instance.options());
     let mut link_local = match link_local {

@@ -360,7 +360,11 @@ impl State {
     /// State serving one instance to every caller, `changes` being what the control plane
     /// changed on it so far.
     pub fn single_with(snapshot: impl Into<Arc<Snapshot>>, changes: InstanceChanges) -> State {
-        let slot = InstanceSlot::new(snapshot, changes);
+        State::single_slot(InstanceSlot::new(snapshot, changes))
+    }
+
+    /// State serving the instance of `slot` to every caller.
+    pub fn single_slot(slot: Arc<InstanceSlot>) -> State {
         let state = State {
             index: ArcSwap::from_pointee(Index::default()),
             single: true,

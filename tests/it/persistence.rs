@@ -303,7 +303,7 @@ async fn concurrent_changes_to_the_account_defaults_both_survive() {
         .unwrap()
         .resolve(&Default::default(), None)
         .unwrap();
-    let persisted = imds::control::Persisted::load(Some(store.clone()), INSTANCE).unwrap();
+    let persisted = imds::control::Persisted::load(Some(store.clone()), [INSTANCE]).unwrap();
     let keys = crate::harness::keys_with(imds::fleet::secret::ServerSecret::random());
     let clock = Arc::new(imds::clock::SystemClock);
     let app = imds::App::new(loaded, &keys, clock, persisted, None);
