@@ -146,7 +146,7 @@ impl ControlApi {
         keys: Option<ControlKeys>,
         persisted: Persisted,
     ) -> ControlApi {
-        let network = vpc::initial_network(persisted.network, &state.current().instance);
+        let network = vpc::initial_network(persisted.network, &state);
         ControlApi {
             network: std::sync::Mutex::new(network),
             metrics,

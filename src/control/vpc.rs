@@ -9,25 +9,19 @@ use super::error::ControlError;
 use super::query::QueryRequest;
 use super::xml::Xml;
 use super::ControlApi;
-use crate::fleet::instance::Instance;
 use crate::fleet::network::{Network, NewSubnet, SecurityGroup, Subnet, Tags, Vpc};
+use crate::fleet::state::State;
 
 /// The registry's name in the store's account values.
 pub(super) const NETWORK: &str = "network";
 
-/// The registry to start from: the stored one, else the default one of `instance`'s region;
-/// either way with `instance`'s addresses in use.
-pub(super) fn initial_network(stored: Option<Network>, instance: &Instance) -> Arc<Network> {
-    let Some(mut network) = stored else {
-        return Arc::new(Network::default_for(instance));
-    };
-    for nic in &instance.config.network_interfaces {
-        let ipv4s = nic.private_ipv4s.iter().map(|ip| (*ip).into());
-        for ip in ipv4s.chain(nic.ipv6s.iter().map(|ip| (*ip).into())) {
-            if let Err(error) = network.mark_in_use(&nic.subnet_id, ip) {
-                tracing::warn!(%error, "a configured address is not in the stored network");
-            }
-        }
+/// The registry to start from: the stored one, else the default one of the first instance's
+/// region; either way with every configured instance's network objects and addresses in it.
+pub(super) fn initial_network(stored: Option<Network>, state: &State) -> Arc<Network> {
+    let first = state.current();
+    let mut network = stored.unwrap_or_else(|| Network::default_for(&first.instance));
+    for slot in state.instances() {
+        network.add_instance(&slot.snapshot().instance);
     }
     Arc::new(network)
 }

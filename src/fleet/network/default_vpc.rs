@@ -38,29 +38,56 @@ impl Network {
             security_groups: BTreeMap::new(),
             key_pairs: BTreeMap::new(),
         };
+        network.add_instance(instance);
+        network.add_default_subnets();
+        network
+    }
+
+    /// Registers what a configured `instance` uses and the registry lacks (its VPCs, subnets,
+    /// security groups and key pairs; its first VPC becomes the default one when there is none)
+    /// and marks its addresses in use. Idempotent: call it for every configured instance at
+    /// start, whether the registry is fresh or stored.
+    pub fn add_instance(&mut self, instance: &Instance) {
+        let config = &instance.config;
+        let placement = &config.placement;
+        if !self
+            .zones
+            .iter()
+            .any(|z| z.name == placement.availability_zone)
+            && placement.availability_zone.starts_with(&self.region)
+        {
+            self.zones.push(Zone {
+                name: placement.availability_zone.clone(),
+                id: placement.availability_zone_id.clone(),
+            });
+        }
         for (index, nic) in config.network_interfaces.iter().enumerate() {
-            network
-                .vpcs
-                .entry(nic.vpc_id.clone())
-                .or_insert_with(|| Vpc {
-                    id: nic.vpc_id.clone(),
-                    cidrs: nic.vpc_ipv4_cidr_blocks.clone(),
-                    ipv6_cidrs: nic.vpc_ipv6_cidr_blocks.clone(),
-                    is_default: index == 0,
-                    dhcp_options_id: derived_id("dopt-", &nic.vpc_id),
-                    tags: Tags::new(),
+            let primary = index == 0;
+            let no_default_vpc = self.default_vpc().is_err();
+            let vpc = self.vpcs.entry(nic.vpc_id.clone()).or_insert_with(|| Vpc {
+                id: nic.vpc_id.clone(),
+                cidrs: nic.vpc_ipv4_cidr_blocks.clone(),
+                ipv6_cidrs: nic.vpc_ipv6_cidr_blocks.clone(),
+                is_default: primary && no_default_vpc,
+                dhcp_options_id: derived_id("dopt-", &nic.vpc_id),
+                tags: Tags::new(),
+            });
+            let default_for_az = primary
+                && vpc.is_default
+                && !self.subnets.values().any(|s| {
+                    s.vpc_id == nic.vpc_id
+                        && s.default_for_az
+                        && s.availability_zone == placement.availability_zone
                 });
-            let default_for_az = index == 0;
-            network
-                .subnets
+            self.subnets
                 .entry(nic.subnet_id.clone())
                 .or_insert_with(|| Subnet {
                     id: nic.subnet_id.clone(),
                     vpc_id: nic.vpc_id.clone(),
                     cidr: nic.subnet_ipv4_cidr_block,
                     ipv6_cidr: nic.subnet_ipv6_cidr_blocks.first().copied(),
-                    availability_zone: config.placement.availability_zone.clone(),
-                    availability_zone_id: config.placement.availability_zone_id.clone(),
+                    availability_zone: placement.availability_zone.clone(),
+                    availability_zone_id: placement.availability_zone_id.clone(),
                     default_for_az,
                     map_public_ip_on_launch: default_for_az,
                     tags: Tags::new(),
@@ -68,8 +95,7 @@ impl Network {
                     ipv6: Default::default(),
                 });
             for group in &nic.security_groups {
-                network
-                    .security_groups
+                self.security_groups
                     .entry(group.id.clone())
                     .or_insert_with(|| SecurityGroup {
                         id: group.id.clone(),
@@ -80,12 +106,33 @@ impl Network {
                     });
             }
         }
-        network.add_default_subnets();
-        let vpc_ids: Vec<String> = network.vpcs.keys().cloned().collect();
+        self.add_default_groups();
+        for key in &config.public_keys {
+            self.add_configured_key(&key.name, &key.openssh_key, config.pending_time);
+        }
+        for nic in &config.network_interfaces {
+            let addresses = nic
+                .private_ipv4s
+                .iter()
+                .map(|ip| IpAddr::V4(*ip))
+                .chain(nic.ipv6s.iter().map(|ip| IpAddr::V6(*ip)));
+            for ip in addresses {
+                // Configuration keeps addresses inside the subnet; an IPv6 address outside
+                // the subnet's first block has nowhere to be counted.
+                if let Err(error) = self.mark_in_use(&nic.subnet_id, ip) {
+                    tracing::debug!(%error, "a configured address is not counted");
+                }
+            }
+        }
+    }
+
+    /// Gives every VPC without one its `default` security group.
+    fn add_default_groups(&mut self) {
+        let vpc_ids: Vec<String> = self.vpcs.keys().cloned().collect();
         for vpc_id in vpc_ids {
-            if network.security_group_named(&vpc_id, "default").is_err() {
+            if self.security_group_named(&vpc_id, "default").is_err() {
                 let id = derived_id("sg-", &format!("{vpc_id}/default"));
-                network.security_groups.insert(
+                self.security_groups.insert(
                     id.clone(),
                     SecurityGroup {
                         id,
@@ -97,23 +144,6 @@ impl Network {
                 );
             }
         }
-        let created = config.pending_time;
-        for key in &config.public_keys {
-            network.add_configured_key(&key.name, &key.openssh_key, created);
-        }
-        for nic in &config.network_interfaces {
-            let addresses = nic
-                .private_ipv4s
-                .iter()
-                .map(|ip| IpAddr::V4(*ip))
-                .chain(nic.ipv6s.iter().map(|ip| IpAddr::V6(*ip)));
-            for ip in addresses {
-                // Configuration keeps addresses inside the subnet; an IPv6 address outside
-                // the subnet's first block has nowhere to be counted.
-                let _ = network.mark_in_use(&nic.subnet_id, ip);
-            }
-        }
-        network
     }
 
     /// Gives every zone without one a default subnet in the default VPC.

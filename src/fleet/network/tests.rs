@@ -279,3 +279,29 @@ proptest! {
         }
     }
 }
+
+#[test]
+fn another_configured_instance_adds_its_subnet_and_addresses() {
+    let mut network = network();
+    let mut config = instance().config;
+    config.instance_id = "i-0123456789abcdef0".into();
+    let nic = &mut config.network_interfaces[0];
+    nic.subnet_id = "subnet-0123456789abcdef0".into();
+    nic.subnet_ipv4_cidr_block = "10.0.240.0/24".parse().unwrap();
+    nic.private_ipv4s = vec!["10.0.240.10".parse().unwrap()];
+    let other = Instance::new(config).unwrap();
+    network.add_instance(&other);
+    network.add_instance(&other);
+    let subnet = network.subnet("subnet-0123456789abcdef0").unwrap();
+    assert_eq!(subnet.vpc_id, VPC);
+    assert!(
+        !subnet.default_for_az,
+        "us-east-1a keeps its default subnet"
+    );
+    assert_eq!(subnet.addresses_in_use(), 1);
+    assert_eq!(
+        network.default_subnet(Some("us-east-1a")).unwrap().id,
+        SUBNET
+    );
+    assert_eq!(network.vpcs().count(), 1);
+}
