@@ -18,6 +18,9 @@
 //!   `SendSpotInstanceInterruptions`, `ScheduleInstanceEvent`, `CompleteInstanceEvent`,
 //!   `CancelInstanceEvent`, `SetTargetLifecycleState`, `ClearInstanceEvents` (see `events`)
 //! - imds' fault actions `InjectFault`, `DescribeFaults`, `ClearFaults` (see `faults`)
+//! - `DescribeVpcs`, `CreateSubnet`, `DeleteSubnet`, `DescribeSubnets`, `CreateSecurityGroup`,
+//!   `DeleteSecurityGroup`, `DescribeSecurityGroups` (see `vpc`), `ImportKeyPair`,
+//!   `DescribeKeyPairs`, `DeleteKeyPair` (see `key_pairs`)
 //!
 //! With `[control]` keys configured, every Query request must carry a valid SigV4 signature
 //! made with them (`AuthFailure` otherwise); without them the listener is loopback-only.
@@ -36,10 +39,12 @@ mod events;
 mod faults;
 mod iam;
 mod instances;
+mod key_pairs;
 pub mod policy;
 mod query;
 mod sigv4;
 mod tags;
+mod vpc;
 mod xml;
 
 use std::collections::BTreeMap;
@@ -90,6 +95,8 @@ pub struct Persisted {
     pub changes: BTreeMap<String, InstanceChanges>,
     /// The account's instance metadata defaults.
     pub defaults: MetadataDefaults,
+    /// The region's VPCs, subnets, security groups and key pairs, when stored.
+    pub network: Option<crate::fleet::network::Network>,
 }
 
 impl Persisted {
@@ -110,6 +117,7 @@ impl Persisted {
         Ok(Persisted {
             changes,
             defaults: store.account(DEFAULTS)?.unwrap_or_default(),
+            network: store.account(vpc::NETWORK)?,
             store: Some(store),
         })
     }
@@ -138,6 +146,8 @@ pub struct ControlApi {
     defaults: std::sync::Mutex<defaults::MetadataDefaults>,
     /// Counts applied instance changes, for whoever reacts to them (the link-local endpoint).
     applied: tokio::sync::watch::Sender<u64>,
+    /// The region's VPCs, subnets, security groups and key pairs (changed on a copy, swapped).
+    network: std::sync::Mutex<Arc<crate::fleet::network::Network>>,
 }
 
 impl ControlApi {
@@ -151,7 +161,9 @@ impl ControlApi {
         keys: Option<ControlKeys>,
         persisted: Persisted,
     ) -> ControlApi {
+        let network = vpc::initial_network(persisted.network, &state);
         ControlApi {
+            network: std::sync::Mutex::new(network),
             metrics,
             keys,
             state,
@@ -282,6 +294,16 @@ impl ControlApi {
             "InjectFault" => self.inject_fault(query, request_id).await,
             "DescribeFaults" => self.describe_faults(query, request_id),
             "ClearFaults" => self.clear_faults(query, request_id).await,
+            "DescribeVpcs" => self.describe_vpcs(query, request_id),
+            "CreateSubnet" => self.create_subnet(query, request_id).await,
+            "DeleteSubnet" => self.delete_subnet(query, request_id).await,
+            "DescribeSubnets" => self.describe_subnets(query, request_id),
+            "CreateSecurityGroup" => self.create_security_group(query, request_id).await,
+            "DeleteSecurityGroup" => self.delete_security_group(query, request_id).await,
+            "DescribeSecurityGroups" => self.describe_security_groups(query, request_id),
+            "ImportKeyPair" => self.import_key_pair(query, request_id).await,
+            "DescribeKeyPairs" => self.describe_key_pairs(query, request_id),
+            "DeleteKeyPair" => self.delete_key_pair(query, request_id).await,
             other => Err(ControlError::InvalidAction(other.to_owned())),
         }
     }

@@ -3,7 +3,8 @@
 //! bodies prebuilt per instance ([`metadata`]); sealed stateless session tokens ([`token`]);
 //! rotating credentials per delivery ([`credentials`]); the signed identity document
 //! ([`identity`]) and the keys behind both ([`keys`], [`secret`]); what EC2 announces as a
-//! schedule ([`events`]); injected [`faults`]; and the swapped-whole snapshots the guest API
+//! schedule ([`events`]); injected [`faults`]; the VPCs, subnets, security groups, key pairs
+//! and address pools instances launch into ([`network`]); and the swapped-whole snapshots the guest API
 //! reads lock-free ([`state`]).
 
 pub mod changes;
@@ -15,6 +16,7 @@ pub mod instance;
 pub mod instance_id;
 pub mod keys;
 pub mod metadata;
+pub mod network;
 pub mod options;
 pub mod secret;
 pub mod state;

@@ -55,6 +55,9 @@ pub enum ControlError {
     /// Only POST (and GET with a query string) carries Query requests.
     #[error("The requested method is not allowed for this resource.")]
     MethodNotAllowed,
+    /// A VPC, subnet, security group, key pair or address request EC2 would refuse.
+    #[error(transparent)]
+    Network(#[from] crate::fleet::network::NetworkError),
 }
 
 impl ControlError {
@@ -77,6 +80,7 @@ impl ControlError {
             ControlError::MethodNotAllowed => "UnsupportedOperation",
             ControlError::BrowserRequest => "UnauthorizedOperation",
             ControlError::InternalError => "InternalError",
+            ControlError::Network(error) => error.code(),
         }
     }
 
@@ -98,7 +102,8 @@ impl ControlError {
             | ControlError::IncorrectState(_)
             | ControlError::InvalidAction(_)
             | ControlError::Unsupported(_)
-            | ControlError::MethodNotAllowed => http::StatusCode::BAD_REQUEST,
+            | ControlError::MethodNotAllowed
+            | ControlError::Network(_) => http::StatusCode::BAD_REQUEST,
         }
     }
 

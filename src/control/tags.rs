@@ -143,7 +143,7 @@ fn tag_params(
 }
 
 /// EC2's limits on any tag (those IMDS adds are checked with the instance).
-fn check_tag(key: &str, value: &str) -> Result<(), ControlError> {
+pub(super) fn check_tag(key: &str, value: &str) -> Result<(), ControlError> {
     if key.is_empty() || key.chars().count() > MAX_KEY {
         return Err(ControlError::InvalidParameterValue(format!(
             "Tag key must be 1 to {MAX_KEY} characters long: '{key}'"

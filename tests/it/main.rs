@@ -20,6 +20,7 @@ mod identity;
 mod instance_config;
 mod link_local;
 mod netns;
+mod network;
 mod paths;
 mod persistence;
 mod process;
