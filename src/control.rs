@@ -37,9 +37,12 @@ mod defaults;
 mod error;
 mod events;
 mod faults;
+mod guardrails;
 mod iam;
 mod instances;
 mod key_pairs;
+mod launch;
+mod lifecycle;
 pub mod policy;
 mod query;
 mod sigv4;
@@ -64,6 +67,7 @@ use crate::fleet::changes::{InstanceChanges, RoleAssociation};
 use crate::fleet::faults::FaultSet;
 use crate::fleet::instance::{Instance, InstanceConfig};
 use crate::fleet::instance_id::InstanceId;
+use crate::fleet::lifecycle::Transition;
 use crate::fleet::state::{InstanceSlot, SnapshotBuilder, State};
 use crate::metrics::Metrics;
 use crate::store::{Store, StoreError};
@@ -93,6 +97,8 @@ pub struct Persisted {
     pub store: Option<Arc<Store>>,
     /// Each instance's changes (by instance id), to layer over its config file.
     pub changes: BTreeMap<String, InstanceChanges>,
+    /// The instances launched with `RunInstances` (fleet mode), still visible.
+    pub launched: Vec<crate::fleet::instance::InstanceConfig>,
     /// The account's instance metadata defaults.
     pub defaults: MetadataDefaults,
     /// The region's VPCs, subnets, security groups and key pairs, when stored.
@@ -108,14 +114,18 @@ impl Persisted {
         let Some(store) = store else {
             return Ok(Persisted::default());
         };
+        let launched: Vec<crate::fleet::instance::InstanceConfig> = store.launched_instances()?;
         let mut changes = BTreeMap::new();
-        for id in instance_ids {
-            if let Some(kept) = store.instance_changes(id)? {
-                changes.insert(id.to_owned(), kept);
+        let mut ids: Vec<String> = instance_ids.into_iter().map(str::to_owned).collect();
+        ids.extend(launched.iter().map(|c| c.instance_id.clone()));
+        for id in ids {
+            if let Some(kept) = store.instance_changes::<InstanceChanges>(&id)? {
+                changes.insert(id, kept);
             }
         }
         Ok(Persisted {
             changes,
+            launched,
             defaults: store.account(DEFAULTS)?.unwrap_or_default(),
             network: store.account(vpc::NETWORK)?,
             store: Some(store),
@@ -148,6 +158,12 @@ pub struct ControlApi {
     applied: tokio::sync::watch::Sender<u64>,
     /// The region's VPCs, subnets, security groups and key pairs (changed on a copy, swapped).
     network: std::sync::Mutex<Arc<crate::fleet::network::Network>>,
+    /// What `RunInstances` builds new instances from: the built-in instance.
+    template: crate::fleet::instance::InstanceConfig,
+    /// `RunInstances`' client tokens and what they launched.
+    client_tokens: std::sync::Mutex<BTreeMap<String, launch::Launched>>,
+    /// The guardrail policies in force.
+    policies: arc_swap::ArcSwap<policy::PolicySet>,
 }
 
 impl ControlApi {
@@ -161,9 +177,15 @@ impl ControlApi {
         keys: Option<ControlKeys>,
         persisted: Persisted,
     ) -> ControlApi {
-        let network = vpc::initial_network(persisted.network, &state);
+        let template = crate::app::config::Config::load(None)
+            .expect("the built-in configuration is valid")
+            .instance;
+        let network = vpc::initial_network(persisted.network, &state, &template);
         ControlApi {
             network: std::sync::Mutex::new(network),
+            template,
+            client_tokens: std::sync::Mutex::new(BTreeMap::new()),
+            policies: arc_swap::ArcSwap::from_pointee(policy::PolicySet::default()),
             metrics,
             keys,
             state,
@@ -245,6 +267,30 @@ impl ControlApi {
     ) -> Result<String, ControlError> {
         match query.action()? {
             "DescribeInstances" => self.describe_instances(query, request_id),
+            "RunInstances" => self.run_instances(query, request_id).await,
+            "TerminateInstances" => {
+                self.change_lifecycle(
+                    query,
+                    request_id,
+                    "TerminateInstancesResponse",
+                    Transition::Terminate,
+                )
+                .await
+            }
+            "StopInstances" => {
+                self.change_lifecycle(query, request_id, "StopInstancesResponse", Transition::Stop)
+                    .await
+            }
+            "StartInstances" => {
+                self.change_lifecycle(
+                    query,
+                    request_id,
+                    "StartInstancesResponse",
+                    Transition::Start,
+                )
+                .await
+            }
+            "RebootInstances" => self.reboot_instances(query, request_id),
             "ModifyInstanceMetadataOptions" => {
                 self.modify_instance_metadata_options(query, request_id)
                     .await

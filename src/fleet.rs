@@ -15,6 +15,7 @@ pub mod identity;
 pub mod instance;
 pub mod instance_id;
 pub mod keys;
+pub mod lifecycle;
 pub mod metadata;
 pub mod network;
 pub mod options;

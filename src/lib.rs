@@ -61,6 +61,26 @@ pub struct App {
     pub hosts: Arc<server::HostGuard>,
 }
 
+/// The instances `persisted` says were launched with `RunInstances` and are still visible at
+/// `now` (clock milliseconds); a stored one that no longer validates is skipped with an error.
+fn launched(persisted: &control::Persisted, now: u64) -> Vec<fleet::instance::Instance> {
+    persisted
+        .launched
+        .iter()
+        .filter(|config| {
+            let lifecycle = persisted.changes_of(&config.instance_id).lifecycle;
+            !lifecycle.is_some_and(|l| l.is_gone(now))
+        })
+        .filter_map(|config| match fleet::instance::Instance::new(config.clone()) {
+            Ok(instance) => Some(instance),
+            Err(error) => {
+                tracing::error!(instance = config.instance_id, %error, "a stored instance is not valid; left out");
+                None
+            }
+        })
+        .collect()
+}
+
 impl App {
     /// Builds the app for `loaded` with `keys`, reading time from `clock`, keeping control
     /// changes where `persisted` says (the instance is served with `persisted`'s changes over
@@ -94,7 +114,11 @@ impl App {
         ));
         let fleet_mode = server.fleet;
         let instances = match fleet_mode {
-            true => loaded.instances,
+            true => {
+                let mut instances = loaded.instances;
+                instances.extend(launched(&persisted, clock.now_millis()));
+                instances
+            }
             false => vec![loaded.instance],
         };
         let slots: Vec<_> = instances

@@ -21,7 +21,7 @@ use zeroize::Zeroizing;
 pub const DATABASE_FILE: &str = "state.db";
 
 /// The schema's version, kept in `PRAGMA user_version`.
-const SCHEMA_VERSION: i64 = 1;
+const SCHEMA_VERSION: i64 = 2;
 
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS keys (
@@ -33,12 +33,29 @@ CREATE TABLE IF NOT EXISTS instance_changes (
     changes     TEXT NOT NULL,
     updated_at  TEXT NOT NULL DEFAULT (strftime('%Y-%m-%dT%H:%M:%fZ', 'now'))
 ) STRICT;
+CREATE TABLE IF NOT EXISTS launched_instances (
+    instance_id TEXT PRIMARY KEY,
+    config      TEXT NOT NULL,
+    updated_at  TEXT NOT NULL DEFAULT (strftime('%Y-%m-%dT%H:%M:%fZ', 'now'))
+) STRICT;
 CREATE TABLE IF NOT EXISTS account (
     name       TEXT PRIMARY KEY,
     value      TEXT NOT NULL,
     updated_at TEXT NOT NULL DEFAULT (strftime('%Y-%m-%dT%H:%M:%fZ', 'now'))
 ) STRICT;
 ";
+
+const UPSERT_CHANGES: &str = "INSERT INTO instance_changes (instance_id, changes) VALUES (?1, ?2)
+     ON CONFLICT (instance_id) DO UPDATE SET changes = excluded.changes,
+         updated_at = excluded.updated_at";
+const UPSERT_ACCOUNT: &str = "INSERT INTO account (name, value) VALUES (?1, ?2)
+     ON CONFLICT (name) DO UPDATE SET value = excluded.value,
+         updated_at = excluded.updated_at";
+
+/// The JSON text of a value to store.
+fn to_json<T: Serialize + ?Sized>(value: &T) -> String {
+    serde_json::to_string(value).expect("stored values serialise to JSON")
+}
 
 /// How long a writer waits for another process holding the database.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
@@ -194,10 +211,71 @@ impl Store {
         instance_id: &str,
         changes: &T,
     ) -> Result<(), StoreError> {
-        let upsert = "INSERT INTO instance_changes (instance_id, changes) VALUES (?1, ?2)
-             ON CONFLICT (instance_id) DO UPDATE SET changes = excluded.changes,
-                 updated_at = excluded.updated_at";
-        self.put_json(upsert, instance_id, changes)
+        self.put_json(UPSERT_CHANGES, instance_id, changes)
+    }
+
+    /// Every instance launched through the control API (`RunInstances`), as stored.
+    pub fn launched_instances<T: DeserializeOwned>(&self) -> Result<Vec<T>, StoreError> {
+        let rows: Vec<(String, String)> = self.read(|c| {
+            let mut select = c.prepare(
+                "SELECT instance_id, config FROM launched_instances ORDER BY instance_id",
+            )?;
+            let rows = select.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?;
+            rows.collect()
+        })?;
+        rows.iter()
+            .map(|(id, json)| self.parse(json, &format!("launched instance {id}")))
+            .collect()
+    }
+
+    /// Stores a launch in one transaction, durably: each instance's configuration and changes
+    /// (its lifecycle) and the account value `account_name` (the network registry, with the
+    /// addresses the instances took).
+    pub fn save_launch<C: Serialize, H: Serialize, A: Serialize>(
+        &self,
+        instances: &[(String, C, H)],
+        account_name: &str,
+        account_value: &A,
+    ) -> Result<(), StoreError> {
+        let rows: Vec<(String, String, String)> = instances
+            .iter()
+            .map(|(id, config, changes)| (id.clone(), to_json(config), to_json(changes)))
+            .collect();
+        let account = to_json(account_value);
+        self.write(|tx| {
+            for (id, config, changes) in &rows {
+                tx.execute(
+                    "INSERT INTO launched_instances (instance_id, config) VALUES (?1, ?2)
+                     ON CONFLICT (instance_id) DO UPDATE SET config = excluded.config",
+                    params![id, config],
+                )?;
+                tx.execute(UPSERT_CHANGES, params![id, changes])?;
+            }
+            tx.execute(UPSERT_ACCOUNT, params![account_name, account])?;
+            Ok(())
+        })
+    }
+
+    /// Stores the changes of several instances and the account value `account_name` in one
+    /// transaction, durably (a termination: lifecycles, and the addresses given back).
+    pub fn save_changes_and_account<H: Serialize, A: Serialize>(
+        &self,
+        changes: &[(String, H)],
+        account_name: &str,
+        account_value: &A,
+    ) -> Result<(), StoreError> {
+        let rows: Vec<(String, String)> = changes
+            .iter()
+            .map(|(id, changes)| (id.clone(), to_json(changes)))
+            .collect();
+        let account = to_json(account_value);
+        self.write(|tx| {
+            for (id, changes) in &rows {
+                tx.execute(UPSERT_CHANGES, params![id, changes])?;
+            }
+            tx.execute(UPSERT_ACCOUNT, params![account_name, account])?;
+            Ok(())
+        })
     }
 
     /// The account-level value `name` (e.g. the instance metadata defaults), if stored.
@@ -207,10 +285,7 @@ impl Store {
 
     /// Stores the account-level value `name`, durably.
     pub fn save_account<T: Serialize>(&self, name: &str, value: &T) -> Result<(), StoreError> {
-        let upsert = "INSERT INTO account (name, value) VALUES (?1, ?2)
-             ON CONFLICT (name) DO UPDATE SET value = excluded.value,
-                 updated_at = excluded.updated_at";
-        self.put_json(upsert, name, value)
+        self.put_json(UPSERT_ACCOUNT, name, value)
     }
 
     /// The JSON value `select` finds for `key`, parsed; `what` names it in errors.
@@ -227,7 +302,7 @@ impl Store {
 
     /// Writes `value` as JSON for `key` with `upsert`, durably.
     fn put_json<T: Serialize>(&self, upsert: &str, key: &str, value: &T) -> Result<(), StoreError> {
-        let json = serde_json::to_string(value).expect("stored values serialise to JSON");
+        let json = to_json(value);
         self.write(|tx| tx.execute(upsert, params![key, json]).map(drop))
     }
 

@@ -40,6 +40,10 @@ pub struct ControlConfig {
     pub access_key_id: Option<String>,
     /// Its secret.
     pub secret_access_key: Option<String>,
+    /// Guardrails: IAM JSON policy files (service control policies) evaluated on
+    /// `RunInstances` and `ModifyInstanceMetadataOptions`; relative to the config file.
+    #[serde(default)]
+    pub service_control_policies: Vec<PathBuf>,
 }
 
 impl std::fmt::Debug for ControlConfig {
@@ -50,6 +54,7 @@ impl std::fmt::Debug for ControlConfig {
                 "secret_access_key",
                 &self.secret_access_key.as_ref().map(|_| "(redacted)"),
             )
+            .field("service_control_policies", &self.service_control_policies)
             .finish()
     }
 }
@@ -347,6 +352,13 @@ impl Config {
         if let Some(tags) = overrides.instance_metadata_tags {
             options.instance_metadata_tags = tags;
         }
+        // Policy files are found beside the config file that names them.
+        let base = source.and_then(Path::parent).unwrap_or(Path::new("."));
+        for policy in &mut self.control.service_control_policies {
+            if policy.is_relative() {
+                *policy = base.join(&*policy);
+            }
+        }
         check_server(&self.server, &self.control).map_err(|(key, reason)| ConfigError::Server {
             path: path.clone(),
             key,
@@ -529,6 +541,7 @@ mod tests {
         let control = ControlConfig {
             access_key_id: Some("AKIAIMDSCONTROL00001".into()),
             secret_access_key: Some("very-secret-value".into()),
+            service_control_policies: Vec::new(),
         };
         let shown = format!("{control:?}");
         assert!(shown.contains("AKIAIMDSCONTROL00001"), "{shown}");

@@ -17,8 +17,10 @@ use crate::app::cli::ServeArgs;
 use crate::app::config::{Config, ConfigError, Loaded, Overrides, ServerConfig};
 use crate::app::link_local::{self, LinkLocal, LinkLocalError};
 use crate::clock::SystemClock;
+use crate::control::policy::PolicySet;
 use crate::control::Persisted;
 use crate::fleet::keys::{Keys, KeysError};
+use crate::fleet::state::InstanceSlot;
 use crate::guest::access_log::{AccessLogError, Destination};
 use crate::guest::GuestApi;
 use crate::server::{Accepting, Server};
@@ -51,6 +53,9 @@ pub enum ServeError {
         /// Why.
         source: std::io::Error,
     },
+    /// A guardrail policy file is unreadable or invalid.
+    #[error(transparent)]
+    Policy(#[from] crate::control::policy::PolicyError),
     /// The AEMM-style configuration is invalid.
     #[error(transparent)]
     Aemm(#[from] crate::app::aemm::AemmError),
@@ -94,6 +99,7 @@ pub fn run_with(load: LoadConfig, link_local: bool) -> Result<(), ServeError> {
         false => vec![loaded.instance.id()],
     };
     let persisted = Persisted::load(store, ids)?;
+    let policies = PolicySet::load(&loaded.control.service_control_policies)?;
     let access_log = match &loaded.server.access_log {
         Some(path) => Some(Destination::open(path)?),
         None => None,
@@ -122,6 +128,7 @@ pub fn run_with(load: LoadConfig, link_local: bool) -> Result<(), ServeError> {
     let result = runtime.block_on(serve(
         loaded,
         persisted,
+        policies,
         reloader,
         access_log,
         &mut link_local,
@@ -157,6 +164,7 @@ fn announce(bound: &[SocketAddr], control: &[SocketAddr]) {
 async fn serve(
     loaded: Loaded,
     persisted: Persisted,
+    policies: PolicySet,
     reloader: Reloader,
     access_log: Option<Destination>,
     link_local: &mut Option<LinkLocal>,
@@ -195,8 +203,11 @@ async fn serve(
         persisted,
         access_log,
     );
-    let options = app.state.current().options;
-    let instance = app.state.current().instance.id().to_owned();
+    app.control.set_policies(policies);
+    let first = app.state.first().map(|slot| slot.current());
+    let options = first.as_ref().map(|s| s.options).unwrap_or_default();
+    let instance = first.as_ref().map(|s| s.instance.id().to_owned());
+    let instances = app.state.instances().len();
     if !app.snapshots.first_sts_fetch(FIRST_STS_FETCH).await {
         tracing::warn!("serving without the role's STS credentials for now (see the error above)");
     }
@@ -208,6 +219,8 @@ async fn serve(
     announce(&bound, &control_bound);
     tracing::info!(
         instance,
+        instances,
+        fleet = !app.state.is_single(),
         http_tokens = ?options.http_tokens,
         http_endpoint = ?options.http_endpoint,
         hop_limit = options.http_put_response_hop_limit.get(),
@@ -260,20 +273,41 @@ async fn reload(reloader: &Reloader, app: &App) {
     if loaded.server != reloader.running {
         tracing::warn!("[server] settings change only at restart; the running ones are kept");
     }
-    let Some(slot) = app.state.first() else {
-        return;
+    match PolicySet::load(&loaded.control.service_control_policies) {
+        Ok(policies) => app.control.set_policies(policies),
+        Err(error) => {
+            tracing::error!(%error, "guardrail policies not reloaded; the running ones are kept")
+        }
+    }
+    let instances = match app.state.is_single() {
+        true => vec![loaded.instance],
+        false => loaded.instances,
     };
-    // Through the control plane's own change path: an acknowledged change is never lost.
-    let instance = app.control.reload(&slot, loaded.instance).await;
-    let options = instance.options();
-    tracing::info!(
-        instance = instance.id(),
-        http_tokens = ?options.http_tokens,
-        http_endpoint = ?options.http_endpoint,
-        hop_limit = options.http_put_response_hop_limit.get(),
-        http_protocol_ipv6 = ?options.http_protocol_ipv6,
-        "imds reloaded"
-    );
+    for base in instances {
+        // Through the control plane's own change path: an acknowledged change is never lost.
+        let instance = match base
+            .id()
+            .parse()
+            .ok()
+            .and_then(|id| app.state.instance(&id))
+        {
+            Some(slot) => app.control.reload(&slot, base).await,
+            None => {
+                let slot = InstanceSlot::new(app.snapshots.build(base.clone()), Default::default());
+                app.state.insert(vec![slot]);
+                base
+            }
+        };
+        let options = instance.options();
+        tracing::info!(
+            instance = instance.id(),
+            http_tokens = ?options.http_tokens,
+            http_endpoint = ?options.http_endpoint,
+            hop_limit = options.http_put_response_hop_limit.get(),
+            http_protocol_ipv6 = ?options.http_protocol_ipv6,
+            "imds reloaded"
+        );
+    }
 }
 
 /// Opens or closes the link-local IPv6 endpoint (with `--link-local`) as the instance's
@@ -287,7 +321,13 @@ async fn follow_ipv6(
     let Some(link_local) = link_local else {
         return;
     };
-    let ipv6 = app.state.current().options.http_protocol_ipv6.is_enabled();
+    // One endpoint for every instance: open while any of them has IPv6 enabled (the guest API
+    // refuses the others there).
+    let ipv6 = app
+        .state
+        .instances()
+        .iter()
+        .any(|slot| slot.snapshot().options.http_protocol_ipv6.is_enabled());
     let endpoint = SocketAddr::new(link_local::IPV6.into(), 80);
     if !ipv6 {
         accepting.retain(|(addr, _)| *addr != endpoint);

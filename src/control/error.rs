@@ -30,6 +30,18 @@ pub enum ControlError {
     /// More tags than a resource may have.
     #[error("{0}")]
     TagLimitExceeded(String),
+    /// The instance's state does not allow the request (`StopInstances` on a terminated one).
+    #[error("{0}")]
+    IncorrectInstanceState(String),
+    /// A `ClientToken` reused with other parameters.
+    #[error("The client token '{0}' was used before with different parameters")]
+    IdempotentParameterMismatch(String),
+    /// More instances than one request launches.
+    #[error("{0}")]
+    InstanceLimitExceeded(String),
+    /// A guardrail policy refused the request.
+    #[error("{0}")]
+    UnauthorizedOperation(String),
     /// A filter name imds does not know.
     #[error("The filter '{0}' is invalid")]
     InvalidFilter(String),
@@ -72,6 +84,10 @@ impl ControlError {
             ControlError::AssociationNotFound(_) => "InvalidAssociationID.NotFound",
             ControlError::IncorrectState(_) => "IncorrectState",
             ControlError::TagLimitExceeded(_) => "TagLimitExceeded",
+            ControlError::IncorrectInstanceState(_) => "IncorrectInstanceState",
+            ControlError::IdempotentParameterMismatch(_) => "IdempotentParameterMismatch",
+            ControlError::InstanceLimitExceeded(_) => "InstanceLimitExceeded",
+            ControlError::UnauthorizedOperation(_) => "UnauthorizedOperation",
             ControlError::InvalidFilter(_) => "InvalidParameterValue",
             ControlError::InvalidAction(_) => "InvalidAction",
             ControlError::Unsupported(_) => "UnsupportedOperation",
@@ -90,6 +106,7 @@ impl ControlError {
             ControlError::DryRunOperation => http::StatusCode::PRECONDITION_FAILED,
             ControlError::AuthFailure => http::StatusCode::UNAUTHORIZED,
             ControlError::BrowserRequest => http::StatusCode::FORBIDDEN,
+            ControlError::UnauthorizedOperation(_) => http::StatusCode::FORBIDDEN,
             ControlError::InternalError => http::StatusCode::INTERNAL_SERVER_ERROR,
             ControlError::MissingParameter(_)
             | ControlError::InvalidParameterValue(_)
@@ -97,6 +114,9 @@ impl ControlError {
             | ControlError::InstanceNotFound(_)
             | ControlError::InstanceIdMalformed(_)
             | ControlError::InvalidFilter(_)
+            | ControlError::IncorrectInstanceState(_)
+            | ControlError::IdempotentParameterMismatch(_)
+            | ControlError::InstanceLimitExceeded(_)
             | ControlError::TagLimitExceeded(_)
             | ControlError::AssociationNotFound(_)
             | ControlError::IncorrectState(_)

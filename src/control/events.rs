@@ -319,7 +319,7 @@ impl ControlApi {
         for slot in candidates {
             let snapshot = slot.current();
             let instance = &snapshot.instance;
-            let (code, name) = super::instances::instance_state(&snapshot, now);
+            let (code, name) = super::instances::instance_state(&slot, &snapshot, now);
             let visible = snapshot.schedule.at(now);
             let mut shown = include_all || name == "running";
             for (filter, values) in &filters {

@@ -6,6 +6,7 @@ use super::xml::Xml;
 use super::{Change, ControlApi};
 use crate::fleet::events::SpotAction;
 use crate::fleet::instance::Instance;
+use crate::fleet::lifecycle::InstanceState;
 use crate::fleet::metadata::render;
 use crate::fleet::options::{HopLimit, HttpTokens, MetadataOptions, Switch};
 use crate::fleet::state::{InstanceSlot, Snapshot};
@@ -34,7 +35,7 @@ impl ControlApi {
         for slot in candidates {
             let snapshot = slot.current();
             let instance = &snapshot.instance;
-            let state = instance_state(&snapshot, now);
+            let state = instance_state(&slot, &snapshot, now);
             let mut shown = true;
             for (name, values) in &filters {
                 let matches = |actual: &str| values.iter().any(|v| v == actual);
@@ -70,7 +71,7 @@ impl ControlApi {
         Ok(xml.finish())
     }
 
-    fn instance_xml(
+    pub(super) fn instance_xml(
         &self,
         xml: &mut Xml,
         slot: &InstanceSlot,
@@ -173,6 +174,22 @@ impl ControlApi {
         request_id: &str,
     ) -> Result<String, ControlError> {
         let slot = self.slot(query.require("InstanceId")?)?;
+        let arn = {
+            let snapshot = slot.current();
+            let c = &snapshot.instance.config;
+            let region = c.placement.region.clone().unwrap_or_else(|| {
+                let zone = &c.placement.availability_zone;
+                zone.trim_end_matches(|ch: char| ch.is_ascii_lowercase())
+                    .to_owned()
+            });
+            format!(
+                "arn:aws:ec2:{region}:{}:instance/{}",
+                c.account_id,
+                slot.id()
+            )
+        };
+        let context = super::guardrails::modify_instance_metadata_options(query, &arn);
+        self.check_policies(&context)?;
         let enforced = self.defaults().http_tokens_enforced == Some(true);
         let applied = self
             .change(&slot, Change::Options, |_, config| {
@@ -219,9 +236,18 @@ impl ControlApi {
     }
 }
 
-/// The instance's state code and name at `now`: running until a spot interruption's action
+/// The instance's state code and name at `now`: as its lifecycle says (launched, stopped,
+/// terminated through the control API); while running, until a spot interruption's action
 /// time, then terminated or stopped (hibernated instances are stopped).
-pub(super) fn instance_state(snapshot: &Snapshot, now: u64) -> (u16, &'static str) {
+pub(super) fn instance_state(
+    slot: &InstanceSlot,
+    snapshot: &Snapshot,
+    now: u64,
+) -> (u16, &'static str) {
+    let state = slot.changes().lifecycle.map(|l| l.state(now));
+    if let Some(state) = state.filter(|s| *s != InstanceState::Running) {
+        return (state.code(), state.name());
+    }
     match snapshot.schedule.spot.filter(|spot| spot.at <= now) {
         None => (16, "running"),
         Some(spot) if spot.action == SpotAction::Terminate => (48, "terminated"),

@@ -81,6 +81,15 @@ impl QueryRequest {
             .collect()
     }
 
+    /// Every parameter but `name`, in order.
+    pub fn without(&self, name: &str) -> Vec<(String, String)> {
+        self.params
+            .iter()
+            .filter(|(key, _)| key != name)
+            .cloned()
+            .collect()
+    }
+
     /// `true` when `DryRun=true`.
     pub fn dry_run(&self) -> bool {
         self.get("DryRun")

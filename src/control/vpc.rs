@@ -17,10 +17,24 @@ pub(super) const NETWORK: &str = "network";
 
 /// The registry to start from: the stored one, else the default one of the first instance's
 /// region; either way with every configured instance's network objects and addresses in it.
-pub(super) fn initial_network(stored: Option<Network>, state: &State) -> Arc<Network> {
-    let first = state.current();
-    let mut network = stored.unwrap_or_else(|| Network::default_for(&first.instance));
-    for slot in state.instances() {
+pub(super) fn initial_network(
+    stored: Option<Network>,
+    state: &State,
+    template: &crate::fleet::instance::InstanceConfig,
+) -> Arc<Network> {
+    let mut network = stored.unwrap_or_else(|| match state.first() {
+        Some(first) => Network::default_for(&first.snapshot().instance),
+        None => Network::default_for(
+            &crate::fleet::instance::Instance::new(template.clone())
+                .expect("the built-in instance is valid"),
+        ),
+    });
+    // Terminated instances gave their addresses back.
+    let holding = state.instances().into_iter().filter(|slot| {
+        let lifecycle = slot.changes().lifecycle;
+        lifecycle.is_none_or(|l| l.last != crate::fleet::lifecycle::Transition::Terminate)
+    });
+    for slot in holding {
         network.add_instance(&slot.snapshot().instance);
     }
     Arc::new(network)
@@ -47,6 +61,11 @@ impl ControlApi {
         let out = edit(&mut network)?;
         self.replace_network(network).await?;
         Ok(out)
+    }
+
+    /// Swaps in `network`, already stored (the caller holds the change lock).
+    pub(super) fn set_network(&self, network: Network) {
+        *self.network.lock().unwrap_or_else(|e| e.into_inner()) = Arc::new(network);
     }
 
     /// Stores `network` and swaps it in (the caller holds the change lock).

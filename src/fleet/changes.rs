@@ -27,6 +27,9 @@ pub struct InstanceChanges {
     /// Set by the event actions: every event, with fixed times.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub events: Option<EventsConfig>,
+    /// Set by `RunInstances`, `StopInstances`, `StartInstances` and `TerminateInstances`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lifecycle: Option<crate::fleet::lifecycle::Lifecycle>,
 }
 
 /// The instance profile association the control plane left an instance with.

@@ -110,8 +110,8 @@ pub struct SnapshotBuilder {
     /// When the service started (clock milliseconds): event delays count from here.
     started: u64,
     sts_endpoint: Option<String>,
-    /// The STS-backed role in use and the settings it was started with.
-    assumed_role: Mutex<Option<(StsRole, Arc<AssumedRole>)>>,
+    /// Per instance (by id): the STS-backed role in use and the settings it was started with.
+    assumed_roles: Mutex<HashMap<String, (StsRole, Arc<AssumedRole>)>>,
 }
 
 impl SnapshotBuilder {
@@ -123,25 +123,26 @@ impl SnapshotBuilder {
             started: clock.now_millis(),
             clock,
             sts_endpoint,
-            assumed_role: Mutex::new(None),
+            assumed_roles: Mutex::new(HashMap::new()),
         }
     }
 
     /// The snapshot of `instance`. Starting an STS-backed role needs a Tokio runtime.
     pub fn build(&self, instance: Instance) -> Snapshot {
         let sts = instance.iam.as_ref().and_then(|p| p.sts.clone());
+        let id = instance.id().to_owned();
         let snapshot = Snapshot::new(instance, &self.keys, self.started);
-        let mut current = self.assumed_role.lock().unwrap_or_else(|e| e.into_inner());
+        let mut roles = self.assumed_roles.lock().unwrap_or_else(|e| e.into_inner());
         let Some(sts) = sts else {
-            *current = None;
+            roles.remove(&id);
             return snapshot;
         };
-        let assumed = match current.as_ref() {
+        let assumed = match roles.get(&id) {
             Some((running, assumed)) if *running == sts => assumed.clone(),
             _ => {
                 let endpoint = self.sts_endpoint.as_deref();
                 let assumed = AssumedRole::start(&sts, endpoint, self.clock.clone());
-                *current = Some((sts, assumed.clone()));
+                roles.insert(id, (sts, assumed.clone()));
                 assumed
             }
         };
@@ -153,19 +154,21 @@ impl SnapshotBuilder {
         self.started
     }
 
-    /// Waits (at most `bound`) for the first STS fetch when a role's credentials come from STS;
-    /// false when STS did not provide them.
+    /// Waits (at most `bound` each) for the first STS fetch of every instance whose role
+    /// credentials come from STS; false when STS did not provide some.
     pub async fn first_sts_fetch(&self, bound: std::time::Duration) -> bool {
-        let assumed = self
-            .assumed_role
+        let assumed: Vec<Arc<AssumedRole>> = self
+            .assumed_roles
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .as_ref()
-            .map(|(_, assumed)| assumed.clone());
-        match assumed {
-            Some(assumed) => assumed.first_fetch(bound).await,
-            None => true,
+            .values()
+            .map(|(_, assumed)| assumed.clone())
+            .collect();
+        let mut all = true;
+        for role in assumed {
+            all &= role.first_fetch(bound).await;
         }
+        all
     }
 }
 
@@ -451,6 +454,11 @@ impl State {
         });
     }
 
+    /// Re-indexes after an instance stopped serving guests, or started again.
+    pub fn reindex(&self) {
+        self.rebuild(|_| {});
+    }
+
     /// Removes an instance and re-indexes.
     pub fn remove(&self, id: &InstanceId) {
         self.rebuild(|by_id| {
@@ -464,7 +472,11 @@ impl State {
         let mut by_id = self.index.load().by_id.clone();
         edit(&mut by_id);
         let mut by_address = HashMap::with_capacity(by_id.len() * 2);
-        for slot in by_id.values() {
+        // Stopped and terminated instances answer nobody (their addresses may go to others).
+        let serving = by_id
+            .values()
+            .filter(|slot| slot.changes().lifecycle.is_none_or(|l| l.serves_guests()));
+        for slot in serving {
             for address in slot.addresses() {
                 by_address.insert(address, slot.clone());
             }

@@ -236,6 +236,22 @@ fn errors_carry_ec2_codes() {
         &["run-instances", "--image-id", "ami-0f3c9c466bb525749"],
     )
     .unwrap_err();
+    // One instance answers every caller: new ones need fleet mode.
+    assert!(stderr.contains("UnsupportedOperation"), "{stderr}");
+    assert!(stderr.contains("--fleet"), "{stderr}");
+    let (_, stderr) = aws(
+        &served,
+        &[
+            "attach-volume",
+            "--device",
+            "/dev/sdf",
+            "--instance-id",
+            INSTANCE,
+            "--volume-id",
+            "vol-0123456789abcdef0",
+        ],
+    )
+    .unwrap_err();
     assert!(stderr.contains("InvalidAction"), "{stderr}");
     served.stop("TERM");
 }

@@ -1,0 +1,531 @@
+//! `RunInstances`: new instances in fleet mode, each built from the built-in instance with what
+//! the request says (image, type, subnet and addresses, security groups, key pair, tags,
+//! metadata options, instance profile, user data), addresses taken from the subnet, the
+//! account's instance metadata defaults applied, guardrail policies checked, and everything
+//! stored in one transaction before the answer. A `ClientToken` makes a retried request return
+//! the first one's instances.
+
+use std::collections::BTreeMap;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::sync::Arc;
+
+use base64::Engine;
+
+use super::error::ControlError;
+use super::query::QueryRequest;
+use super::xml::Xml;
+use super::{hex, ControlApi};
+use crate::fleet::changes::InstanceChanges;
+use crate::fleet::instance::{Instance, InstanceConfig, InterfaceConfig, PublicKeyConfig};
+use crate::fleet::instance_id::InstanceId;
+use crate::fleet::lifecycle::{Lifecycle, Transition};
+use crate::fleet::network::Network;
+use crate::fleet::options::{HopLimit, MetadataOptions};
+use crate::fleet::state::InstanceSlot;
+
+/// Most instances one `RunInstances` launches.
+const MAX_COUNT: u32 = 1000;
+/// Largest user data EC2 accepts, once decoded.
+const MAX_USER_DATA: usize = 16 * 1024;
+
+/// What a `ClientToken` was first used for.
+#[derive(Debug, Clone)]
+pub(super) struct Launched {
+    /// The request's parameters but the token (a retry must repeat them).
+    request: Vec<(String, String)>,
+    /// The instances it launched.
+    instances: Vec<InstanceId>,
+}
+
+/// The launch parameters every instance of one request shares.
+struct Plan {
+    image_id: String,
+    instance_type: String,
+    subnet_id: String,
+    private_ip: Option<Ipv4Addr>,
+    secondary_count: usize,
+    ipv6_addresses: Vec<Ipv6Addr>,
+    ipv6_count: usize,
+    public_ip: bool,
+    groups: Vec<crate::fleet::instance::SecurityGroup>,
+    key: Option<PublicKeyConfig>,
+    tags: BTreeMap<String, String>,
+    options: MetadataOptions,
+    role: Option<String>,
+    user_data: String,
+}
+
+impl ControlApi {
+    /// `RunInstances` (fleet mode).
+    pub(super) async fn run_instances(
+        &self,
+        query: &QueryRequest,
+        request_id: &str,
+    ) -> Result<String, ControlError> {
+        if self.state.is_single() {
+            return Err(ControlError::Unsupported(
+                "RunInstances needs fleet mode (imds serve --fleet): this imds serves one instance"
+                    .into(),
+            ));
+        }
+        let (min, max) = counts(query)?;
+        let token = query.get("ClientToken").map(str::to_owned);
+        let mut request = query.without("ClientToken");
+        request.sort();
+        let _one_at_a_time = self.changing.lock().await;
+        if let Some(token) = &token {
+            let known = self.client_tokens().get(token).cloned();
+            if let Some(launched) = known {
+                if launched.request != request {
+                    return Err(ControlError::IdempotentParameterMismatch(token.clone()));
+                }
+                let slots = launched
+                    .instances
+                    .iter()
+                    .filter_map(|id| self.state.instance(id))
+                    .collect::<Vec<_>>();
+                return Ok(self.reservation_xml("RunInstancesResponse", request_id, &slots));
+            }
+        }
+        let mut network = (*self.network()).clone();
+        let plan = self.plan(query, &network)?;
+        let context = super::guardrails::run_instances(query, &plan.instance_type, &plan.tags);
+        self.check_policies(&context)?;
+        if query.dry_run() {
+            return Err(ControlError::DryRunOperation);
+        }
+        let count = max;
+        if plan.private_ip.is_some() && count > 1 {
+            return Err(ControlError::InvalidParameterCombination(
+                "Cannot specify a private IP address when launching more than one instance".into(),
+            ));
+        }
+        let now = self.clock.now_millis();
+        let launched_at = time::OffsetDateTime::from_unix_timestamp((now / 1000) as i64)
+            .unwrap_or(time::OffsetDateTime::UNIX_EPOCH);
+        let reservation_id = format!("r-{}", &hex(&rand::random::<[u8; 9]>())[..17]);
+        let mut instances = Vec::with_capacity(count as usize);
+        for index in 0..count {
+            match self.one_instance(&plan, &mut network, index, &reservation_id, launched_at) {
+                Ok(instance) => instances.push(instance),
+                // Fewer than MaxCount is fine down to MinCount, as on EC2.
+                Err(error) if index >= min => {
+                    tracing::info!(%error, launched = index, "RunInstances launched fewer than MaxCount");
+                    break;
+                }
+                Err(error) => return Err(error),
+            }
+        }
+        let lifecycle = InstanceChanges {
+            lifecycle: Some(Lifecycle::new(Transition::Launch, now)),
+            ..InstanceChanges::default()
+        };
+        let rows: Vec<(String, InstanceConfig, InstanceChanges)> = instances
+            .iter()
+            .map(|i| (i.id().to_owned(), i.config.clone(), lifecycle.clone()))
+            .collect();
+        let kept = network.clone();
+        self.persist(move |store| store.save_launch(&rows, super::vpc::NETWORK, &kept))
+            .await?;
+        self.set_network(network);
+        let slots: Vec<Arc<InstanceSlot>> = instances
+            .into_iter()
+            .map(|instance| InstanceSlot::new(self.snapshots.build(instance), lifecycle.clone()))
+            .collect();
+        self.state.insert(slots.clone());
+        if let Some(token) = token {
+            let launched = Launched {
+                request,
+                instances: slots.iter().map(|s| s.id().clone()).collect(),
+            };
+            self.client_tokens().insert(token, launched);
+        }
+        tracing::info!(
+            reservation = reservation_id,
+            instances = slots.len(),
+            "instances launched"
+        );
+        Ok(self.reservation_xml("RunInstancesResponse", request_id, &slots))
+    }
+
+    /// The `ClientToken`s seen, and what they launched.
+    fn client_tokens(&self) -> std::sync::MutexGuard<'_, BTreeMap<String, Launched>> {
+        self.client_tokens.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// What every instance of the request shares, checked against the network registry.
+    fn plan(&self, query: &QueryRequest, network: &Network) -> Result<Plan, ControlError> {
+        let nic = |name: &str| query.get(&format!("NetworkInterface.1.{name}"));
+        let zone = query.get("Placement.AvailabilityZone");
+        let subnet = match query.get("SubnetId").or(nic("SubnetId")) {
+            Some(id) => network.subnet(id)?,
+            None => network.default_subnet(zone)?,
+        };
+        if let Some(zone) = zone.filter(|z| *z != subnet.availability_zone) {
+            return Err(ControlError::InvalidParameterValue(format!(
+                "The subnet {} is in {}, not in the requested Availability Zone {zone}",
+                subnet.id, subnet.availability_zone
+            )));
+        }
+        let mut group_ids: Vec<&str> = query.list("SecurityGroupId");
+        group_ids.extend(query.list("NetworkInterface.1.SecurityGroupId"));
+        let mut groups = Vec::new();
+        for id in group_ids {
+            let group = network.security_group(id)?;
+            groups.push((group.id.clone(), group.name.clone(), group.vpc_id.clone()));
+        }
+        for name in query.list("SecurityGroup") {
+            let group = network.security_group_named(&subnet.vpc_id, name)?;
+            groups.push((group.id.clone(), group.name.clone(), group.vpc_id.clone()));
+        }
+        if let Some((id, _, vpc)) = groups.iter().find(|(_, _, vpc)| *vpc != subnet.vpc_id) {
+            return Err(ControlError::InvalidParameterValue(format!(
+                "Security group {id} is in {vpc}, not in the subnet's VPC {}",
+                subnet.vpc_id
+            )));
+        }
+        if groups.is_empty() {
+            let group = network.security_group_named(&subnet.vpc_id, "default")?;
+            groups.push((group.id.clone(), group.name.clone(), group.vpc_id.clone()));
+        }
+        let key = match query.get("KeyName") {
+            Some(name) => {
+                let pair = network.key_pair(name)?;
+                Some(PublicKeyConfig {
+                    name: pair.name.clone(),
+                    openssh_key: pair.public_key.clone(),
+                })
+            }
+            None => None,
+        };
+        let private_ip = query
+            .get("PrivateIpAddress")
+            .or(nic("PrivateIpAddress"))
+            .map(|ip| {
+                ip.parse::<Ipv4Addr>().map_err(|_| {
+                    ControlError::InvalidParameterValue(format!("Invalid IPv4 address: {ip}"))
+                })
+            })
+            .transpose()?;
+        let number = |name: &str, value: Option<&str>| -> Result<usize, ControlError> {
+            value.map_or(Ok(0), |v| {
+                v.parse::<usize>().ok().filter(|n| *n <= 32).ok_or_else(|| {
+                    ControlError::InvalidParameterValue(format!(
+                        "Value ({v}) for parameter {name} is invalid"
+                    ))
+                })
+            })
+        };
+        let secondary_count = number(
+            "SecondaryPrivateIpAddressCount",
+            query
+                .get("SecondaryPrivateIpAddressCount")
+                .or(nic("SecondaryPrivateIpAddressCount")),
+        )?;
+        let ipv6_count = number(
+            "Ipv6AddressCount",
+            query.get("Ipv6AddressCount").or(nic("Ipv6AddressCount")),
+        )?;
+        let mut ipv6_texts = query.list("Ipv6Address");
+        ipv6_texts.extend(query.list("NetworkInterface.1.Ipv6AddressesSet"));
+        let ipv6_addresses = query
+            .members("Ipv6Address")
+            .into_iter()
+            .filter_map(|n| query.get(&format!("Ipv6Address.{n}.Ipv6Address")))
+            .chain(
+                query
+                    .members("NetworkInterface.1.Ipv6AddressesSet")
+                    .into_iter()
+                    .filter_map(|n| {
+                        query.get(&format!(
+                            "NetworkInterface.1.Ipv6AddressesSet.{n}.Ipv6Address"
+                        ))
+                    }),
+            )
+            .chain(ipv6_texts)
+            .map(|ip| {
+                ip.parse::<Ipv6Addr>().map_err(|_| {
+                    ControlError::InvalidParameterValue(format!("Invalid IPv6 address: {ip}"))
+                })
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        let public_ip = nic("AssociatePublicIpAddress")
+            .map(|v| v.eq_ignore_ascii_case("true"))
+            .unwrap_or(subnet.map_public_ip_on_launch);
+        let user_data = match query.get("UserData") {
+            Some(encoded) => user_data(encoded)?,
+            None => String::new(),
+        };
+        let role = match (
+            query.get("IamInstanceProfile.Name"),
+            query.get("IamInstanceProfile.Arn"),
+        ) {
+            (Some(name), _) => Some(name.to_owned()),
+            (None, Some(arn)) => Some(
+                arn.rsplit_once(":instance-profile/")
+                    .map(|(_, path)| path.rsplit('/').next().unwrap_or(path).to_owned())
+                    .filter(|name| !name.is_empty())
+                    .ok_or_else(|| {
+                        ControlError::InvalidParameterValue(format!(
+                            "Value ({arn}) for parameter iamInstanceProfile.arn is invalid. Invalid ARN"
+                        ))
+                    })?,
+            ),
+            (None, None) => None,
+        };
+        Ok(Plan {
+            image_id: query
+                .get("ImageId")
+                .unwrap_or(&self.template.ami_id)
+                .to_owned(),
+            instance_type: query.get("InstanceType").unwrap_or("m1.small").to_owned(),
+            subnet_id: subnet.id.clone(),
+            private_ip,
+            secondary_count,
+            ipv6_addresses,
+            ipv6_count,
+            public_ip,
+            groups: groups
+                .into_iter()
+                .map(|(id, name, _)| crate::fleet::instance::SecurityGroup { name, id })
+                .collect(),
+            key,
+            tags: instance_tags(query)?,
+            options: self.launch_options(query)?,
+            role,
+            user_data,
+        })
+    }
+
+    /// The metadata options of a new instance: the request's, else the account's defaults,
+    /// else EC2's launch defaults.
+    fn launch_options(&self, query: &QueryRequest) -> Result<MetadataOptions, ControlError> {
+        let defaults = self.defaults();
+        let mut options = MetadataOptions::default();
+        if let Some(tokens) = defaults.http_tokens {
+            options.http_tokens = tokens;
+        }
+        if let Some(hops) = defaults.hop_limit {
+            options.http_put_response_hop_limit = hops;
+        }
+        if let Some(endpoint) = defaults.http_endpoint {
+            options.http_endpoint = endpoint;
+        }
+        if let Some(tags) = defaults.instance_metadata_tags {
+            options.instance_metadata_tags = tags;
+        }
+        let get = |name: &str| query.get(&format!("MetadataOptions.{name}"));
+        if let Some(value) = get("HttpTokens") {
+            options.http_tokens = super::instances::parse_tokens(value)?;
+        }
+        if options.http_tokens == crate::fleet::options::HttpTokens::Optional
+            && defaults.http_tokens_enforced == Some(true)
+        {
+            return Err(ControlError::Unsupported(
+                "IMDSv1 cannot be enabled: HttpTokensEnforced is enabled in the instance metadata defaults of this account and Region".into(),
+            ));
+        }
+        if let Some(value) = get("HttpPutResponseHopLimit") {
+            options.http_put_response_hop_limit = value.parse::<HopLimit>().map_err(|_| {
+                ControlError::InvalidParameterValue(format!(
+                    "The HttpPutResponseHopLimit value ({value}) is invalid. Specify an integer from 1 to 64."
+                ))
+            })?;
+        }
+        for (name, slot) in [
+            ("HttpEndpoint", &mut options.http_endpoint),
+            ("HttpProtocolIpv6", &mut options.http_protocol_ipv6),
+            ("InstanceMetadataTags", &mut options.instance_metadata_tags),
+        ] {
+            if let Some(value) = get(name) {
+                *slot = super::instances::parse_switch(name, value)?;
+            }
+        }
+        Ok(options)
+    }
+
+    /// The `index`th instance of a launch, its addresses taken from `network`.
+    fn one_instance(
+        &self,
+        plan: &Plan,
+        network: &mut Network,
+        index: u32,
+        reservation_id: &str,
+        launched_at: time::OffsetDateTime,
+    ) -> Result<Instance, ControlError> {
+        let subnet = network.subnet(&plan.subnet_id)?.clone();
+        let vpc = network.vpc(&subnet.vpc_id)?.clone();
+        let mut private_ipv4s = vec![network.allocate_ipv4(&subnet.id, plan.private_ip)?];
+        for _ in 0..plan.secondary_count {
+            private_ipv4s.push(network.allocate_ipv4(&subnet.id, None)?);
+        }
+        let mut ipv6s = Vec::new();
+        for wanted in &plan.ipv6_addresses {
+            ipv6s.push(network.allocate_ipv6(&subnet.id, Some(*wanted))?);
+        }
+        for _ in 0..plan.ipv6_count {
+            ipv6s.push(network.allocate_ipv6(&subnet.id, None)?);
+        }
+        let id = format!("i-{}", &hex(&rand::random::<[u8; 9]>())[..17]);
+        let mac_bytes = rand::random::<[u8; 5]>();
+        let mut config = self.template.clone();
+        config.instance_id = id;
+        config.reservation_id = reservation_id.to_owned();
+        config.ami_id = plan.image_id.clone();
+        config.ami_launch_index = index;
+        config.instance_type = plan.instance_type.clone();
+        config.pending_time = launched_at;
+        config.user_data = plan.user_data.clone();
+        config.tags = plan.tags.clone();
+        config.public_keys = plan.key.iter().cloned().collect();
+        config.placement.availability_zone = subnet.availability_zone.clone();
+        config.placement.availability_zone_id = subnet.availability_zone_id.clone();
+        config.placement.region = Some(network.region.clone());
+        config.metadata_options = plan.options;
+        config.iam = crate::fleet::instance::IamConfig {
+            role: plan.role.clone(),
+            ..Default::default()
+        };
+        config.events = Default::default();
+        config.faults = Vec::new();
+        config.network_interfaces = vec![InterfaceConfig {
+            mac: format!(
+                "0e:{:02x}:{:02x}:{:02x}:{:02x}:{:02x}",
+                mac_bytes[0], mac_bytes[1], mac_bytes[2], mac_bytes[3], mac_bytes[4]
+            ),
+            interface_id: format!("eni-{}", &hex(&rand::random::<[u8; 9]>())[..17]),
+            device_number: 0,
+            network_card_index: 0,
+            subnet_id: subnet.id.clone(),
+            subnet_ipv4_cidr_block: subnet.cidr,
+            subnet_ipv6_cidr_blocks: subnet.ipv6_cidr.into_iter().collect(),
+            vpc_id: vpc.id.clone(),
+            vpc_ipv4_cidr_blocks: vpc.cidrs.clone(),
+            vpc_ipv6_cidr_blocks: vpc.ipv6_cidrs.clone(),
+            private_ipv4s,
+            public_ipv4: plan.public_ip.then(|| public_ipv4(&subnet.id, index)),
+            ipv6s,
+            security_groups: plan.groups.clone(),
+        }];
+        Instance::new(config).map_err(|e| ControlError::InvalidParameterValue(e.to_string()))
+    }
+
+    /// A reservation answer (`RunInstances`) listing `slots`.
+    fn reservation_xml(
+        &self,
+        root: &'static str,
+        request_id: &str,
+        slots: &[Arc<InstanceSlot>],
+    ) -> String {
+        let now = self.clock.now_millis();
+        let mut xml = Xml::response(root, request_id);
+        let first = slots.first().map(|s| s.current());
+        xml.leaf(
+            "reservationId",
+            first
+                .as_ref()
+                .map_or("", |s| s.instance.config.reservation_id.as_str()),
+        )
+        .leaf(
+            "ownerId",
+            first
+                .as_ref()
+                .map_or("", |s| s.instance.config.account_id.as_str()),
+        )
+        .open("groupSet")
+        .close()
+        .open("instancesSet");
+        for slot in slots {
+            let snapshot = slot.current();
+            let state = super::instances::instance_state(slot, &snapshot, now);
+            self.instance_xml(&mut xml, slot, &snapshot.instance, &snapshot.options, state);
+        }
+        xml.close();
+        xml.finish()
+    }
+}
+
+/// `MinCount` and `MaxCount`: 1 ≤ min ≤ max ≤ 1000.
+fn counts(query: &QueryRequest) -> Result<(u32, u32), ControlError> {
+    let parse = |name: &str| -> Result<u32, ControlError> {
+        let value = query.require(name)?;
+        value
+            .parse::<u32>()
+            .ok()
+            .filter(|n| *n >= 1)
+            .ok_or_else(|| {
+                ControlError::InvalidParameterValue(format!(
+                    "Value ({value}) for parameter {name} is invalid. Expected a positive integer."
+                ))
+            })
+    };
+    let (min, max) = (parse("MinCount")?, parse("MaxCount")?);
+    if min > max {
+        return Err(ControlError::InvalidParameterValue(
+            "MinCount must not be greater than MaxCount".into(),
+        ));
+    }
+    if min > MAX_COUNT {
+        return Err(ControlError::InstanceLimitExceeded(format!(
+            "You have requested more instances ({min}) than this imds launches at once ({MAX_COUNT})"
+        )));
+    }
+    Ok((min, max.min(MAX_COUNT)))
+}
+
+/// The tags of `TagSpecification.N` with `ResourceType=instance`.
+fn instance_tags(query: &QueryRequest) -> Result<BTreeMap<String, String>, ControlError> {
+    let mut tags = BTreeMap::new();
+    for n in query.members("TagSpecification") {
+        let kind = query.require(&format!("TagSpecification.{n}.ResourceType"))?;
+        if kind != "instance" {
+            continue;
+        }
+        for m in query.members(&format!("TagSpecification.{n}.Tag")) {
+            let key = query.require(&format!("TagSpecification.{n}.Tag.{m}.Key"))?;
+            let value = query
+                .get(&format!("TagSpecification.{n}.Tag.{m}.Value"))
+                .unwrap_or("");
+            super::tags::check_tag(key, value)?;
+            tags.insert(key.to_owned(), value.to_owned());
+        }
+    }
+    Ok(tags)
+}
+
+/// `UserData`, base64 as the AWS CLI and the SDKs send it, at most 16 KiB decoded.
+fn user_data(encoded: &str) -> Result<String, ControlError> {
+    let invalid =
+        |why: &str| ControlError::InvalidParameterValue(format!("Invalid user data: {why}"));
+    let bytes = base64::engine::general_purpose::STANDARD
+        .decode(encoded.trim())
+        .map_err(|_| invalid("not base64"))?;
+    if bytes.len() > MAX_USER_DATA {
+        return Err(invalid("larger than 16 KiB"));
+    }
+    String::from_utf8(bytes).map_err(|_| invalid("imds serves user data that is UTF-8 text"))
+}
+
+/// A stable, documentation-range public address for the `index`th instance of a subnet
+/// (203.0.113.0/24 would be too small for a fleet: 100.64.0.0/10 is shared address space).
+fn public_ipv4(subnet_id: &str, index: u32) -> Ipv4Addr {
+    use sha2::{Digest, Sha256};
+    let digest = Sha256::digest(format!("{subnet_id}/{index}/{}", rand::random::<u64>()));
+    Ipv4Addr::new(100, 64 | (digest[0] & 0x3f), digest[1], digest[2].max(1))
+}
+
+/// Every address of `instance`'s interfaces with their subnets.
+pub(super) fn addresses(instance: &Instance) -> Vec<(String, IpAddr)> {
+    instance
+        .config
+        .network_interfaces
+        .iter()
+        .flat_map(|nic| {
+            nic.private_ipv4s
+                .iter()
+                .map(|ip| IpAddr::V4(*ip))
+                .chain(nic.ipv6s.iter().map(|ip| IpAddr::V6(*ip)))
+                .map(|ip| (nic.subnet_id.clone(), ip))
+        })
+        .collect()
+}

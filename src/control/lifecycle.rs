@@ -1,0 +1,177 @@
+//! `StopInstances`, `StartInstances`, `RebootInstances` and `TerminateInstances` (fleet mode),
+//! with EC2's state machine ([`crate::fleet::lifecycle`]): a stopped or terminated instance
+//! answers no guest, a terminated one gives its addresses back to its subnet and stays visible
+//! for an hour. Every change of one request is stored in one transaction before the answer.
+
+use std::sync::Arc;
+
+use super::error::ControlError;
+use super::instances::instance_state;
+use super::query::QueryRequest;
+use super::xml::Xml;
+use super::ControlApi;
+use crate::fleet::lifecycle::{Lifecycle, Transition};
+use crate::fleet::state::InstanceSlot;
+
+impl ControlApi {
+    /// Makes `transition` on every instance `InstanceId.N` names, answering `root` with each
+    /// one's previous and current state.
+    pub(super) async fn change_lifecycle(
+        &self,
+        query: &QueryRequest,
+        request_id: &str,
+        root: &'static str,
+        transition: Transition,
+    ) -> Result<String, ControlError> {
+        if self.state.is_single() {
+            return Err(ControlError::Unsupported(
+                "instance lifecycle actions need fleet mode (imds serve --fleet)".into(),
+            ));
+        }
+        let ids = query.list("InstanceId");
+        if ids.is_empty() {
+            return Err(ControlError::MissingParameter("InstanceId".into()));
+        }
+        let mut slots = ids
+            .into_iter()
+            .map(|id| self.slot(id))
+            .collect::<Result<Vec<_>, _>>()?;
+        slots.sort_by(|a, b| a.id().cmp(b.id()));
+        slots.dedup_by(|a, b| a.id() == b.id());
+        let _account = self.changing.lock().await;
+        let mut locks = Vec::with_capacity(slots.len());
+        for slot in &slots {
+            locks.push(slot.changing.lock().await);
+        }
+        let now = self.clock.now_millis();
+        let mut network = (*self.network()).clone();
+        let mut answer = Vec::with_capacity(slots.len());
+        let mut changed = Vec::new();
+        for slot in &slots {
+            let snapshot = slot.current();
+            let before = instance_state(slot, &snapshot, now);
+            let lifecycle = slot.changes().lifecycle;
+            let terminated = lifecycle.is_some_and(|l| l.last == Transition::Terminate);
+            let stopped = lifecycle.is_some_and(|l| l.last == Transition::Stop);
+            let effect = match (transition, terminated, stopped) {
+                (Transition::Terminate, true, _) => None,
+                (_, true, _) => {
+                    return Err(ControlError::IncorrectInstanceState(format!(
+                        "The instance '{}' is not in a state from which it can be {}.",
+                        slot.id(),
+                        past_tense(transition)
+                    )))
+                }
+                (Transition::Stop, _, true) | (Transition::Start, _, false) => None,
+                (Transition::Launch, _, _) => None,
+                _ => Some(transition),
+            };
+            if let Some(transition) = effect {
+                let mut changes = slot.changes();
+                changes.lifecycle = Some(Lifecycle::new(transition, now));
+                if transition == Transition::Terminate {
+                    for (subnet, ip) in super::launch::addresses(&snapshot.instance) {
+                        match ip {
+                            std::net::IpAddr::V4(ip) => network.release_ipv4(&subnet, ip),
+                            std::net::IpAddr::V6(ip) => network.release_ipv6(&subnet, ip),
+                        };
+                    }
+                }
+                changed.push((slot.clone(), changes));
+            }
+            answer.push((slot.clone(), before));
+        }
+        if query.dry_run() {
+            return Err(ControlError::DryRunOperation);
+        }
+        let rows: Vec<(String, crate::fleet::changes::InstanceChanges)> = changed
+            .iter()
+            .map(|(slot, changes)| (slot.id().to_string(), changes.clone()))
+            .collect();
+        let kept = network.clone();
+        self.persist(move |store| {
+            store.save_changes_and_account(&rows, super::vpc::NETWORK, &kept)
+        })
+        .await?;
+        for (slot, changes) in changed {
+            slot.set_changes(changes);
+        }
+        self.set_network(network);
+        self.state.reindex();
+        drop(locks);
+        tracing::info!(
+            ?transition,
+            instances = answer.len(),
+            "instance lifecycle changed"
+        );
+        Ok(state_changes_xml(root, request_id, &answer, now))
+    }
+
+    /// `RebootInstances`: running instances stay running (nothing a guest can see changes).
+    pub(super) fn reboot_instances(
+        &self,
+        query: &QueryRequest,
+        request_id: &str,
+    ) -> Result<String, ControlError> {
+        let ids = query.list("InstanceId");
+        if ids.is_empty() {
+            return Err(ControlError::MissingParameter("InstanceId".into()));
+        }
+        for id in ids {
+            let slot = self.slot(id)?;
+            let lifecycle = slot.changes().lifecycle;
+            if lifecycle.is_some_and(|l| l.last == Transition::Terminate) {
+                return Err(ControlError::IncorrectInstanceState(format!(
+                    "The instance '{id}' is not in a state from which it can be rebooted."
+                )));
+            }
+        }
+        if query.dry_run() {
+            return Err(ControlError::DryRunOperation);
+        }
+        let mut xml = Xml::response("RebootInstancesResponse", request_id);
+        xml.leaf("return", true);
+        Ok(xml.finish())
+    }
+}
+
+fn past_tense(transition: Transition) -> &'static str {
+    match transition {
+        Transition::Launch => "launched",
+        Transition::Start => "started",
+        Transition::Stop => "stopped",
+        Transition::Terminate => "terminated",
+    }
+}
+
+/// `instancesSet` of `InstanceStateChange`s: each instance's previous state and the state the
+/// transition puts it in now.
+fn state_changes_xml(
+    root: &'static str,
+    request_id: &str,
+    answer: &[(Arc<InstanceSlot>, (u16, &'static str))],
+    now: u64,
+) -> String {
+    let mut xml = Xml::response(root, request_id);
+    xml.open("instancesSet");
+    for (slot, before) in answer {
+        let current = slot
+            .changes()
+            .lifecycle
+            .map(|l| (l.state(now).code(), l.state(now).name()))
+            .unwrap_or(*before);
+        xml.open("item")
+            .leaf("instanceId", slot.id().as_str())
+            .open("currentState")
+            .leaf("code", current.0)
+            .leaf("name", current.1)
+            .close()
+            .open("previousState")
+            .leaf("code", before.0)
+            .leaf("name", before.1)
+            .close()
+            .close();
+    }
+    xml.close();
+    xml.finish()
+}

@@ -1,0 +1,420 @@
+//! Fleet mode driven the way EC2 users drive EC2: the unmodified AWS CLI launches instances
+//! (`run-instances` with tags, metadata options, user data), finds them by tag, changes and
+//! terminates them, and guardrail policies refuse what they deny; the guest API follows each
+//! change for callers at the instances' own addresses (loopback addresses of a 127.16.0.0/16
+//! subnet). The store keeps the fleet across a `kill -9`.
+
+use std::io::{Read, Write};
+use std::net::{IpAddr, SocketAddr, TcpStream};
+use std::path::Path;
+use std::time::Duration;
+
+use serde_json::Value;
+
+use crate::control::aws;
+use crate::process::{Served, IMDS};
+
+const SUBNET: &str = "subnet-0a3e5c7b9d1f24681";
+
+/// A fleet whose one configured instance lives in a loopback subnet, so that launched
+/// instances get addresses this host can send from; `extra` is added to the file.
+fn fleet_config(dir: &Path, extra: &str) -> std::path::PathBuf {
+    let file = dir.join("fleet.toml");
+    std::fs::write(
+        &file,
+        format!(
+            r#"[server]
+fleet = true
+
+[[instances]]
+instance_id = "i-0aaaaaaaaaaaaaaa1"
+[[instances.network_interfaces]]
+mac = "0e:8c:1f:6b:2d:35"
+interface_id = "eni-0d9a1b7c3e5f24680"
+subnet_id = "{SUBNET}"
+subnet_ipv4_cidr_block = "127.16.0.0/16"
+vpc_id = "vpc-0c4f6a8e2b1d35792"
+vpc_ipv4_cidr_blocks = ["127.0.0.0/8"]
+private_ipv4s = ["127.16.0.10"]
+security_groups = [{{ name = "default", id = "sg-0e1f2a3b4c5d6e7f8" }}]
+{extra}"#
+        ),
+    )
+    .unwrap();
+    file
+}
+
+fn serve_fleet(config: &Path, state: &Path) -> Served {
+    let mut command = std::process::Command::new(IMDS);
+    command
+        .args(["serve", "--listen", "127.0.0.1:0", "--config"])
+        .arg(config)
+        .arg("--state-dir")
+        .arg(state);
+    Served::spawn(command)
+}
+
+/// A guest request from `source` (an instance's address): status and body.
+fn guest(served: &Served, source: &str, request: &str) -> (u16, String) {
+    let port: u16 = served.endpoints[0]
+        .rsplit(':')
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap();
+    let source: IpAddr = source.parse().unwrap();
+    let socket = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+    socket.bind(&SocketAddr::new(source, 0).into()).unwrap();
+    socket
+        .connect(&SocketAddr::from(([127, 0, 0, 1], port)).into())
+        .unwrap();
+    let mut stream: TcpStream = socket.into();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    stream
+        .write_all(request.replace("{addr}", "169.254.169.254").as_bytes())
+        .unwrap();
+    let mut answer = String::new();
+    stream.read_to_string(&mut answer).unwrap();
+    let status = answer[9..12].parse().unwrap();
+    let body = answer
+        .split_once("\r\n\r\n")
+        .map_or("", |(_, b)| b)
+        .to_owned();
+    (status, body)
+}
+
+fn get(served: &Served, source: &str, path: &str) -> (u16, String) {
+    guest(
+        served,
+        source,
+        &format!("GET {path} HTTP/1.1\r\nHost: {{addr}}\r\n\r\n"),
+    )
+}
+
+/// An IMDSv2 GET from `source`: a token PUT, then the GET with it.
+fn get_v2(served: &Served, source: &str, path: &str) -> (u16, String) {
+    let (status, token) = guest(
+        served,
+        source,
+        "PUT /latest/api/token HTTP/1.1\r\nHost: {addr}\r\nX-aws-ec2-metadata-token-ttl-seconds: 60\r\n\r\n",
+    );
+    assert_eq!(status, 200, "token PUT from {source}");
+    guest(
+        served,
+        source,
+        &format!(
+            "GET {path} HTTP/1.1\r\nHost: {{addr}}\r\nX-aws-ec2-metadata-token: {token}\r\n\r\n"
+        ),
+    )
+}
+
+fn instances(described: &Value) -> Vec<Value> {
+    described["Reservations"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|r| r["Instances"].as_array().unwrap().clone())
+        .collect()
+}
+
+#[test]
+#[ignore = "needs the AWS CLI: run scripts/test"]
+fn the_aws_cli_launches_finds_changes_and_terminates_instances_that_guests_see() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = fleet_config(dir.path(), "");
+    let state = dir.path().join("state");
+    let served = serve_fleet(&config, &state);
+
+    let launched = aws(
+        &served,
+        &[
+            "run-instances",
+            "--image-id",
+            "ami-0abcdef1234567890",
+            "--instance-type",
+            "t3.micro",
+            "--count",
+            "2",
+            "--subnet-id",
+            SUBNET,
+            "--tag-specifications",
+            "ResourceType=instance,Tags=[{Key=Name,Value=web}]",
+            "--metadata-options",
+            "HttpTokens=required,HttpPutResponseHopLimit=2,InstanceMetadataTags=enabled",
+            "--user-data",
+            "#!/bin/sh\necho hello",
+            "--client-token",
+            "launch-web-1",
+        ],
+    )
+    .unwrap();
+    let new: Vec<Value> = launched["Instances"].as_array().unwrap().clone();
+    assert_eq!(new.len(), 2, "{launched}");
+    for instance in &new {
+        assert_eq!(instance["State"]["Name"], "pending");
+        assert_eq!(instance["InstanceType"], "t3.micro");
+        assert_eq!(instance["MetadataOptions"]["HttpTokens"], "required");
+        assert_eq!(instance["MetadataOptions"]["HttpPutResponseHopLimit"], 2);
+        assert!(instance["PrivateIpAddress"]
+            .as_str()
+            .unwrap()
+            .starts_with("127.16."));
+    }
+    let ids: Vec<&str> = new
+        .iter()
+        .map(|i| i["InstanceId"].as_str().unwrap())
+        .collect();
+    let ips: Vec<&str> = new
+        .iter()
+        .map(|i| i["PrivateIpAddress"].as_str().unwrap())
+        .collect();
+    assert_ne!(ips[0], ips[1]);
+    // A retry with the same client token launches nothing more.
+    let again = aws(
+        &served,
+        &[
+            "run-instances",
+            "--image-id",
+            "ami-0abcdef1234567890",
+            "--instance-type",
+            "t3.micro",
+            "--count",
+            "2",
+            "--subnet-id",
+            SUBNET,
+            "--tag-specifications",
+            "ResourceType=instance,Tags=[{Key=Name,Value=web}]",
+            "--metadata-options",
+            "HttpTokens=required,HttpPutResponseHopLimit=2,InstanceMetadataTags=enabled",
+            "--user-data",
+            "#!/bin/sh\necho hello",
+            "--client-token",
+            "launch-web-1",
+        ],
+    )
+    .unwrap();
+    assert_eq!(again["Instances"][0]["InstanceId"], ids[0]);
+
+    // Pending settles into running within half a second.
+    std::thread::sleep(Duration::from_millis(600));
+    let found = aws(
+        &served,
+        &[
+            "describe-instances",
+            "--filters",
+            "Name=tag:Name,Values=web",
+        ],
+    )
+    .unwrap();
+    let found = instances(&found);
+    assert_eq!(found.len(), 2, "{found:?}");
+    assert!(found.iter().all(|i| i["State"]["Name"] == "running"));
+    assert_eq!(
+        instances(&aws(&served, &["describe-instances"]).unwrap()).len(),
+        3
+    );
+
+    // Each guest sees its own instance; IMDSv1 is refused as asked.
+    for (id, ip) in ids.iter().zip(&ips) {
+        assert_eq!(
+            get_v2(&served, ip, "/latest/meta-data/instance-id"),
+            (200, id.to_string())
+        );
+        assert_eq!(
+            get_v2(&served, ip, "/latest/meta-data/tags/instance/Name"),
+            (200, "web".into())
+        );
+        assert_eq!(
+            get_v2(&served, ip, "/latest/meta-data/local-ipv4"),
+            (200, ip.to_string())
+        );
+        assert_eq!(
+            get_v2(&served, ip, "/latest/user-data").1,
+            "#!/bin/sh\necho hello"
+        );
+        assert_eq!(get(&served, ip, "/latest/meta-data/instance-id").0, 401);
+    }
+    assert_eq!(
+        get(&served, "127.16.0.10", "/latest/meta-data/instance-id"),
+        (200, "i-0aaaaaaaaaaaaaaa1".into())
+    );
+    assert_eq!(
+        get(&served, "127.16.9.9", "/latest/meta-data/instance-id").0,
+        403
+    );
+
+    // IMDSv1 back on for one instance only.
+    aws(
+        &served,
+        &[
+            "modify-instance-metadata-options",
+            "--instance-id",
+            ids[0],
+            "--http-tokens",
+            "optional",
+        ],
+    )
+    .unwrap();
+    assert_eq!(
+        get(&served, ips[0], "/latest/meta-data/instance-id"),
+        (200, ids[0].to_string())
+    );
+    assert_eq!(get(&served, ips[1], "/latest/meta-data/instance-id").0, 401);
+
+    // Stopped and terminated instances answer no guest; a terminated one frees its address.
+    let stopped = aws(&served, &["stop-instances", "--instance-ids", ids[1]]).unwrap();
+    assert_eq!(
+        stopped["StoppingInstances"][0]["CurrentState"]["Name"],
+        "stopping"
+    );
+    assert_eq!(get(&served, ips[1], "/latest/meta-data/instance-id").0, 403);
+    let terminated = aws(&served, &["terminate-instances", "--instance-ids", ids[0]]).unwrap();
+    let change = &terminated["TerminatingInstances"][0];
+    assert_eq!(change["PreviousState"]["Name"], "running");
+    assert_eq!(change["CurrentState"]["Name"], "shutting-down");
+    assert_eq!(get(&served, ips[0], "/latest/meta-data/instance-id").0, 403);
+    std::thread::sleep(Duration::from_millis(600));
+    let (code, stderr) = aws(&served, &["start-instances", "--instance-ids", ids[0]]).unwrap_err();
+    assert_eq!(code, 255);
+    assert!(stderr.contains("IncorrectInstanceState"), "{stderr}");
+    let gone = aws(
+        &served,
+        &[
+            "describe-instances",
+            "--filters",
+            "Name=instance-state-name,Values=terminated",
+        ],
+    )
+    .unwrap();
+    assert_eq!(instances(&gone)[0]["InstanceId"], ids[0]);
+    let (code, stderr) = aws(
+        &served,
+        &[
+            "terminate-instances",
+            "--instance-ids",
+            "i-0123456789abcdef0",
+        ],
+    )
+    .unwrap_err();
+    assert_eq!(code, 255);
+    assert!(stderr.contains("InvalidInstanceID.NotFound"), "{stderr}");
+
+    // kill -9: the launched fleet, its states and addresses come back.
+    served.signal("KILL");
+    drop(served);
+    let served = serve_fleet(&config, &state);
+    let all = instances(&aws(&served, &["describe-instances"]).unwrap());
+    let state_of = |id: &str| {
+        all.iter()
+            .find(|i| i["InstanceId"] == id)
+            .map(|i| i["State"]["Name"].as_str().unwrap().to_owned())
+    };
+    assert_eq!(state_of(ids[0]).as_deref(), Some("terminated"));
+    assert_eq!(state_of(ids[1]).as_deref(), Some("stopped"));
+    aws(&served, &["start-instances", "--instance-ids", ids[1]]).unwrap();
+    assert_eq!(
+        get_v2(&served, ips[1], "/latest/meta-data/instance-id"),
+        (200, ids[1].to_string())
+    );
+    // The terminated instance's address is free again: a new instance may take it.
+    let reused = aws(
+        &served,
+        &[
+            "run-instances",
+            "--image-id",
+            "ami-0abcdef1234567890",
+            "--count",
+            "1",
+            "--subnet-id",
+            SUBNET,
+            "--private-ip-address",
+            ips[0],
+        ],
+    )
+    .unwrap();
+    assert_eq!(reused["Instances"][0]["PrivateIpAddress"], ips[0]);
+    let (code, stderr) = aws(
+        &served,
+        &[
+            "run-instances",
+            "--image-id",
+            "ami-0abcdef1234567890",
+            "--count",
+            "1",
+            "--subnet-id",
+            SUBNET,
+            "--private-ip-address",
+            ips[1],
+        ],
+    )
+    .unwrap_err();
+    assert_eq!(code, 255);
+    assert!(stderr.contains("InvalidIPAddress.InUse"), "{stderr}");
+}
+
+#[test]
+#[ignore = "needs the AWS CLI: run scripts/test"]
+fn guardrail_policies_published_by_aws_refuse_what_they_deny() {
+    let dir = tempfile::tempdir().unwrap();
+    let policies = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/policies");
+    for name in [
+        "require-imdsv2.json",
+        "max-hop-limit.json",
+        "deny-modify-metadata-options.json",
+    ] {
+        std::fs::copy(policies.join(name), dir.path().join(name)).unwrap();
+    }
+    let config = fleet_config(
+        dir.path(),
+        "\n[control]\nservice_control_policies = [\"require-imdsv2.json\", \"max-hop-limit.json\", \"deny-modify-metadata-options.json\"]\n",
+    );
+    let served = serve_fleet(&config, &dir.path().join("state"));
+    let run = |options: &str| {
+        aws(
+            &served,
+            &[
+                "run-instances",
+                "--image-id",
+                "ami-0abcdef1234567890",
+                "--count",
+                "1",
+                "--subnet-id",
+                SUBNET,
+                "--metadata-options",
+                options,
+            ],
+        )
+    };
+    // Require IMDSv2: a launch that does not ask for HttpTokens=required is denied.
+    let (code, stderr) = run("HttpEndpoint=enabled").unwrap_err();
+    assert_eq!(code, 255);
+    assert!(stderr.contains("UnauthorizedOperation"), "{stderr}");
+    let (_, stderr) = run("HttpTokens=optional").unwrap_err();
+    assert!(stderr.contains("UnauthorizedOperation"), "{stderr}");
+    // The hop limit policy: more than 3 is denied.
+    let (_, stderr) = run("HttpTokens=required,HttpPutResponseHopLimit=4").unwrap_err();
+    assert!(stderr.contains("UnauthorizedOperation"), "{stderr}");
+    let launched = run("HttpTokens=required,HttpPutResponseHopLimit=2").unwrap();
+    let id = launched["Instances"][0]["InstanceId"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    // No one may change metadata options at all.
+    let (code, stderr) = aws(
+        &served,
+        &[
+            "modify-instance-metadata-options",
+            "--instance-id",
+            &id,
+            "--http-tokens",
+            "required",
+        ],
+    )
+    .unwrap_err();
+    assert_eq!(code, 255);
+    assert!(stderr.contains("UnauthorizedOperation"), "{stderr}");
+    let described = aws(&served, &["describe-instances", "--instance-ids", &id]).unwrap();
+    assert_eq!(instances(&described).len(), 1);
+}
