@@ -8,9 +8,9 @@
 //! connection slot meanwhile, while a 429 comes back at once and is counted. The clients treat
 //! it as an unsuccessful answer: botocore retries a GET up to `metadata_service_num_attempts`
 //! times (no delay), and on the token PUT goes on without a token (IMDSv1) as after a timeout;
-//! `@smithy/credential-provider-imds` retries any failure; `aws-config` (Rust) retries only
-//! server errors and 401s, so a 429 fails its call (it caches credentials for hours, so it
-//! rarely asks). A connection beyond the instance's cap gets the same 429, with
+//! `@smithy/credential-provider-imds` goes on without a token after the PUT's 429 and retries
+//! a GET `maxRetries` times (default 0); `aws-config` (Rust) retries only server errors and
+//! 401s, so a 429 fails its call (it caches credentials for hours, so it rarely asks). A connection beyond the instance's cap gets the same 429, with
 //! `Connection: close`, on each request: an answer clients understand rather than a reset
 //! that botocore would retry at once and `aws-config` would report as a dispatch failure.
 

@@ -50,10 +50,20 @@ async fn an_instance_beyond_its_budget_gets_429_until_its_clock_moves_on() {
     assert_eq!(statuses(&imds, 5).await, [200, 200, 200, 429, 429]);
 
     let throttled = imds.put_token("21600").await;
-    assert_eq!(throttled.status, StatusCode::TOO_MANY_REQUESTS, "the PUT too");
+    assert_eq!(
+        throttled.status,
+        StatusCode::TOO_MANY_REQUESTS,
+        "the PUT too"
+    );
     assert_eq!(
         throttled.header_names(),
-        ["connection", "content-length", "content-type", "date", "server"],
+        [
+            "connection",
+            "content-length",
+            "content-type",
+            "date",
+            "server"
+        ],
         "IMDS' usual headers"
     );
     assert_eq!(throttled.header("server"), Some("EC2ws"));
@@ -61,7 +71,11 @@ async fn an_instance_beyond_its_budget_gets_429_until_its_clock_moves_on() {
     assert!(throttled.body.is_empty());
 
     clock.advance(Duration::from_millis(334));
-    assert_eq!(statuses(&imds, 2).await, [200, 429], "one back a third of a second later");
+    assert_eq!(
+        statuses(&imds, 2).await,
+        [200, 429],
+        "one back a third of a second later"
+    );
     clock.advance(Duration::from_secs(5));
     assert_eq!(
         statuses(&imds, 4).await,
@@ -122,7 +136,11 @@ async fn a_connection_beyond_the_instance_cap_gets_429_and_is_closed_until_one_c
     assert_eq!(refused.status, StatusCode::TOO_MANY_REQUESTS);
     assert_eq!(refused.header("connection"), Some("close"));
     let again = send_on(&mut held, imds.addr, Method::GET, LEAF, &[]).await;
-    assert_eq!(again.status, StatusCode::OK, "the held connection still works");
+    assert_eq!(
+        again.status,
+        StatusCode::OK,
+        "the held connection still works"
+    );
 
     drop(held);
     holding.await.unwrap().unwrap();
@@ -236,4 +254,49 @@ async fn in_fleet_mode_one_guest_flooding_is_throttled_while_the_other_is_always
         &text,
         "imds_throttled_total{instance_id=\"i-00000000000000003\",reason=\"requests\"} 0"
     ));
+}
+
+/// botocore (`tests/conformance/python/botocore_client.py`) resolving credentials and region
+/// from `imds`, with `env`.
+async fn botocore(imds: &TestImds, env: &[(&str, &str)]) -> Result<serde_json::Value, String> {
+    use crate::conformance::{python, repo, run};
+    let script = repo().join("tests/conformance/python/botocore_client.py");
+    run(imds, &python(), &[script.to_str().unwrap()], env).await
+}
+
+#[tokio::test]
+#[ignore = "needs the real SDK clients: run scripts/test"]
+async fn botocore_on_a_spent_budget_falls_back_to_imdsv1_fails_without_waiting_and_succeeds_once_refilled(
+) {
+    let clock = Arc::new(ManualClock::at_millis(1_800_000_000_000));
+    let imds = TestImds::setup()
+        .toml("[instance.throttle]\nrequests_per_second = 10\n")
+        .clock(clock.clone())
+        .start()
+        .await;
+    // Another process on the instance spends the budget; the clock stands still.
+    assert_eq!(statuses(&imds, 10).await, [200; 10]);
+
+    let failed = botocore(&imds, &[]).await.unwrap_err();
+    assert!(failed.contains("no credentials"), "{failed}");
+    let text = metrics(&imds).await;
+    for line in [
+        // The PUT's 429 is to botocore what a timeout is: it goes on without a token...
+        "imds_requests_total{surface=\"guest\",version=\"v2\",route=\"token\",status=\"429\"} 1",
+        // ...and gives up on its one IMDSv1 attempt at the role name.
+        "imds_requests_total{surface=\"guest\",version=\"v1\",route=\"credentials\",status=\"429\"} 1",
+    ] {
+        assert!(has_line(&text, line), "missing {line}\n{text}");
+    }
+
+    // More attempts follow each other at once: within the same spent second, all refused.
+    let attempts = [("AWS_METADATA_SERVICE_NUM_ATTEMPTS", "3")];
+    assert!(botocore(&imds, &attempts).await.is_err());
+
+    // A second later the budget is back, and botocore gets the IMDSv2 credentials.
+    clock.advance(Duration::from_secs(1));
+    let got = botocore(&imds, &[]).await.unwrap();
+    let served = crate::conformance::served_credentials(&imds).await;
+    assert_eq!(got["access_key_id"], served["AccessKeyId"]);
+    assert_eq!(got["region"], "us-east-1");
 }
