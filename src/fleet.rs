@@ -21,4 +21,5 @@ pub mod network;
 pub mod options;
 pub mod secret;
 pub mod state;
+pub mod throttle;
 pub mod token;

@@ -5,6 +5,7 @@
 pub mod access_log;
 mod connection;
 mod error;
+mod throttle;
 mod unknown_callers;
 
 use std::net::{IpAddr, SocketAddr};
@@ -17,6 +18,7 @@ use http::header::{self, HeaderName};
 use http::{HeaderMap, HeaderValue, Method, Request, Response, StatusCode};
 use http_body_util::Full;
 
+pub use self::connection::GuestConnection;
 pub use self::error::{GuestError, NOT_FOUND_PAGE};
 use self::unknown_callers::UnknownCallers;
 use crate::clock::Clock;
@@ -27,6 +29,7 @@ use crate::fleet::metadata::version::API_VERSIONS;
 use crate::fleet::metadata::{render, CredentialsLeaf, Found, Leaf};
 use crate::fleet::options::HttpTokens;
 use crate::fleet::state::{InstanceSlot, Snapshot, State};
+use crate::fleet::throttle::ThrottleLimits;
 use crate::fleet::token::{TokenError, TokenSealer, TokenTtl};
 use crate::guest::access_log::{AccessLog, Entry};
 use crate::log_limit::LogLimit;
@@ -130,6 +133,8 @@ pub struct GuestApi {
     token_logs: [LogLimit; TokenRejection::ALL.len()],
     /// When each unknown caller was last logged.
     unknown_callers: UnknownCallers,
+    /// The throttle of instances that set none of their own.
+    throttle_defaults: ThrottleLimits,
 }
 
 /// How often the debug log may say why a token was refused, per reason.
@@ -152,6 +157,14 @@ fn report_v1_delivery(slot: &InstanceSlot, peer: SocketAddr) {
         );
     } else {
         tracing::debug!(%peer, v1_deliveries = count, "role credentials delivered over IMDSv1");
+    }
+}
+
+/// How a request identifies itself: a token PUT or a request carrying a token is IMDSv2.
+fn version_of<B>(request: &Request<B>) -> ImdsVersion {
+    match *request.method() == Method::PUT || request.headers().contains_key(TOKEN_HEADER) {
+        true => ImdsVersion::V2,
+        false => ImdsVersion::V1,
     }
 }
 
@@ -192,7 +205,15 @@ impl GuestApi {
             access_log,
             token_logs: TokenRejection::ALL.map(|_| LogLimit::new(TOKEN_LOG_PERIOD)),
             unknown_callers: UnknownCallers::default(),
+            throttle_defaults: ThrottleLimits::default(),
         }
+    }
+
+    /// The API throttling every instance that sets no throttle of its own by `defaults`
+    /// (without this call: unlimited).
+    pub fn with_throttle_defaults(mut self, defaults: ThrottleLimits) -> GuestApi {
+        self.throttle_defaults = defaults;
+        self
     }
 
     /// The instance that answers a caller at `peer`: in fleet mode, the one owning its address.
@@ -256,7 +277,9 @@ impl GuestApi {
     /// ([`crate::guest::access_log::ConnectionLog`]); others are logged here.
     pub fn handle<B>(&self, request: &Request<B>, peer: SocketAddr) -> Response<Full<Bytes>> {
         match self.instance_for(peer) {
-            Some(slot) => self.answer(&slot, request, peer),
+            Some(slot) => self
+                .throttle(&slot, request, peer, false)
+                .unwrap_or_else(|| self.answer(&slot, request, peer)),
             None => self.unknown_caller(peer),
         }
     }
@@ -296,6 +319,7 @@ impl GuestApi {
                 | GuestError::NotFound
                 | GuestError::BrowserRequest
                 | GuestError::UnknownCaller
+                | GuestError::Throttled(_)
                 | GuestError::MethodNotAllowed { .. } => None,
             };
             if let Some(rejection) = rejection {
@@ -304,12 +328,7 @@ impl GuestApi {
         }
         let mut response =
             result.unwrap_or_else(|error| error.into_response(&self.responder, token_ttl));
-        let version = match *request.method() == Method::PUT
-            || request.headers().contains_key(TOKEN_HEADER)
-        {
-            true => ImdsVersion::V2,
-            false => ImdsVersion::V1,
-        };
+        let version = version_of(request);
         let took = started.elapsed();
         if version == ImdsVersion::V1 {
             slot.counters().no_token.fetch_add(1, Ordering::Relaxed);

@@ -3,7 +3,8 @@
 //! Two HTTP surfaces around one domain core, each folder one part:
 //!
 //! - [`guest`]: what instances see, `GET /<version>/meta-data/...`, `/dynamic/...`,
-//!   `/user-data` and `PUT /latest/api/token`. The hot path; it changes no state. Optionally
+//!   `/user-data` and `PUT /latest/api/token`. The hot path; it changes no state but counters
+//!   and each instance's throttle ([`fleet::throttle`]: 429 beyond its budget). Optionally
 //!   writes an access log ([`guest::access_log`]) naming the local processes that still call
 //!   IMDSv1.
 //! - [`control`]: what operators use, the EC2 Query API subset the AWS CLI and boto3 speak,
@@ -107,6 +108,7 @@ impl App {
             ..settings
         };
         let hosts = Arc::new(server::HostGuard::new(&server.allowed_hosts));
+        let throttle = server.instance_throttle();
         let snapshots = Arc::new(fleet::state::SnapshotBuilder::new(
             keys.clone(),
             clock.clone(),
@@ -148,14 +150,17 @@ impl App {
             persisted,
         ));
         App {
-            api: Arc::new(GuestApi::new(
-                state.clone(),
-                tokens,
-                clock,
-                !settings.keep_alive,
-                metrics,
-                access_log,
-            )),
+            api: Arc::new(
+                GuestApi::new(
+                    state.clone(),
+                    tokens,
+                    clock,
+                    !settings.keep_alive,
+                    metrics,
+                    access_log,
+                )
+                .with_throttle_defaults(throttle),
+            ),
             state,
             snapshots,
             control,

@@ -9,6 +9,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use crate::fleet::state::InstanceSlot;
+use crate::fleet::throttle::ThrottleReason;
 
 /// How a guest request identified itself.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -177,7 +178,7 @@ impl TokenRejection {
 }
 
 /// Status codes counted one by one; others are counted as `other`.
-const STATUSES: [u16; 7] = [200, 400, 401, 403, 404, 405, 431];
+const STATUSES: [u16; 8] = [200, 400, 401, 403, 404, 405, 429, 431];
 /// Latency bucket bounds, in seconds.
 const BUCKETS: [f64; 9] = [
     0.000_01, 0.000_025, 0.000_05, 0.000_1, 0.000_25, 0.000_5, 0.001, 0.005, 0.025,
@@ -315,6 +316,27 @@ impl Metrics {
                 out,
                 "imds_metadata_no_token_total{{instance_id=\"{}\"}} {count}",
                 slot.id()
+            );
+        }
+        out.push_str("# HELP imds_throttled_total Guest requests answered 429 by the instance's throttle, by instance and reason (requests: beyond its requests per second; connections: beyond its simultaneous connections).\n# TYPE imds_throttled_total counter\n");
+        for slot in instances {
+            for why in ThrottleReason::ALL {
+                let _ = writeln!(
+                    out,
+                    "imds_throttled_total{{instance_id=\"{}\",reason=\"{}\"}} {}",
+                    slot.id(),
+                    why.label(),
+                    slot.throttle().throttled_total(why)
+                );
+            }
+        }
+        out.push_str("# HELP imds_instance_connections_open Guest connections open, by instance.\n# TYPE imds_instance_connections_open gauge\n");
+        for slot in instances {
+            let _ = writeln!(
+                out,
+                "imds_instance_connections_open{{instance_id=\"{}\"}} {}",
+                slot.id(),
+                slot.throttle().connections()
             );
         }
         let _ = write!(

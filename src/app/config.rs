@@ -117,6 +117,25 @@ pub struct ServerConfig {
     /// name in `Host` (others are refused: DNS rebinding).
     #[serde(default)]
     pub allowed_hosts: Vec<String>,
+    /// Requests each instance is answered per second (and at most as many at once), unless its
+    /// `[instance.throttle]` says otherwise; 0 is unlimited. Beyond it: 429.
+    #[serde(default = "default_instance_requests_per_second")]
+    pub instance_requests_per_second: u32,
+    /// Connections each instance may have open at once, unless its `[instance.throttle]` says
+    /// otherwise; 0 is unlimited. Beyond it: 429 and the connection closed.
+    #[serde(default = "default_instance_max_connections")]
+    pub instance_max_connections: u32,
+}
+
+/// EC2's one published figure for the link-local services (1024 packets per second per network
+/// interface to the DNS server), taken as requests: see [`crate::fleet::throttle`].
+fn default_instance_requests_per_second() -> u32 {
+    1024
+}
+
+/// A quarter of the default `max_connections`: four noisy instances cannot take every slot.
+fn default_instance_max_connections() -> u32 {
+    256
 }
 
 fn default_control_max_connections() -> usize {
@@ -136,6 +155,14 @@ impl ServerConfig {
     /// The shutdown grace period.
     pub fn shutdown_grace(&self) -> Duration {
         Duration::from_millis(self.shutdown_grace_ms)
+    }
+
+    /// The throttle of every instance that sets none of its own.
+    pub fn instance_throttle(&self) -> crate::fleet::throttle::ThrottleLimits {
+        crate::fleet::throttle::ThrottleLimits {
+            requests_per_second: self.instance_requests_per_second,
+            max_connections: self.instance_max_connections,
+        }
     }
 }
 

@@ -89,6 +89,12 @@ pub struct InstanceConfig {
     /// Faults the guest API injects (latency, statuses, resets, silence).
     #[serde(default)]
     pub faults: Vec<crate::fleet::faults::FaultConfig>,
+    /// Its request budget and connection cap (absent keys: the server-wide defaults).
+    #[serde(
+        default,
+        skip_serializing_if = "crate::fleet::throttle::ThrottleConfig::is_unset"
+    )]
+    pub throttle: crate::fleet::throttle::ThrottleConfig,
 }
 
 fn default_manifest_path() -> String {

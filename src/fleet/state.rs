@@ -22,6 +22,7 @@ use crate::fleet::instance_id::InstanceId;
 use crate::fleet::keys::Keys;
 use crate::fleet::metadata::{build, Timeline};
 use crate::fleet::options::MetadataOptions;
+use crate::fleet::throttle::Throttle;
 
 /// Everything needed to answer one instance's requests, built once per change.
 #[derive(Debug)]
@@ -231,6 +232,8 @@ pub struct InstanceSlot {
     changes: Mutex<InstanceChanges>,
     /// Until when (clock millis) the last options change reads `pending`.
     pending_until: AtomicU64,
+    /// Its request budget and connection count.
+    throttle: Throttle,
 }
 
 impl InstanceSlot {
@@ -255,6 +258,7 @@ impl InstanceSlot {
             changing: tokio::sync::Mutex::new(()),
             changes: Mutex::new(changes),
             pending_until: AtomicU64::new(0),
+            throttle: Throttle::default(),
         })
     }
 
@@ -296,6 +300,11 @@ impl InstanceSlot {
     /// The instance's counters.
     pub fn counters(&self) -> &InstanceCounters {
         &self.counters
+    }
+
+    /// Its throttle: request budget, connections open, requests throttled.
+    pub fn throttle(&self) -> &Throttle {
+        &self.throttle
     }
 
     /// What the control plane changed on the instance so far.

@@ -1,6 +1,7 @@
-//! The guest API as a [`Surface`] of the shared server: per connection it keeps the access
-//! log's view of the connection; per request it applies an injected fault, if one fires, marks
-//! the answer's hop limit, and looks up an IMDSv1 caller before answering.
+//! The guest API as a [`Surface`] of the shared server: per connection it counts the
+//! connection against its instance's cap and keeps the access log's view of the connection; per
+//! request it throttles, applies an injected fault, if one fires, marks the answer's hop limit,
+//! and looks up an IMDSv1 caller before answering.
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -12,14 +13,34 @@ use http_body_util::Full;
 
 use super::{GuestApi, GuestError};
 use crate::fleet::faults::Effect;
+use crate::fleet::throttle::ConnectionGuard;
 use crate::guest::access_log::ConnectionLog;
 use crate::metrics::{Metrics, SurfaceKind};
 use crate::server::net::ResponseHopLimit;
 use crate::server::{stopping, Connection, NoAnswer, Refusal, Surface};
 
-impl Surface for GuestApi {
+/// What the guest API keeps per connection.
+pub struct GuestConnection {
     /// Only with an access log: where the connection arrived, to find an IMDSv1 caller.
-    type PerConnection = Option<Arc<ConnectionLog>>;
+    log: Option<Arc<ConnectionLog>>,
+    /// The connection as counted against its instance's cap, until it closes.
+    _counted: Option<ConnectionGuard>,
+    /// Whether it came when its instance had as many connections open as it may: each of its
+    /// requests is then throttled.
+    over_cap: bool,
+}
+
+impl std::fmt::Debug for GuestConnection {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("GuestConnection")
+            .field("logged", &self.log.is_some())
+            .field("over_cap", &self.over_cap)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Surface for GuestApi {
+    type PerConnection = GuestConnection;
 
     const KIND: SurfaceKind = SurfaceKind::Guest;
 
@@ -31,8 +52,16 @@ impl Surface for GuestApi {
     const REFUSES_CROSS_SITE: bool = false;
 
     fn connect(&self, peer: SocketAddr, local: Option<SocketAddr>) -> Self::PerConnection {
-        self.access_log()
-            .map(|log| Arc::new(log.connection(peer, local)))
+        let counted = self
+            .instance_for(peer)
+            .map(|slot| self.count_connection(&slot));
+        GuestConnection {
+            log: self
+                .access_log()
+                .map(|log| Arc::new(log.connection(peer, local))),
+            over_cap: matches!(counted, Some(None)),
+            _counted: counted.flatten(),
+        }
     }
 
     fn respond(
@@ -42,11 +71,20 @@ impl Surface for GuestApi {
     ) -> impl Future<Output = Result<Response<Full<Bytes>>, NoAnswer>> + Send + 'static {
         let peer = connection.peer;
         let slot = self.instance_for(peer);
-        let fault = slot
+        let over_cap = connection.surface.over_cap;
+        let throttled = slot
             .as_deref()
-            .and_then(|slot| self.fault(slot, &request, peer));
+            .and_then(|slot| self.throttle(slot, &request, peer, over_cap));
+        // A throttled request meets no fault (and takes none of a fault's count).
+        let fault = match throttled {
+            Some(_) => None,
+            None => slot
+                .as_deref()
+                .and_then(|slot| self.fault(slot, &request, peer)),
+        };
         // No answer is built for a reset or silence.
         let mut response = match (fault.map(|f| f.effect), &slot) {
+            _ if throttled.is_some() => throttled,
             (_, None) => Some(self.unknown_caller(peer)),
             (None | Some(Effect::Answer), Some(slot)) => Some(self.answer(slot, &request, peer)),
             (Some(Effect::Status(status)), _) => Some(self.injected_status(status)),
@@ -58,6 +96,7 @@ impl Surface for GuestApi {
         }
         let v1_entry = connection
             .surface
+            .log
             .as_ref()
             .zip(response.as_mut())
             .and_then(|(log, response)| Some((log.clone(), log.take_awaiting(response)?)));

@@ -5,6 +5,7 @@ use http::{header, HeaderValue, Response, StatusCode};
 use http_body_util::Full;
 
 use super::Responder;
+use crate::fleet::throttle::ThrottleReason;
 use crate::metrics::TokenRejection;
 
 /// Why a guest request is not answered with data.
@@ -34,6 +35,9 @@ pub enum GuestError {
     /// A request a web browser was made to send (see [`crate::server::browser`]).
     #[error("request from a web browser refused")]
     BrowserRequest,
+    /// Beyond the instance's requests per second, or on a connection beyond its cap.
+    #[error("throttled: too many {}", .0.label())]
+    Throttled(ThrottleReason),
     /// Nothing at that path (now).
     #[error("not found")]
     NotFound,
@@ -60,6 +64,7 @@ impl GuestError {
             GuestError::InvalidToken(_) => StatusCode::UNAUTHORIZED,
             GuestError::BrowserRequest => StatusCode::FORBIDDEN,
             GuestError::UnknownCaller => StatusCode::FORBIDDEN,
+            GuestError::Throttled(_) => StatusCode::TOO_MANY_REQUESTS,
             GuestError::NotFound => StatusCode::NOT_FOUND,
             GuestError::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
         }

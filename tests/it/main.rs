@@ -29,4 +29,5 @@ mod recordings;
 mod slow_clients;
 mod ssrf;
 mod sts;
+mod throttling;
 mod tokens;
