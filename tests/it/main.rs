@@ -13,6 +13,7 @@ mod control_router;
 mod events;
 mod fault_clients;
 mod faults;
+mod fleet_guests;
 mod fuzz_corpus;
 mod harness;
 mod hop_limit;
