@@ -14,6 +14,7 @@ mod events;
 mod fault_clients;
 mod faults;
 mod fleet;
+mod fleet_guests;
 mod fuzz_corpus;
 mod harness;
 mod hop_limit;

@@ -60,27 +60,51 @@ impl Namespaces {
         method: &str,
         url: &str,
     ) -> Result<Option<(u16, String)>, i32> {
-        let output = Command::new("ip")
-            .args([
-                "netns",
-                "exec",
-                &self.name(role),
-                "curl",
-                "-s",
-                "-w",
-                "\n%{http_code}",
-                "-m",
-                "2",
-            ])
-            .args([
-                "-X",
-                method,
-                "-H",
-                "X-aws-ec2-metadata-token-ttl-seconds: 60",
-                url,
-            ])
-            .output()
-            .expect("curl runs");
+        self.try_curl_with(role, method, url, &[])
+    }
+
+    /// Like [`Namespaces::curl`], with extra request `headers` (`"Name: value"`).
+    pub fn curl_with(
+        &self,
+        role: &str,
+        method: &str,
+        url: &str,
+        headers: &[&str],
+    ) -> Option<(u16, String)> {
+        self.try_curl_with(role, method, url, headers)
+            .unwrap_or_else(|code| panic!("curl {method} {url} from {role}: exit {code}"))
+    }
+
+    /// Like [`Namespaces::try_curl`], with extra request `headers` (`"Name: value"`).
+    pub fn try_curl_with(
+        &self,
+        role: &str,
+        method: &str,
+        url: &str,
+        headers: &[&str],
+    ) -> Result<Option<(u16, String)>, i32> {
+        let mut command = Command::new("ip");
+        command.args([
+            "netns",
+            "exec",
+            &self.name(role),
+            "curl",
+            "-s",
+            "-w",
+            "\n%{http_code}",
+            "-m",
+            "2",
+        ]);
+        command.args([
+            "-X",
+            method,
+            "-H",
+            "X-aws-ec2-metadata-token-ttl-seconds: 60",
+        ]);
+        for header in headers {
+            command.args(["-H", header]);
+        }
+        let output = command.arg(url).output().expect("curl runs");
         match output.status.code() {
             Some(0) => {
                 let text = String::from_utf8_lossy(&output.stdout).into_owned();
