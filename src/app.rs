@@ -9,4 +9,3 @@ pub mod config;
 pub mod ctl;
 pub mod link_local;
 pub mod serve;
-pub mod sts;

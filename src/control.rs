@@ -168,7 +168,8 @@ pub struct ControlApi {
 
 impl ControlApi {
     /// A control API changing the instances in `state` with snapshots from `snapshots`, keeping
-    /// its changes where `persisted` says (and starting from the ones kept there).
+    /// its changes where `persisted` says (and starting from the ones kept there), launching new
+    /// instances from `template`.
     pub fn new(
         state: Arc<State>,
         snapshots: Arc<SnapshotBuilder>,
@@ -176,10 +177,8 @@ impl ControlApi {
         metrics: Arc<Metrics>,
         keys: Option<ControlKeys>,
         persisted: Persisted,
+        template: crate::fleet::instance::InstanceConfig,
     ) -> ControlApi {
-        let template = crate::app::config::Config::load(None)
-            .expect("the built-in configuration is valid")
-            .instance;
         let network = vpc::initial_network(persisted.network, &state, &template);
         ControlApi {
             network: std::sync::Mutex::new(network),

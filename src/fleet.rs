@@ -21,5 +21,6 @@ pub mod network;
 pub mod options;
 pub mod secret;
 pub mod state;
+pub mod sts;
 pub mod throttle;
 pub mod token;

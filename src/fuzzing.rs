@@ -233,6 +233,7 @@ impl ControlFixture {
             Arc::new(Metrics::default()),
             keys,
             Persisted::default(),
+            self.initial.instance.config.clone(),
         )
     }
 }

@@ -148,6 +148,9 @@ impl App {
             metrics.clone(),
             loaded.control.keys(),
             persisted,
+            app::config::Config::load(None)
+                .expect("the built-in configuration is valid")
+                .instance,
         ));
         App {
             api: Arc::new(

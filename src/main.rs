@@ -83,7 +83,7 @@ fn print_certificate(args: &CertArgs) -> Result<(), Box<dyn std::error::Error>> 
         (Some(dir), None) => Some(imds::store::Store::open(dir)?),
         _ => None,
     };
-    let signer = Keys::lasting_signer(server, store.as_ref())?;
+    let signer = Keys::lasting_signer(&server.key_files(), store.as_ref())?;
     match args.public_key {
         true => print!("{}", signer.public_key_pem()),
         false => print!("{}", signer.certificate_pem()),

@@ -113,6 +113,29 @@ impl SurfaceKind {
     }
 }
 
+/// Why a request was refused as a browser's.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BrowserRefusal {
+    /// On a loopback connection, `Host` named neither an IP address, `localhost`, nor an allowed
+    /// name: a DNS-rebinding page.
+    ForeignHost,
+    /// The browser marked the request as coming from another site.
+    CrossSite,
+}
+
+impl BrowserRefusal {
+    /// All reasons, in metric order.
+    pub const ALL: [BrowserRefusal; 2] = [BrowserRefusal::ForeignHost, BrowserRefusal::CrossSite];
+
+    /// The `reason` label.
+    pub fn label(self) -> &'static str {
+        match self {
+            BrowserRefusal::ForeignHost => "foreign_host",
+            BrowserRefusal::CrossSite => "cross_site",
+        }
+    }
+}
+
 /// Why a session token (or a token request) was refused.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum TokenRejection {
@@ -274,7 +297,7 @@ impl Metrics {
     }
 
     /// Counts a request refused on `surface` as a browser's.
-    pub fn browser_refused(&self, surface: SurfaceKind, why: crate::server::BrowserRefusal) {
+    pub fn browser_refused(&self, surface: SurfaceKind, why: BrowserRefusal) {
         self.browser_refused[surface as usize][why as usize].fetch_add(1, Ordering::Relaxed);
     }
 
@@ -375,7 +398,7 @@ impl Metrics {
         );
         out.push_str("# HELP imds_browser_requests_refused_total Requests refused as a web browser's (DNS rebinding, cross-site), by surface and reason.\n# TYPE imds_browser_requests_refused_total counter\n");
         for surface in SurfaceKind::ALL {
-            for why in crate::server::BrowserRefusal::ALL {
+            for why in BrowserRefusal::ALL {
                 let _ = writeln!(
                     out,
                     "imds_browser_requests_refused_total{{surface=\"{}\",reason=\"{}\"}} {}",

@@ -35,6 +35,12 @@ use crate::fleet::options::{HttpTokens, Switch};
 #[error("{0}")]
 pub struct AemmError(pub String);
 
+impl From<AemmError> for ServeError {
+    fn from(error: AemmError) -> ServeError {
+        ServeError::Settings(Box::new(error))
+    }
+}
+
 /// AEMM's metadata value keys that map onto the instance's configuration (a JSON pointer into
 /// `[instance]`), and whether the value is a number.
 const METADATA: &[(&str, &str, bool)] = &[

@@ -147,6 +147,15 @@ fn default_control_listen() -> Vec<SocketAddr> {
 }
 
 impl ServerConfig {
+    /// The key files it names.
+    pub fn key_files(&self) -> crate::fleet::keys::KeyFiles {
+        crate::fleet::keys::KeyFiles {
+            token_key_file: self.token_key_file.clone(),
+            signing_key_file: self.signing_key_file.clone(),
+            signing_cert_file: self.signing_cert_file.clone(),
+        }
+    }
+
     /// The header read deadline.
     pub fn header_read_timeout(&self) -> Duration {
         Duration::from_millis(self.header_read_timeout_ms)

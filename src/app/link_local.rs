@@ -10,9 +10,9 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::process::Command;
 
 /// EC2's IPv4 metadata address.
-pub const IPV4: Ipv4Addr = Ipv4Addr::new(169, 254, 169, 254);
+pub const IPV4: Ipv4Addr = crate::server::net::IMDS_IPV4;
 /// EC2's IPv6 metadata address (Nitro instances with `HttpProtocolIpv6=enabled`).
-pub const IPV6: Ipv6Addr = Ipv6Addr::new(0xfd00, 0xec2, 0, 0, 0, 0, 0, 0x254);
+pub const IPV6: Ipv6Addr = crate::server::net::IMDS_IPV6;
 /// The dummy interface created where the kernel supports it.
 pub const DUMMY_INTERFACE: &str = "imds0";
 

@@ -56,9 +56,10 @@ pub enum ServeError {
     /// A guardrail policy file is unreadable or invalid.
     #[error(transparent)]
     Policy(#[from] crate::control::policy::PolicyError),
-    /// The AEMM-style configuration is invalid.
+    /// Settings from another front end (amazon-ec2-metadata-mock's flags, environment and
+    /// file) are invalid.
     #[error(transparent)]
-    Aemm(#[from] crate::app::aemm::AemmError),
+    Settings(Box<dyn std::error::Error + Send + Sync>),
     /// The runtime or the signal handlers could not start.
     #[error("cannot start: {0}")]
     Startup(std::io::Error),
@@ -93,7 +94,7 @@ pub fn run_with(load: LoadConfig, link_local: bool) -> Result<(), ServeError> {
         Some(dir) => Some(Arc::new(Store::open(dir)?)),
         None => None,
     };
-    let keys = Keys::load(&loaded.server, store.as_deref())?;
+    let keys = Keys::load(&loaded.server.key_files(), store.as_deref())?;
     let ids: Vec<&str> = match loaded.server.fleet {
         true => loaded.instances.iter().map(|i| i.id()).collect(),
         false => vec![loaded.instance.id()],

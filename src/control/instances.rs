@@ -6,10 +6,152 @@ use super::xml::Xml;
 use super::{Change, ControlApi};
 use crate::fleet::events::SpotAction;
 use crate::fleet::instance::Instance;
+use std::sync::Arc;
+
+use base64::Engine;
+
+use super::vpc::Filters;
 use crate::fleet::lifecycle::InstanceState;
 use crate::fleet::metadata::render;
 use crate::fleet::options::{HopLimit, HttpTokens, MetadataOptions, Switch};
 use crate::fleet::state::{InstanceSlot, Snapshot};
+
+/// The filters `DescribeInstances` knows besides `tag:KEY` and `tag-key`.
+const INSTANCE_FILTERS: &[&str] = &[
+    "instance-id",
+    "instance-state-name",
+    "instance-state-code",
+    "instance-type",
+    "instance-lifecycle",
+    "image-id",
+    "key-name",
+    "availability-zone",
+    "subnet-id",
+    "vpc-id",
+    "private-ip-address",
+    "private-dns-name",
+    "ip-address",
+    "network-interface.addresses.private-ip-address",
+    "network-interface.ipv6-addresses.ipv6-address",
+    "reservation-id",
+    "owner-id",
+    "iam-instance-profile.arn",
+    "tag-value",
+    "metadata-options.http-tokens",
+    "metadata-options.http-endpoint",
+    "metadata-options.http-put-response-hop-limit",
+    "metadata-options.http-protocol-ipv6",
+    "metadata-options.instance-metadata-tags",
+    "metadata-options.state",
+];
+
+/// The values of `name` (one of [`INSTANCE_FILTERS`]) for an instance in `state`.
+fn instance_field(name: &str, snapshot: &Snapshot, state: (u16, &str)) -> Vec<String> {
+    let instance = &snapshot.instance;
+    let c = &instance.config;
+    let primary = instance.primary_interface();
+    let options = &snapshot.options;
+    let one = |value: &str| vec![value.to_owned()];
+    match name {
+        "instance-id" => one(instance.id()),
+        "instance-state-name" => one(state.1),
+        "instance-state-code" => vec![state.0.to_string()],
+        "instance-type" => one(&c.instance_type),
+        "instance-lifecycle" => match c.instance_life_cycle == "spot" || c.events.spot.is_some() {
+            true => one("spot"),
+            false => Vec::new(),
+        },
+        "image-id" => one(&c.ami_id),
+        "key-name" => c.public_keys.iter().map(|k| k.name.clone()).collect(),
+        "availability-zone" => one(&c.placement.availability_zone),
+        "subnet-id" => one(&primary.config.subnet_id),
+        "vpc-id" => one(&primary.config.vpc_id),
+        "private-ip-address" => vec![primary.config.private_ipv4s[0].to_string()],
+        "private-dns-name" => one(&primary.local_hostname),
+        "ip-address" => primary
+            .config
+            .public_ipv4
+            .iter()
+            .map(ToString::to_string)
+            .collect(),
+        "network-interface.addresses.private-ip-address" => c
+            .network_interfaces
+            .iter()
+            .flat_map(|nic| nic.private_ipv4s.iter().map(ToString::to_string))
+            .collect(),
+        "network-interface.ipv6-addresses.ipv6-address" => c
+            .network_interfaces
+            .iter()
+            .flat_map(|nic| nic.ipv6s.iter().map(ToString::to_string))
+            .collect(),
+        "reservation-id" => one(&c.reservation_id),
+        "owner-id" => one(&c.account_id),
+        "iam-instance-profile.arn" => instance
+            .iam
+            .iter()
+            .map(|p| p.instance_profile_arn.clone())
+            .collect(),
+        "tag-value" => c.tags.values().cloned().collect(),
+        "metadata-options.http-tokens" => one(tokens(options.http_tokens)),
+        "metadata-options.http-endpoint" => one(switch(options.http_endpoint)),
+        "metadata-options.http-put-response-hop-limit" => {
+            vec![options.http_put_response_hop_limit.get().to_string()]
+        }
+        "metadata-options.http-protocol-ipv6" => one(switch(options.http_protocol_ipv6)),
+        "metadata-options.instance-metadata-tags" => one(switch(options.instance_metadata_tags)),
+        "metadata-options.state" => one("applied"),
+        _ => Vec::new(),
+    }
+}
+
+/// `MaxResults` and `NextToken`: how many instances one page shows, after which one.
+struct Page {
+    size: usize,
+    after: Option<String>,
+}
+
+impl Page {
+    /// The page a request asks for; EC2 refuses `MaxResults` with instance ids, and outside
+    /// 5..=1000.
+    fn of(query: &QueryRequest, with_ids: bool) -> Result<Page, ControlError> {
+        let size = match query.get("MaxResults") {
+            None => usize::MAX,
+            Some(_) if with_ids => {
+                return Err(ControlError::InvalidParameterCombination(
+                    "The parameter instancesSet cannot be used with the parameter maxResults"
+                        .into(),
+                ))
+            }
+            Some(text) => text
+                .parse::<usize>()
+                .ok()
+                .filter(|n| (5..=1000).contains(n))
+                .ok_or_else(|| {
+                    ControlError::InvalidParameterValue(format!(
+                        "Value ({text}) for parameter maxResults is invalid. Expecting a value between 5 and 1000."
+                    ))
+                })?,
+        };
+        let after = match query.get("NextToken") {
+            None => None,
+            Some(token) => Some(
+                base64::engine::general_purpose::URL_SAFE_NO_PAD
+                    .decode(token)
+                    .ok()
+                    .and_then(|bytes| String::from_utf8(bytes).ok())
+                    .ok_or_else(|| {
+                        ControlError::InvalidParameterValue(format!("Invalid NextToken: {token}"))
+                    })?,
+            ),
+        };
+        Ok(Page { size, after })
+    }
+}
+
+/// The `NextToken` that continues after the instance `id`.
+fn page_token(id: &str) -> String {
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(id)
+}
 
 impl ControlApi {
     /// `DescribeInstances`: every instance that the ids and filters leave in, one reservation
@@ -24,49 +166,58 @@ impl ControlApi {
             .into_iter()
             .map(|id| self.slot(id))
             .collect::<Result<Vec<_>, _>>()?;
-        let filters = query.filters()?;
+        let filters = Filters::new(query, INSTANCE_FILTERS)?;
+        let page = Page::of(query, !named.is_empty())?;
         let candidates = match named.is_empty() {
             true => self.state.instances(),
             false => named,
         };
         let now = self.clock.now_millis();
-        let mut xml = Xml::response("DescribeInstancesResponse", request_id);
-        xml.open("reservationSet");
+        let mut shown = Vec::new();
+        let mut next_token = None;
         for slot in candidates {
-            let snapshot = slot.current();
-            let instance = &snapshot.instance;
-            let state = instance_state(&slot, &snapshot, now);
-            let mut shown = true;
-            for (name, values) in &filters {
-                let matches = |actual: &str| values.iter().any(|v| v == actual);
-                shown &= match name.as_str() {
-                    "instance-id" => matches(instance.id()),
-                    "metadata-options.http-tokens" => matches(tokens(snapshot.options.http_tokens)),
-                    "metadata-options.http-endpoint" => {
-                        matches(switch(snapshot.options.http_endpoint))
-                    }
-                    "instance-state-name" => matches(state.1),
-                    "availability-zone" => matches(&instance.config.placement.availability_zone),
-                    other => match other.strip_prefix("tag:") {
-                        Some(key) => instance.config.tags.get(key).is_some_and(|v| matches(v)),
-                        None if other == "tag-key" => {
-                            instance.config.tags.keys().any(|k| matches(k))
-                        }
-                        None => return Err(ControlError::InvalidFilter(other.to_owned())),
-                    },
-                };
-            }
-            if !shown {
+            if page
+                .after
+                .as_deref()
+                .is_some_and(|after| slot.id().as_str() <= after)
+            {
                 continue;
             }
+            let snapshot = slot.current();
+            let state = instance_state(&slot, &snapshot, now);
+            // Terminated instances disappear from view an hour after, as on EC2.
+            if slot.changes().lifecycle.is_some_and(|l| l.is_gone(now)) {
+                continue;
+            }
+            let instance = &snapshot.instance;
+            let fields = |name: &str| instance_field(name, &snapshot, state);
+            if !filters.matches(&instance.config.tags, fields) {
+                continue;
+            }
+            if shown.len() == page.size {
+                next_token = shown
+                    .last()
+                    .map(|(slot, _, _): &(Arc<InstanceSlot>, _, _)| page_token(slot.id().as_str()));
+                break;
+            }
+            shown.push((slot, snapshot, state));
+        }
+        let mut xml = Xml::response("DescribeInstancesResponse", request_id);
+        xml.open("reservationSet");
+        for (slot, snapshot, state) in &shown {
+            let instance = &snapshot.instance;
             xml.open("item")
                 .leaf("reservationId", &instance.config.reservation_id)
                 .leaf("ownerId", &instance.config.account_id)
                 .open("groupSet")
                 .close()
                 .open("instancesSet");
-            self.instance_xml(&mut xml, &slot, instance, &snapshot.options, state);
+            self.instance_xml(&mut xml, slot, instance, &snapshot.options, *state);
             xml.close().close();
+        }
+        xml.close();
+        if let Some(token) = next_token {
+            xml.leaf("nextToken", token);
         }
         Ok(xml.finish())
     }

@@ -547,7 +547,11 @@ pub fn datetime(millis: u64) -> OffsetDateTime {
 
 /// `2026-11-23T10:00:00Z`: spot and rebalance times, and `When` in text.
 pub fn rfc3339(at: OffsetDateTime) -> String {
-    crate::fleet::metadata::render::iso_seconds(at)
+    at.to_offset(time::UtcOffset::UTC)
+        .format(time::macros::format_description!(
+            "[year]-[month]-[day]T[hour]:[minute]:[second]Z"
+        ))
+        .expect("formatting a UTC date with a fixed description cannot fail")
 }
 
 #[cfg(test)]

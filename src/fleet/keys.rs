@@ -10,7 +10,6 @@ use std::fs;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use crate::app::config::ServerConfig;
 use crate::fleet::identity::{IdentityError, IdentitySigner};
 use crate::fleet::secret::{SecretError, ServerSecret};
 use crate::store::{Store, StoreError};
@@ -64,9 +63,20 @@ pub struct Keys {
     pub signer: Arc<IdentitySigner>,
 }
 
+/// The files that hold the keys, as `[server]` names them (`None`: from the store, else new).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct KeyFiles {
+    /// Keys tokens and generated credentials.
+    pub token_key_file: Option<std::path::PathBuf>,
+    /// The identity document's signing key (PEM).
+    pub signing_key_file: Option<std::path::PathBuf>,
+    /// Its certificate (PEM).
+    pub signing_cert_file: Option<std::path::PathBuf>,
+}
+
 impl Keys {
     /// The keys `server` names, kept in (and created in, when missing) `store`.
-    pub fn load(server: &ServerConfig, store: Option<&Store>) -> Result<Keys, KeysError> {
+    pub fn load(server: &KeyFiles, store: Option<&Store>) -> Result<Keys, KeysError> {
         let secret = match (&server.token_key_file, store) {
             (Some(file), _) => ServerSecret::from_file(file)?,
             (None, Some(store)) => stored_secret(store)?,
@@ -81,7 +91,7 @@ impl Keys {
     /// The signer `server` names; an error when it would be a new key per process (for
     /// `imds cert`, which must print what a server uses).
     pub fn lasting_signer(
-        server: &ServerConfig,
+        server: &KeyFiles,
         store: Option<&Store>,
     ) -> Result<IdentitySigner, KeysError> {
         if store.is_none() && server.signing_key_file.is_none() {
@@ -99,7 +109,7 @@ impl Keys {
     }
 }
 
-fn signer(server: &ServerConfig, store: Option<&Store>) -> Result<IdentitySigner, KeysError> {
+fn signer(server: &KeyFiles, store: Option<&Store>) -> Result<IdentitySigner, KeysError> {
     match (&server.signing_key_file, &server.signing_cert_file, store) {
         (Some(key), Some(cert), _) => {
             let key_pem = read_text(key)?;
@@ -186,10 +196,8 @@ fn read_text(path: &Path) -> Result<String, KeysError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::app::config::Config;
-
-    fn server() -> ServerConfig {
-        Config::load(None).unwrap().server
+    fn server() -> KeyFiles {
+        KeyFiles::default()
     }
 
     #[test]

@@ -11,7 +11,6 @@ use std::time::SystemTime;
 use arc_swap::ArcSwap;
 use http::HeaderValue;
 
-use crate::app::sts::AssumedRole;
 use crate::clock::Clock;
 use crate::fleet::changes::InstanceChanges;
 use crate::fleet::credentials::{CredentialIssuer, Delivery, IssuedSet};
@@ -22,6 +21,7 @@ use crate::fleet::instance_id::InstanceId;
 use crate::fleet::keys::Keys;
 use crate::fleet::metadata::{build, Timeline};
 use crate::fleet::options::MetadataOptions;
+use crate::fleet::sts::AssumedRole;
 use crate::fleet::throttle::Throttle;
 
 /// Everything needed to answer one instance's requests, built once per change.

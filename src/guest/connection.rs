@@ -4,7 +4,7 @@
 //! and looks up an IMDSv1 caller before answering.
 
 use std::future::Future;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 
 use bytes::Bytes;
@@ -16,7 +16,7 @@ use crate::fleet::faults::Effect;
 use crate::fleet::throttle::ConnectionGuard;
 use crate::guest::access_log::ConnectionLog;
 use crate::metrics::{Metrics, SurfaceKind};
-use crate::server::net::ResponseHopLimit;
+use crate::server::net::{ResponseHopLimit, IMDS_IPV6};
 use crate::server::{stopping, Connection, NoAnswer, Refusal, Surface};
 
 /// What the guest API keeps per connection.
@@ -71,6 +71,15 @@ impl Surface for GuestApi {
     ) -> impl Future<Output = Result<Response<Full<Bytes>>, NoAnswer>> + Send + 'static {
         let peer = connection.peer;
         let slot = self.instance_for(peer);
+        // At [fd00:ec2::254] only instances with HttpProtocolIpv6 enabled get an answer.
+        let at_ipv6 = connection
+            .local
+            .is_some_and(|local| local.ip() == IpAddr::V6(IMDS_IPV6));
+        let ipv6_refused = (at_ipv6
+            && slot
+                .as_deref()
+                .is_some_and(|s| !s.snapshot().options.http_protocol_ipv6.is_enabled()))
+        .then(|| connection.clone());
         let over_cap = connection.surface.over_cap;
         let throttled = slot
             .as_deref()
@@ -84,6 +93,7 @@ impl Surface for GuestApi {
         };
         // No answer is built for a reset or silence.
         let mut response = match (fault.map(|f| f.effect), &slot) {
+            _ if ipv6_refused.is_some() => None,
             _ if throttled.is_some() => throttled,
             (_, None) => Some(self.unknown_caller(peer)),
             (None | Some(Effect::Answer), Some(slot)) => Some(self.answer(slot, &request, peer)),
@@ -120,6 +130,10 @@ impl Surface for GuestApi {
                     }
                     Effect::Answer | Effect::Status(_) => {}
                 }
+            }
+            if let Some(connection) = ipv6_refused {
+                connection.hops.reset();
+                return Err(NoAnswer::Reset);
             }
             Ok(response.expect("every request but a reset or a silent one has an answer"))
         }

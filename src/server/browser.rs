@@ -22,32 +22,10 @@ use http::header::{HOST, ORIGIN};
 use http::{HeaderMap, HeaderName};
 
 use crate::log_limit::LogLimit;
+pub use crate::metrics::BrowserRefusal;
 use crate::metrics::{Metrics, SurfaceKind};
 
 const SEC_FETCH_SITE: HeaderName = HeaderName::from_static("sec-fetch-site");
-
-/// Why a request was refused as a browser's.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum BrowserRefusal {
-    /// On a loopback connection, `Host` named neither an IP address, `localhost`, nor an allowed
-    /// name: a DNS-rebinding page.
-    ForeignHost,
-    /// The browser marked the request as coming from another site.
-    CrossSite,
-}
-
-impl BrowserRefusal {
-    /// All reasons, in metric order.
-    pub const ALL: [BrowserRefusal; 2] = [BrowserRefusal::ForeignHost, BrowserRefusal::CrossSite];
-
-    /// The `reason` label.
-    pub fn label(self) -> &'static str {
-        match self {
-            BrowserRefusal::ForeignHost => "foreign_host",
-            BrowserRefusal::CrossSite => "cross_site",
-        }
-    }
-}
 
 /// The names a loopback `Host` may carry besides IP literals and `localhost`, and the log limits.
 #[derive(Debug)]

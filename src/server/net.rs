@@ -17,6 +17,12 @@ use std::task::{Context, Poll};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 
+/// IMDS' IPv4 address.
+pub const IMDS_IPV4: std::net::Ipv4Addr = std::net::Ipv4Addr::new(169, 254, 169, 254);
+/// IMDS' IPv6 address, answered only for instances with `HttpProtocolIpv6=enabled`.
+pub const IMDS_IPV6: std::net::Ipv6Addr =
+    std::net::Ipv6Addr::new(0xfd00, 0xec2, 0, 0, 0, 0, 0, 0x254);
+
 /// Response extension: send this response with this IP TTL / hop limit.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ResponseHopLimit(pub u8);

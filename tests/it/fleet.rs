@@ -215,6 +215,51 @@ fn the_aws_cli_launches_finds_changes_and_terminates_instances_that_guests_see()
         instances(&aws(&served, &["describe-instances"]).unwrap()).len(),
         3
     );
+    // EC2's filters, wildcards included, and paging that the CLI follows on its own.
+    let by_ip = aws(
+        &served,
+        &[
+            "describe-instances",
+            "--filters",
+            &format!("Name=private-ip-address,Values={}", ips[1]),
+        ],
+    )
+    .unwrap();
+    assert_eq!(instances(&by_ip)[0]["InstanceId"], ids[1]);
+    let by_type = aws(
+        &served,
+        &[
+            "describe-instances",
+            "--filters",
+            "Name=instance-type,Values=t3.*",
+            "Name=metadata-options.http-tokens,Values=required",
+            &format!("Name=subnet-id,Values={SUBNET}"),
+        ],
+    )
+    .unwrap();
+    assert_eq!(instances(&by_type).len(), 2);
+    let launched_more = aws(
+        &served,
+        &[
+            "run-instances",
+            "--image-id",
+            "ami-0abcdef1234567890",
+            "--count",
+            "6",
+            "--subnet-id",
+            SUBNET,
+        ],
+    )
+    .unwrap();
+    assert_eq!(launched_more["Instances"].as_array().unwrap().len(), 6);
+    let paged = aws(&served, &["describe-instances", "--page-size", "5"]).unwrap();
+    assert_eq!(instances(&paged).len(), 9, "every page followed");
+    let (_, stderr) = aws(
+        &served,
+        &["describe-instances", "--filters", "Name=flavour,Values=x"],
+    )
+    .unwrap_err();
+    assert!(stderr.contains("InvalidParameterValue"), "{stderr}");
 
     // Each guest sees its own instance; IMDSv1 is refused as asked.
     for (id, ip) in ids.iter().zip(&ips) {

@@ -5,8 +5,6 @@ use std::io;
 use bytes::Bytes;
 use serde::Serialize;
 use serde_json::ser::{Formatter, PrettyFormatter};
-use time::format_description::FormatItem;
-use time::macros::format_description;
 use time::OffsetDateTime;
 
 /// One entry per line, no newline after the last (a trailing `\n` breaks real clients).
@@ -37,14 +35,9 @@ pub fn json<T: Serialize>(document: &T) -> Bytes {
     Bytes::from(out)
 }
 
-const ISO_SECONDS: &[FormatItem<'static>] =
-    format_description!("[year]-[month]-[day]T[hour]:[minute]:[second]Z");
-
 /// `2021-09-20T21:42:26Z`: the timestamp form of credentials and `LastUpdated`.
 pub fn iso_seconds(at: OffsetDateTime) -> String {
-    at.to_offset(time::UtcOffset::UTC)
-        .format(ISO_SECONDS)
-        .expect("formatting a UTC date with a fixed description cannot fail")
+    crate::fleet::events::rfc3339(at)
 }
 
 /// serde_json's pretty printer with IMDS' ` : ` between key and value.
