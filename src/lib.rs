@@ -123,13 +123,20 @@ impl App {
             }
             false => vec![loaded.instance],
         };
-        let slots: Vec<_> = instances
+        let changes: Vec<_> = instances
+            .iter()
+            .map(|instance| persisted.changes_of(instance.id()))
+            .collect();
+        let layered = instances
             .into_iter()
-            .map(|instance| {
-                let changes = persisted.changes_of(instance.id());
-                let layered = changes.layered(instance);
-                fleet::state::InstanceSlot::new(snapshots.build(layered), changes)
-            })
+            .zip(&changes)
+            .map(|(instance, changes)| changes.layered(instance))
+            .collect();
+        let slots: Vec<_> = snapshots
+            .build_all(layered)
+            .into_iter()
+            .zip(changes)
+            .map(|(snapshot, changes)| fleet::state::InstanceSlot::new(snapshot, changes))
             .collect();
         let state = Arc::new(match fleet_mode {
             true => fleet::state::State::fleet(slots),

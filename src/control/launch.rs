@@ -128,9 +128,16 @@ impl ControlApi {
         self.persist(move |store| store.save_launch(&rows, super::vpc::NETWORK, &kept))
             .await?;
         self.set_network(network);
-        let slots: Vec<Arc<InstanceSlot>> = instances
+        let snapshots = self.snapshots.clone();
+        let built = tokio::task::spawn_blocking(move || snapshots.build_all(instances))
+            .await
+            .map_err(|error| {
+                tracing::error!(%error, "building the launched instances failed");
+                ControlError::InternalError
+            })?;
+        let slots: Vec<Arc<InstanceSlot>> = built
             .into_iter()
-            .map(|instance| InstanceSlot::new(self.snapshots.build(instance), lifecycle.clone()))
+            .map(|snapshot| InstanceSlot::new(snapshot, lifecycle.clone()))
             .collect();
         self.state.insert(slots.clone());
         if let Some(token) = token {

@@ -150,6 +150,40 @@ impl SnapshotBuilder {
         snapshot.with_assumed_role(assumed)
     }
 
+    /// The snapshots of `instances`, built on every core (each signs its identity document,
+    /// which is most of the work), in order.
+    pub fn build_all(&self, instances: Vec<Instance>) -> Vec<Snapshot> {
+        let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+        if threads < 2 || instances.len() < 16 {
+            return instances.into_iter().map(|i| self.build(i)).collect();
+        }
+        let runtime = tokio::runtime::Handle::try_current().ok();
+        let chunk = instances.len().div_ceil(threads);
+        let mut chunks: Vec<Vec<Instance>> = Vec::with_capacity(threads);
+        let mut rest = instances;
+        while !rest.is_empty() {
+            let tail = rest.split_off(chunk.min(rest.len()));
+            chunks.push(std::mem::replace(&mut rest, tail));
+        }
+        std::thread::scope(|scope| {
+            let workers: Vec<_> = chunks
+                .into_iter()
+                .map(|chunk| {
+                    let runtime = runtime.clone();
+                    scope.spawn(move || {
+                        // STS-backed roles start their renewal task on the caller's runtime.
+                        let _entered = runtime.as_ref().map(|r| r.enter());
+                        chunk.into_iter().map(|i| self.build(i)).collect::<Vec<_>>()
+                    })
+                })
+                .collect();
+            workers
+                .into_iter()
+                .flat_map(|worker| worker.join().expect("building a snapshot does not panic"))
+                .collect()
+        })
+    }
+
     /// When the service started (clock milliseconds).
     pub fn started(&self) -> u64 {
         self.started
