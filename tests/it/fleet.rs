@@ -14,11 +14,11 @@ use serde_json::Value;
 use crate::control::aws;
 use crate::process::{Served, IMDS};
 
-const SUBNET: &str = "subnet-0a3e5c7b9d1f24681";
+pub(crate) const SUBNET: &str = "subnet-0a3e5c7b9d1f24681";
 
 /// A fleet whose one configured instance lives in a loopback subnet, so that launched
 /// instances get addresses this host can send from; `extra` is added to the file.
-fn fleet_config(dir: &Path, extra: &str) -> std::path::PathBuf {
+pub(crate) fn fleet_config(dir: &Path, extra: &str) -> std::path::PathBuf {
     let file = dir.join("fleet.toml");
     std::fs::write(
         &file,
@@ -44,7 +44,7 @@ security_groups = [{{ name = "default", id = "sg-0e1f2a3b4c5d6e7f8" }}]
     file
 }
 
-fn serve_fleet(config: &Path, state: &Path) -> Served {
+pub(crate) fn serve_fleet(config: &Path, state: &Path) -> Served {
     let mut command = std::process::Command::new(IMDS);
     command
         .args(["serve", "--listen", "127.0.0.1:0", "--config"])
@@ -55,7 +55,7 @@ fn serve_fleet(config: &Path, state: &Path) -> Served {
 }
 
 /// A guest request from `source` (an instance's address): status and body.
-fn guest(served: &Served, source: &str, request: &str) -> (u16, String) {
+pub(crate) fn guest(served: &Served, source: &str, request: &str) -> (u16, String) {
     let port: u16 = served.endpoints[0]
         .rsplit(':')
         .next()
@@ -85,7 +85,7 @@ fn guest(served: &Served, source: &str, request: &str) -> (u16, String) {
     (status, body)
 }
 
-fn get(served: &Served, source: &str, path: &str) -> (u16, String) {
+pub(crate) fn get(served: &Served, source: &str, path: &str) -> (u16, String) {
     guest(
         served,
         source,
@@ -94,7 +94,7 @@ fn get(served: &Served, source: &str, path: &str) -> (u16, String) {
 }
 
 /// An IMDSv2 GET from `source`: a token PUT, then the GET with it.
-fn get_v2(served: &Served, source: &str, path: &str) -> (u16, String) {
+pub(crate) fn get_v2(served: &Served, source: &str, path: &str) -> (u16, String) {
     let (status, token) = guest(
         served,
         source,

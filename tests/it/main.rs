@@ -10,6 +10,7 @@ mod conformance;
 mod connections;
 mod control;
 mod control_router;
+mod ctl_fleet;
 mod events;
 mod fault_clients;
 mod faults;
