@@ -27,6 +27,7 @@ mod paths;
 mod persistence;
 mod process;
 mod recordings;
+mod reload_race;
 mod slow_clients;
 mod ssrf;
 mod sts;
