@@ -60,6 +60,10 @@ pub enum Command {
     /// Examples: `imds ctl options --http-tokens required`, `imds ctl tag Name=web Team=blue`,
     /// `imds ctl untag Team`, `imds ctl role batch-worker`, `imds ctl role --none`,
     /// `imds ctl defaults --http-tokens-enforced enabled`, `imds ctl describe`.
+    ///
+    /// Fleets (`imds serve --fleet`): `imds ctl run --count 3 --tag Name=web`, `imds ctl list`,
+    /// `imds ctl --instance-id i-0123456789abcdef0 options --http-tokens required` (or
+    /// IMDS_INSTANCE_ID), `imds ctl stop|start|terminate ID...`.
     Ctl(CtlArgs),
     /// How machines and container networks reach imds at 169.254.169.254 without --link-local.
     LinkLocal {
@@ -223,6 +227,12 @@ pub struct CtlArgs {
         requires = "access_key_id"
     )]
     pub secret_access_key: Option<String>,
+    /// The instance that per-instance commands (describe, options, tag, untag, role,
+    /// spot-interrupt, event, asg, fault) change, sent as `InstanceId`; `imds ctl list` shows
+    /// the ids. Needed when imds serves a fleet of more than one instance; without it, the one
+    /// instance imds serves.
+    #[arg(long, global = true, env = "IMDS_INSTANCE_ID", value_name = "ID")]
+    pub instance_id: Option<String>,
     /// What to do.
     #[command(subcommand)]
     pub command: CtlCommand,
@@ -231,7 +241,8 @@ pub struct CtlArgs {
 /// `imds ctl` commands; values are checked by the server, as EC2 checks them.
 #[derive(Debug, Subcommand)]
 pub enum CtlCommand {
-    /// Show the instance: id, type, zone, address, role, tags and metadata options.
+    /// Show the instance: id, type, zone, address, role, tags and metadata options. In a fleet,
+    /// give --instance-id (`imds ctl list` shows every instance).
     Describe,
     /// Change metadata options (ModifyInstanceMetadataOptions); options not given keep their value.
     Options {
@@ -308,6 +319,72 @@ pub enum CtlCommand {
         /// What to do.
         #[command(subcommand)]
         command: FaultCommand,
+    },
+    /// Launch instances (RunInstances; fleet mode), printing one line per new instance as
+    /// `list` does. Their addresses come from the subnet (default: the default subnet of the
+    /// default VPC), or --private-ip for one instance; options not given come from the
+    /// account's defaults (`imds ctl defaults`), as on EC2.
+    ///
+    /// Examples: `imds ctl run --count 3 --tag Name=web --http-tokens required`,
+    /// `imds ctl run --subnet-id subnet-0a3e5c7b9d1f24681 --private-ip 127.16.0.20 --user-data
+    /// @cloud-init.yaml --role batch-worker`.
+    Run {
+        /// How many instances (MinCount and MaxCount).
+        #[arg(long, default_value_t = 1, value_name = "N")]
+        count: u32,
+        /// The AMI id (default: the built-in instance's).
+        #[arg(long, value_name = "AMI")]
+        image_id: Option<String>,
+        /// The instance type (default: m1.small, as on EC2).
+        #[arg(long, value_name = "TYPE")]
+        instance_type: Option<String>,
+        /// The subnet the instances' addresses come from.
+        #[arg(long, value_name = "SUBNET")]
+        subnet_id: Option<String>,
+        /// The primary private IPv4 address (only with --count 1).
+        #[arg(long, value_name = "IPV4")]
+        private_ip: Option<String>,
+        /// A tag, KEY=VALUE; repeat for several.
+        #[arg(long = "tag", value_name = "KEY=VALUE")]
+        tags: Vec<String>,
+        /// `optional` or `required` (IMDSv2 only).
+        #[arg(long, value_name = "MODE")]
+        http_tokens: Option<String>,
+        /// PUT response hop limit, 1-64.
+        #[arg(long, value_name = "HOPS")]
+        hop_limit: Option<u8>,
+        /// The role (its instance profile has the same name).
+        #[arg(long, value_name = "NAME")]
+        role: Option<String>,
+        /// User data: the text itself, or @FILE for a file's contents.
+        #[arg(long, value_name = "TEXT|@FILE")]
+        user_data: Option<String>,
+        /// A key pair imported with `aws ec2 import-key-pair`, served under public-keys/.
+        #[arg(long, value_name = "NAME")]
+        key_name: Option<String>,
+    },
+    /// List the instances (DescribeInstances), one line each: id, state, private IPv4, Name tag
+    /// (`-` without one) and HttpTokens.
+    List,
+    /// Terminate instances (TerminateInstances): they answer no guest any more, give their
+    /// addresses back and stay listed as `terminated` for an hour. E.g. `imds ctl terminate
+    /// i-0123456789abcdef0`.
+    Terminate {
+        /// Instance ids.
+        #[arg(required = true, value_name = "ID")]
+        ids: Vec<String>,
+    },
+    /// Stop instances (StopInstances): they answer no guest until started again.
+    Stop {
+        /// Instance ids.
+        #[arg(required = true, value_name = "ID")]
+        ids: Vec<String>,
+    },
+    /// Start stopped instances (StartInstances).
+    Start {
+        /// Instance ids.
+        #[arg(required = true, value_name = "ID")]
+        ids: Vec<String>,
     },
     /// Show, or change, the account's instance metadata defaults.
     Defaults {

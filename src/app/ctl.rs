@@ -1,6 +1,7 @@
 //! `imds ctl`: a small client of the control API for users without the AWS CLI. Each command is
 //! one or two EC2 Query requests (the same the AWS CLI sends), SigV4-signed when keys are given,
-//! and prints a short summary; EC2 errors are printed as `CODE: message`.
+//! and prints a short summary; EC2 errors are printed as `CODE: message`. Per-instance commands
+//! name their instance with `--instance-id` (a fleet), or change the one instance imds serves.
 
 use std::fmt::Write as _;
 use std::time::Duration;
@@ -15,6 +16,7 @@ use crate::app::cli::{CtlArgs, CtlCommand};
 
 mod events;
 mod faults;
+mod fleet;
 
 /// Why a `imds ctl` command failed.
 #[derive(Debug, thiserror::Error)]
@@ -62,16 +64,19 @@ async fn command(args: &CtlArgs) -> Result<String, CtlError> {
             .clone()
             .zip(args.secret_access_key.clone()),
     };
-    let instance = || async {
-        let xml = client.call(&[("Action", "DescribeInstances")]).await?;
-        element(&xml, "instanceId")
-            .map(str::to_owned)
-            .ok_or_else(|| CtlError::Usage("the control API describes no instance".into()))
-    };
+    let instance = || fleet::target(&client, args.instance_id.as_deref());
     match &args.command {
-        CtlCommand::Describe => Ok(summary(
-            &client.call(&[("Action", "DescribeInstances")]).await?,
-        )),
+        CtlCommand::Describe => {
+            let id = instance().await?;
+            Ok(summary(
+                &client
+                    .call(&[
+                        ("Action", "DescribeInstances"),
+                        ("InstanceId.1", id.as_str()),
+                    ])
+                    .await?,
+            ))
+        }
         CtlCommand::Options {
             http_tokens,
             http_endpoint,
@@ -96,17 +101,15 @@ async fn command(args: &CtlArgs) -> Result<String, CtlError> {
             Ok(options_line(&xml))
         }
         CtlCommand::Tag { tags } => {
+            let pairs = fleet::key_values(tags)?;
             let id = instance().await?;
             let mut params = vec![
                 ("Action".to_owned(), "CreateTags".to_owned()),
                 ("ResourceId.1".to_owned(), id),
             ];
-            for (n, tag) in tags.iter().enumerate() {
-                let (key, value) = tag
-                    .split_once('=')
-                    .ok_or_else(|| CtlError::Usage(format!("`{tag}` is not KEY=VALUE")))?;
-                params.push((format!("Tag.{}.Key", n + 1), key.to_owned()));
-                params.push((format!("Tag.{}.Value", n + 1), value.to_owned()));
+            for (n, (key, value)) in pairs.into_iter().enumerate() {
+                params.push((format!("Tag.{}.Key", n + 1), key));
+                params.push((format!("Tag.{}.Value", n + 1), value));
             }
             client.call(&params).await?;
             Ok(format!("tagged {}\n", tags.join(" ")))
@@ -126,7 +129,11 @@ async fn command(args: &CtlArgs) -> Result<String, CtlError> {
         CtlCommand::Role { name, none } => {
             let id = instance().await?;
             let listed = client
-                .call(&[("Action", "DescribeIamInstanceProfileAssociations")])
+                .call(&[
+                    ("Action", "DescribeIamInstanceProfileAssociations"),
+                    ("Filter.1.Name", "instance-id"),
+                    ("Filter.1.Value.1", id.as_str()),
+                ])
                 .await?;
             let association = element(&listed, "associationId").map(str::to_owned);
             let xml = match (name, association, none) {
@@ -180,7 +187,39 @@ async fn command(args: &CtlArgs) -> Result<String, CtlError> {
         CtlCommand::Asg { state, at } => {
             events::lifecycle(&client, instance().await?, state, at.as_deref()).await
         }
-        CtlCommand::Fault { command } => faults::fault(&client, command).await,
+        CtlCommand::Fault { command } => faults::fault(&client, instance().await?, command).await,
+        CtlCommand::Run {
+            count,
+            image_id,
+            instance_type,
+            subnet_id,
+            private_ip,
+            tags,
+            http_tokens,
+            hop_limit,
+            role,
+            user_data,
+            key_name,
+        } => {
+            let launch = fleet::Launch {
+                count: *count,
+                image_id: image_id.as_deref(),
+                instance_type: instance_type.as_deref(),
+                subnet_id: subnet_id.as_deref(),
+                private_ip: private_ip.as_deref(),
+                tags,
+                http_tokens: http_tokens.as_deref(),
+                hop_limit: *hop_limit,
+                role: role.as_deref(),
+                user_data: user_data.as_deref(),
+                key_name: key_name.as_deref(),
+            };
+            fleet::run(&client, &launch).await
+        }
+        CtlCommand::List => fleet::list(&client).await,
+        CtlCommand::Terminate { ids } => fleet::lifecycle(&client, "TerminateInstances", ids).await,
+        CtlCommand::Stop { ids } => fleet::lifecycle(&client, "StopInstances", ids).await,
+        CtlCommand::Start { ids } => fleet::lifecycle(&client, "StartInstances", ids).await,
         CtlCommand::Defaults {
             http_tokens,
             http_tokens_enforced,

@@ -1,8 +1,8 @@
-//! Fleet mode driven the way EC2 users drive EC2: the unmodified AWS CLI launches instances
-//! (`run-instances` with tags, metadata options, user data), finds them by tag, changes and
-//! terminates them, and guardrail policies refuse what they deny; the guest API follows each
-//! change for callers at the instances' own addresses (loopback addresses of a 127.16.0.0/16
-//! subnet). The store keeps the fleet across a `kill -9`.
+//! Fleet mode driven the way EC2 users drive EC2: the unmodified AWS CLI and boto3 launch
+//! instances (run-instances with tags, metadata options, user data), find them by tag, change,
+//! stop, start and terminate them, and guardrail policies refuse what they deny; the guest API
+//! follows each change for callers at the instances' own addresses (loopback addresses of a
+//! 127.16.0.0/16 subnet). The store keeps the fleet across a `kill -9`.
 
 use std::io::{Read, Write};
 use std::net::{IpAddr, SocketAddr, TcpStream};
@@ -14,11 +14,11 @@ use serde_json::Value;
 use crate::control::aws;
 use crate::process::{Served, IMDS};
 
-const SUBNET: &str = "subnet-0a3e5c7b9d1f24681";
+pub(crate) const SUBNET: &str = "subnet-0a3e5c7b9d1f24681";
 
 /// A fleet whose one configured instance lives in a loopback subnet, so that launched
 /// instances get addresses this host can send from; `extra` is added to the file.
-fn fleet_config(dir: &Path, extra: &str) -> std::path::PathBuf {
+pub(crate) fn fleet_config(dir: &Path, extra: &str) -> std::path::PathBuf {
     let file = dir.join("fleet.toml");
     std::fs::write(
         &file,
@@ -44,7 +44,7 @@ security_groups = [{{ name = "default", id = "sg-0e1f2a3b4c5d6e7f8" }}]
     file
 }
 
-fn serve_fleet(config: &Path, state: &Path) -> Served {
+pub(crate) fn serve_fleet(config: &Path, state: &Path) -> Served {
     let mut command = std::process::Command::new(IMDS);
     command
         .args(["serve", "--listen", "127.0.0.1:0", "--config"])
@@ -55,7 +55,7 @@ fn serve_fleet(config: &Path, state: &Path) -> Served {
 }
 
 /// A guest request from `source` (an instance's address): status and body.
-fn guest(served: &Served, source: &str, request: &str) -> (u16, String) {
+pub(crate) fn guest(served: &Served, source: &str, request: &str) -> (u16, String) {
     let port: u16 = served.endpoints[0]
         .rsplit(':')
         .next()
@@ -85,7 +85,7 @@ fn guest(served: &Served, source: &str, request: &str) -> (u16, String) {
     (status, body)
 }
 
-fn get(served: &Served, source: &str, path: &str) -> (u16, String) {
+pub(crate) fn get(served: &Served, source: &str, path: &str) -> (u16, String) {
     guest(
         served,
         source,
@@ -94,7 +94,7 @@ fn get(served: &Served, source: &str, path: &str) -> (u16, String) {
 }
 
 /// An IMDSv2 GET from `source`: a token PUT, then the GET with it.
-fn get_v2(served: &Served, source: &str, path: &str) -> (u16, String) {
+pub(crate) fn get_v2(served: &Served, source: &str, path: &str) -> (u16, String) {
     let (status, token) = guest(
         served,
         source,
@@ -462,4 +462,148 @@ fn guardrail_policies_published_by_aws_refuse_what_they_deny() {
     assert!(stderr.contains("UnauthorizedOperation"), "{stderr}");
     let described = aws(&served, &["describe-instances", "--instance-ids", &id]).unwrap();
     assert_eq!(instances(&described).len(), 1);
+}
+
+#[test]
+#[ignore = "needs boto3: run scripts/test"]
+fn boto3_launches_finds_changes_stops_and_terminates_a_fleet_that_guests_follow() {
+    let dir = tempfile::tempdir().unwrap();
+    let served = serve_fleet(&fleet_config(dir.path(), ""), &dir.path().join("state"));
+    let script = crate::conformance::repo().join("tests/conformance/python/boto3_fleet.py");
+    let output = std::process::Command::new(crate::conformance::python())
+        .arg(script)
+        .args([&served.control[0], &served.endpoints[0], SUBNET])
+        .env_clear()
+        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+        .env("AWS_CONFIG_FILE", "/dev/null")
+        .env("AWS_SHARED_CREDENTIALS_FILE", "/dev/null")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "boto3_fleet.py: {stderr}");
+    let seen: Value = serde_json::from_slice(&output.stdout).unwrap();
+    let ids: Vec<&str> = seen["ids"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_str().unwrap())
+        .collect();
+    let ips: Vec<&str> = seen["ips"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_str().unwrap())
+        .collect();
+    assert_eq!(ids.len(), 3, "{seen}");
+    let mut distinct = ips.clone();
+    distinct.sort();
+    distinct.dedup();
+    assert_eq!(distinct.len(), 3, "{seen}");
+
+    // RunInstances: pending, with the request's type, subnet, tags and metadata options.
+    for launched in seen["launched"].as_array().unwrap() {
+        assert_eq!(launched["state"], "pending");
+        assert_eq!(launched["type"], "t3.micro");
+        assert_eq!(launched["subnet"], SUBNET);
+        assert_eq!(launched["options"]["HttpTokens"], "required");
+        assert_eq!(launched["options"]["HttpPutResponseHopLimit"], 2);
+        assert_eq!(launched["options"]["InstanceMetadataTags"], "enabled");
+        assert_eq!(
+            launched["tags"],
+            serde_json::json!({"Name": "boto3-web", "Team": "blue"})
+        );
+    }
+    for ip in &ips {
+        assert!(ip.starts_with("127.16."), "{seen}");
+    }
+
+    // Found by tag, running; each guest sees its own instance, IMDSv2 only.
+    let by_name = &seen["found_by_name"];
+    assert_eq!(by_name.as_object().unwrap().len(), 3, "{seen}");
+    for id in &ids {
+        assert_eq!(by_name[id], "running", "{seen}");
+    }
+    let mut sorted = ids.clone();
+    sorted.sort();
+    assert_eq!(seen["found_running_by_name"], serde_json::json!(sorted));
+    for ((guest, id), ip) in seen["guests"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .zip(&ids)
+        .zip(&ips)
+    {
+        assert_eq!(guest["instance_id"], serde_json::json!([200, id]));
+        assert_eq!(guest["local_ipv4"], serde_json::json!([200, ip]));
+        assert_eq!(guest["name_tag"], serde_json::json!([200, "boto3-web"]));
+        assert_eq!(
+            guest["user_data"],
+            serde_json::json!([200, "#!/bin/sh\necho launched by boto3\n"])
+        );
+        assert_eq!(guest["v1"], 401);
+    }
+
+    // ModifyInstanceMetadataOptions on one instance: only its guest takes IMDSv1 again.
+    assert_eq!(seen["modify_answer"]["HttpTokens"], "optional");
+    assert_eq!(seen["modify_answer"]["State"], "pending");
+    assert_eq!(
+        seen["v1_after_modify"],
+        serde_json::json!([[200, ids[0]], [401, ""], [401, ""]])
+    );
+    assert_eq!(
+        seen["tokens_after_modify"],
+        serde_json::json!({ids[0]: "optional", ids[1]: "required", ids[2]: "required"})
+    );
+
+    // Stop, then start: no guest while stopped, the same instance after.
+    assert_eq!(
+        seen["stop"],
+        serde_json::json!({ids[1]: ["running", "stopping"]})
+    );
+    assert_eq!(seen["guest_while_stopping"], 403);
+    assert_eq!(seen["state_stopped"], "stopped");
+    assert_eq!(
+        seen["start"],
+        serde_json::json!({ids[1]: ["stopped", "pending"]})
+    );
+    assert_eq!(seen["guest_after_start"], serde_json::json!([200, ids[1]]));
+
+    // Terminate: no guest, no start, still described as terminated.
+    assert_eq!(
+        seen["terminate"],
+        serde_json::json!({ids[2]: ["running", "shutting-down"]})
+    );
+    assert_eq!(seen["guest_after_terminate"], 403);
+    assert_eq!(seen["start_terminated"], "IncorrectInstanceState");
+    let after = &seen["after"];
+    assert_eq!(
+        after.as_object().unwrap().len(),
+        4,
+        "with the configured one: {seen}"
+    );
+    assert_eq!(after["i-0aaaaaaaaaaaaaaa1"]["state"], "running");
+    assert_eq!(after[ids[0]]["state"], "running");
+    assert_eq!(after[ids[0]]["http_tokens"], "optional");
+    assert_eq!(after[ids[1]]["state"], "running");
+    assert_eq!(after[ids[1]]["http_tokens"], "required");
+    assert_eq!(after[ids[2]]["state"], "terminated");
+    let mut running = vec![ids[0], ids[1]];
+    running.sort();
+    assert_eq!(seen["after_running_by_name"], serde_json::json!(running));
+
+    // And the guest API agrees, from each instance's address, after boto3 is done.
+    assert_eq!(
+        get(&served, ips[0], "/latest/meta-data/instance-id"),
+        (200, ids[0].to_owned())
+    );
+    assert_eq!(get(&served, ips[1], "/latest/meta-data/instance-id").0, 401);
+    assert_eq!(
+        get_v2(&served, ips[1], "/latest/meta-data/tags/instance/Team"),
+        (200, "blue".to_owned())
+    );
+    assert_eq!(get(&served, ips[2], "/latest/meta-data/instance-id").0, 403);
+    assert_eq!(
+        get(&served, "127.16.0.10", "/latest/meta-data/instance-id"),
+        (200, "i-0aaaaaaaaaaaaaaa1".to_owned())
+    );
 }

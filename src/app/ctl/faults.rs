@@ -4,7 +4,11 @@ use super::{element, Client, CtlError};
 use crate::app::cli::FaultCommand;
 
 /// `imds ctl fault ...`.
-pub(super) async fn fault(client: &Client, command: &FaultCommand) -> Result<String, CtlError> {
+pub(super) async fn fault(
+    client: &Client,
+    instance: String,
+    command: &FaultCommand,
+) -> Result<String, CtlError> {
     match command {
         FaultCommand::Add {
             path,
@@ -17,7 +21,11 @@ pub(super) async fn fault(client: &Client, command: &FaultCommand) -> Result<Str
             count,
             probability,
         } => {
-            let mut params = vec![("Action", "InjectFault".to_owned()), ("Path", path.clone())];
+            let mut params = vec![
+                ("Action", "InjectFault".to_owned()),
+                ("InstanceId", instance),
+                ("Path", path.clone()),
+            ];
             let optional = [
                 ("Method", method.clone()),
                 ("Latency", latency.clone()),
@@ -33,7 +41,12 @@ pub(super) async fn fault(client: &Client, command: &FaultCommand) -> Result<Str
             Ok(format!("injected {}\n", line(&xml)))
         }
         FaultCommand::List => {
-            let xml = client.call(&[("Action", "DescribeFaults")]).await?;
+            let xml = client
+                .call(&[
+                    ("Action", "DescribeFaults"),
+                    ("InstanceId", instance.as_str()),
+                ])
+                .await?;
             let lines: String = xml
                 .split("<item>")
                 .skip(1)
@@ -45,7 +58,10 @@ pub(super) async fn fault(client: &Client, command: &FaultCommand) -> Result<Str
             })
         }
         FaultCommand::Clear { ids } => {
-            let mut params = vec![("Action".to_owned(), "ClearFaults".to_owned())];
+            let mut params = vec![
+                ("Action".to_owned(), "ClearFaults".to_owned()),
+                ("InstanceId".to_owned(), instance),
+            ];
             for (n, id) in ids.iter().enumerate() {
                 params.push((format!("FaultId.{}", n + 1), id.clone()));
             }
