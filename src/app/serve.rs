@@ -112,12 +112,25 @@ pub fn run_with(load: LoadConfig, link_local: bool) -> Result<(), ServeError> {
             "control-plane changes from the state directory are layered over the config file"
         );
     }
-    let options = persisted
-        .changes_of(loaded.instance.id())
-        .metadata_options
-        .unwrap_or_else(|| loaded.instance.options());
+    // The link-local IPv6 endpoint opens when any instance served has HttpProtocolIpv6.
+    let served: Vec<&crate::fleet::instance::Instance> = match loaded.server.fleet {
+        true => loaded.instances.iter().collect(),
+        false => vec![&loaded.instance],
+    };
+    let launched = persisted
+        .launched
+        .iter()
+        .map(|config| (config.instance_id.as_str(), config.metadata_options));
+    let ipv6 = served
+        .iter()
+        .map(|instance| (instance.id(), instance.options()))
+        .chain(launched)
+        .any(|(id, options)| {
+            let options = persisted.changes_of(id).metadata_options.unwrap_or(options);
+            options.http_protocol_ipv6.is_enabled()
+        });
     let mut link_local = match link_local {
-        true => Some(LinkLocal::setup(options.http_protocol_ipv6.is_enabled())?),
+        true => Some(LinkLocal::setup(ipv6)?),
         false => None,
     };
     let runtime = tokio::runtime::Runtime::new().map_err(ServeError::Startup)?;

@@ -63,8 +63,8 @@ const GUESTS: [(&str, &str, &str, &str, &str); 2] = [
 ];
 
 /// The host and three guests on one bridge, each guest routing 169.254.169.254 to the host.
-fn lab() -> Namespaces {
-    let lab = Namespaces::new("f", &["host", "a", "b", "stray"]);
+fn lab(test: &str) -> Namespaces {
+    let lab = Namespaces::new(test, &["host", "a", "b", "stray"]);
     let host = lab.name("host");
     ip(&["-n", &host, "link", "add", "br0", "type", "bridge"]);
     ip(&["-n", &host, "addr", "add", "10.0.16.1/20", "dev", "br0"]);
@@ -118,7 +118,7 @@ fn fleet_config(dir: &tempfile::TempDir) -> String {
 #[test]
 #[ignore = "needs root and network namespaces: scripts/test runs it where it can"]
 fn each_guest_sees_only_its_own_instance_and_strangers_are_refused() {
-    let lab = lab();
+    let lab = lab("f");
     let dir = tempfile::tempdir().unwrap();
     let config = fleet_config(&dir);
     let imds = lab.serve(
@@ -246,4 +246,91 @@ fn each_guest_sees_only_its_own_instance_and_strangers_are_refused() {
         "the stray caller is logged once, not per request:\n{stderr}"
     );
     assert!(warnings[0].contains("10.0.16.99"), "{}", warnings[0]);
+}
+
+/// Guests a and b of [`lab`] with IPv6 addresses too, routing IMDS' IPv6 address to the host.
+fn ipv6_lab() -> Namespaces {
+    let lab = lab("f6");
+    let host = lab.name("host");
+    ip(&[
+        "-n",
+        &host,
+        "addr",
+        "add",
+        "fd00:16::1/64",
+        "dev",
+        "br0",
+        "nodad",
+    ]);
+    for (role, address) in [("a", "fd00:16::11"), ("b", "fd00:16::12")] {
+        let guest = lab.name(role);
+        let cidr = format!("{address}/64");
+        ip(&["-n", &guest, "addr", "add", &cidr, "dev", "eth0", "nodad"]);
+        ip(&[
+            "-n",
+            &guest,
+            "route",
+            "add",
+            "fd00:ec2::254/128",
+            "via",
+            "fd00:16::1",
+        ]);
+    }
+    lab
+}
+
+#[test]
+#[ignore = "needs root and network namespaces: scripts/test runs it where it can"]
+fn only_instances_with_http_protocol_ipv6_are_answered_at_the_ipv6_address() {
+    let lab = ipv6_lab();
+    let dir = tempfile::tempdir().unwrap();
+    let mut text = String::from("[server]\nfleet = true\n");
+    for ((_, id, address, role, name), (ipv6, enabled)) in GUESTS
+        .iter()
+        .zip([("fd00:16::11", "enabled"), ("fd00:16::12", "disabled")])
+    {
+        let entry = instance(id, address, role, name)
+            .replace(
+                "metadata_options = { instance_metadata_tags = \"enabled\" }",
+                &format!("metadata_options = {{ http_protocol_ipv6 = \"{enabled}\" }}"),
+            )
+            .replace(
+                "subnet_ipv4_cidr_block = \"10.0.16.0/20\"",
+                "subnet_ipv4_cidr_block = \"10.0.16.0/20\"\nsubnet_ipv6_cidr_blocks = [\"fd00:16::/64\"]\nvpc_ipv6_cidr_blocks = [\"fd00:16::/56\"]",
+            )
+            .replace(
+                &format!("private_ipv4s = [\"{address}\"]"),
+                &format!("private_ipv4s = [\"{address}\"]\nipv6s = [\"{ipv6}\"]"),
+            );
+        text.push_str(&entry);
+    }
+    let config = dir.path().join("fleet.toml");
+    std::fs::write(&config, text).unwrap();
+    let _imds = lab.serve(
+        "host",
+        &[
+            "--link-local",
+            "--config",
+            config.to_str().unwrap(),
+            "--listen",
+            "127.0.0.1:0",
+        ],
+    );
+    let url = "http://[fd00:ec2::254]/latest/meta-data/instance-id";
+    assert_eq!(
+        lab.curl("a", "GET", url),
+        Some((200, GUESTS[0].1.to_owned())),
+        "IPv6 enabled: answered as itself"
+    );
+    // IPv6 disabled: the connection ends without an answer, as on EC2 (curl: 56, reset).
+    let refused = lab.try_curl("b", "GET", url);
+    assert!(
+        matches!(refused, Err(52 | 56) | Ok(None)),
+        "IPv6 disabled: no answer, got {refused:?}"
+    );
+    // Its IPv4 endpoint still answers it.
+    assert_eq!(
+        lab.curl("b", "GET", &format!("{BASE}/meta-data/instance-id")),
+        Some((200, GUESTS[1].1.to_owned()))
+    );
 }
