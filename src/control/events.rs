@@ -302,16 +302,8 @@ impl ControlApi {
         query: &QueryRequest,
         request_id: &str,
     ) -> Result<String, ControlError> {
-        let named = query
-            .list("InstanceId")
-            .into_iter()
-            .map(|id| self.slot(id))
-            .collect::<Result<Vec<_>, _>>()?;
         let filters = query.filters()?;
-        let candidates = match named.is_empty() {
-            true => self.state.instances(),
-            false => named,
-        };
+        let candidates = self.named_or_all(query)?;
         let now = self.clock.now_millis();
         let include_all = query.get("IncludeAllInstances") == Some("true");
         let mut xml = Xml::response("DescribeInstanceStatusResponse", request_id);

@@ -154,6 +154,22 @@ fn page_token(id: &str) -> String {
 }
 
 impl ControlApi {
+    /// The instances `InstanceId.N` names (each must exist), or every instance without any.
+    pub(super) fn named_or_all(
+        &self,
+        query: &QueryRequest,
+    ) -> Result<Vec<Arc<InstanceSlot>>, ControlError> {
+        let named = query
+            .list("InstanceId")
+            .into_iter()
+            .map(|id| self.slot(id))
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(match named.is_empty() {
+            true => self.state.instances(),
+            false => named,
+        })
+    }
+
     /// `DescribeInstances`: every instance that the ids and filters leave in, one reservation
     /// each.
     pub(super) fn describe_instances(
@@ -161,17 +177,9 @@ impl ControlApi {
         query: &QueryRequest,
         request_id: &str,
     ) -> Result<String, ControlError> {
-        let named = query
-            .list("InstanceId")
-            .into_iter()
-            .map(|id| self.slot(id))
-            .collect::<Result<Vec<_>, _>>()?;
         let filters = Filters::new(query, INSTANCE_FILTERS)?;
-        let page = Page::of(query, !named.is_empty())?;
-        let candidates = match named.is_empty() {
-            true => self.state.instances(),
-            false => named,
-        };
+        let page = Page::of(query, !query.list("InstanceId").is_empty())?;
+        let candidates = self.named_or_all(query)?;
         let now = self.clock.now_millis();
         let mut shown = Vec::new();
         let mut next_token = None;

@@ -127,29 +127,26 @@ fn the_aws_cli_launches_finds_changes_and_terminates_instances_that_guests_see()
     let state = dir.path().join("state");
     let served = serve_fleet(&config, &state);
 
-    let launched = aws(
-        &served,
-        &[
-            "run-instances",
-            "--image-id",
-            "ami-0abcdef1234567890",
-            "--instance-type",
-            "t3.micro",
-            "--count",
-            "2",
-            "--subnet-id",
-            SUBNET,
-            "--tag-specifications",
-            "ResourceType=instance,Tags=[{Key=Name,Value=web}]",
-            "--metadata-options",
-            "HttpTokens=required,HttpPutResponseHopLimit=2,InstanceMetadataTags=enabled",
-            "--user-data",
-            "#!/bin/sh\necho hello",
-            "--client-token",
-            "launch-web-1",
-        ],
-    )
-    .unwrap();
+    let launch_web = [
+        "run-instances",
+        "--image-id",
+        "ami-0abcdef1234567890",
+        "--instance-type",
+        "t3.micro",
+        "--count",
+        "2",
+        "--subnet-id",
+        SUBNET,
+        "--tag-specifications",
+        "ResourceType=instance,Tags=[{Key=Name,Value=web}]",
+        "--metadata-options",
+        "HttpTokens=required,HttpPutResponseHopLimit=2,InstanceMetadataTags=enabled",
+        "--user-data",
+        "#!/bin/sh\necho hello",
+        "--client-token",
+        "launch-web-1",
+    ];
+    let launched = aws(&served, &launch_web).unwrap();
     let new: Vec<Value> = launched["Instances"].as_array().unwrap().clone();
     assert_eq!(new.len(), 2, "{launched}");
     for instance in &new {
@@ -172,29 +169,7 @@ fn the_aws_cli_launches_finds_changes_and_terminates_instances_that_guests_see()
         .collect();
     assert_ne!(ips[0], ips[1]);
     // A retry with the same client token launches nothing more.
-    let again = aws(
-        &served,
-        &[
-            "run-instances",
-            "--image-id",
-            "ami-0abcdef1234567890",
-            "--instance-type",
-            "t3.micro",
-            "--count",
-            "2",
-            "--subnet-id",
-            SUBNET,
-            "--tag-specifications",
-            "ResourceType=instance,Tags=[{Key=Name,Value=web}]",
-            "--metadata-options",
-            "HttpTokens=required,HttpPutResponseHopLimit=2,InstanceMetadataTags=enabled",
-            "--user-data",
-            "#!/bin/sh\necho hello",
-            "--client-token",
-            "launch-web-1",
-        ],
-    )
-    .unwrap();
+    let again = aws(&served, &launch_web).unwrap();
     assert_eq!(again["Instances"][0]["InstanceId"], ids[0]);
 
     // Pending settles into running within half a second.

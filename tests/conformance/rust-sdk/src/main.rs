@@ -8,7 +8,7 @@
 use std::process::ExitCode;
 use std::time::{Duration, UNIX_EPOCH};
 
-use aws_config::imds::fleet::credentials::ImdsCredentialsProvider;
+use aws_config::imds::credentials::ImdsCredentialsProvider;
 use aws_config::imds::region::ImdsRegionProvider;
 use aws_config::imds::Client;
 use aws_config::provider_config::ProviderConfig;
