@@ -4,8 +4,10 @@
 //! rotating credentials per delivery ([`credentials`]); the signed identity document
 //! ([`identity`]) and the keys behind both ([`keys`], [`secret`]); what EC2 announces as a
 //! schedule ([`events`]); injected [`faults`]; the VPCs, subnets, security groups, key pairs
-//! and address pools instances launch into ([`network`]); and the swapped-whole snapshots the guest API
-//! reads lock-free ([`state`]).
+//! and address pools instances launch into ([`network`]); each instance's id ([`instance_id`]),
+//! EC2 lifecycle ([`lifecycle`]) and throttle ([`throttle`]); role credentials from STS
+//! ([`sts`]); and the fleet index of instance slots whose snapshots the guest API reads
+//! lock-free ([`state`]).
 
 pub mod changes;
 pub mod credentials;

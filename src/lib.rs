@@ -7,19 +7,24 @@
 //!   and each instance's throttle ([`fleet::throttle`]: 429 beyond its budget). Optionally
 //!   writes an access log ([`guest::access_log`]) naming the local processes that still call
 //!   IMDSv1.
-//! - [`control`]: what operators use, the EC2 Query API subset the AWS CLI and boto3 speak,
-//!   imds' own event and fault actions, `/metrics` and `/healthz`.
-//! - [`fleet`]: the domain core, plain data and pure functions: the instance model, the
-//!   metadata tree prebuilt per instance, sealed stateless tokens, credentials, the signed
-//!   identity document, event schedules, faults, and the snapshots swapped whole.
-//! - [`store`]: the embedded database (`--state-dir`) that keeps control changes and keys.
+//! - [`control`]: what operators use, the EC2 Query API subset the AWS CLI and boto3 speak
+//!   (instances and their launch, states, options, tags, roles, events, faults, VPCs and key
+//!   pairs), guardrail policies ([`control::policy`]), `/metrics` and `/healthz`.
+//! - [`fleet`]: the domain core, plain data and pure functions: the instance model and its
+//!   lifecycle, the metadata tree prebuilt per instance, sealed stateless tokens, credentials
+//!   (generated, or from STS), the signed identity document, event schedules, faults, the
+//!   network registry, and the fleet index of instance slots, each swapped whole
+//!   ([`fleet::state`]).
+//! - [`store`]: the embedded database (`--state-dir`) that keeps the fleet, control changes
+//!   and keys.
 //! - [`app`]: the edges, configuration (and AEMM's), the command line and `imds ctl`, `imds
-//!   serve` (start, SIGHUP reload, stop), the link-local addresses, the STS client.
+//!   serve` (start, SIGHUP reload, stop), the link-local addresses.
 //!
 //! Shared by both surfaces: [`server`] (connections, limits, deadlines, drain, the browser
 //! guard, hop-limited sockets), [`metrics`], the injected [`clock`] and [`log_limit`].
 //!
-//! A guest GET flows: accept → pick the caller's [`fleet::state::Snapshot`] (lock-free) → apply
+//! A guest GET flows: accept → find the caller's instance by its address in the fleet index
+//! (single-instance mode: the only one) → its [`fleet::state::Snapshot`] (lock-free) → apply
 //! its options (endpoint, token rule) → parse the path ([`fleet::metadata::path`]) → look it up
 //! in the snapshot's prebuilt tree for the request's time (one tree per moment the events
 //! change) → write precomputed bytes. Changing an instance builds a new snapshot and swaps it in
