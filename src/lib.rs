@@ -20,6 +20,8 @@
 //! - [`app`]: the edges, configuration (and AEMM's), the command line and `imds ctl`, `imds
 //!   serve` (start, SIGHUP reload, stop), the link-local addresses.
 //!
+//! - `testing` (cargo feature `testing`): an in-process imds for Rust tests, in one line.
+//!
 //! Shared by both surfaces: [`server`] (connections, limits, deadlines, drain, the browser
 //! guard, hop-limited sockets), [`metrics`], the injected [`clock`] and [`log_limit`].
 //!
@@ -41,6 +43,8 @@ pub mod log_limit;
 pub mod metrics;
 pub mod server;
 pub mod store;
+#[cfg(feature = "testing")]
+pub mod testing;
 
 use std::sync::Arc;
 

@@ -32,5 +32,7 @@ mod reload_race;
 mod slow_clients;
 mod ssrf;
 mod sts;
+#[cfg(feature = "testing")]
+mod testing_kit;
 mod throttling;
 mod tokens;
