@@ -233,8 +233,6 @@ impl ControlApi {
             "Ipv6AddressCount",
             query.get("Ipv6AddressCount").or(nic("Ipv6AddressCount")),
         )?;
-        let mut ipv6_texts = query.list("Ipv6Address");
-        ipv6_texts.extend(query.list("NetworkInterface.1.Ipv6AddressesSet"));
         let ipv6_addresses = query
             .members("Ipv6Address")
             .into_iter()
@@ -249,7 +247,6 @@ impl ControlApi {
                         ))
                     }),
             )
-            .chain(ipv6_texts)
             .map(|ip| {
                 ip.parse::<Ipv6Addr>().map_err(|_| {
                     ControlError::InvalidParameterValue(format!("Invalid IPv6 address: {ip}"))
@@ -410,7 +407,7 @@ impl ControlApi {
             vpc_ipv4_cidr_blocks: vpc.cidrs.clone(),
             vpc_ipv6_cidr_blocks: vpc.ipv6_cidrs.clone(),
             private_ipv4s,
-            public_ipv4: plan.public_ip.then(|| public_ipv4(&subnet.id, index)),
+            public_ipv4: plan.public_ip.then(public_ipv4),
             ipv6s,
             security_groups: plan.groups.clone(),
         }];
@@ -513,12 +510,11 @@ fn user_data(encoded: &str) -> Result<String, ControlError> {
     String::from_utf8(bytes).map_err(|_| invalid("imds serves user data that is UTF-8 text"))
 }
 
-/// A stable, documentation-range public address for the `index`th instance of a subnet
-/// (203.0.113.0/24 would be too small for a fleet: 100.64.0.0/10 is shared address space).
-fn public_ipv4(subnet_id: &str, index: u32) -> Ipv4Addr {
-    use sha2::{Digest, Sha256};
-    let digest = Sha256::digest(format!("{subnet_id}/{index}/{}", rand::random::<u64>()));
-    Ipv4Addr::new(100, 64 | (digest[0] & 0x3f), digest[1], digest[2].max(1))
+/// A public IPv4 address for a new instance: random, from 100.64.0.0/10 (shared address
+/// space, which no real host on the internet has).
+fn public_ipv4() -> Ipv4Addr {
+    let [a, b, c] = rand::random::<[u8; 3]>();
+    Ipv4Addr::new(100, 64 | (a & 0x3f), b, c.max(1))
 }
 
 /// Every address of `instance`'s interfaces with their subnets.
