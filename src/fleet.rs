@@ -5,7 +5,8 @@
 //! ([`identity`]) and the keys behind both ([`keys`], [`secret`]); what EC2 announces as a
 //! schedule ([`events`]); injected [`faults`]; the VPCs, subnets, security groups, key pairs
 //! and address pools instances launch into ([`network`]); each instance's id ([`instance_id`]),
-//! EC2 lifecycle ([`lifecycle`]) and throttle ([`throttle`]); role credentials from STS
+//! EC2 lifecycle ([`lifecycle`]), throttle ([`throttle`]) and token-less request history
+//! ([`history`]); role credentials from STS
 //! ([`sts`]); and the fleet index of instance slots whose snapshots the guest API reads
 //! lock-free ([`state`]).
 
@@ -13,6 +14,7 @@ pub mod changes;
 pub mod credentials;
 pub mod events;
 pub mod faults;
+pub mod history;
 pub mod identity;
 pub mod instance;
 pub mod instance_id;

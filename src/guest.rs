@@ -24,6 +24,7 @@ use self::unknown_callers::UnknownCallers;
 use crate::clock::Clock;
 use crate::fleet::credentials::Delivery;
 use crate::fleet::faults::Decision;
+use crate::fleet::history::NoTokenMetric;
 use crate::fleet::metadata::path::{self, GuestPath, MetadataPath};
 use crate::fleet::metadata::version::API_VERSIONS;
 use crate::fleet::metadata::{render, CredentialsLeaf, Found, Leaf};
@@ -326,12 +327,20 @@ impl GuestApi {
                 self.token_refused(rejection, &snapshot, peer);
             }
         }
+        let refused_without_token = matches!(result, Err(GuestError::MissingToken));
         let mut response =
             result.unwrap_or_else(|error| error.into_response(&self.responder, token_ttl));
         let version = version_of(request);
         let took = started.elapsed();
         if version == ImdsVersion::V1 {
             slot.counters().no_token.fetch_add(1, Ordering::Relaxed);
+            let metric = match refused_without_token {
+                true => NoTokenMetric::Rejected,
+                false => NoTokenMetric::Answered,
+            };
+            slot.counters()
+                .no_token_history
+                .count(metric, self.clock.now_millis());
         }
         self.metrics.guest_request(
             version,

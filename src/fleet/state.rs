@@ -249,6 +249,8 @@ pub struct InstanceCounters {
     pub no_token: AtomicU64,
     /// Role credentials delivered, `[v1, v2]`.
     pub role_deliveries: [AtomicU64; 2],
+    /// Token-less requests answered and refused, minute by minute over the last 24 hours.
+    pub no_token_history: crate::fleet::history::NoTokenHistory,
 }
 
 /// The one owner of everything about one instance: its current snapshot, the faults injected
