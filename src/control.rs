@@ -25,6 +25,10 @@
 //! With `[control]` keys configured, every Query request must carry a valid SigV4 signature
 //! made with them (`AuthFailure` otherwise); without them the listener is loopback-only.
 //!
+//! Plus CloudWatch's `ListMetrics`, `GetMetricStatistics` and `GetMetricData` for the
+//! instances' `MetadataNoToken` and `MetadataNoTokenRejected` history, in the JSON protocol
+//! botocore speaks to CloudWatch, told apart by their `X-Amz-Target` (see `cloudwatch`).
+//!
 //! Plus `GET /healthz` and `GET /metrics` (Prometheus text, see [`crate::metrics`]).
 //!
 //! A change is validated whole, made durable first (with `--state-dir`, in the
@@ -32,6 +36,7 @@
 //! swapped in whole, so the guest API follows it atomically. What the control plane changed
 //! ([`InstanceChanges`]) stays layered over the config file at restart and at SIGHUP.
 
+mod cloudwatch;
 mod connection;
 mod defaults;
 mod error;
@@ -232,8 +237,14 @@ impl ControlApi {
                 tracing::warn!(reason = %why, "control request refused: bad signature");
                 self.metrics
                     .control_action("(unauthenticated)", "AuthFailure");
+                if cloudwatch::operation(&parts).is_some() {
+                    return cloudwatch::refused(why, &request_id);
+                }
                 return failure(&ControlError::AuthFailure, &request_id);
             }
+        }
+        if let Some(operation) = cloudwatch::operation(&parts) {
+            return self.cloudwatch(operation, &body, &request_id);
         }
         let query = match parts.method {
             Method::GET => QueryRequest::parse(parts.uri.query().unwrap_or("").as_bytes()),

@@ -5,6 +5,7 @@ mod aemm;
 mod browsers;
 mod cli;
 mod clock;
+mod cloudwatch;
 mod conformance;
 
 mod connections;
