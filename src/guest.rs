@@ -408,7 +408,7 @@ impl GuestApi {
             };
             return Err(GuestError::MethodNotAllowed { allow });
         }
-        *token_ttl = self.check_token(snapshot, request.headers())?;
+        *token_ttl = self.check_token(slot, snapshot, request.headers())?;
         let ttl = *token_ttl;
         let modified = &snapshot.last_modified;
         let found = match parsed {
@@ -492,6 +492,7 @@ impl GuestApi {
     /// ambiguous request is never resolved by order.
     fn check_token(
         &self,
+        slot: &InstanceSlot,
         snapshot: &Snapshot,
         headers: &HeaderMap,
     ) -> Result<Option<u32>, GuestError> {
@@ -500,8 +501,8 @@ impl GuestApi {
             (Some(_), Some(_)) => Err(GuestError::InvalidToken(TokenRejection::Ambiguous)),
             (Some(token), None) => self
                 .tokens
-                .verify(
-                    snapshot.instance.id(),
+                .verify_bound(
+                    slot.token_binding(|| self.tokens.binding(slot.id().as_str())),
                     token.as_bytes(),
                     self.clock.now_millis(),
                 )

@@ -270,6 +270,8 @@ pub struct InstanceSlot {
     pending_until: AtomicU64,
     /// Its request budget and connection count.
     throttle: Throttle,
+    /// What binds session tokens to this instance, derived on first use.
+    token_binding: std::sync::OnceLock<crate::fleet::token::TokenBinding>,
 }
 
 impl InstanceSlot {
@@ -295,6 +297,7 @@ impl InstanceSlot {
             changes: Mutex::new(changes),
             pending_until: AtomicU64::new(0),
             throttle: Throttle::default(),
+            token_binding: std::sync::OnceLock::new(),
         })
     }
 
@@ -326,6 +329,14 @@ impl InstanceSlot {
     /// Replaces the faults injected into the instance.
     pub fn set_faults(&self, faults: FaultSet) {
         self.faults.store(Arc::new(faults));
+    }
+
+    /// What binds session tokens to this instance (`derive` runs once, on first use).
+    pub fn token_binding(
+        &self,
+        derive: impl FnOnce() -> crate::fleet::token::TokenBinding,
+    ) -> &crate::fleet::token::TokenBinding {
+        self.token_binding.get_or_init(derive)
     }
 
     /// Who sees the instance's events when only the first few clients may.

@@ -103,6 +103,10 @@ pub enum TokenError {
     Expired,
 }
 
+/// What binds a token to one instance, derived from its id with the sealer's key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TokenBinding([u8; 8]);
+
 /// Issues and verifies tokens with one key.
 #[derive(Clone)]
 pub struct TokenSealer {
@@ -130,13 +134,14 @@ impl TokenSealer {
         mac
     }
 
-    /// The 8 bytes binding a token to `instance_id`.
-    fn binding(&self, instance_id: &str) -> [u8; 8] {
+    /// The 8 bytes binding a token to `instance_id` (worth computing once per instance: the
+    /// guest path keeps it on the instance's slot).
+    pub fn binding(&self, instance_id: &str) -> TokenBinding {
         let mut mac = self.keyed.clone();
         mac.update(b"instance\0");
         mac.update(instance_id.as_bytes());
         let hash = mac.finalize().into_bytes();
-        hash[..8].try_into().expect("SHA-256 has 32 bytes")
+        TokenBinding(hash[..8].try_into().expect("SHA-256 has 32 bytes"))
     }
 
     /// A token for `instance_id` valid for `ttl` from `now_millis`.
@@ -145,7 +150,7 @@ impl TokenSealer {
         raw[0] = VERSION;
         let expiry = now_millis + u64::from(ttl.seconds()) * 1000;
         raw[1..9].copy_from_slice(&expiry.to_be_bytes());
-        raw[BINDING].copy_from_slice(&self.binding(instance_id));
+        raw[BINDING].copy_from_slice(&self.binding(instance_id).0);
         rand::thread_rng().fill_bytes(&mut raw[BINDING.end..BODY_LEN]);
         let tag = self.tag(&raw[..BODY_LEN]).finalize().into_bytes();
         raw[BODY_LEN..].copy_from_slice(&tag[..TAG_LEN]);
@@ -157,6 +162,16 @@ impl TokenSealer {
     pub fn verify(
         &self,
         instance_id: &str,
+        token: &[u8],
+        now_millis: u64,
+    ) -> Result<u32, TokenError> {
+        self.verify_bound(&self.binding(instance_id), token, now_millis)
+    }
+
+    /// [`TokenSealer::verify`] for the instance whose binding is `binding`.
+    pub fn verify_bound(
+        &self,
+        binding: &TokenBinding,
         token: &[u8],
         now_millis: u64,
     ) -> Result<u32, TokenError> {
@@ -173,7 +188,7 @@ impl TokenSealer {
         self.tag(&raw[..BODY_LEN])
             .verify_truncated_left(&raw[BODY_LEN..TOKEN_LEN])
             .map_err(|_| TokenError::BadSeal)?;
-        if raw[BINDING] != self.binding(instance_id) {
+        if raw[BINDING] != binding.0 {
             return Err(TokenError::WrongInstance);
         }
         let expiry = u64::from_be_bytes(raw[1..9].try_into().expect("8 bytes"));

@@ -48,7 +48,6 @@ impl GuestApi {
         peer: SocketAddr,
         over_cap: bool,
     ) -> Option<Response<Full<Bytes>>> {
-        let started = Instant::now();
         let why = match over_cap {
             true => ThrottleReason::Connections,
             false => {
@@ -59,6 +58,7 @@ impl GuestApi {
                 ThrottleReason::Requests
             }
         };
+        let started = Instant::now();
         if let Some(held_back) = slot.throttle().throttled(why) {
             tracing::warn!(
                 %peer,
