@@ -289,9 +289,28 @@ impl ControlApi {
         if id.is_none() && name.is_none() {
             return Err(ControlError::MissingParameter("GroupId".into()));
         }
+        // The groups of every instance that is not terminated (they keep their interfaces).
+        let in_use: std::collections::BTreeSet<String> = self
+            .state
+            .instances()
+            .iter()
+            .filter(|slot| {
+                let lifecycle = slot.changes().lifecycle;
+                lifecycle.is_none_or(|l| l.last != crate::fleet::lifecycle::Transition::Terminate)
+            })
+            .flat_map(|slot| {
+                let snapshot = slot.snapshot();
+                let interfaces = &snapshot.instance.config.network_interfaces;
+                interfaces
+                    .iter()
+                    .flat_map(|nic| nic.security_groups.iter().map(|g| g.id.clone()))
+                    .collect::<Vec<_>>()
+            })
+            .collect();
         let group = self
             .change_network(|network| {
-                let group = network.delete_security_group(id, name)?;
+                let group =
+                    network.delete_security_group(id, name, |group| in_use.contains(group))?;
                 dry_run(query)?;
                 Ok(group)
             })

@@ -58,6 +58,9 @@ pub enum NetworkError {
     /// The subnet still has addresses in use.
     #[error("The subnet '{0}' has dependencies and cannot be deleted.")]
     SubnetInUse(String),
+    /// Instances that are not terminated still use the security group.
+    #[error("resource {0} has a dependent object")]
+    GroupInUse(String),
     /// The zone has no default subnet.
     #[error("No default subnet for availability zone: '{0}'.")]
     NoDefaultSubnet(String),
@@ -103,6 +106,7 @@ impl NetworkError {
             NetworkError::SubnetRange(_) => "InvalidSubnet.Range",
             NetworkError::SubnetConflict(_) => "InvalidSubnet.Conflict",
             NetworkError::SubnetInUse(_) => "DependencyViolation",
+            NetworkError::GroupInUse(_) => "DependencyViolation",
             NetworkError::NoDefaultSubnet(_) => "MissingInput",
             NetworkError::UnknownZone(..) => "InvalidParameterValue",
             NetworkError::GroupDuplicate(..) => "InvalidGroup.Duplicate",
@@ -511,6 +515,7 @@ impl Network {
         &mut self,
         id: Option<&str>,
         name: Option<&str>,
+        in_use: impl Fn(&str) -> bool,
     ) -> Result<SecurityGroup, NetworkError> {
         let group = match (id, name) {
             (Some(id), _) => self.security_group(id)?,
@@ -526,6 +531,9 @@ impl Network {
         };
         if group.is_default() {
             return Err(NetworkError::DefaultGroup(group.id.clone()));
+        }
+        if in_use(&group.id) {
+            return Err(NetworkError::GroupInUse(group.id.clone()));
         }
         let id = group.id.clone();
         self.security_groups

@@ -582,3 +582,56 @@ fn boto3_launches_finds_changes_stops_and_terminates_a_fleet_that_guests_follow(
         (200, "i-0aaaaaaaaaaaaaaa1".to_owned())
     );
 }
+
+#[test]
+#[ignore = "needs the AWS CLI: run scripts/test"]
+fn a_security_group_in_use_is_kept_until_its_instances_are_terminated() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = fleet_config(dir.path(), "");
+    let served = serve_fleet(&config, &dir.path().join("state"));
+    let created = aws(
+        &served,
+        &[
+            "create-security-group",
+            "--group-name",
+            "web",
+            "--description",
+            "web servers",
+            "--vpc-id",
+            "vpc-0c4f6a8e2b1d35792",
+        ],
+    )
+    .unwrap();
+    let group = created["GroupId"].as_str().unwrap().to_owned();
+    let launched = aws(
+        &served,
+        &[
+            "run-instances",
+            "--image-id",
+            "ami-0abcdef1234567890",
+            "--count",
+            "1",
+            "--subnet-id",
+            SUBNET,
+            "--security-group-ids",
+            &group,
+        ],
+    )
+    .unwrap();
+    let instance = &launched["Instances"][0];
+    assert_eq!(instance["SecurityGroups"][0]["GroupId"], group.as_str());
+    let ip = instance["PrivateIpAddress"].as_str().unwrap();
+    assert_eq!(
+        get(&served, ip, "/latest/meta-data/security-groups"),
+        (200, "web".to_owned())
+    );
+    let id = instance["InstanceId"].as_str().unwrap();
+    let delete = ["delete-security-group", "--group-id", &group];
+    let (code, stderr) = aws(&served, &delete).unwrap_err();
+    assert_eq!(code, 255);
+    assert!(stderr.contains("DependencyViolation"), "{stderr}");
+    aws(&served, &["terminate-instances", "--instance-ids", id]).unwrap();
+    aws(&served, &delete).unwrap();
+    let (_, stderr) = aws(&served, &delete).unwrap_err();
+    assert!(stderr.contains("InvalidGroup.NotFound"), "{stderr}");
+}

@@ -224,15 +224,25 @@ fn security_group_names_are_unique_per_vpc_and_the_default_stays() {
         .create_security_group("sg-web", "bad", None, Tags::new())
         .unwrap_err();
     assert_eq!(error.code(), "InvalidParameterValue");
+    let unused = |_: &str| false;
     let error = network
-        .delete_security_group(Some("sg-0e1f2a3b4c5d6e7f8"), None)
+        .delete_security_group(Some("sg-0e1f2a3b4c5d6e7f8"), None, unused)
         .unwrap_err();
     assert_eq!(error.code(), "CannotDelete");
+    let error = network
+        .delete_security_group(None, Some("web"), |group| group == id)
+        .unwrap_err();
+    assert_eq!(error.code(), "DependencyViolation", "an instance uses it");
     assert_eq!(
-        network.delete_security_group(None, Some("web")).unwrap().id,
+        network
+            .delete_security_group(None, Some("web"), unused)
+            .unwrap()
+            .id,
         id
     );
-    let error = network.delete_security_group(Some(&id), None).unwrap_err();
+    let error = network
+        .delete_security_group(Some(&id), None, unused)
+        .unwrap_err();
     assert_eq!(error.code(), "InvalidGroup.NotFound");
 }
 
