@@ -169,18 +169,20 @@ impl IdentitySigner {
     /// Signs the exact bytes of an identity document (the same document again: the same
     /// signatures, without signing anew; PKCS#1 v1.5 signatures are deterministic anyway).
     pub fn sign(&self, document: &[u8]) -> DocumentSignatures {
-        let mut last = self.last.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some((signed, signatures)) = last.as_ref() {
+        let remembered = self.last.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        if let Some((signed, signatures)) = remembered {
             if signed == document {
-                return signatures.clone();
+                return signatures;
             }
         }
+        // Signed without the lock: a fleet's documents are signed on every core at once.
         let signature: Signature = self.signing_key.sign(document);
         let signatures = DocumentSignatures {
             signature: wrapped_base64(&signature.to_vec()),
             pkcs7: wrapped_base64(&self.pkcs7(document)),
         };
-        *last = Some((Bytes::copy_from_slice(document), signatures.clone()));
+        *self.last.lock().unwrap_or_else(|e| e.into_inner()) =
+            Some((Bytes::copy_from_slice(document), signatures.clone()));
         signatures
     }
 
