@@ -110,6 +110,21 @@ pub(crate) fn get_v2(served: &Served, source: &str, path: &str) -> (u16, String)
     )
 }
 
+/// `aws ec2 run-instances` of one instance in the loopback subnet, with `extra` arguments.
+fn run_one(served: &Served, extra: &[&str]) -> Result<Value, (i32, String)> {
+    let mut args = vec![
+        "run-instances",
+        "--image-id",
+        "ami-0abcdef1234567890",
+        "--count",
+        "1",
+        "--subnet-id",
+        SUBNET,
+    ];
+    args.extend_from_slice(extra);
+    aws(served, &args)
+}
+
 fn instances(described: &Value) -> Vec<Value> {
     described["Reservations"]
         .as_array()
@@ -213,19 +228,8 @@ fn the_aws_cli_launches_finds_changes_and_terminates_instances_that_guests_see()
     )
     .unwrap();
     assert_eq!(instances(&by_type).len(), 2);
-    let launched_more = aws(
-        &served,
-        &[
-            "run-instances",
-            "--image-id",
-            "ami-0abcdef1234567890",
-            "--count",
-            "6",
-            "--subnet-id",
-            SUBNET,
-        ],
-    )
-    .unwrap();
+    // A later --count replaces run_one's: six more instances.
+    let launched_more = run_one(&served, &["--count", "6"]).unwrap();
     assert_eq!(launched_more["Instances"].as_array().unwrap().len(), 6);
     let paged = aws(&served, &["describe-instances", "--page-size", "5"]).unwrap();
     assert_eq!(instances(&paged).len(), 9, "every page followed");
@@ -339,37 +343,9 @@ fn the_aws_cli_launches_finds_changes_and_terminates_instances_that_guests_see()
         (200, ids[1].to_string())
     );
     // The terminated instance's address is free again: a new instance may take it.
-    let reused = aws(
-        &served,
-        &[
-            "run-instances",
-            "--image-id",
-            "ami-0abcdef1234567890",
-            "--count",
-            "1",
-            "--subnet-id",
-            SUBNET,
-            "--private-ip-address",
-            ips[0],
-        ],
-    )
-    .unwrap();
+    let reused = run_one(&served, &["--private-ip-address", ips[0]]).unwrap();
     assert_eq!(reused["Instances"][0]["PrivateIpAddress"], ips[0]);
-    let (code, stderr) = aws(
-        &served,
-        &[
-            "run-instances",
-            "--image-id",
-            "ami-0abcdef1234567890",
-            "--count",
-            "1",
-            "--subnet-id",
-            SUBNET,
-            "--private-ip-address",
-            ips[1],
-        ],
-    )
-    .unwrap_err();
+    let (code, stderr) = run_one(&served, &["--private-ip-address", ips[1]]).unwrap_err();
     assert_eq!(code, 255);
     assert!(stderr.contains("InvalidIPAddress.InUse"), "{stderr}");
 }
@@ -391,22 +367,7 @@ fn guardrail_policies_published_by_aws_refuse_what_they_deny() {
         "\n[control]\nservice_control_policies = [\"require-imdsv2.json\", \"max-hop-limit.json\", \"deny-modify-metadata-options.json\"]\n",
     );
     let served = serve_fleet(&config, &dir.path().join("state"));
-    let run = |options: &str| {
-        aws(
-            &served,
-            &[
-                "run-instances",
-                "--image-id",
-                "ami-0abcdef1234567890",
-                "--count",
-                "1",
-                "--subnet-id",
-                SUBNET,
-                "--metadata-options",
-                options,
-            ],
-        )
-    };
+    let run = |options: &str| run_one(&served, &["--metadata-options", options]);
     // Require IMDSv2: a launch that does not ask for HttpTokens=required is denied.
     let (code, stderr) = run("HttpEndpoint=enabled").unwrap_err();
     assert_eq!(code, 255);
@@ -603,21 +564,7 @@ fn a_security_group_in_use_is_kept_until_its_instances_are_terminated() {
     )
     .unwrap();
     let group = created["GroupId"].as_str().unwrap().to_owned();
-    let launched = aws(
-        &served,
-        &[
-            "run-instances",
-            "--image-id",
-            "ami-0abcdef1234567890",
-            "--count",
-            "1",
-            "--subnet-id",
-            SUBNET,
-            "--security-group-ids",
-            &group,
-        ],
-    )
-    .unwrap();
+    let launched = run_one(&served, &["--security-group-ids", &group]).unwrap();
     let instance = &launched["Instances"][0];
     assert_eq!(instance["SecurityGroups"][0]["GroupId"], group.as_str());
     let ip = instance["PrivateIpAddress"].as_str().unwrap();
