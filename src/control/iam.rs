@@ -26,29 +26,16 @@ impl ControlApi {
     ) -> Result<String, ControlError> {
         let id = query.require("InstanceId")?.to_owned();
         let slot = self.slot(&id)?;
-        let name = profile_name(query)?;
-        let association = (new_association_id(), self.now());
-        let instance = self
-            .change(
-                &slot,
-                Change::Role(Some(association.clone())),
-                |current, config| {
-                    if current.iam.is_some() {
-                        return Err(ControlError::IncorrectState(format!(
-                            "There is an existing association for instance {id}"
-                        )));
-                    }
-                    set_role(config, Some(name))
-                },
-            )
-            .await?;
-        Ok(association_answer(
-            "AssociateIamInstanceProfileResponse",
-            request_id,
-            &instance,
-            &association,
-            "associating",
-        ))
+        let root = "AssociateIamInstanceProfileResponse";
+        self.associate(&slot, query, request_id, root, |current| {
+            match current.iam.is_some() {
+                true => Err(ControlError::IncorrectState(format!(
+                    "There is an existing association for instance {id}"
+                ))),
+                false => Ok(()),
+            }
+        })
+        .await
     }
 
     /// `ReplaceIamInstanceProfileAssociation`: another role for the associated instance.
@@ -59,20 +46,34 @@ impl ControlApi {
     ) -> Result<String, ControlError> {
         let replaced = query.require("AssociationId")?.to_owned();
         let slot = self.association_owner(&replaced)?;
+        let root = "ReplaceIamInstanceProfileAssociationResponse";
+        self.associate(&slot, query, request_id, root, |current| {
+            Self::check_association(&slot, current, &replaced).map(drop)
+        })
+        .await
+    }
+
+    /// A new association of the request's instance profile with `slot`'s instance, once
+    /// `allowed` accepts the instance as it is; answered as `root`.
+    async fn associate(
+        &self,
+        slot: &InstanceSlot,
+        query: &QueryRequest,
+        request_id: &str,
+        root: &'static str,
+        allowed: impl FnOnce(&Instance) -> Result<(), ControlError>,
+    ) -> Result<String, ControlError> {
         let name = profile_name(query)?;
         let association = (new_association_id(), self.now());
+        let change = Change::Role(Some(association.clone()));
         let instance = self
-            .change(
-                &slot,
-                Change::Role(Some(association.clone())),
-                |current, config| {
-                    Self::check_association(&slot, current, &replaced)?;
-                    set_role(config, Some(name))
-                },
-            )
+            .change(slot, change, |current, config| {
+                allowed(current)?;
+                set_role(config, Some(name))
+            })
             .await?;
         Ok(association_answer(
-            "ReplaceIamInstanceProfileAssociationResponse",
+            root,
             request_id,
             &instance,
             &association,
