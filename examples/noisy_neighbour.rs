@@ -80,6 +80,7 @@ async fn scenario(name: &str, toml: &str, flood: bool, seconds: u64) {
     let keys = Keys {
         secret: ServerSecret::random(),
         signer: Arc::new(IdentitySigner::generate().expect("a signing key")),
+        token_generations: Vec::new(),
     };
     let app = App::new(
         loaded,

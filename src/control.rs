@@ -31,10 +31,14 @@
 //!
 //! Plus `GET /healthz` and `GET /metrics` (Prometheus text, see [`crate::metrics`]).
 //!
-//! A change is validated whole, made durable first (with `--state-dir`, in the
+//! Plus imds' `RotateKeys`: a new session token key generation (see `rotation`).
+//!
+//! A change is validated whole, made durable first (with a store, in the
 //! [`crate::store::Store`]; it is acknowledged only after that), then built into a new snapshot
 //! swapped in whole, so the guest API follows it atomically. What the control plane changed
-//! ([`InstanceChanges`]) stays layered over the config file at restart and at SIGHUP.
+//! ([`InstanceChanges`]) stays layered over the config file at restart and at SIGHUP. With a
+//! shared store, changes other hosts made are learned through the same path (see `sync`), and a
+//! change that raced another host's is retried on the newer state.
 
 mod cloudwatch;
 mod connection;
@@ -50,7 +54,9 @@ mod launch;
 mod lifecycle;
 pub mod policy;
 mod query;
+mod rotation;
 mod sigv4;
+mod sync;
 mod tags;
 mod vpc;
 mod xml;
@@ -74,8 +80,9 @@ use crate::fleet::instance::{Instance, InstanceConfig};
 use crate::fleet::instance_id::InstanceId;
 use crate::fleet::lifecycle::Transition;
 use crate::fleet::state::{InstanceSlot, SnapshotBuilder, State};
+use crate::fleet::token::{TokenGeneration, TokenSealer};
 use crate::metrics::Metrics;
-use crate::store::{Store, StoreError};
+use crate::store::{Changed, Store, StoreError};
 
 /// Largest request body read.
 pub const MAX_BODY: usize = 1024 * 1024;
@@ -102,44 +109,84 @@ pub struct Persisted {
     pub store: Option<Arc<Store>>,
     /// Each instance's changes (by instance id), to layer over its config file.
     pub changes: BTreeMap<String, InstanceChanges>,
+    /// The revision of each instance's stored row.
+    pub revisions: BTreeMap<String, i64>,
     /// The instances launched with `RunInstances` (fleet mode), still visible.
     pub launched: Vec<crate::fleet::instance::InstanceConfig>,
     /// The account's instance metadata defaults.
     pub defaults: MetadataDefaults,
     /// The region's VPCs, subnets, security groups and key pairs, when stored.
     pub network: Option<crate::fleet::network::Network>,
+    /// The revision of each stored account value.
+    pub account_revisions: BTreeMap<String, i64>,
+    /// The newest revision read.
+    pub seen: i64,
 }
 
 impl Persisted {
-    /// What `store` kept for the instances `instance_ids` (nothing without a store).
-    pub fn load<'a>(
+    /// What `store` held at the start (`changed`: every row); nothing without a store. A row
+    /// that does not parse is an error: starting without it would lose it at the next write.
+    pub fn from_store(
         store: Option<Arc<Store>>,
-        instance_ids: impl IntoIterator<Item = &'a str>,
+        changed: Changed,
     ) -> Result<Persisted, StoreError> {
         let Some(store) = store else {
             return Ok(Persisted::default());
         };
-        let launched: Vec<crate::fleet::instance::InstanceConfig> = store.launched_instances()?;
-        let mut changes = BTreeMap::new();
-        let mut ids: Vec<String> = instance_ids.into_iter().map(str::to_owned).collect();
-        ids.extend(launched.iter().map(|c| c.instance_id.clone()));
-        for id in ids {
-            if let Some(kept) = store.instance_changes::<InstanceChanges>(&id)? {
-                changes.insert(id, kept);
+        let corrupt = |what: String, error: serde_json::Error| StoreError::Corrupt {
+            location: store.describe(),
+            what,
+            reason: error.to_string(),
+        };
+        let mut persisted = Persisted {
+            seen: changed.revision,
+            ..Persisted::default()
+        };
+        for row in changed.instances {
+            let id = row.instance_id;
+            let changes: InstanceChanges = serde_json::from_str(&row.changes)
+                .map_err(|e| corrupt(format!("changes of {id}"), e))?;
+            if let Some(config) = row.config {
+                let config: InstanceConfig = serde_json::from_str(&config)
+                    .map_err(|e| corrupt(format!("launched instance {id}"), e))?;
+                persisted.launched.push(config);
             }
+            persisted.revisions.insert(id.clone(), row.revision);
+            persisted.changes.insert(id, changes);
         }
-        Ok(Persisted {
-            changes,
-            launched,
-            defaults: store.account(DEFAULTS)?.unwrap_or_default(),
-            network: store.account(vpc::NETWORK)?,
-            store: Some(store),
-        })
+        persisted
+            .launched
+            .sort_by(|a, b| a.instance_id.cmp(&b.instance_id));
+        for value in changed.account {
+            match value.name.as_str() {
+                DEFAULTS => {
+                    persisted.defaults = serde_json::from_str(&value.value)
+                        .map_err(|e| corrupt(value.name.clone(), e))?
+                }
+                vpc::NETWORK => {
+                    persisted.network = Some(
+                        serde_json::from_str(&value.value)
+                            .map_err(|e| corrupt(value.name.clone(), e))?,
+                    )
+                }
+                _ => continue,
+            }
+            persisted
+                .account_revisions
+                .insert(value.name, value.revision);
+        }
+        persisted.store = Some(store);
+        Ok(persisted)
     }
 
     /// What the control plane changed on the instance `id` before this start.
     pub fn changes_of(&self, id: &str) -> InstanceChanges {
         self.changes.get(id).cloned().unwrap_or_default()
+    }
+
+    /// The revision of the instance `id`'s stored row (0: none).
+    pub fn revision_of(&self, id: &str) -> i64 {
+        self.revisions.get(id).copied().unwrap_or(0)
     }
 }
 
@@ -169,12 +216,21 @@ pub struct ControlApi {
     client_tokens: std::sync::Mutex<BTreeMap<String, launch::Launched>>,
     /// The guardrail policies in force.
     policies: arc_swap::ArcSwap<policy::PolicySet>,
+    /// Seals session tokens for the guest API; rotations and learned generations go here.
+    tokens: Arc<TokenSealer>,
+    /// The token key generations known (besides generation 0).
+    token_generations: std::sync::Mutex<Vec<TokenGeneration>>,
+    /// The revision of each account value as last stored or learned.
+    account_revisions: std::sync::Mutex<BTreeMap<String, i64>>,
+    /// The newest store revision loaded: what changed after it is not known yet.
+    seen: std::sync::atomic::AtomicI64,
 }
 
 impl ControlApi {
     /// A control API changing the instances in `state` with snapshots from `snapshots`, keeping
     /// its changes where `persisted` says (and starting from the ones kept there), launching new
-    /// instances from `template`.
+    /// instances from `template`, rotating the keys of `tokens` (which has `generations`).
+    #[allow(clippy::too_many_arguments)]
     pub fn new(
         state: Arc<State>,
         snapshots: Arc<SnapshotBuilder>,
@@ -183,9 +239,16 @@ impl ControlApi {
         keys: Option<ControlKeys>,
         persisted: Persisted,
         template: crate::fleet::instance::InstanceConfig,
+        tokens: Arc<TokenSealer>,
+        generations: Vec<TokenGeneration>,
     ) -> ControlApi {
         let network = vpc::initial_network(persisted.network, &state, &template);
+        tokens.set_generations(&generations);
         ControlApi {
+            tokens,
+            token_generations: std::sync::Mutex::new(generations),
+            account_revisions: std::sync::Mutex::new(persisted.account_revisions),
+            seen: std::sync::atomic::AtomicI64::new(persisted.seen),
             network: std::sync::Mutex::new(network),
             template,
             client_tokens: std::sync::Mutex::new(BTreeMap::new()),
@@ -210,7 +273,7 @@ impl ControlApi {
     {
         let request_id = request_id();
         if request.method() == Method::GET && request.uri().path() == "/healthz" {
-            return reply(StatusCode::OK, "text/plain", "ok\n".into());
+            return reply(StatusCode::OK, "text/plain", self.health().into());
         }
         if request.method() == Method::GET && request.uri().path() == "/metrics" {
             let text = self.metrics.render(&self.state.instances());
@@ -250,7 +313,7 @@ impl ControlApi {
             Method::GET => QueryRequest::parse(parts.uri.query().unwrap_or("").as_bytes()),
             _ => QueryRequest::parse(&body),
         };
-        let result = self.dispatch(&query, &request_id).await;
+        let result = self.dispatch_retrying(&query, &request_id).await;
         // Only actions imds knows become labels, so clients cannot grow the metrics.
         let action = match &result {
             Err(ControlError::InvalidAction(_)) => "(invalid)",
@@ -358,6 +421,7 @@ impl ControlApi {
             "DeleteSecurityGroup" => self.delete_security_group(query, request_id).await,
             "DescribeSecurityGroups" => self.describe_security_groups(query, request_id),
             "ImportKeyPair" => self.import_key_pair(query, request_id).await,
+            "RotateKeys" => self.rotate_keys(query, request_id).await,
             "DescribeKeyPairs" => self.describe_key_pairs(query, request_id),
             "DeleteKeyPair" => self.delete_key_pair(query, request_id).await,
             other => Err(ControlError::InvalidAction(other.to_owned())),
@@ -414,10 +478,10 @@ impl ControlApi {
                 })
             }
         }
-        let (id, kept) = (instance.id().to_owned(), changes.clone());
-        self.persist(move |store| store.save_instance_changes(&id, &kept))
-            .await?;
+        let commit = crate::store::Commit::default().instance(sync::instance_write(slot, &changes));
+        let revision = self.persist(commit).await?;
         slot.set_changes(changes);
+        slot.set_revision(revision);
         if let Change::Options = what {
             let until = self.clock.now_millis() + APPLYING.as_millis() as u64;
             slot.set_pending_until(until);
@@ -426,29 +490,6 @@ impl ControlApi {
         self.applied.send_modify(|count| *count += 1);
         tracing::info!(instance = instance.id(), change = ?what, "control change applied");
         Ok(instance)
-    }
-
-    /// Runs `write` on the store (off the runtime's threads), when there is one; returns once
-    /// it is durable.
-    async fn persist(
-        &self,
-        write: impl FnOnce(&Store) -> Result<(), StoreError> + Send + 'static,
-    ) -> Result<(), ControlError> {
-        let Some(store) = self.store.clone() else {
-            return Ok(());
-        };
-        let written = tokio::task::spawn_blocking(move || write(&store)).await;
-        match written {
-            Ok(Ok(())) => Ok(()),
-            Ok(Err(error)) => {
-                tracing::error!(%error, "a control change could not be stored; nothing changed");
-                Err(ControlError::InternalError)
-            }
-            Err(error) => {
-                tracing::error!(%error, "storing a control change failed; nothing changed");
-                Err(ControlError::InternalError)
-            }
-        }
     }
 
     /// Notified after each change applied to the instance.

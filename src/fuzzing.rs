@@ -20,6 +20,13 @@ use crate::metrics::Metrics;
 
 const INSTANCE_ID: &str = "i-0b4f7d2c9a1e83f56";
 
+/// A sealer for a fuzzed control API (its rotations must not touch the shared one).
+fn sealer_for_control() -> TokenSealer {
+    TokenSealer::new(&ServerSecret::from_bytes(
+        b"fuzzing secret for the control api",
+    ))
+}
+
 fn sealer() -> &'static TokenSealer {
     static SEALER: OnceLock<TokenSealer> = OnceLock::new();
     SEALER.get_or_init(|| {
@@ -234,6 +241,8 @@ impl ControlFixture {
             keys,
             Persisted::default(),
             self.initial.instance.config.clone(),
+            Arc::new(sealer_for_control()),
+            Vec::new(),
         )
     }
 }

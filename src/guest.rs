@@ -124,7 +124,7 @@ impl Responder {
 /// Answers guest requests.
 pub struct GuestApi {
     state: Arc<State>,
-    tokens: TokenSealer,
+    tokens: Arc<TokenSealer>,
     clock: Arc<dyn Clock>,
     responder: Responder,
     versions: Bytes,
@@ -171,7 +171,7 @@ fn version_of<B>(request: &Request<B>) -> ImdsVersion {
 
 /// 1, 10, 100, ...
 fn is_power_of_ten(mut n: u64) -> bool {
-    while n >= 10 && n % 10 == 0 {
+    while n >= 10 && n.is_multiple_of(10) {
         n /= 10;
     }
     n == 1
@@ -190,7 +190,7 @@ impl GuestApi {
     /// `connection_close` adds `Connection: close` to every answer, as real IMDS does.
     pub fn new(
         state: Arc<State>,
-        tokens: TokenSealer,
+        tokens: Arc<TokenSealer>,
         clock: Arc<dyn Clock>,
         connection_close: bool,
         metrics: Arc<Metrics>,

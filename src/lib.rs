@@ -145,7 +145,12 @@ impl App {
             .build_all(layered)
             .into_iter()
             .zip(changes)
-            .map(|(snapshot, changes)| fleet::state::InstanceSlot::new(snapshot, changes))
+            .map(|(snapshot, changes)| {
+                let revision = persisted.revision_of(snapshot.instance.id());
+                let slot = fleet::state::InstanceSlot::new(snapshot, changes);
+                slot.set_revision(revision);
+                slot
+            })
             .collect();
         let state = Arc::new(match fleet_mode {
             true => fleet::state::State::fleet(slots),
@@ -153,7 +158,7 @@ impl App {
                 fleet::state::State::single_slot(slots.into_iter().next().expect("one instance"))
             }
         });
-        let tokens = fleet::token::TokenSealer::new(&keys.secret);
+        let tokens = Arc::new(fleet::token::TokenSealer::new(&keys.secret));
         let metrics = Arc::new(metrics::Metrics::default());
         let access_log =
             access_log.map(|log| guest::access_log::AccessLog::start(log, metrics.clone()));
@@ -167,6 +172,8 @@ impl App {
             app::config::Config::load(None)
                 .expect("the built-in configuration is valid")
                 .instance,
+            tokens.clone(),
+            keys.token_generations.clone(),
         ));
         App {
             api: Arc::new(

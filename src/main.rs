@@ -79,11 +79,23 @@ fn print_certificate(args: &CertArgs) -> Result<(), Box<dyn std::error::Error>> 
     let file = args.config.as_deref();
     let loaded = Config::load(file)?.resolve(&args.overrides(), file)?;
     let server = &loaded.server;
-    let store = match (&server.state_dir, &server.signing_key_file) {
-        (Some(dir), None) => Some(imds::store::Store::open(dir)?),
-        _ => None,
-    };
-    let signer = Keys::lasting_signer(&server.key_files(), store.as_ref())?;
+    let location = server.store_location()?;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let signer = runtime.block_on(async {
+        let store = match (&location, &server.signing_key_file) {
+            (Some(location), None) => Some(imds::store::Store::open(location).await?),
+            _ => None,
+        };
+        let stored = match &store {
+            Some(store) => store.load_since(-1).await?.keys,
+            None => Vec::new(),
+        };
+        Keys::lasting_signer(&server.key_files(), store.as_ref(), &stored)
+            .await
+            .map_err(Box::<dyn std::error::Error>::from)
+    })?;
     match args.public_key {
         true => print!("{}", signer.public_key_pem()),
         false => print!("{}", signer.certificate_pem()),

@@ -1,64 +1,223 @@
-//! Persistence of what must outlive a restart, in an embedded SQLite database in the state
-//! directory (`state.db`): the service's keys, each instance's control-plane changes, and the
-//! account's instance metadata defaults.
+//! The storage boundary: what must outlive a restart, and what many imds hosts share.
 //!
-//! Every write is one transaction in WAL mode with `synchronous=FULL`, so when a write returns
-//! it is on disk: a control change is acknowledged only after that, and a crash (even `kill -9`
-//! mid-write) leaves the previous state or the new one, never a mix. Readers and writers of
-//! other processes (`imds cert` beside a running server) wait on SQLite's lock, not fail.
+//! Two backends keep the same schema (migrations in `store/migrations/`, applied at open by
+//! refinery, and refused with a clear message when the database is newer than this binary):
+//! - [`sqlite`]: embedded, in the state directory (`--state-dir`), for one host;
+//! - [`postgres`]: one PostgreSQL database shared by every host (`--store postgres://...`).
+//!
+//! What is kept: the service's keys, each instance's control-plane changes, the instances
+//! launched through `RunInstances`, the account's values (instance metadata defaults, the
+//! network registry) and the token-less request history.
+//!
+//! Every write is one transaction that first takes the next *revision* from a single counter
+//! row (so revisions commit in order) and stamps every row it writes with it. A process that
+//! has seen every revision up to N loads what changed with [`Store::load_since`]`(N)`.
+//! Instance and account rows are written only if their revision is still the one the writer
+//! last saw ([`Expected`]), so two hosts changing one instance at once never overwrite each
+//! other: the second gets [`StoreError::Conflict`], catches up and retries.
+//!
+//! The guest API never touches the store: guests are served from memory, so the database can
+//! be away without any guest noticing. Control writes need it, and fail fast while it is.
 
-use std::fs;
-use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
-use std::path::{Path, PathBuf};
-use std::sync::Mutex;
-use std::time::Duration;
+mod migrations;
+pub mod postgres;
+pub mod sqlite;
 
-use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
-use serde::{de::DeserializeOwned, Serialize};
+use std::path::PathBuf;
+
 use zeroize::Zeroizing;
 
-/// The database's file name in the state directory.
-pub const DATABASE_FILE: &str = "state.db";
+/// The revision a writer last saw of a row: the row is written only if it still has it. `0`
+/// for a row it has never seen (new, or still as an older imds stored it).
+pub type Expected = i64;
 
-/// The schema's version, kept in `PRAGMA user_version`.
-const SCHEMA_VERSION: i64 = 2;
-
-const SCHEMA: &str = "
-CREATE TABLE IF NOT EXISTS keys (
-    name  TEXT PRIMARY KEY,
-    value BLOB NOT NULL
-) STRICT;
-CREATE TABLE IF NOT EXISTS instance_changes (
-    instance_id TEXT PRIMARY KEY,
-    changes     TEXT NOT NULL,
-    updated_at  TEXT NOT NULL DEFAULT (strftime('%Y-%m-%dT%H:%M:%fZ', 'now'))
-) STRICT;
-CREATE TABLE IF NOT EXISTS launched_instances (
-    instance_id TEXT PRIMARY KEY,
-    config      TEXT NOT NULL,
-    updated_at  TEXT NOT NULL DEFAULT (strftime('%Y-%m-%dT%H:%M:%fZ', 'now'))
-) STRICT;
-CREATE TABLE IF NOT EXISTS account (
-    name       TEXT PRIMARY KEY,
-    value      TEXT NOT NULL,
-    updated_at TEXT NOT NULL DEFAULT (strftime('%Y-%m-%dT%H:%M:%fZ', 'now'))
-) STRICT;
-";
-
-const UPSERT_CHANGES: &str = "INSERT INTO instance_changes (instance_id, changes) VALUES (?1, ?2)
-     ON CONFLICT (instance_id) DO UPDATE SET changes = excluded.changes,
-         updated_at = excluded.updated_at";
-const UPSERT_ACCOUNT: &str = "INSERT INTO account (name, value) VALUES (?1, ?2)
-     ON CONFLICT (name) DO UPDATE SET value = excluded.value,
-         updated_at = excluded.updated_at";
-
-/// The JSON text of a value to store.
-fn to_json<T: Serialize + ?Sized>(value: &T) -> String {
-    serde_json::to_string(value).expect("stored values serialise to JSON")
+/// Where the store lives, as `--state-dir` or `--store` say.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Location {
+    /// The embedded database in this state directory.
+    StateDir(PathBuf),
+    /// A PostgreSQL database, as a libpq-style URL or connection string.
+    Postgres(String),
 }
 
-/// How long a writer waits for another process holding the database.
-const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
+impl Location {
+    /// The location `--store` names: a `postgres://`/`postgresql://` URL or libpq connection
+    /// string, or `sqlite:DIR` / a path for the embedded store.
+    pub fn parse(text: &str) -> Result<Location, String> {
+        let text = text.trim();
+        if text.is_empty() {
+            return Err(
+                "the store is empty: give postgres://USER@HOST:PORT/DB or a state directory".into(),
+            );
+        }
+        if let Some(dir) = text.strip_prefix("sqlite:") {
+            return Ok(Location::StateDir(PathBuf::from(dir)));
+        }
+        if text.starts_with("postgres://")
+            || text.starts_with("postgresql://")
+            || text.contains('=')
+        {
+            postgres::parse_config(text)?;
+            return Ok(Location::Postgres(text.to_owned()));
+        }
+        if text.contains("://") {
+            return Err(format!(
+                "unsupported store `{}`: use postgres://USER@HOST:PORT/DB, or a state directory",
+                postgres::redact(text)
+            ));
+        }
+        Ok(Location::StateDir(PathBuf::from(text)))
+    }
+}
+
+/// An instance's stored row.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredInstance {
+    /// The instance id.
+    pub instance_id: String,
+    /// Its configuration (JSON) when it was launched through `RunInstances`; `None` for an
+    /// instance of a config file.
+    pub config: Option<String>,
+    /// Its control-plane changes (JSON).
+    pub changes: String,
+    /// The revision that last wrote it.
+    pub revision: i64,
+}
+
+/// An account value's stored row.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredValue {
+    /// Its name.
+    pub name: String,
+    /// Its JSON text.
+    pub value: String,
+    /// The revision that last wrote it.
+    pub revision: i64,
+}
+
+/// A stored key (secret: never logged).
+#[derive(Clone)]
+pub struct StoredKey {
+    /// Its name.
+    pub name: String,
+    /// Its material.
+    pub value: Zeroizing<Vec<u8>>,
+    /// When it was created (milliseconds since the epoch; 0 for keys stored before revisions).
+    pub created_millis: i64,
+}
+
+impl std::fmt::Debug for StoredKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StoredKey")
+            .field("name", &self.name)
+            .field("created_millis", &self.created_millis)
+            .finish_non_exhaustive()
+    }
+}
+
+/// What changed after a revision.
+#[derive(Debug, Clone, Default)]
+pub struct Changed {
+    /// Instance rows written after it.
+    pub instances: Vec<StoredInstance>,
+    /// Account values written after it.
+    pub account: Vec<StoredValue>,
+    /// Keys written after it.
+    pub keys: Vec<StoredKey>,
+    /// The newest revision committed when these were read: load after it next time.
+    pub revision: i64,
+}
+
+/// One instance row to write.
+#[derive(Debug, Clone)]
+pub struct InstanceWrite {
+    /// The instance id.
+    pub instance_id: String,
+    /// Its configuration (JSON), for an instance being launched.
+    pub config: Option<String>,
+    /// Its control-plane changes (JSON).
+    pub changes: String,
+    /// The revision the writer last saw of it.
+    pub expected: Expected,
+}
+
+/// One account value to write.
+#[derive(Debug, Clone)]
+pub struct ValueWrite {
+    /// Its name.
+    pub name: String,
+    /// Its JSON text.
+    pub value: String,
+    /// The revision the writer last saw of it.
+    pub expected: Expected,
+}
+
+/// Rows written in one transaction: all of them, or none.
+#[derive(Debug, Clone, Default)]
+pub struct Commit {
+    /// Instance rows.
+    pub instances: Vec<InstanceWrite>,
+    /// Account values.
+    pub account: Vec<ValueWrite>,
+}
+
+impl Commit {
+    /// Adds an instance row.
+    pub fn instance(mut self, write: InstanceWrite) -> Commit {
+        self.instances.push(write);
+        self
+    }
+
+    /// Adds an account value.
+    pub fn value(mut self, name: &str, value: String, expected: Expected) -> Commit {
+        self.account.push(ValueWrite {
+            name: name.to_owned(),
+            value,
+            expected,
+        });
+        self
+    }
+}
+
+/// One minute's count of one token-less request metric of one instance.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MinuteCount<'a> {
+    /// The instance id.
+    pub instance_id: &'a str,
+    /// `MetadataNoToken` or `MetadataNoTokenRejected`.
+    pub metric: &'a str,
+    /// Minutes since the epoch.
+    pub minute: i64,
+    /// Requests counted in it.
+    pub count: i64,
+}
+
+/// A stored minute count, owned.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredCount {
+    /// The instance id.
+    pub instance_id: String,
+    /// `MetadataNoToken` or `MetadataNoTokenRejected`.
+    pub metric: String,
+    /// Minutes since the epoch.
+    pub minute: i64,
+    /// Requests counted in it.
+    pub count: i64,
+}
+
+/// Whether the store can take writes now.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Health {
+    /// Reachable.
+    Up,
+    /// Unreachable since `since` (milliseconds since the epoch), for `reason`.
+    Down {
+        /// When it went away.
+        since_millis: u64,
+        /// Why.
+        reason: String,
+    },
+}
 
 /// Why the store could not be opened, read or written.
 #[derive(Debug, thiserror::Error)]
@@ -73,341 +232,175 @@ pub enum StoreError {
     },
     /// SQLite failed.
     #[error("{path}: {source}")]
-    Database {
+    Sqlite {
         /// The database file.
         path: PathBuf,
         /// Why.
         source: rusqlite::Error,
     },
+    /// PostgreSQL failed or is unreachable.
+    #[error("{location}: {reason}")]
+    Postgres {
+        /// The database, without its password.
+        location: String,
+        /// Why.
+        reason: String,
+    },
+    /// The database is away: writes are refused until it is back.
+    #[error("{location} is unreachable ({reason}); changes are refused until it is back")]
+    Unavailable {
+        /// The database, without its password.
+        location: String,
+        /// Why.
+        reason: String,
+    },
+    /// A row changed since the writer last saw it (another host wrote it): nothing was written.
+    #[error("{what} was changed by another writer")]
+    Conflict {
+        /// Which row.
+        what: String,
+    },
+    /// The migrations could not be applied.
+    #[error("{location}: cannot migrate the schema: {reason}")]
+    Migration {
+        /// The database.
+        location: String,
+        /// Why.
+        reason: String,
+    },
+    /// The database was written by a newer imds.
+    #[error("{location}: the schema has migration {found}, newer than this imds understands (it knows up to {known}); upgrade imds or use another store")]
+    NewerSchema {
+        /// The database.
+        location: String,
+        /// The newest migration applied there.
+        found: i64,
+        /// The newest this binary has.
+        known: i64,
+    },
     /// A stored value does not parse (written by a newer imds, or edited by hand).
-    #[error("{path}: stored {what} is unreadable: {reason}")]
+    #[error("{location}: stored {what} is unreadable: {reason}")]
     Corrupt {
-        /// The database file.
-        path: PathBuf,
+        /// The database.
+        location: String,
         /// Which value.
         what: String,
         /// Why.
         reason: String,
     },
-    /// The database was written by a newer imds.
-    #[error("{path}: schema version {found} is newer than this imds understands ({SCHEMA_VERSION}); upgrade imds or use another --state-dir")]
-    NewerSchema {
-        /// The database file.
-        path: PathBuf,
-        /// Its version.
-        found: i64,
-    },
 }
 
-/// The state directory's database. Control-plane writes are rare, so one connection behind a
-/// mutex serves them; the guest API never touches it.
+/// The store of one imds process: embedded or shared.
 #[derive(Debug)]
-pub struct Store {
-    path: PathBuf,
-    connection: Mutex<Connection>,
+pub enum Store {
+    /// SQLite in a state directory.
+    Sqlite(sqlite::SqliteStore),
+    /// A shared PostgreSQL database.
+    Postgres(postgres::PostgresStore),
 }
 
 impl Store {
-    /// Opens (creating when missing: the directory 0700, the database 0600) the store in `dir`.
-    pub fn open(dir: &Path) -> Result<Store, StoreError> {
-        fs::DirBuilder::new()
-            .recursive(true)
-            .mode(0o700)
-            .create(dir)
-            .map_err(|source| StoreError::Directory {
-                path: dir.to_owned(),
-                source,
-            })?;
-        let path = dir.join(DATABASE_FILE);
-        // Created 0600 before SQLite opens it, so the keys are never readable by others.
-        fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .mode(0o600)
-            .open(&path)
-            .map_err(|source| StoreError::Directory {
-                path: path.clone(),
-                source,
-            })?;
-        let db = |source| StoreError::Database {
-            path: path.clone(),
-            source,
-        };
-        let connection = Connection::open(&path).map_err(db)?;
-        connection.busy_timeout(BUSY_TIMEOUT).map_err(db)?;
-        connection
-            .pragma_update(None, "journal_mode", "WAL")
-            .map_err(db)?;
-        connection
-            .pragma_update(None, "synchronous", "FULL")
-            .map_err(db)?;
-        let store = Store {
-            path,
-            connection: Mutex::new(connection),
-        };
-        store.migrate()?;
-        Ok(store)
-    }
-
-    /// The database file.
-    pub fn path(&self) -> &Path {
-        &self.path
-    }
-
-    fn migrate(&self) -> Result<(), StoreError> {
-        self.write(|tx| {
-            let found: i64 = tx.pragma_query_value(None, "user_version", |row| row.get(0))?;
-            if found > SCHEMA_VERSION {
-                return Ok(Err(found));
+    /// Opens the store at `location`, applying migrations. A PostgreSQL store that cannot be
+    /// reached is an error: a host does not start without its inventory.
+    pub async fn open(location: &Location) -> Result<Store, StoreError> {
+        match location {
+            Location::StateDir(dir) => Ok(Store::Sqlite(sqlite::SqliteStore::open(dir).await?)),
+            Location::Postgres(url) => {
+                Ok(Store::Postgres(postgres::PostgresStore::open(url).await?))
             }
-            tx.execute_batch(SCHEMA)?;
-            tx.pragma_update(None, "user_version", SCHEMA_VERSION)?;
-            Ok(Ok(()))
-        })?
-        .map_err(|found| StoreError::NewerSchema {
-            path: self.path.clone(),
-            found,
-        })
+        }
     }
 
-    /// The key `name`, if stored.
-    pub fn key(&self, name: &str) -> Result<Option<Zeroizing<Vec<u8>>>, StoreError> {
-        let found: Option<Vec<u8>> = self.read(|c| {
-            c.query_row("SELECT value FROM keys WHERE name = ?1", [name], |r| {
-                r.get(0)
-            })
-            .optional()
-        })?;
-        Ok(found.map(Zeroizing::new))
+    /// Where it is, for messages (never with a password).
+    pub fn describe(&self) -> String {
+        match self {
+            Store::Sqlite(store) => store.path().display().to_string(),
+            Store::Postgres(store) => store.location().to_owned(),
+        }
     }
 
-    /// Stores `value` as the key `name` unless one is stored already, and returns the stored
-    /// one: two processes creating a key at once agree on the first committed.
-    pub fn add_key(&self, name: &str, value: &[u8]) -> Result<Zeroizing<Vec<u8>>, StoreError> {
-        self.write(|tx| {
-            tx.execute(
-                "INSERT OR IGNORE INTO keys (name, value) VALUES (?1, ?2)",
-                params![name, value],
-            )?;
-            tx.query_row("SELECT value FROM keys WHERE name = ?1", [name], |r| {
-                r.get(0)
-            })
-        })
-        .map(Zeroizing::new)
+    /// Whether it is shared between hosts.
+    pub fn is_shared(&self) -> bool {
+        matches!(self, Store::Postgres(_))
     }
 
-    /// The control-plane changes stored for `instance_id`, if any.
-    pub fn instance_changes<T: DeserializeOwned>(
+    /// Every row written after revision `after` (`-1`: every row).
+    pub async fn load_since(&self, after: i64) -> Result<Changed, StoreError> {
+        match self {
+            Store::Sqlite(store) => store.load_since(after).await,
+            Store::Postgres(store) => store.load_since(after).await,
+        }
+    }
+
+    /// Writes `commit` in one transaction, durably, and returns its revision; nothing is
+    /// written if any row's revision is not the expected one ([`StoreError::Conflict`]).
+    pub async fn commit(&self, commit: Commit) -> Result<i64, StoreError> {
+        match self {
+            Store::Sqlite(store) => store.commit(commit).await,
+            Store::Postgres(store) => store.commit(commit).await,
+        }
+    }
+
+    /// Stores `value` as the key `name` (created at `created_millis`) unless one is stored
+    /// already, and returns the stored one: two processes creating a key at once agree on the
+    /// first committed.
+    pub async fn add_key(
         &self,
-        instance_id: &str,
-    ) -> Result<Option<T>, StoreError> {
-        let select = "SELECT changes FROM instance_changes WHERE instance_id = ?1";
-        self.get_json(select, instance_id, &format!("changes of {instance_id}"))
+        name: &str,
+        value: &[u8],
+        created_millis: i64,
+    ) -> Result<Zeroizing<Vec<u8>>, StoreError> {
+        match self {
+            Store::Sqlite(store) => store.add_key(name, value, created_millis).await,
+            Store::Postgres(store) => store.add_key(name, value, created_millis).await,
+        }
     }
 
-    /// Stores the control-plane changes of `instance_id`, durably, replacing the previous ones.
-    pub fn save_instance_changes<T: Serialize>(
+    /// Raises the stored counts to these (a count never goes down: each flush sends the
+    /// minute's total so far), and forgets minutes before `oldest_minute`.
+    pub async fn save_history(
         &self,
-        instance_id: &str,
-        changes: &T,
+        counts: &[MinuteCount<'_>],
+        oldest_minute: i64,
     ) -> Result<(), StoreError> {
-        self.put_json(UPSERT_CHANGES, instance_id, changes)
+        match self {
+            Store::Sqlite(store) => store.save_history(counts, oldest_minute).await,
+            Store::Postgres(store) => store.save_history(counts, oldest_minute).await,
+        }
     }
 
-    /// Every instance launched through the control API (`RunInstances`), as stored.
-    pub fn launched_instances<T: DeserializeOwned>(&self) -> Result<Vec<T>, StoreError> {
-        let rows: Vec<(String, String)> = self.read(|c| {
-            let mut select = c.prepare(
-                "SELECT instance_id, config FROM launched_instances ORDER BY instance_id",
-            )?;
-            let rows = select.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?;
-            rows.collect()
-        })?;
-        rows.iter()
-            .map(|(id, json)| self.parse(json, &format!("launched instance {id}")))
-            .collect()
+    /// Every stored minute count from `oldest_minute` on.
+    pub async fn history(&self, oldest_minute: i64) -> Result<Vec<StoredCount>, StoreError> {
+        match self {
+            Store::Sqlite(store) => store.history(oldest_minute).await,
+            Store::Postgres(store) => store.history(oldest_minute).await,
+        }
     }
 
-    /// Stores a launch in one transaction, durably: each instance's configuration and changes
-    /// (its lifecycle) and the account value `account_name` (the network registry, with the
-    /// addresses the instances took).
-    pub fn save_launch<C: Serialize, H: Serialize, A: Serialize>(
-        &self,
-        instances: &[(String, C, H)],
-        account_name: &str,
-        account_value: &A,
-    ) -> Result<(), StoreError> {
-        let rows: Vec<(String, String, String)> = instances
-            .iter()
-            .map(|(id, config, changes)| (id.clone(), to_json(config), to_json(changes)))
-            .collect();
-        let account = to_json(account_value);
-        self.write(|tx| {
-            for (id, config, changes) in &rows {
-                tx.execute(
-                    "INSERT INTO launched_instances (instance_id, config) VALUES (?1, ?2)
-                     ON CONFLICT (instance_id) DO UPDATE SET config = excluded.config",
-                    params![id, config],
-                )?;
-                tx.execute(UPSERT_CHANGES, params![id, changes])?;
-            }
-            tx.execute(UPSERT_ACCOUNT, params![account_name, account])?;
-            Ok(())
-        })
+    /// Whether writes can be made now.
+    pub fn health(&self) -> Health {
+        match self {
+            Store::Sqlite(_) => Health::Up,
+            Store::Postgres(store) => store.health(),
+        }
     }
 
-    /// Stores the changes of several instances and the account value `account_name` in one
-    /// transaction, durably (a termination: lifecycles, and the addresses given back).
-    pub fn save_changes_and_account<H: Serialize, A: Serialize>(
-        &self,
-        changes: &[(String, H)],
-        account_name: &str,
-        account_value: &A,
-    ) -> Result<(), StoreError> {
-        let rows: Vec<(String, String)> = changes
-            .iter()
-            .map(|(id, changes)| (id.clone(), to_json(changes)))
-            .collect();
-        let account = to_json(account_value);
-        self.write(|tx| {
-            for (id, changes) in &rows {
-                tx.execute(UPSERT_CHANGES, params![id, changes])?;
-            }
-            tx.execute(UPSERT_ACCOUNT, params![account_name, account])?;
-            Ok(())
-        })
-    }
-
-    /// The account-level value `name` (e.g. the instance metadata defaults), if stored.
-    pub fn account<T: DeserializeOwned>(&self, name: &str) -> Result<Option<T>, StoreError> {
-        self.get_json("SELECT value FROM account WHERE name = ?1", name, name)
-    }
-
-    /// Stores the account-level value `name`, durably.
-    pub fn save_account<T: Serialize>(&self, name: &str, value: &T) -> Result<(), StoreError> {
-        self.put_json(UPSERT_ACCOUNT, name, value)
-    }
-
-    /// The JSON value `select` finds for `key`, parsed; `what` names it in errors.
-    fn get_json<T: DeserializeOwned>(
-        &self,
-        select: &str,
-        key: &str,
-        what: &str,
-    ) -> Result<Option<T>, StoreError> {
-        let json: Option<String> =
-            self.read(|c| c.query_row(select, [key], |r| r.get(0)).optional())?;
-        json.map(|json| self.parse(&json, what)).transpose()
-    }
-
-    /// Writes `value` as JSON for `key` with `upsert`, durably.
-    fn put_json<T: Serialize>(&self, upsert: &str, key: &str, value: &T) -> Result<(), StoreError> {
-        let json = to_json(value);
-        self.write(|tx| tx.execute(upsert, params![key, json]).map(drop))
-    }
-
-    fn parse<T: DeserializeOwned>(&self, json: &str, what: &str) -> Result<T, StoreError> {
-        serde_json::from_str(json).map_err(|e| StoreError::Corrupt {
-            path: self.path.clone(),
-            what: what.to_owned(),
-            reason: e.to_string(),
-        })
-    }
-
-    fn read<T>(
-        &self,
-        query: impl FnOnce(&Connection) -> rusqlite::Result<T>,
-    ) -> Result<T, StoreError> {
-        let connection = self.connection.lock().unwrap_or_else(|e| e.into_inner());
-        query(&connection).map_err(|source| StoreError::Database {
-            path: self.path.clone(),
-            source,
-        })
-    }
-
-    /// Runs `change` in one immediate transaction and commits it; durable when this returns.
-    fn write<T>(
-        &self,
-        change: impl FnOnce(&rusqlite::Transaction<'_>) -> rusqlite::Result<T>,
-    ) -> Result<T, StoreError> {
-        let mut connection = self.connection.lock().unwrap_or_else(|e| e.into_inner());
-        let db = |source| StoreError::Database {
-            path: self.path.clone(),
-            source,
-        };
-        let tx = connection
-            .transaction_with_behavior(TransactionBehavior::Immediate)
-            .map_err(db)?;
-        let value = change(&tx).map_err(db)?;
-        tx.commit().map_err(db)?;
-        Ok(value)
+    /// Bumped whenever another writer may have committed (a PostgreSQL notification, or a
+    /// reconnection after which anything may have changed); `None` for the embedded store.
+    pub fn hints(&self) -> Option<tokio::sync::watch::Receiver<u64>> {
+        match self {
+            Store::Sqlite(_) => None,
+            Store::Postgres(store) => Some(store.hints()),
+        }
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use std::collections::BTreeMap;
+/// The rows a conflict check names in errors.
+fn instance_row(id: &str) -> String {
+    format!("instance {id}")
+}
 
-    #[test]
-    fn values_survive_reopening() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(dir.path()).unwrap();
-        let tags = BTreeMap::from([("Name".to_owned(), "web".to_owned())]);
-        store.save_instance_changes("i-1", &tags).unwrap();
-        store.save_account("defaults", &7u32).unwrap();
-        assert!(store.key("token").unwrap().is_none());
-        let key = store.add_key("token", &[1, 2, 3]).unwrap();
-        drop(store);
-        let store = Store::open(dir.path()).unwrap();
-        assert_eq!(store.instance_changes("i-1").unwrap(), Some(tags));
-        assert_eq!(
-            store
-                .instance_changes::<BTreeMap<String, String>>("i-2")
-                .unwrap(),
-            None
-        );
-        assert_eq!(store.account::<u32>("defaults").unwrap(), Some(7));
-        assert_eq!(*store.key("token").unwrap().unwrap(), *key);
-    }
-
-    #[test]
-    fn the_first_key_stored_wins() {
-        let dir = tempfile::tempdir().unwrap();
-        let a = Store::open(dir.path()).unwrap();
-        let b = Store::open(dir.path()).unwrap();
-        assert_eq!(*a.add_key("k", &[1]).unwrap(), vec![1]);
-        assert_eq!(*b.add_key("k", &[2]).unwrap(), vec![1]);
-    }
-
-    #[test]
-    fn the_database_is_private() {
-        use std::os::unix::fs::PermissionsExt;
-        let dir = tempfile::tempdir().unwrap();
-        let state = dir.path().join("state");
-        Store::open(&state).unwrap();
-        let mode = |p: &Path| fs::metadata(p).unwrap().permissions().mode() & 0o777;
-        assert_eq!(mode(&state), 0o700);
-        assert_eq!(mode(&state.join(DATABASE_FILE)), 0o600);
-    }
-
-    #[test]
-    fn a_newer_schema_is_refused_with_a_clear_message() {
-        let dir = tempfile::tempdir().unwrap();
-        Store::open(dir.path()).unwrap();
-        let c = Connection::open(dir.path().join(DATABASE_FILE)).unwrap();
-        c.pragma_update(None, "user_version", 99).unwrap();
-        drop(c);
-        let error = Store::open(dir.path()).unwrap_err().to_string();
-        assert!(error.contains("schema version 99"), "{error}");
-    }
-
-    #[test]
-    fn an_unreadable_value_names_itself() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(dir.path()).unwrap();
-        store.save_account("defaults", &"text").unwrap();
-        let error = store.account::<u32>("defaults").unwrap_err().to_string();
-        assert!(error.contains("stored defaults is unreadable"), "{error}");
-    }
+/// The account value a conflict check names in errors.
+fn account_row(name: &str) -> String {
+    format!("account value {name}")
 }

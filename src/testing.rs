@@ -257,6 +257,7 @@ fn keys() -> Keys {
     Keys {
         secret: ServerSecret::random(),
         signer: signer.clone(),
+        token_generations: Vec::new(),
     }
 }
 

@@ -179,6 +179,15 @@ pub struct KeyArgs {
     /// acknowledged. Default: new keys per process, changes kept in memory.
     #[arg(long, env = "IMDS_STATE_DIR", value_name = "DIR")]
     pub state_dir: Option<PathBuf>,
+    /// The store many hosts share instead of a state directory: a PostgreSQL database,
+    /// postgres://USER[:PASSWORD]@HOST:PORT/DB (libpq-style; add ?sslmode=require for TLS).
+    /// Every host serving the fleet keeps its inventory, changes and keys there: an instance
+    /// launched or changed through any host is served by all of them. Migrations are applied
+    /// at start. A host does not start while the database is unreachable, and keeps serving
+    /// its guests from memory if it goes away later (control changes are refused until it is
+    /// back). Prefer IMDS_STORE or the config file for a URL with a password.
+    #[arg(long, env = "IMDS_STORE", value_name = "URL")]
+    pub store: Option<String>,
     /// RSA private key (PEM, PKCS#8 or PKCS#1, 2048 bits or more) that signs the identity
     /// document instead of a generated one; needs --signing-cert.
     #[arg(
@@ -366,6 +375,11 @@ pub enum CtlCommand {
     /// List the instances (DescribeInstances), one line each: id, state, private IPv4, Name tag
     /// (`-` without one) and HttpTokens.
     List,
+    /// Rotate the session token key (imds' RotateKeys): new IMDSv2 tokens are sealed with a new
+    /// key generation at once, on every host sharing the store; tokens of older generations
+    /// stay valid until they can have expired (21,600 s, plus 5 minutes for clocks), so no
+    /// guest notices. Prints the new generation and the ones still accepted.
+    RotateKeys,
     /// Terminate instances (TerminateInstances): they answer no guest any more, give their
     /// addresses back and stay listed as `terminated` for an hour. E.g. `imds ctl terminate
     /// i-0123456789abcdef0`.
@@ -508,6 +522,7 @@ impl CertArgs {
     pub fn overrides(&self) -> Overrides {
         Overrides {
             state_dir: self.keys.state_dir.clone(),
+            store: self.keys.store.clone(),
             signing_key_file: self.keys.signing_key.clone(),
             signing_cert_file: self.keys.signing_cert.clone(),
             ..Overrides::default()
@@ -526,6 +541,7 @@ impl ServeArgs {
             fleet: self.fleet,
             token_key_file: self.token_key_file.clone(),
             state_dir: self.keys.state_dir.clone(),
+            store: self.keys.store.clone(),
             signing_key_file: self.keys.signing_key.clone(),
             signing_cert_file: self.keys.signing_cert.clone(),
             sts_endpoint: self.sts_endpoint.clone(),

@@ -93,6 +93,9 @@ pub struct ServerConfig {
     /// Directory keeping what must survive restarts in `state.db`: the token key, the identity
     /// signing key and the control plane's changes.
     pub state_dir: Option<PathBuf>,
+    /// The store shared by many hosts (`postgres://USER@HOST:PORT/DB`, libpq-style, TLS when
+    /// the URL asks for it), or a state directory; replaces `state_dir` when given.
+    pub store: Option<String>,
     /// PEM private key signing the identity document (with `signing_cert_file`).
     pub signing_key_file: Option<PathBuf>,
     /// PEM certificate of `signing_key_file`.
@@ -156,6 +159,26 @@ impl ServerConfig {
         }
     }
 
+    /// Where changes and keys are kept: `store`, else `state_dir`, else nowhere (memory).
+    pub fn store_location(&self) -> Result<Option<crate::store::Location>, String> {
+        match (&self.store, &self.state_dir) {
+            (Some(store), Some(dir)) => {
+                let location = crate::store::Location::parse(store)?;
+                match &location {
+                    crate::store::Location::StateDir(named) if named == dir => Ok(Some(location)),
+                    _ => Err(format!(
+                        "both a store ({}) and a state directory ({}) are given: keep one (--store or --state-dir)",
+                        crate::store::postgres::redact(store),
+                        dir.display()
+                    )),
+                }
+            }
+            (Some(store), None) => crate::store::Location::parse(store).map(Some),
+            (None, Some(dir)) => Ok(Some(crate::store::Location::StateDir(dir.clone()))),
+            (None, None) => Ok(None),
+        }
+    }
+
     /// The header read deadline.
     pub fn header_read_timeout(&self) -> Duration {
         Duration::from_millis(self.header_read_timeout_ms)
@@ -193,6 +216,8 @@ pub struct Overrides {
     pub token_key_file: Option<PathBuf>,
     /// Replaces `server.state_dir`.
     pub state_dir: Option<PathBuf>,
+    /// Replaces `server.store`.
+    pub store: Option<String>,
     /// Replaces `server.signing_key_file`.
     pub signing_key_file: Option<PathBuf>,
     /// Replaces `server.signing_cert_file`.
@@ -374,6 +399,9 @@ impl Config {
         }
         if let Some(endpoint) = &overrides.sts_endpoint {
             server.sts_endpoint = Some(endpoint.clone());
+        }
+        if let Some(store) = &overrides.store {
+            server.store = Some(store.clone());
         }
         let options = &mut self.instance.metadata_options;
         if let Some(tokens) = overrides.http_tokens {

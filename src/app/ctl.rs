@@ -217,6 +217,22 @@ async fn command(args: &CtlArgs) -> Result<String, CtlError> {
             fleet::run(&client, &launch).await
         }
         CtlCommand::List => fleet::list(&client).await,
+        CtlCommand::RotateKeys => {
+            let xml = client.call(&[("Action", "RotateKeys")]).await?;
+            let generation = element(&xml, "tokenKeyGeneration").unwrap_or("?");
+            let accepted = xml
+                .split_once("<acceptedTokenKeyGenerationSet>")
+                .and_then(|(_, rest)| rest.split_once("</acceptedTokenKeyGenerationSet>"))
+                .map_or("", |(set, _)| set);
+            let accepted: Vec<&str> = accepted
+                .split("<item>")
+                .filter_map(|item| item.split_once("</item>").map(|(n, _)| n))
+                .collect();
+            Ok(format!(
+                "token key generation {generation} seals new tokens; accepted: {}\n",
+                accepted.join(", ")
+            ))
+        }
         CtlCommand::Terminate { ids } => fleet::lifecycle(&client, "TerminateInstances", ids).await,
         CtlCommand::Stop { ids } => fleet::lifecycle(&client, "StopInstances", ids).await,
         CtlCommand::Start { ids } => fleet::lifecycle(&client, "StartInstances", ids).await,

@@ -24,7 +24,7 @@ use crate::fleet::state::InstanceSlot;
 use crate::guest::access_log::{AccessLogError, Destination};
 use crate::guest::GuestApi;
 use crate::server::{Accepting, Server};
-use crate::store::{Store, StoreError};
+use crate::store::{Changed, Location, Store, StoreError};
 use crate::App;
 
 /// Why `imds serve` could not run.
@@ -90,16 +90,12 @@ pub fn run(args: &ServeArgs) -> Result<(), ServeError> {
 /// with the link-local addresses when `link_local`, until SIGINT or SIGTERM.
 pub fn run_with(load: LoadConfig, link_local: bool) -> Result<(), ServeError> {
     let loaded = load()?;
-    let store = match &loaded.server.state_dir {
-        Some(dir) => Some(Arc::new(Store::open(dir)?)),
-        None => None,
-    };
-    let keys = Keys::load(&loaded.server.key_files(), store.as_deref())?;
-    let ids: Vec<&str> = match loaded.server.fleet {
-        true => loaded.instances.iter().map(|i| i.id()).collect(),
-        false => vec![loaded.instance.id()],
-    };
-    let persisted = Persisted::load(store, ids)?;
+    let runtime = tokio::runtime::Runtime::new().map_err(ServeError::Startup)?;
+    let location = loaded
+        .server
+        .store_location()
+        .map_err(|e| ServeError::Settings(e.into()))?;
+    let (keys, persisted) = runtime.block_on(open_store(location.as_ref(), &loaded))?;
     let policies = PolicySet::load(&loaded.control.service_control_policies)?;
     let access_log = match &loaded.server.access_log {
         Some(path) => Some(Destination::open(path)?),
@@ -133,7 +129,6 @@ pub fn run_with(load: LoadConfig, link_local: bool) -> Result<(), ServeError> {
         true => Some(LinkLocal::setup(ipv6)?),
         false => None,
     };
-    let runtime = tokio::runtime::Runtime::new().map_err(ServeError::Startup)?;
     let reloader = Reloader {
         load,
         keys,
@@ -150,6 +145,34 @@ pub fn run_with(load: LoadConfig, link_local: bool) -> Result<(), ServeError> {
     // The link-local addresses go only after every connection has finished.
     drop(link_local);
     result
+}
+
+/// Opens the store (when there is one) and reads what it keeps: keys (created there on first
+/// start) and the control plane's changes. A shared store that cannot be reached stops the
+/// start here, with its reason.
+async fn open_store(
+    location: Option<&Location>,
+    loaded: &Loaded,
+) -> Result<(Keys, Persisted), ServeError> {
+    let store = match location {
+        Some(location) => Some(Arc::new(Store::open(location).await?)),
+        None => None,
+    };
+    let changed = match &store {
+        Some(store) => store.load_since(-1).await?,
+        None => Changed::default(),
+    };
+    if let Some(store) = &store {
+        tracing::info!(
+            store = store.describe(),
+            revision = changed.revision,
+            instances = changed.instances.len(),
+            "store opened"
+        );
+    }
+    let keys = Keys::load(&loaded.server.key_files(), store.as_deref(), &changed.keys).await?;
+    let persisted = Persisted::from_store(store, changed)?;
+    Ok((keys, persisted))
 }
 
 async fn bind(addr: SocketAddr) -> Result<TcpListener, ServeError> {
@@ -218,6 +241,7 @@ async fn serve(
         access_log,
     );
     app.control.set_policies(policies);
+    tokio::spawn(app.control.clone().follow_store());
     let first = app.state.first().map(|slot| slot.current());
     let options = first.as_ref().map(|s| s.options).unwrap_or_default();
     let instance = first.as_ref().map(|s| s.instance.id().to_owned());

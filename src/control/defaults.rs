@@ -103,9 +103,14 @@ impl ControlApi {
         if query.dry_run() {
             return Err(ControlError::DryRunOperation);
         }
-        self.persist(move |store| store.save_account(super::DEFAULTS, &d))
-            .await?;
+        let commit = self.account_write(
+            crate::store::Commit::default(),
+            super::DEFAULTS,
+            super::sync::to_json(&d),
+        );
+        let revision = self.persist(commit).await?;
         *self.defaults.lock().unwrap_or_else(|e| e.into_inner()) = d;
+        self.set_account_revision(super::DEFAULTS, revision);
         tracing::info!(defaults = ?d, "instance metadata defaults changed");
         let mut xml = Xml::response("ModifyInstanceMetadataDefaultsResponse", request_id);
         xml.leaf("return", true);

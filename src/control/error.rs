@@ -60,6 +60,12 @@ pub enum ControlError {
     /// The change could not be made durable (details are logged).
     #[error("An internal error has occurred")]
     InternalError,
+    /// The store is unreachable: changes are refused until it is back.
+    #[error("The service is unavailable: {0}. Please try again.")]
+    Unavailable(String),
+    /// The change raced another host's change of the same row (retried before it is answered).
+    #[error("The service is unavailable: {0} while this request was applied. Please try again.")]
+    Conflict(String),
     /// A request a web browser was made to send from another site (see
     /// [`crate::server::browser`]).
     #[error("You are not authorized to perform this operation. imds refuses requests that a web browser sends for another site (cross-site or DNS rebinding).")]
@@ -96,6 +102,7 @@ impl ControlError {
             ControlError::MethodNotAllowed => "UnsupportedOperation",
             ControlError::BrowserRequest => "UnauthorizedOperation",
             ControlError::InternalError => "InternalError",
+            ControlError::Unavailable(_) | ControlError::Conflict(_) => "Unavailable",
             ControlError::Network(error) => error.code(),
         }
     }
@@ -108,6 +115,9 @@ impl ControlError {
             ControlError::BrowserRequest => http::StatusCode::FORBIDDEN,
             ControlError::UnauthorizedOperation(_) => http::StatusCode::FORBIDDEN,
             ControlError::InternalError => http::StatusCode::INTERNAL_SERVER_ERROR,
+            ControlError::Unavailable(_) | ControlError::Conflict(_) => {
+                http::StatusCode::SERVICE_UNAVAILABLE
+            }
             ControlError::MissingParameter(_)
             | ControlError::InvalidParameterValue(_)
             | ControlError::InvalidParameterCombination(_)

@@ -16,7 +16,7 @@ use super::query::QueryRequest;
 use super::xml::Xml;
 use super::{hex, ControlApi};
 use crate::fleet::changes::InstanceChanges;
-use crate::fleet::instance::{Instance, InstanceConfig, InterfaceConfig, PublicKeyConfig};
+use crate::fleet::instance::{Instance, InterfaceConfig, PublicKeyConfig};
 use crate::fleet::instance_id::InstanceId;
 use crate::fleet::lifecycle::{Lifecycle, Transition};
 use crate::fleet::network::Network;
@@ -120,14 +120,21 @@ impl ControlApi {
             lifecycle: Some(Lifecycle::new(Transition::Launch, now)),
             ..InstanceChanges::default()
         };
-        let rows: Vec<(String, InstanceConfig, InstanceChanges)> = instances
-            .iter()
-            .map(|i| (i.id().to_owned(), i.config.clone(), lifecycle.clone()))
-            .collect();
-        let kept = network.clone();
-        self.persist(move |store| store.save_launch(&rows, super::vpc::NETWORK, &kept))
-            .await?;
+        let changes_json = super::sync::to_json(&lifecycle);
+        let mut commit = crate::store::Commit::default();
+        for instance in &instances {
+            commit = commit.instance(crate::store::InstanceWrite {
+                instance_id: instance.id().to_owned(),
+                config: Some(super::sync::to_json(&instance.config)),
+                changes: changes_json.clone(),
+                expected: 0,
+            });
+        }
+        let commit =
+            self.account_write(commit, super::vpc::NETWORK, super::sync::to_json(&network));
+        let revision = self.persist(commit).await?;
         self.set_network(network);
+        self.set_account_revision(super::vpc::NETWORK, revision);
         let snapshots = self.snapshots.clone();
         let built = tokio::task::spawn_blocking(move || snapshots.build_all(instances))
             .await
@@ -137,7 +144,11 @@ impl ControlApi {
             })?;
         let slots: Vec<Arc<InstanceSlot>> = built
             .into_iter()
-            .map(|snapshot| InstanceSlot::new(snapshot, lifecycle.clone()))
+            .map(|snapshot| {
+                let slot = InstanceSlot::new(snapshot, lifecycle.clone());
+                slot.set_revision(revision);
+                slot
+            })
             .collect();
         self.state.insert(slots.clone());
         if let Some(token) = token {

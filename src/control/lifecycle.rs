@@ -84,19 +84,19 @@ impl ControlApi {
         if query.dry_run() {
             return Err(ControlError::DryRunOperation);
         }
-        let rows: Vec<(String, crate::fleet::changes::InstanceChanges)> = changed
-            .iter()
-            .map(|(slot, changes)| (slot.id().to_string(), changes.clone()))
-            .collect();
-        let kept = network.clone();
-        self.persist(move |store| {
-            store.save_changes_and_account(&rows, super::vpc::NETWORK, &kept)
-        })
-        .await?;
+        let mut commit = crate::store::Commit::default();
+        for (slot, changes) in &changed {
+            commit = commit.instance(super::sync::instance_write(slot, changes));
+        }
+        let commit =
+            self.account_write(commit, super::vpc::NETWORK, super::sync::to_json(&network));
+        let revision = self.persist(commit).await?;
         for (slot, changes) in changed {
             slot.set_changes(changes);
+            slot.set_revision(revision);
         }
         self.set_network(network);
+        self.set_account_revision(super::vpc::NETWORK, revision);
         self.state.reindex();
         drop(locks);
         tracing::info!(

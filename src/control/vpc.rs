@@ -70,11 +70,14 @@ impl ControlApi {
 
     /// Stores `network` and swaps it in (the caller holds the change lock).
     pub(super) async fn replace_network(&self, network: Network) -> Result<(), ControlError> {
-        let network = Arc::new(network);
-        let kept = network.clone();
-        self.persist(move |store| store.save_account(NETWORK, &*kept))
-            .await?;
-        *self.network.lock().unwrap_or_else(|e| e.into_inner()) = network;
+        let commit = self.account_write(
+            crate::store::Commit::default(),
+            NETWORK,
+            super::sync::to_json(&network),
+        );
+        let revision = self.persist(commit).await?;
+        *self.network.lock().unwrap_or_else(|e| e.into_inner()) = Arc::new(network);
+        self.set_account_revision(NETWORK, revision);
         Ok(())
     }
 

@@ -12,7 +12,8 @@ use std::sync::Arc;
 
 use crate::fleet::identity::{IdentityError, IdentitySigner};
 use crate::fleet::secret::{SecretError, ServerSecret};
-use crate::store::{Store, StoreError};
+use crate::fleet::token::TokenGeneration;
+use crate::store::{Store, StoreError, StoredKey};
 use zeroize::Zeroizing;
 
 /// The token key's name in the store (and its file in older state directories).
@@ -20,6 +21,8 @@ const TOKEN_KEY: &str = "token.key";
 /// The signing key and certificate's name in the store (and their file in older state
 /// directories).
 const IDENTITY: &str = "identity.pem";
+/// The prefix of token key generations' names in the store.
+const TOKEN_GENERATION_PREFIX: &str = "token-key/";
 
 /// Why the keys could not be loaded or created.
 #[derive(Debug, thiserror::Error)]
@@ -61,6 +64,8 @@ pub struct Keys {
     pub secret: ServerSecret,
     /// Signs identity documents.
     pub signer: Arc<IdentitySigner>,
+    /// The token key generations stored besides generation 0 (derived from `secret`).
+    pub token_generations: Vec<TokenGeneration>,
 }
 
 /// The files that hold the keys, as `[server]` names them (`None`: from the store, else new).
@@ -75,29 +80,36 @@ pub struct KeyFiles {
 }
 
 impl Keys {
-    /// The keys `server` names, kept in (and created in, when missing) `store`.
-    pub fn load(server: &KeyFiles, store: Option<&Store>) -> Result<Keys, KeysError> {
+    /// The keys `server` names, kept in (and created in, when missing) `store`, which held
+    /// `stored` when the process started.
+    pub async fn load(
+        server: &KeyFiles,
+        store: Option<&Store>,
+        stored: &[StoredKey],
+    ) -> Result<Keys, KeysError> {
         let secret = match (&server.token_key_file, store) {
             (Some(file), _) => ServerSecret::from_file(file)?,
-            (None, Some(store)) => stored_secret(store)?,
+            (None, Some(store)) => stored_secret(store, stored).await?,
             (None, None) => ServerSecret::random(),
         };
         Ok(Keys {
             secret,
-            signer: Arc::new(signer(server, store)?),
+            signer: Arc::new(signer(server, store, stored).await?),
+            token_generations: token_generations(stored),
         })
     }
 
     /// The signer `server` names; an error when it would be a new key per process (for
     /// `imds cert`, which must print what a server uses).
-    pub fn lasting_signer(
+    pub async fn lasting_signer(
         server: &KeyFiles,
         store: Option<&Store>,
+        stored: &[StoredKey],
     ) -> Result<IdentitySigner, KeysError> {
         if store.is_none() && server.signing_key_file.is_none() {
             return Err(KeysError::Ephemeral);
         }
-        signer(server, store)
+        signer(server, store, stored).await
     }
 
     /// New keys for this process only.
@@ -105,11 +117,69 @@ impl Keys {
         Ok(Keys {
             secret: ServerSecret::random(),
             signer: Arc::new(IdentitySigner::generate().map_err(KeysError::Generate)?),
+            token_generations: Vec::new(),
         })
     }
 }
 
-fn signer(server: &KeyFiles, store: Option<&Store>) -> Result<IdentitySigner, KeysError> {
+/// The token key generations among `stored` (named `token-key/N`, N from 1).
+pub fn token_generations(stored: &[StoredKey]) -> Vec<TokenGeneration> {
+    stored
+        .iter()
+        .filter_map(|key| {
+            let number = key
+                .name
+                .strip_prefix(TOKEN_GENERATION_PREFIX)?
+                .parse()
+                .ok()?;
+            Some(TokenGeneration {
+                number,
+                created_millis: u64::try_from(key.created_millis).unwrap_or(0),
+                key: key.value.clone(),
+            })
+        })
+        .filter(|generation| generation.number > 0)
+        .collect()
+}
+
+/// The store's name of token key generation `number`.
+pub fn token_generation_name(number: u32) -> String {
+    format!("{TOKEN_GENERATION_PREFIX}{number}")
+}
+
+/// A new random token key of generation `number`, stored (the first stored wins when two
+/// hosts rotate at once) and returned as stored.
+pub async fn add_token_generation(
+    store: Option<&Store>,
+    number: u32,
+    created_millis: u64,
+) -> Result<TokenGeneration, KeysError> {
+    let mut fresh = Zeroizing::new(vec![0u8; 32]);
+    rand::RngCore::fill_bytes(&mut rand::rngs::OsRng, &mut fresh);
+    let key = match store {
+        Some(store) => {
+            store
+                .add_key(
+                    &token_generation_name(number),
+                    &fresh,
+                    created_millis as i64,
+                )
+                .await?
+        }
+        None => fresh,
+    };
+    Ok(TokenGeneration {
+        number,
+        created_millis,
+        key,
+    })
+}
+
+async fn signer(
+    server: &KeyFiles,
+    store: Option<&Store>,
+    stored: &[StoredKey],
+) -> Result<IdentitySigner, KeysError> {
     match (&server.signing_key_file, &server.signing_cert_file, store) {
         (Some(key), Some(cert), _) => {
             let key_pem = read_text(key)?;
@@ -122,20 +192,28 @@ fn signer(server: &KeyFiles, store: Option<&Store>) -> Result<IdentitySigner, Ke
                 KeysError::Identity { path, source }
             })
         }
-        (_, _, Some(store)) => stored_signer(store),
+        (_, _, Some(store)) => stored_signer(store, stored).await,
         _ => IdentitySigner::generate().map_err(KeysError::Generate),
     }
 }
 
 /// The file an older state directory kept `name` in, when it is there.
 fn legacy_file(store: &Store, name: &str) -> Option<PathBuf> {
-    let path = store.path().parent()?.join(name);
+    let Store::Sqlite(sqlite) = store else {
+        return None;
+    };
+    let path = sqlite.path().parent()?.join(name);
     path.exists().then_some(path)
 }
 
-fn stored_secret(store: &Store) -> Result<ServerSecret, KeysError> {
-    let material = match store.key(TOKEN_KEY)? {
-        Some(material) => material,
+/// The key `name` among `stored`.
+fn find<'a>(stored: &'a [StoredKey], name: &str) -> Option<&'a StoredKey> {
+    stored.iter().find(|key| key.name == name)
+}
+
+async fn stored_secret(store: &Store, stored: &[StoredKey]) -> Result<ServerSecret, KeysError> {
+    let material = match find(stored, TOKEN_KEY) {
+        Some(key) => key.value.clone(),
         None => {
             let fresh = match legacy_file(store, TOKEN_KEY) {
                 Some(path) => {
@@ -152,15 +230,15 @@ fn stored_secret(store: &Store) -> Result<ServerSecret, KeysError> {
                     bytes
                 }
             };
-            store.add_key(TOKEN_KEY, &fresh)?
+            store.add_key(TOKEN_KEY, &fresh, now_millis()).await?
         }
     };
     Ok(ServerSecret::from_bytes(&material))
 }
 
-fn stored_signer(store: &Store) -> Result<IdentitySigner, KeysError> {
-    let pem = match store.key(IDENTITY)? {
-        Some(pem) => pem,
+async fn stored_signer(store: &Store, stored: &[StoredKey]) -> Result<IdentitySigner, KeysError> {
+    let pem = match find(stored, IDENTITY) {
+        Some(key) => key.value.clone(),
         None => {
             let fresh = match legacy_file(store, IDENTITY) {
                 Some(path) => Zeroizing::new(read_text(&path)?.into_bytes()),
@@ -171,11 +249,11 @@ fn stored_signer(store: &Store) -> Result<IdentitySigner, KeysError> {
                     Zeroizing::new(pem.as_bytes().to_vec())
                 }
             };
-            store.add_key(IDENTITY, &fresh)?
+            store.add_key(IDENTITY, &fresh, now_millis()).await?
         }
     };
     let identity = |source| KeysError::Identity {
-        path: store.path().to_owned(),
+        path: PathBuf::from(store.describe()),
         source,
     };
     let pem = std::str::from_utf8(&pem)
@@ -184,6 +262,13 @@ fn stored_signer(store: &Store) -> Result<IdentitySigner, KeysError> {
         .find("-----BEGIN CERTIFICATE-----")
         .ok_or_else(|| identity(IdentityError::Certificate("no CERTIFICATE block".into())))?;
     IdentitySigner::from_pem(&pem[..start], &pem[start..]).map_err(identity)
+}
+
+fn now_millis() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
 }
 
 fn read_text(path: &Path) -> Result<String, KeysError> {
@@ -200,11 +285,29 @@ mod tests {
         KeyFiles::default()
     }
 
-    #[test]
-    fn a_store_keeps_both_keys_across_restarts() {
+    async fn open(dir: &Path) -> Store {
+        Store::open(&crate::store::Location::StateDir(dir.to_owned()))
+            .await
+            .unwrap()
+    }
+
+    async fn load(server: &KeyFiles, store: Option<&Store>) -> Result<Keys, KeysError> {
+        let stored = match store {
+            Some(store) => store.load_since(-1).await.unwrap().keys,
+            None => Vec::new(),
+        };
+        Keys::load(server, store, &stored).await
+    }
+
+    #[tokio::test]
+    async fn a_store_keeps_both_keys_across_restarts() {
         let dir = tempfile::tempdir().unwrap();
-        let first = Keys::load(&server(), Some(&Store::open(dir.path()).unwrap())).unwrap();
-        let second = Keys::load(&server(), Some(&Store::open(dir.path()).unwrap())).unwrap();
+        let first = load(&server(), Some(&open(dir.path()).await))
+            .await
+            .unwrap();
+        let second = load(&server(), Some(&open(dir.path()).await))
+            .await
+            .unwrap();
         assert_eq!(
             first.signer.certificate_pem(),
             second.signer.certificate_pem()
@@ -212,42 +315,42 @@ mod tests {
         assert_eq!(first.secret.derive("x"), second.secret.derive("x"));
     }
 
-    #[test]
-    fn keys_of_an_older_state_directory_are_taken_into_the_store() {
+    #[tokio::test]
+    async fn keys_of_an_older_state_directory_are_taken_into_the_store() {
         let dir = tempfile::tempdir().unwrap();
         let own = IdentitySigner::generate().unwrap();
         let mut pem = own.private_key_pem();
         pem.push_str(own.certificate_pem());
         fs::write(dir.path().join(IDENTITY), pem.as_bytes()).unwrap();
         fs::write(dir.path().join(TOKEN_KEY), [7u8; 32]).unwrap();
-        let store = Store::open(dir.path()).unwrap();
-        let keys = Keys::load(&server(), Some(&store)).unwrap();
+        let store = open(dir.path()).await;
+        let keys = load(&server(), Some(&store)).await.unwrap();
         assert_eq!(keys.signer.certificate_pem(), own.certificate_pem());
         let expected = ServerSecret::from_bytes(&[7u8; 32]).derive("x");
         assert_eq!(keys.secret.derive("x"), expected);
         // The store has them now; the files are no longer read.
         fs::remove_file(dir.path().join(IDENTITY)).unwrap();
         fs::remove_file(dir.path().join(TOKEN_KEY)).unwrap();
-        let again = Keys::load(&server(), Some(&store)).unwrap();
+        let again = load(&server(), Some(&store)).await.unwrap();
         assert_eq!(again.signer.certificate_pem(), own.certificate_pem());
         assert_eq!(again.secret.derive("x"), expected);
     }
 
-    #[test]
-    fn without_a_store_keys_are_per_process() {
-        let a = Keys::load(&server(), None).unwrap();
-        let b = Keys::load(&server(), None).unwrap();
+    #[tokio::test]
+    async fn without_a_store_keys_are_per_process() {
+        let a = load(&server(), None).await.unwrap();
+        let b = load(&server(), None).await.unwrap();
         assert_ne!(a.signer.certificate_pem(), b.signer.certificate_pem());
         assert!(matches!(
-            Keys::lasting_signer(&server(), None),
+            Keys::lasting_signer(&server(), None, &[]).await,
             Err(KeysError::Ephemeral)
         ));
     }
 
-    #[test]
-    fn a_named_key_and_certificate_win_over_the_store() {
+    #[tokio::test]
+    async fn a_named_key_and_certificate_win_over_the_store() {
         let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(&dir.path().join("state")).unwrap();
+        let store = open(&dir.path().join("state")).await;
         let own = IdentitySigner::generate().unwrap();
         let key = dir.path().join("key.pem");
         let cert = dir.path().join("cert.pem");
@@ -256,13 +359,25 @@ mod tests {
         let mut server = server();
         server.signing_key_file = Some(key.clone());
         server.signing_cert_file = Some(cert.clone());
-        let keys = Keys::load(&server, Some(&store)).unwrap();
+        let keys = load(&server, Some(&store)).await.unwrap();
         assert_eq!(keys.signer.certificate_pem(), own.certificate_pem());
         fs::write(&cert, IdentitySigner::generate().unwrap().certificate_pem()).unwrap();
-        let error = Keys::load(&server, Some(&store)).unwrap_err().to_string();
+        let error = load(&server, Some(&store)).await.unwrap_err().to_string();
         assert!(
             error.contains("cert.pem") && error.contains("not the signing key"),
             "{error}"
         );
+    }
+
+    #[tokio::test]
+    async fn token_generations_are_shared_through_the_store() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = open(dir.path()).await;
+        let made = add_token_generation(Some(&store), 1, 42).await.unwrap();
+        let raced = add_token_generation(Some(&store), 1, 43).await.unwrap();
+        assert_eq!(*made.key, *raced.key, "the first stored wins");
+        let keys = load(&server(), Some(&store)).await.unwrap();
+        assert_eq!(keys.token_generations.len(), 1);
+        assert_eq!(keys.token_generations[0].number, 1);
     }
 }

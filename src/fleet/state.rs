@@ -272,6 +272,8 @@ pub struct InstanceSlot {
     throttle: Throttle,
     /// What binds session tokens to this instance, derived on first use.
     token_binding: std::sync::OnceLock<crate::fleet::token::TokenBinding>,
+    /// The store revision of its changes as last written or learned (0: never stored).
+    revision: std::sync::atomic::AtomicI64,
 }
 
 impl InstanceSlot {
@@ -298,6 +300,7 @@ impl InstanceSlot {
             pending_until: AtomicU64::new(0),
             throttle: Throttle::default(),
             token_binding: std::sync::OnceLock::new(),
+            revision: std::sync::atomic::AtomicI64::new(0),
         })
     }
 
@@ -365,6 +368,16 @@ impl InstanceSlot {
     /// Records what the control plane changed (under [`InstanceSlot::changing`]).
     pub fn set_changes(&self, changes: InstanceChanges) {
         *self.changes.lock().unwrap_or_else(|e| e.into_inner()) = changes;
+    }
+
+    /// The store revision of its changes as last written or learned (0: never stored).
+    pub fn revision(&self) -> i64 {
+        self.revision.load(Ordering::Acquire)
+    }
+
+    /// Records the store revision of its changes (under [`InstanceSlot::changing`]).
+    pub fn set_revision(&self, revision: i64) {
+        self.revision.store(revision, Ordering::Release);
     }
 
     /// Until when (clock milliseconds) the last options change reads `pending`.

@@ -2,11 +2,20 @@
 //!
 //! A token is 40 bytes, shown as 56 characters of URL-safe base64 ending in `==` like the real
 //! ones: a version byte, the expiry (milliseconds since the epoch), an 8-byte binding to the
-//! instance that issued it (a keyed hash of its id), 7 random bytes, and a 16-byte HMAC-SHA256
-//! tag over all of those. So a token proves its own expiry and instance; nothing is stored per
-//! token, and memory stays flat however many are issued. Because the binding is sealed inside,
-//! a refusal can tell a forged or foreign-key token (bad seal) from another instance's token
-//! (wrong instance) and from an expired one.
+//! instance that issued it (a keyed hash of its id), the key generation that sealed it (one
+//! byte), 6 random bytes, and a 16-byte HMAC-SHA256 tag over all of those. So a token proves
+//! its own expiry and instance; nothing is stored per token, and memory stays flat however many
+//! are issued. Because the binding is sealed inside, a refusal can tell a forged or
+//! foreign-key token (bad seal) from another instance's token (wrong instance) and from an
+//! expired one.
+//!
+//! Key generations: generation 0 is derived from the server secret; `rotate-keys` adds random
+//! ones (shared by every host through the store). New tokens are sealed with the newest;
+//! an older generation stays accepted until every token it can have sealed has expired
+//! ([`MAX_TTL_SECONDS`] after its successor appeared, plus [`CLOCK_SLACK_MILLIS`] for hosts'
+//! clocks). The binding is always keyed by the server secret, so it does not change with the
+//! generation and each instance's stays cached. Version-2 tokens (before generations) are
+//! generation 0's.
 
 use std::fmt;
 use std::str::FromStr;
@@ -22,10 +31,16 @@ use crate::fleet::secret::ServerSecret;
 /// Largest TTL IMDS grants: 6 hours.
 pub const MAX_TTL_SECONDS: u32 = 21_600;
 
-const VERSION: u8 = 2;
+const VERSION: u8 = 3;
+/// Tokens issued before key generations: sealed by generation 0.
+const VERSION_BEFORE_GENERATIONS: u8 = 2;
 const BODY_LEN: usize = 24;
 /// Where the instance binding sits in the body.
 const BINDING: std::ops::Range<usize> = 9..17;
+/// Where the key generation (its low byte) sits in the body.
+const GENERATION: usize = 17;
+/// How far apart hosts' clocks may be when they retire a generation.
+pub const CLOCK_SLACK_MILLIS: u64 = 5 * 60 * 1000;
 const TAG_LEN: usize = 16;
 const TOKEN_LEN: usize = BODY_LEN + TAG_LEN;
 /// Length of a token as sent on the wire.
@@ -107,37 +122,131 @@ pub enum TokenError {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct TokenBinding([u8; 8]);
 
-/// Issues and verifies tokens with one key.
+/// One key generation: its number and its key.
 #[derive(Clone)]
-pub struct TokenSealer {
+pub struct TokenGeneration {
+    /// Its number (0: derived from the server secret).
+    pub number: u32,
+    /// When it was created (milliseconds since the epoch).
+    pub created_millis: u64,
+    /// Its key (32 bytes).
+    pub key: zeroize::Zeroizing<Vec<u8>>,
+}
+
+impl fmt::Debug for TokenGeneration {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("TokenGeneration")
+            .field("number", &self.number)
+            .field("created_millis", &self.created_millis)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A generation as the sealer uses it.
+#[derive(Clone)]
+struct Sealing {
+    number: u32,
     keyed: Hmac<Sha256>,
+    /// Tokens of this generation are refused from then on (`u64::MAX`: the newest).
+    retired_at: u64,
+}
+
+/// The generations in force: the newest seals, all verify until retired.
+#[derive(Clone)]
+struct Generations {
+    newest: Sealing,
+    older: Vec<Sealing>,
+}
+
+/// Issues and verifies tokens with the key generations in force.
+pub struct TokenSealer {
+    /// Keys instance bindings, and is generation 0's key.
+    root: Hmac<Sha256>,
+    generations: arc_swap::ArcSwap<Generations>,
 }
 
 impl fmt::Debug for TokenSealer {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("TokenSealer(..)")
+        let generations = self.generations.load();
+        f.debug_struct("TokenSealer")
+            .field("newest", &generations.newest.number)
+            .field("older", &generations.older.len())
+            .finish_non_exhaustive()
     }
 }
 
 impl TokenSealer {
-    /// A sealer keyed from the server secret.
+    /// A sealer keyed from the server secret, with generation 0 only.
     pub fn new(secret: &ServerSecret) -> TokenSealer {
         let key = secret.derive("imds session token v1");
+        let root = Hmac::new_from_slice(&key).expect("HMAC accepts 32-byte keys");
+        let newest = Sealing {
+            number: 0,
+            keyed: root.clone(),
+            retired_at: u64::MAX,
+        };
         TokenSealer {
-            keyed: Hmac::new_from_slice(&key).expect("HMAC accepts 32-byte keys"),
+            root,
+            generations: arc_swap::ArcSwap::from_pointee(Generations {
+                newest,
+                older: Vec::new(),
+            }),
         }
     }
 
-    fn tag(&self, body: &[u8]) -> Hmac<Sha256> {
-        let mut mac = self.keyed.clone();
-        mac.update(body);
-        mac
+    /// Puts `generations` (besides generation 0, which is always known) in force: the newest
+    /// seals from now on; each older one is retired [`MAX_TTL_SECONDS`] (plus the clock slack)
+    /// after the next one was created.
+    pub fn set_generations(&self, generations: &[TokenGeneration]) {
+        let mut all: Vec<(u32, u64, Hmac<Sha256>)> = generations
+            .iter()
+            .filter(|g| g.number > 0)
+            .map(|g| {
+                let keyed = Hmac::new_from_slice(&g.key).expect("HMAC accepts keys of any length");
+                (g.number, g.created_millis, keyed)
+            })
+            .collect();
+        all.push((0, 0, self.root.clone()));
+        all.sort_by_key(|(number, _, _)| std::cmp::Reverse(*number));
+        all.dedup_by_key(|(number, _, _)| *number);
+        let lifetime = u64::from(MAX_TTL_SECONDS) * 1000 + CLOCK_SLACK_MILLIS;
+        let mut sealings = Vec::with_capacity(all.len());
+        let mut successor_created: Option<u64> = None;
+        for (number, created, keyed) in all {
+            let retired_at = successor_created.map_or(u64::MAX, |c| c.saturating_add(lifetime));
+            sealings.push(Sealing {
+                number,
+                keyed,
+                retired_at,
+            });
+            successor_created = Some(created);
+        }
+        let newest = sealings.remove(0);
+        self.generations.store(std::sync::Arc::new(Generations {
+            newest,
+            older: sealings,
+        }));
+    }
+
+    /// The generation new tokens are sealed with.
+    pub fn newest_generation(&self) -> u32 {
+        self.generations.load().newest.number
+    }
+
+    /// The generations still accepted at `now_millis`, newest first.
+    pub fn accepted_generations(&self, now_millis: u64) -> Vec<u32> {
+        let generations = self.generations.load();
+        std::iter::once(&generations.newest)
+            .chain(&generations.older)
+            .filter(|g| now_millis < g.retired_at)
+            .map(|g| g.number)
+            .collect()
     }
 
     /// The 8 bytes binding a token to `instance_id` (worth computing once per instance: the
     /// guest path keeps it on the instance's slot).
     pub fn binding(&self, instance_id: &str) -> TokenBinding {
-        let mut mac = self.keyed.clone();
+        let mut mac = self.root.clone();
         mac.update(b"instance\0");
         mac.update(instance_id.as_bytes());
         let hash = mac.finalize().into_bytes();
@@ -146,13 +255,18 @@ impl TokenSealer {
 
     /// A token for `instance_id` valid for `ttl` from `now_millis`.
     pub fn issue(&self, instance_id: &str, now_millis: u64, ttl: TokenTtl) -> String {
+        let generations = self.generations.load();
+        let sealing = &generations.newest;
         let mut raw = [0u8; TOKEN_LEN];
         raw[0] = VERSION;
         let expiry = now_millis + u64::from(ttl.seconds()) * 1000;
         raw[1..9].copy_from_slice(&expiry.to_be_bytes());
         raw[BINDING].copy_from_slice(&self.binding(instance_id).0);
-        rand::thread_rng().fill_bytes(&mut raw[BINDING.end..BODY_LEN]);
-        let tag = self.tag(&raw[..BODY_LEN]).finalize().into_bytes();
+        raw[GENERATION] = sealing.number as u8;
+        rand::thread_rng().fill_bytes(&mut raw[GENERATION + 1..BODY_LEN]);
+        let mut mac = sealing.keyed.clone();
+        mac.update(&raw[..BODY_LEN]);
+        let tag = mac.finalize().into_bytes();
         raw[BODY_LEN..].copy_from_slice(&tag[..TAG_LEN]);
         URL_SAFE.encode(raw)
     }
@@ -182,11 +296,22 @@ impl TokenSealer {
         let len = URL_SAFE
             .decode_slice(token, &mut raw)
             .map_err(|_| TokenError::Malformed)?;
-        if len != TOKEN_LEN || raw[0] != VERSION {
+        let generation = match raw[0] {
+            VERSION => raw[GENERATION],
+            VERSION_BEFORE_GENERATIONS => 0,
+            _ => return Err(TokenError::Malformed),
+        };
+        if len != TOKEN_LEN {
             return Err(TokenError::Malformed);
         }
-        self.tag(&raw[..BODY_LEN])
-            .verify_truncated_left(&raw[BODY_LEN..TOKEN_LEN])
+        let generations = self.generations.load();
+        let sealing = std::iter::once(&generations.newest)
+            .chain(&generations.older)
+            .find(|g| g.number as u8 == generation && now_millis < g.retired_at)
+            .ok_or(TokenError::BadSeal)?;
+        let mut mac = sealing.keyed.clone();
+        mac.update(&raw[..BODY_LEN]);
+        mac.verify_truncated_left(&raw[BODY_LEN..TOKEN_LEN])
             .map_err(|_| TokenError::BadSeal)?;
         if raw[BINDING] != binding.0 {
             return Err(TokenError::WrongInstance);
@@ -252,6 +377,47 @@ mod tests {
             other.verify(ID, token.as_bytes(), T0),
             Err(TokenError::BadSeal)
         );
+    }
+
+    fn generation(number: u32, created_millis: u64) -> TokenGeneration {
+        TokenGeneration {
+            number,
+            created_millis,
+            key: zeroize::Zeroizing::new(vec![number as u8; 32]),
+        }
+    }
+
+    #[test]
+    fn a_rotation_keeps_old_tokens_valid_until_they_can_have_expired() {
+        let sealer = sealer();
+        let old = sealer.issue(ID, T0, TokenTtl(21600));
+        let rotated = T0 + 1000;
+        sealer.set_generations(&[generation(1, rotated)]);
+        assert_eq!(sealer.newest_generation(), 1);
+        let new = sealer.issue(ID, rotated, TokenTtl(60));
+        assert_eq!(sealer.verify(ID, new.as_bytes(), rotated), Ok(60));
+        assert!(sealer.verify(ID, old.as_bytes(), rotated).is_ok());
+        assert_eq!(sealer.accepted_generations(rotated), vec![1, 0]);
+        let retired = rotated + 21_600_000 + CLOCK_SLACK_MILLIS;
+        assert_eq!(sealer.accepted_generations(retired), vec![1]);
+        // A host that never learned of generation 1 refuses its tokens as foreign.
+        assert_eq!(
+            super::TokenSealer::new(&ServerSecret::from_bytes(
+                b"test secret for tokens 0123456789",
+            ))
+            .verify(ID, new.as_bytes(), rotated),
+            Err(TokenError::BadSeal)
+        );
+    }
+
+    #[test]
+    fn two_hosts_with_the_same_generations_accept_each_others_tokens() {
+        let (a, b) = (sealer(), sealer());
+        for host in [&a, &b] {
+            host.set_generations(&[generation(2, T0), generation(1, T0 - 1)]);
+        }
+        let token = a.issue(ID, T0, TokenTtl(100));
+        assert_eq!(b.verify(ID, token.as_bytes(), T0), Ok(100));
     }
 
     #[test]

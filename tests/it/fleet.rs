@@ -111,7 +111,7 @@ pub(crate) fn get_v2(served: &Served, source: &str, path: &str) -> (u16, String)
 }
 
 /// `aws ec2 run-instances` of one instance in the loopback subnet, with `extra` arguments.
-fn run_one(served: &Served, extra: &[&str]) -> Result<Value, (i32, String)> {
+pub(crate) fn run_one(served: &Served, extra: &[&str]) -> Result<Value, (i32, String)> {
     let mut args = vec![
         "run-instances",
         "--image-id",

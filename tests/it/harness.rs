@@ -56,6 +56,7 @@ pub fn keys_with(secret: ServerSecret) -> Keys {
     Keys {
         secret,
         signer: signer.clone(),
+        token_generations: Vec::new(),
     }
 }
 

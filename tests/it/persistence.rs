@@ -298,12 +298,14 @@ async fn concurrent_changes_to_the_account_defaults_both_survive() {
     use std::sync::Arc;
 
     let dir = tempfile::tempdir().unwrap();
-    let store = Arc::new(imds::store::Store::open(dir.path()).unwrap());
+    let location = imds::store::Location::StateDir(dir.path().to_owned());
+    let store = Arc::new(imds::store::Store::open(&location).await.unwrap());
     let loaded = imds::Config::load(None)
         .unwrap()
         .resolve(&Default::default(), None)
         .unwrap();
-    let persisted = imds::control::Persisted::load(Some(store.clone()), [INSTANCE]).unwrap();
+    let everything = store.load_since(-1).await.unwrap();
+    let persisted = imds::control::Persisted::from_store(Some(store.clone()), everything).unwrap();
     let keys = crate::harness::keys_with(imds::fleet::secret::ServerSecret::random());
     let clock = Arc::new(imds::clock::SystemClock);
     let app = imds::App::new(loaded, &keys, clock, persisted, None);

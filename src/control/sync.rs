@@ -1,0 +1,339 @@
+//! The control plane and the store: changes are made durable before they are acknowledged,
+//! and changes other hosts made are learned through the same locks as local ones.
+//!
+//! - **Writing.** Every write names the revision of each row as this process last saw it; a
+//!   write that raced another host's is refused by the store as a whole ([`StoreError::Conflict`]),
+//!   so no acknowledged change is ever overwritten. The request is then retried from the top
+//!   on the newer state (at most [`ATTEMPTS`] times), which is what a user would have done.
+//! - **Learning.** [`ControlApi::catch_up`] loads every row newer than the newest revision
+//!   seen and applies it: instance changes under the instance's change lock (a row already
+//!   applied, e.g. this process's own, is skipped), instances launched elsewhere built and added,
+//!   account values and token key generations swapped in. [`ControlApi::follow_store`] runs it
+//!   at each hint of the store (a PostgreSQL notification, a reconnection) and at a slow poll.
+//! - **Away.** While the store is unreachable, writes fail at once with `Unavailable` (503) and
+//!   nothing changes; reads and guests are answered from memory.
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+
+use super::error::ControlError;
+use super::query::QueryRequest;
+use super::{ControlApi, DEFAULTS};
+use crate::fleet::changes::InstanceChanges;
+use crate::fleet::instance::{Instance, InstanceConfig};
+use crate::fleet::instance_id::InstanceId;
+use crate::fleet::state::InstanceSlot;
+use crate::store::{Changed, Commit, Health, InstanceWrite, StoreError, StoredInstance};
+
+/// How often a request that raced other hosts' changes is tried.
+const ATTEMPTS: u32 = 30;
+/// The most a retry waits (a random part of it, growing with the attempts), so hosts racing
+/// for one row take turns instead of colliding again.
+const MAX_RETRY_WAIT: Duration = Duration::from_millis(50);
+/// How often the store is read without a hint: a backstop for a lost notification.
+const POLL_SHARED: Duration = Duration::from_secs(30);
+/// How often the embedded store is read (other processes, e.g. `imds cert`, may write keys).
+const POLL_EMBEDDED: Duration = Duration::from_secs(10);
+
+/// The row writing `changes` of `slot`, expecting the revision it last had.
+pub(super) fn instance_write(slot: &InstanceSlot, changes: &InstanceChanges) -> InstanceWrite {
+    InstanceWrite {
+        instance_id: slot.id().to_string(),
+        config: None,
+        changes: to_json(changes),
+        expected: slot.revision(),
+    }
+}
+
+/// The JSON text of a value to store.
+pub(super) fn to_json<T: serde::Serialize + ?Sized>(value: &T) -> String {
+    serde_json::to_string(value).expect("stored values serialise to JSON")
+}
+
+impl ControlApi {
+    /// Makes `commit` durable, when there is a store; its revision (0 without one).
+    pub(super) async fn persist(&self, commit: Commit) -> Result<i64, ControlError> {
+        let Some(store) = &self.store else {
+            return Ok(0);
+        };
+        match store.commit(commit).await {
+            Ok(revision) => Ok(revision),
+            Err(StoreError::Conflict { what }) => {
+                tracing::debug!(
+                    what,
+                    "a control change raced another host's; retrying on the newer state"
+                );
+                Err(ControlError::Conflict(what))
+            }
+            Err(error @ StoreError::Unavailable { .. }) => {
+                tracing::warn!(%error, "a control change is refused: the store is unreachable");
+                Err(ControlError::Unavailable(error.to_string()))
+            }
+            Err(error) => {
+                tracing::error!(%error, "a control change could not be stored; nothing changed");
+                Err(ControlError::InternalError)
+            }
+        }
+    }
+
+    /// The account value `name`'s row, expecting the revision it last had.
+    pub(super) fn account_write(&self, commit: Commit, name: &str, value: String) -> Commit {
+        let expected = self.account_revision(name);
+        commit.value(name, value, expected)
+    }
+
+    /// The revision of the account value `name` as last stored or learned.
+    fn account_revision(&self, name: &str) -> i64 {
+        let revisions = self
+            .account_revisions
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        revisions.get(name).copied().unwrap_or(0)
+    }
+
+    /// Records that the account value `name` is at `revision` (stored or learned).
+    pub(super) fn set_account_revision(&self, name: &str, revision: i64) {
+        self.account_revisions
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(name.to_owned(), revision);
+    }
+
+    /// Dispatches `query`, retrying it on the newer state when it raced another host.
+    pub(super) async fn dispatch_retrying(
+        &self,
+        query: &QueryRequest,
+        request_id: &str,
+    ) -> Result<String, ControlError> {
+        let mut attempt = 1;
+        loop {
+            match self.dispatch(query, request_id).await {
+                Err(ControlError::Conflict(what)) if attempt < ATTEMPTS => {
+                    let most = (MAX_RETRY_WAIT / ATTEMPTS) * attempt;
+                    let wait = rand::random::<f64>() * most.as_secs_f64();
+                    tokio::time::sleep(Duration::from_secs_f64(wait)).await;
+                    attempt += 1;
+                    if let Err(error) = self.catch_up().await {
+                        tracing::warn!(%error, what, "cannot load the newer state to retry on");
+                        return Err(ControlError::Unavailable(error.to_string()));
+                    }
+                }
+                other => return other,
+            }
+        }
+    }
+
+    /// `GET /healthz`'s answer: `ok`, or `degraded` and why.
+    pub(super) fn health(&self) -> String {
+        let Some(store) = &self.store else {
+            return "ok\n".into();
+        };
+        match store.health() {
+            Health::Up => "ok\n".into(),
+            Health::Down {
+                since_millis,
+                reason,
+            } => {
+                let since = time::OffsetDateTime::from_unix_timestamp((since_millis / 1000) as i64)
+                    .ok()
+                    .and_then(|t| {
+                        t.format(&time::format_description::well_known::Rfc3339)
+                            .ok()
+                    })
+                    .unwrap_or_default();
+                format!(
+                    "degraded: the store {} is unreachable since {since} ({reason}); guests are served from memory, control changes are refused until it is back\n",
+                    store.describe()
+                )
+            }
+        }
+    }
+
+    /// Follows the store until the process ends: catches up at each hint and at a slow poll.
+    pub async fn follow_store(self: Arc<Self>) {
+        let Some(store) = self.store.clone() else {
+            return;
+        };
+        let poll = match store.is_shared() {
+            true => POLL_SHARED,
+            false => POLL_EMBEDDED,
+        };
+        let mut hints = store.hints();
+        loop {
+            match &mut hints {
+                Some(hints) => {
+                    tokio::select! {
+                        changed = hints.changed() => {
+                            if changed.is_err() {
+                                return;
+                            }
+                        }
+                        () = tokio::time::sleep(poll) => {}
+                    }
+                }
+                None => tokio::time::sleep(poll).await,
+            }
+            if let Err(error) = self.catch_up().await {
+                tracing::debug!(%error, "catching up with the store failed; trying again at the next hint");
+            }
+        }
+    }
+
+    /// Loads and applies every row stored after the newest revision seen; how many were new.
+    pub async fn catch_up(&self) -> Result<usize, StoreError> {
+        let Some(store) = self.store.clone() else {
+            return Ok(0);
+        };
+        // The account lock first, as changes spanning instances take it: a launch is either
+        // applied here or learned, never both.
+        let _account = self.changing.lock().await;
+        let changed = store.load_since(self.seen.load(Ordering::Acquire)).await?;
+        let revision = changed.revision;
+        let applied = self.learn(changed).await;
+        self.seen.fetch_max(revision, Ordering::AcqRel);
+        if applied > 0 {
+            self.applied.send_modify(|count| *count += 1);
+            tracing::debug!(applied, revision, "learned changes from the store");
+        }
+        Ok(applied)
+    }
+
+    /// Applies what another writer stored (the caller holds the account lock).
+    async fn learn(&self, changed: Changed) -> usize {
+        let mut applied = 0;
+        for value in changed.account {
+            if value.revision <= self.account_revision(&value.name) {
+                continue;
+            }
+            let learned = match value.name.as_str() {
+                DEFAULTS => serde_json::from_str(&value.value).map(|d| {
+                    *self.defaults.lock().unwrap_or_else(|e| e.into_inner()) = d;
+                }),
+                super::vpc::NETWORK => serde_json::from_str(&value.value).map(|n| {
+                    self.set_network(n);
+                }),
+                _ => continue,
+            };
+            match learned {
+                Ok(()) => {
+                    self.set_account_revision(&value.name, value.revision);
+                    applied += 1;
+                }
+                Err(error) => {
+                    tracing::error!(name = value.name, %error, "a stored account value is unreadable; not applied")
+                }
+            }
+        }
+        let generations = crate::fleet::keys::token_generations(&changed.keys);
+        if !generations.is_empty() {
+            applied += generations.len();
+            self.learn_token_generations(generations);
+        }
+        let mut lifecycles = false;
+        let mut launched = Vec::new();
+        for row in changed.instances {
+            let Ok(id) = row.instance_id.parse::<InstanceId>() else {
+                tracing::error!(
+                    instance = row.instance_id,
+                    "a stored instance id is malformed; skipped"
+                );
+                continue;
+            };
+            let changes: InstanceChanges = match serde_json::from_str(&row.changes) {
+                Ok(changes) => changes,
+                Err(error) => {
+                    tracing::error!(instance = row.instance_id, %error, "stored changes are unreadable; not applied");
+                    continue;
+                }
+            };
+            match self.state.instance(&id) {
+                Some(slot) => {
+                    let _one_at_a_time = slot.changing.lock().await;
+                    if row.revision <= slot.revision() {
+                        continue;
+                    }
+                    lifecycles |= slot.changes().lifecycle != changes.lifecycle;
+                    let instance = changes.layered(slot.current().instance.clone());
+                    slot.set_changes(changes);
+                    slot.set_revision(row.revision);
+                    self.state.replace(self.snapshots.build(instance));
+                    applied += 1;
+                }
+                None => {
+                    if let Some(instance) = self.launched_elsewhere(&row, &changes) {
+                        launched.push((instance, changes, row.revision));
+                    }
+                }
+            }
+        }
+        if !launched.is_empty() {
+            applied += launched.len();
+            self.add_launched(launched).await;
+        }
+        if lifecycles {
+            self.state.reindex();
+        }
+        applied
+    }
+
+    /// The instance another host launched, as `row` stores it (`None`: not one, or gone).
+    fn launched_elsewhere(
+        &self,
+        row: &StoredInstance,
+        changes: &InstanceChanges,
+    ) -> Option<Instance> {
+        let config = row.config.as_deref()?;
+        if self.state.is_single() {
+            return None;
+        }
+        if changes
+            .lifecycle
+            .is_some_and(|l| l.is_gone(self.clock.now_millis()))
+        {
+            return None;
+        }
+        let built = serde_json::from_str::<InstanceConfig>(config)
+            .map_err(|e| e.to_string())
+            .and_then(|config| Instance::new(config).map_err(|e| e.to_string()));
+        match built {
+            Ok(instance) => Some(changes.layered(instance)),
+            Err(error) => {
+                tracing::error!(instance = row.instance_id, %error, "a stored launched instance is not valid; not served");
+                None
+            }
+        }
+    }
+
+    /// Builds (on blocking threads: identity documents are signed) and serves instances
+    /// launched elsewhere.
+    async fn add_launched(&self, launched: Vec<(Instance, InstanceChanges, i64)>) {
+        let (instances, rest): (Vec<Instance>, Vec<(InstanceChanges, i64)>) = launched
+            .into_iter()
+            .map(|(instance, changes, revision)| (instance, (changes, revision)))
+            .unzip();
+        let snapshots = self.snapshots.clone();
+        let built = match tokio::task::spawn_blocking(move || snapshots.build_all(instances)).await
+        {
+            Ok(built) => built,
+            Err(error) => {
+                tracing::error!(%error, "building instances launched elsewhere failed");
+                return;
+            }
+        };
+        let slots: Vec<Arc<InstanceSlot>> = built
+            .into_iter()
+            .zip(rest)
+            .map(|(snapshot, (changes, revision))| {
+                let slot = InstanceSlot::new(snapshot, changes);
+                slot.set_revision(revision);
+                slot
+            })
+            .collect();
+        tracing::info!(
+            instances = slots.len(),
+            "serving instances launched through another host"
+        );
+        self.state.insert(slots);
+    }
+}

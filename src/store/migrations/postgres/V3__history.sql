@@ -1,0 +1,10 @@
+-- Per-instance one-minute counts of token-less requests (CloudWatch's MetadataNoToken and
+-- MetadataNoTokenRejected). Each host adds what it counted, so the sums cover the fleet.
+CREATE TABLE no_token_history (
+    instance_id TEXT NOT NULL,
+    metric      TEXT NOT NULL,
+    minute      BIGINT NOT NULL,
+    count       BIGINT NOT NULL,
+    PRIMARY KEY (instance_id, metric, minute)
+);
+CREATE INDEX no_token_history_minute ON no_token_history (minute);
