@@ -29,7 +29,8 @@
 //! instances' `MetadataNoToken` and `MetadataNoTokenRejected` history, in the JSON protocol
 //! botocore speaks to CloudWatch, told apart by their `X-Amz-Target` (see `cloudwatch`).
 //!
-//! Plus `GET /healthz` and `GET /metrics` (Prometheus text, see [`crate::metrics`]).
+//! Plus `GET /healthz` and `GET /metrics` (Prometheus text, see [`crate::metrics`]), and the
+//! web console under `/console` (see `console`), which has its own sign-in and CSRF protection.
 //!
 //! A change is validated whole, made durable first (with `--state-dir`, in the
 //! [`crate::store::Store`]; it is acknowledged only after that), then built into a new snapshot
@@ -38,6 +39,7 @@
 
 mod cloudwatch;
 mod connection;
+mod console;
 mod defaults;
 mod error;
 mod events;
@@ -169,6 +171,8 @@ pub struct ControlApi {
     client_tokens: std::sync::Mutex<BTreeMap<String, launch::Launched>>,
     /// The guardrail policies in force.
     policies: arc_swap::ArcSwap<policy::PolicySet>,
+    /// The web console's sessions and live streams.
+    console: console::Console,
 }
 
 impl ControlApi {
@@ -199,6 +203,7 @@ impl ControlApi {
             store: persisted.store,
             defaults: std::sync::Mutex::new(persisted.defaults),
             applied: tokio::sync::watch::Sender::new(0),
+            console: console::Console::default(),
         }
     }
 
@@ -215,6 +220,9 @@ impl ControlApi {
         if request.method() == Method::GET && request.uri().path() == "/metrics" {
             let text = self.metrics.render(&self.state.instances());
             return reply(StatusCode::OK, "text/plain; version=0.0.4", text.into());
+        }
+        if console::is_console(request.uri().path()) {
+            return self.console(request).await;
         }
         if request.method() != Method::GET && request.method() != Method::POST {
             return failure(&ControlError::MethodNotAllowed, &request_id);

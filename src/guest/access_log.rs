@@ -47,7 +47,8 @@ use std::time::{Duration, Instant, SystemTime};
 use http::{Method, Response, Uri};
 use tokio::sync::{OnceCell, Semaphore};
 
-use self::caller::{Caller, CallerFinder};
+pub use self::caller::Caller;
+use self::caller::CallerFinder;
 pub use self::writer::{AccessLogError, Destination};
 use crate::metrics::{ImdsVersion, Metrics};
 
@@ -203,8 +204,8 @@ impl ConnectionLog {
         response.extensions_mut().remove::<AwaitingCaller>()
     }
 
-    /// Looks up the caller (once per connection) and logs the entry.
-    pub async fn finish(&self, awaiting: AwaitingCaller) {
+    /// Looks up the caller (once per connection), logs the entry and returns the caller found.
+    pub async fn finish(&self, awaiting: AwaitingCaller) -> Option<Arc<Caller>> {
         let started = Instant::now();
         let caller = match self.server {
             Some(server) => self
@@ -218,7 +219,11 @@ impl ConnectionLog {
         };
         let mut entry = awaiting.0;
         entry.latency += started.elapsed();
-        self.log.send(Line { entry, caller });
+        self.log.send(Line {
+            entry,
+            caller: caller.clone(),
+        });
+        caller
     }
 }
 
