@@ -149,3 +149,36 @@ async fn the_long_poll_answers_at_once_when_behind_and_wakes_on_a_change() {
     let fleet = view(&f, "/console/api/fleet").await;
     assert_eq!(fleet["instances"][0]["hopLimit"], 2);
 }
+
+#[tokio::test]
+async fn at_most_32_long_polls_wait_at_once() {
+    let f = std::sync::Arc::new(Fixture::new(""));
+    let version = view(&f, "/console/api/fleet").await["version"]
+        .as_u64()
+        .unwrap();
+    let path = format!("/console/api/changes?since={version}");
+    let waiting: Vec<_> = (0..32)
+        .map(|_| {
+            let (f, path) = (f.clone(), path.clone());
+            tokio::spawn(async move { control(&f.app, get(&path)).await.0 })
+        })
+        .collect();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let (status, body) = control(&f.app, get(&path)).await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{body}");
+    assert!(body.contains("TooManyStreams"), "{body}");
+    // A change answers them all, and their slots are free again.
+    let (status, _) = act(
+        &f,
+        &format!(r#"{{"action":"sendSpotInterruption","instanceId":"{INSTANCE}"}}"#),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK);
+    for poll in waiting {
+        assert_eq!(poll.await.unwrap(), StatusCode::OK);
+    }
+    let behind = format!("/console/api/changes?since={version}");
+    assert_eq!(control(&f.app, get(&behind)).await.0, StatusCode::OK);
+    let detail = view(&f, &format!("/console/api/instances/{INSTANCE}")).await;
+    assert_eq!(detail["events"]["spot"]["action"], "terminate", "{detail}");
+}
