@@ -47,8 +47,7 @@ use std::time::{Duration, Instant, SystemTime};
 use http::{Method, Response, Uri};
 use tokio::sync::{OnceCell, Semaphore};
 
-pub use self::caller::Caller;
-use self::caller::CallerFinder;
+use self::caller::{Caller, CallerFinder};
 pub use self::writer::{AccessLogError, Destination};
 use crate::metrics::{ImdsVersion, Metrics};
 
