@@ -158,20 +158,18 @@ impl App {
         let metrics = Arc::new(metrics::Metrics::default());
         let access_log =
             access_log.map(|log| guest::access_log::AccessLog::start(log, metrics.clone()));
-        let control = Arc::new(
-            control::ControlApi::new(
-                state.clone(),
-                snapshots.clone(),
-                clock.clone(),
-                metrics.clone(),
-                loaded.control.keys(),
-                persisted,
-                app::config::Config::load(None)
-                    .expect("the built-in configuration is valid")
-                    .instance,
-            )
-            .with_caller_lookup(access_log.is_some()),
-        );
+        let control = Arc::new(control::ControlApi::new(
+            state.clone(),
+            snapshots.clone(),
+            clock.clone(),
+            metrics.clone(),
+            loaded.control.keys(),
+            persisted,
+            app::config::Config::load(None)
+                .expect("the built-in configuration is valid")
+                .instance,
+        ));
+        control.set_caller_lookup(access_log.is_some());
         App {
             api: Arc::new(
                 GuestApi::new(

@@ -29,6 +29,7 @@ mod live;
 mod session;
 mod view;
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use bytes::Bytes;
@@ -56,7 +57,7 @@ pub struct Console {
     /// Counts changes the control API's change counter does not see (faults).
     changed: tokio::sync::watch::Sender<u64>,
     /// Whether the access log looks up IMDSv1 callers (without it, the page says so).
-    callers_looked_up: bool,
+    callers_looked_up: AtomicBool,
 }
 
 impl Default for Console {
@@ -65,7 +66,7 @@ impl Default for Console {
             sessions: Sessions::random(),
             streams: Arc::new(tokio::sync::Semaphore::new(live::MAX_STREAMS)),
             changed: tokio::sync::watch::Sender::new(0),
-            callers_looked_up: false,
+            callers_looked_up: AtomicBool::new(false),
         }
     }
 }
@@ -84,10 +85,14 @@ pub fn is_console(path: &str) -> bool {
 }
 
 impl ControlApi {
-    /// This API, telling the console whether the access log looks up IMDSv1 callers.
-    pub fn with_caller_lookup(mut self, on: bool) -> ControlApi {
-        self.console.callers_looked_up = on;
-        self
+    /// Tells the console whether the access log looks up IMDSv1 callers (set once, at start).
+    pub fn set_caller_lookup(&self, on: bool) {
+        self.console.callers_looked_up.store(on, Ordering::Relaxed);
+    }
+
+    /// Whether the access log looks up IMDSv1 callers.
+    fn callers_looked_up(&self) -> bool {
+        self.console.callers_looked_up.load(Ordering::Relaxed)
     }
 
     /// Answers one request for a path under `/console`.
@@ -229,7 +234,7 @@ impl ControlApi {
         json!({
             "auth": if self.keys.is_some() { "keys" } else { "open" },
             "csrf": self.console.sessions.csrf(session),
-            "callersLookedUp": self.console.callers_looked_up,
+            "callersLookedUp": self.callers_looked_up(),
         })
     }
 }

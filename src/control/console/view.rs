@@ -119,7 +119,7 @@ impl ControlApi {
                 "rejected": series(NoTokenMetric::Rejected),
             },
             "callers": {
-                "lookedUp": self.console.callers_looked_up,
+                "lookedUp": self.callers_looked_up(),
                 "recent": callers,
             },
             "events": events(&snapshot, now),
