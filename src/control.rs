@@ -29,7 +29,8 @@
 //! instances' `MetadataNoToken` and `MetadataNoTokenRejected` history, in the JSON protocol
 //! botocore speaks to CloudWatch, told apart by their `X-Amz-Target` (see `cloudwatch`).
 //!
-//! Plus `GET /healthz` and `GET /metrics` (Prometheus text, see [`crate::metrics`]).
+//! Plus `GET /healthz` and `GET /metrics` (Prometheus text, see [`crate::metrics`]), and the
+//! web console under `/console` (see `console`), which has its own sign-in and CSRF protection.
 //!
 //! Plus imds' `RotateKeys`: a new session token key generation (see `rotation`).
 //!
@@ -42,6 +43,7 @@
 
 mod cloudwatch;
 mod connection;
+mod console;
 mod defaults;
 mod error;
 mod events;
@@ -224,6 +226,8 @@ pub struct ControlApi {
     account_revisions: std::sync::Mutex<BTreeMap<String, i64>>,
     /// The newest store revision loaded: what changed after it is not known yet.
     seen: std::sync::atomic::AtomicI64,
+    /// The web console's sessions and live streams.
+    console: console::Console,
 }
 
 impl ControlApi {
@@ -262,6 +266,7 @@ impl ControlApi {
             store: persisted.store,
             defaults: std::sync::Mutex::new(persisted.defaults),
             applied: tokio::sync::watch::Sender::new(0),
+            console: console::Console::default(),
         }
     }
 
@@ -278,6 +283,9 @@ impl ControlApi {
         if request.method() == Method::GET && request.uri().path() == "/metrics" {
             let text = self.metrics.render(&self.state.instances());
             return reply(StatusCode::OK, "text/plain; version=0.0.4", text.into());
+        }
+        if console::is_console(request.uri().path()) {
+            return self.console(request).await;
         }
         if request.method() != Method::GET && request.method() != Method::POST {
             return failure(&ControlError::MethodNotAllowed, &request_id);

@@ -5,11 +5,12 @@
 //! ([`identity`]) and the keys behind both ([`keys`], [`secret`]); what EC2 announces as a
 //! schedule ([`events`]); injected [`faults`]; the VPCs, subnets, security groups, key pairs
 //! and address pools instances launch into ([`network`]); each instance's id ([`instance_id`]),
-//! EC2 lifecycle ([`lifecycle`]), throttle ([`throttle`]) and token-less request history
-//! ([`history`]); role credentials from STS
+//! EC2 lifecycle ([`lifecycle`]), throttle ([`throttle`]), token-less request history
+//! ([`history`]) and recent IMDSv1 callers ([`callers`]); role credentials from STS
 //! ([`sts`]); and the fleet index of instance slots whose snapshots the guest API reads
 //! lock-free ([`state`]).
 
+pub mod callers;
 pub mod changes;
 pub mod credentials;
 pub mod events;

@@ -9,7 +9,8 @@
 //!   IMDSv1.
 //! - [`control`]: what operators use, the EC2 Query API subset the AWS CLI and boto3 speak
 //!   (instances and their launch, states, options, tags, roles, events, faults, VPCs and key
-//!   pairs), guardrail policies ([`control::policy`]), `/metrics` and `/healthz`.
+//!   pairs), guardrail policies ([`control::policy`]), `/metrics`, `/healthz` and the web
+//!   console at `/console`.
 //! - [`fleet`]: the domain core, plain data and pure functions: the instance model and its
 //!   lifecycle, the metadata tree prebuilt per instance, sealed stateless tokens, credentials
 //!   (generated, or from STS), the signed identity document, event schedules, faults, the
@@ -175,6 +176,7 @@ impl App {
             tokens.clone(),
             keys.token_generations.clone(),
         ));
+        control.set_caller_lookup(access_log.is_some());
         App {
             api: Arc::new(
                 GuestApi::new(

@@ -11,6 +11,7 @@ use bytes::Bytes;
 use http::{Request, Response};
 use http_body_util::Full;
 
+use super::console::ServerStop;
 use super::{failure, request_id, ControlApi, ControlError, MAX_BODY};
 use crate::metrics::{Metrics, SurfaceKind};
 use crate::server::{Connection, NoAnswer, Refusal, Surface};
@@ -29,9 +30,12 @@ impl Surface for ControlApi {
 
     fn respond(
         self: &Arc<Self>,
-        _connection: &Arc<Connection<()>>,
-        request: Request<Full<Bytes>>,
+        connection: &Arc<Connection<()>>,
+        mut request: Request<Full<Bytes>>,
     ) -> impl Future<Output = Result<Response<Full<Bytes>>, NoAnswer>> + Send + 'static {
+        // The console's long polls end when the server stops.
+        let stop = ServerStop(connection.stop.clone());
+        request.extensions_mut().insert(stop);
         let api = self.clone();
         async move { Ok(api.handle(request).await) }
     }

@@ -251,6 +251,8 @@ pub struct InstanceCounters {
     pub role_deliveries: [AtomicU64; 2],
     /// Token-less requests answered and refused, minute by minute over the last 24 hours.
     pub no_token_history: crate::fleet::history::NoTokenHistory,
+    /// The local processes behind its recent token-less requests, when the access log finds them.
+    pub recent_callers: crate::fleet::callers::RecentCallers,
 }
 
 /// The one owner of everything about one instance: its current snapshot, the faults injected

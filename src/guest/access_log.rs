@@ -203,8 +203,8 @@ impl ConnectionLog {
         response.extensions_mut().remove::<AwaitingCaller>()
     }
 
-    /// Looks up the caller (once per connection) and logs the entry.
-    pub async fn finish(&self, awaiting: AwaitingCaller) {
+    /// Looks up the caller (once per connection), logs the entry and returns the caller found.
+    pub async fn finish(&self, awaiting: AwaitingCaller) -> Option<Arc<Caller>> {
         let started = Instant::now();
         let caller = match self.server {
             Some(server) => self
@@ -218,7 +218,11 @@ impl ConnectionLog {
         };
         let mut entry = awaiting.0;
         entry.latency += started.elapsed();
-        self.log.send(Line { entry, caller });
+        self.log.send(Line {
+            entry,
+            caller: caller.clone(),
+        });
+        caller
     }
 }
 

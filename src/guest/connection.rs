@@ -109,12 +109,18 @@ impl Surface for GuestApi {
             .log
             .as_ref()
             .zip(response.as_mut())
-            .and_then(|(log, response)| Some((log.clone(), log.take_awaiting(response)?)));
+            .and_then(|(log, response)| Some((log.clone(), log.take_awaiting(response)?)))
+            .map(|(log, entry)| (log, entry, slot.clone()));
         let faulty = fault.map(|fault| (fault, connection.clone()));
         async move {
             // An IMDSv1 caller is looked up while it still holds its socket: before answering.
-            if let Some((log, entry)) = v1_entry {
-                log.finish(entry).await;
+            if let Some((log, entry, slot)) = v1_entry {
+                let caller = log.finish(entry).await;
+                // Kept on the instance for the web console's list of IMDSv1 callers.
+                if let Some((caller, slot)) = caller.zip(slot) {
+                    let callers = &slot.counters().recent_callers;
+                    callers.record(caller.pid, &caller.cmdline, std::time::SystemTime::now());
+                }
             }
             if let Some((fault, connection)) = faulty {
                 tokio::time::sleep(fault.delay).await;

@@ -9,6 +9,7 @@ mod cloudwatch;
 mod conformance;
 
 mod connections;
+mod console;
 mod control;
 mod control_router;
 mod ctl_fleet;
