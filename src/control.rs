@@ -51,6 +51,7 @@ mod faults;
 mod guardrails;
 mod iam;
 mod instances;
+mod kept_history;
 mod key_pairs;
 mod launch;
 mod lifecycle;

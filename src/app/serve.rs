@@ -16,7 +16,7 @@ use tokio::signal::unix::{signal, SignalKind};
 use crate::app::cli::ServeArgs;
 use crate::app::config::{Config, ConfigError, Loaded, Overrides, ServerConfig};
 use crate::app::link_local::{self, LinkLocal, LinkLocalError};
-use crate::clock::SystemClock;
+use crate::clock::{Clock, SystemClock};
 use crate::control::policy::PolicySet;
 use crate::control::Persisted;
 use crate::fleet::keys::{Keys, KeysError};
@@ -241,7 +241,18 @@ async fn serve(
         access_log,
     );
     app.control.set_policies(policies);
+    match app.control.restore_history().await {
+        Ok(0) => {}
+        Ok(minutes) => tracing::info!(
+            minutes,
+            "token-less request history restored from the store"
+        ),
+        Err(error) => {
+            tracing::warn!(%error, "the token-less request history could not be restored")
+        }
+    }
     tokio::spawn(app.control.clone().follow_store());
+    tokio::spawn(app.control.clone().keep_history());
     let first = app.state.first().map(|slot| slot.current());
     let options = first.as_ref().map(|s| s.options).unwrap_or_default();
     let instance = first.as_ref().map(|s| s.instance.id().to_owned());
@@ -293,6 +304,11 @@ async fn serve(
     drop(accepting);
     drop(control_accepting);
     tokio::join!(server.drain(), control.drain());
+    // The last minutes' counts, since the last minute's write.
+    let last_minutes = SystemClock.now_millis() / 60_000 - 1;
+    if let Err(error) = app.control.flush_history(last_minutes).await {
+        tracing::warn!(%error, "the last token-less request counts were not written");
+    }
     tracing::info!(signal = stopped_by, "imds stopped");
     Ok(())
 }

@@ -129,6 +129,35 @@ impl NoTokenHistory {
                 .any(|m| self.at(metric, m, now_minute) > 0)
     }
 
+    /// Raises the count of `metric` in `minute` to at least `count` (a count kept in the store
+    /// before a restart), if that minute is within the 24 hours up to `now_minute`.
+    pub fn restore(&self, metric: NoTokenMetric, minute: u64, count: u64, now_minute: u64) {
+        if count == 0 || minute > now_minute || now_minute - minute >= MINUTES as u64 {
+            return;
+        }
+        let word = &self.ring(metric).get_or_init(new_ring)[(minute % MINUTES as u64) as usize];
+        let restored = (stamp(minute) << COUNT_BITS) | count.min(COUNT_MASK);
+        let mut current = word.load(Ordering::Relaxed);
+        loop {
+            let counted = match current >> COUNT_BITS == stamp(minute) {
+                true => current & COUNT_MASK,
+                false => 0,
+            };
+            if counted >= count {
+                return;
+            }
+            match word.compare_exchange_weak(
+                current,
+                restored,
+                Ordering::Relaxed,
+                Ordering::Relaxed,
+            ) {
+                Ok(_) => return,
+                Err(seen) => current = seen,
+            }
+        }
+    }
+
     /// Heap bytes it holds (its rings).
     pub fn heap_bytes(&self) -> usize {
         NoTokenMetric::ALL
@@ -234,6 +263,24 @@ mod tests {
         let m0 = T0 / MINUTE;
         assert_eq!(history.at(NoTokenMetric::Answered, m0, m0 + 1), 20_000);
         assert_eq!(history.at(NoTokenMetric::Answered, m0 + 1, m0 + 1), 20_000);
+    }
+
+    #[test]
+    fn restored_counts_read_back_and_never_lower_a_count() {
+        let history = NoTokenHistory::default();
+        let m0 = T0 / MINUTE;
+        history.restore(NoTokenMetric::Answered, m0 - 5, 7, m0);
+        history.count(NoTokenMetric::Answered, T0);
+        history.count(NoTokenMetric::Answered, T0);
+        history.restore(NoTokenMetric::Answered, m0, 1, m0);
+        history.restore(NoTokenMetric::Rejected, m0 - MINUTES as u64, 3, m0);
+        assert_eq!(history.at(NoTokenMetric::Answered, m0 - 5, m0), 7);
+        assert_eq!(history.at(NoTokenMetric::Answered, m0, m0), 2);
+        assert_eq!(
+            history.heap_bytes(),
+            MINUTES * 8,
+            "a minute too old allocates nothing"
+        );
     }
 
     #[test]

@@ -398,3 +398,37 @@ fn token_less_requests_refused_under_http_tokens_required_are_read_as_rejected()
         2
     );
 }
+
+#[test]
+#[ignore = "needs the AWS CLI: run scripts/test"]
+fn the_history_survives_a_restart_with_a_store() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = fleet_config(dir.path(), &extra("optional"));
+    let state = dir.path().join("state");
+    let start = || {
+        let mut command = Command::new(IMDS);
+        command
+            .args(["serve", "--listen", "127.0.0.1:0", "--config"])
+            .arg(&config)
+            .arg("--state-dir")
+            .arg(&state);
+        Served::spawn(command)
+    };
+    let served = start();
+    let mut sent = Sent::default();
+    for _ in 0..3 {
+        sent.v1(&served, FIRST, "127.16.0.10", 200);
+    }
+    sent.v1(&served, SECOND, "127.16.0.11", 200);
+    // SIGTERM writes the last minutes' counts before the process ends.
+    let (status, _) = served.stop("TERM");
+    assert!(status.success());
+    let restarted = start();
+    for instance in [FIRST, SECOND] {
+        assert_eq!(
+            statistics(&restarted, "MetadataNoToken", instance, "Sum", 60),
+            sent.of(instance),
+            "{instance} after a restart"
+        );
+    }
+}
