@@ -164,7 +164,7 @@ pub fn cookie(headers: &HeaderMap) -> Option<&str> {
 
 /// Lower-case hexadecimal back to bytes.
 fn unhex(text: &str) -> Option<Vec<u8>> {
-    if text.len() % 2 != 0 {
+    if !text.len().is_multiple_of(2) {
         return None;
     }
     (0..text.len())
