@@ -124,6 +124,10 @@ pub struct Persisted {
     pub account_revisions: BTreeMap<String, i64>,
     /// The newest revision read.
     pub seen: i64,
+    /// The generation of the stored signing key in use (0: the first).
+    pub signing_generation: u32,
+    /// Whether the signing key comes from files (`--signing-key`), which imds does not rotate.
+    pub signing_key_from_files: bool,
 }
 
 impl Persisted {
@@ -141,8 +145,13 @@ impl Persisted {
             what,
             reason: error.to_string(),
         };
+        let signing = crate::fleet::keys::rotated_signer(&changed.keys)
+            .ok()
+            .flatten()
+            .map_or(0, |(generation, _)| generation);
         let mut persisted = Persisted {
             seen: changed.revision,
+            signing_generation: signing,
             ..Persisted::default()
         };
         for row in changed.instances {
@@ -227,6 +236,8 @@ pub struct ControlApi {
     account_revisions: std::sync::Mutex<BTreeMap<String, i64>>,
     /// The newest store revision loaded: what changed after it is not known yet.
     seen: std::sync::atomic::AtomicI64,
+    /// The signing key generation in use; `None` when it comes from files (not rotated).
+    signing_generation: std::sync::Mutex<Option<u32>>,
     /// The web console's sessions and live streams.
     console: console::Console,
 }
@@ -254,6 +265,9 @@ impl ControlApi {
             token_generations: std::sync::Mutex::new(generations),
             account_revisions: std::sync::Mutex::new(persisted.account_revisions),
             seen: std::sync::atomic::AtomicI64::new(persisted.seen),
+            signing_generation: std::sync::Mutex::new(
+                (!persisted.signing_key_from_files).then_some(persisted.signing_generation),
+            ),
             network: std::sync::Mutex::new(network),
             template,
             client_tokens: std::sync::Mutex::new(BTreeMap::new()),

@@ -83,7 +83,7 @@ fn print_certificate(args: &CertArgs) -> Result<(), Box<dyn std::error::Error>> 
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
-    let signer = runtime.block_on(async {
+    let (signer, certificates) = runtime.block_on(async {
         let store = match (&location, &server.signing_key_file) {
             (Some(location), None) => Some(imds::store::Store::open(location).await?),
             _ => None,
@@ -92,13 +92,17 @@ fn print_certificate(args: &CertArgs) -> Result<(), Box<dyn std::error::Error>> 
             Some(store) => store.load_since(-1).await?.keys,
             None => Vec::new(),
         };
-        Keys::lasting_signer(&server.key_files(), store.as_ref(), &stored)
-            .await
-            .map_err(Box::<dyn std::error::Error>::from)
+        let signer = Keys::lasting_signer(&server.key_files(), store.as_ref(), &stored).await?;
+        let certificates = match store {
+            Some(_) => imds::fleet::keys::certificates(&stored)?,
+            None => vec![signer.certificate_pem().to_owned()],
+        };
+        Ok::<_, Box<dyn std::error::Error>>((signer, certificates))
     })?;
-    match args.public_key {
-        true => print!("{}", signer.public_key_pem()),
-        false => print!("{}", signer.certificate_pem()),
+    match (args.public_key, args.all) {
+        (true, _) => print!("{}", signer.public_key_pem()),
+        (false, true) => print!("{}", certificates.concat()),
+        (false, false) => print!("{}", signer.certificate_pem()),
     }
     Ok(())
 }

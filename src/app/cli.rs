@@ -379,7 +379,13 @@ pub enum CtlCommand {
     /// key generation at once, on every host sharing the store; tokens of older generations
     /// stay valid until they can have expired (21,600 s, plus 5 minutes for clocks), so no
     /// guest notices. Prints the new generation and the ones still accepted.
-    RotateKeys,
+    RotateKeys {
+        /// Also replace the key that signs identity documents (a new RSA key and certificate):
+        /// every instance's document is signed again, on every host. `imds cert --all` prints
+        /// every certificate kept, for documents signed before.
+        #[arg(long)]
+        signing_key: bool,
+    },
     /// Terminate instances (TerminateInstances): they answer no guest any more, give their
     /// addresses back and stay listed as `terminated` for an hour. E.g. `imds ctl terminate
     /// i-0123456789abcdef0`.
@@ -515,6 +521,11 @@ pub struct CertArgs {
     /// Print the public key (SPKI PEM, for `openssl dgst -verify`) instead of the certificate.
     #[arg(long)]
     pub public_key: bool,
+    /// Print every signing certificate the store has kept, oldest first (the key was rotated
+    /// with `imds ctl rotate-keys --signing-key`): documents signed before a rotation verify
+    /// with an older one.
+    #[arg(long, conflicts_with = "public_key")]
+    pub all: bool,
 }
 
 impl CertArgs {

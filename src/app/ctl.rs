@@ -217,8 +217,12 @@ async fn command(args: &CtlArgs) -> Result<String, CtlError> {
             fleet::run(&client, &launch).await
         }
         CtlCommand::List => fleet::list(&client).await,
-        CtlCommand::RotateKeys => {
-            let xml = client.call(&[("Action", "RotateKeys")]).await?;
+        CtlCommand::RotateKeys { signing_key } => {
+            let mut params = vec![("Action", "RotateKeys")];
+            if *signing_key {
+                params.push(("SigningKey", "true"));
+            }
+            let xml = client.call(&params).await?;
             let generation = element(&xml, "tokenKeyGeneration").unwrap_or("?");
             let accepted = xml
                 .split_once("<acceptedTokenKeyGenerationSet>")
@@ -228,10 +232,16 @@ async fn command(args: &CtlArgs) -> Result<String, CtlError> {
                 .split("<item>")
                 .filter_map(|item| item.split_once("</item>").map(|(n, _)| n))
                 .collect();
-            Ok(format!(
+            let mut said = format!(
                 "token key generation {generation} seals new tokens; accepted: {}\n",
                 accepted.join(", ")
-            ))
+            );
+            if let Some(signing) = element(&xml, "signingKeyGeneration") {
+                said.push_str(&format!(
+                    "signing key generation {signing} signs identity documents (imds cert --all prints every certificate)\n"
+                ));
+            }
+            Ok(said)
         }
         CtlCommand::Terminate { ids } => fleet::lifecycle(&client, "TerminateInstances", ids).await,
         CtlCommand::Stop { ids } => fleet::lifecycle(&client, "StopInstances", ids).await,

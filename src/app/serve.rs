@@ -171,7 +171,8 @@ async fn open_store(
         );
     }
     let keys = Keys::load(&loaded.server.key_files(), store.as_deref(), &changed.keys).await?;
-    let persisted = Persisted::from_store(store, changed)?;
+    let mut persisted = Persisted::from_store(store, changed)?;
+    persisted.signing_key_from_files = loaded.server.signing_key_file.is_some();
     Ok((keys, persisted))
 }
 

@@ -4,6 +4,11 @@
 //! [`crate::fleet::token`]). With a store the generation is stored first (as a secret: it
 //! never leaves the store or the process), so every host and every restart shares it.
 //!
+//! With `SigningKey=true` the identity documents' signing key is replaced too: a new RSA key
+//! and self-signed certificate, stored (the older ones stay, for `imds cert --all`), and every
+//! instance's document signed again, here and on every host that learns of it. A signing key
+//! from files (`--signing-key`) is the operator's: imds does not rotate it.
+//!
 //! The answer names the generations, never their keys.
 
 use super::error::ControlError;
@@ -39,6 +44,15 @@ impl ControlApi {
                 })?;
         let number = generation.number;
         self.learn_token_generations(vec![generation]);
+        let signing = match query.get("SigningKey") {
+            Some("true") => Some(self.rotate_signing_key().await?),
+            None | Some("false") => None,
+            Some(other) => {
+                return Err(ControlError::InvalidParameterValue(format!(
+                    "Value ({other}) for parameter SigningKey is invalid. Valid values: true, false"
+                )))
+            }
+        };
         tracing::warn!(
             generation = number,
             "session token key rotated: new tokens are sealed with the new key; older ones stay valid until they expire"
@@ -50,7 +64,90 @@ impl ControlApi {
             xml.leaf("item", accepted);
         }
         xml.close();
+        if let Some(signing) = signing {
+            xml.leaf("signingKeyGeneration", signing);
+        }
         Ok(xml.finish())
+    }
+
+    /// A new signing key, stored and put in use (the caller holds the account lock).
+    async fn rotate_signing_key(&self) -> Result<u32, ControlError> {
+        let current = *self
+            .signing_generation
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        let Some(current) = current else {
+            return Err(ControlError::Unsupported(
+                "the identity signing key comes from --signing-key/--signing-cert: replace those files to rotate it".into(),
+            ));
+        };
+        let signer = crate::fleet::keys::add_signing_generation(self.store.as_deref(), current + 1)
+            .await
+            .map_err(|error| {
+                tracing::error!(%error, "a new signing key could not be made or stored; nothing changed");
+                match error {
+                    crate::fleet::keys::KeysError::Store(
+                        error @ crate::store::StoreError::Unavailable { .. },
+                    ) => ControlError::Unavailable(error.to_string()),
+                    _ => ControlError::InternalError,
+                }
+            })?;
+        self.use_signer(current + 1, signer).await;
+        Ok(current + 1)
+    }
+
+    /// Signs every instance's identity document with `signer` (generation `number`) from now
+    /// on (the caller holds the account lock; each instance's lock is taken, so no change is
+    /// overwritten by the re-signed snapshot).
+    pub(super) async fn use_signer(
+        &self,
+        number: u32,
+        signer: crate::fleet::identity::IdentitySigner,
+    ) {
+        *self
+            .signing_generation
+            .lock()
+            .unwrap_or_else(|e| e.into_inner()) = Some(number);
+        self.snapshots.set_signer(std::sync::Arc::new(signer));
+        let mut slots = self.state.instances();
+        slots.sort_by(|a, b| a.id().cmp(b.id()));
+        let mut locks = Vec::with_capacity(slots.len());
+        for slot in &slots {
+            locks.push(slot.changing.lock().await);
+        }
+        let instances = slots.iter().map(|s| s.current().instance.clone()).collect();
+        let snapshots = self.snapshots.clone();
+        match tokio::task::spawn_blocking(move || snapshots.build_all(instances)).await {
+            Ok(built) => {
+                for snapshot in built {
+                    self.state.replace(snapshot);
+                }
+                tracing::warn!(
+                    generation = number,
+                    instances = slots.len(),
+                    "identity signing key rotated: every instance's document is signed with the new key"
+                );
+            }
+            Err(error) => tracing::error!(%error, "signing the documents again failed"),
+        }
+        drop(locks);
+        self.applied.send_modify(|count| *count += 1);
+    }
+
+    /// Puts a signing key another host rotated to in use, if it is newer than this one's.
+    pub(super) async fn learn_signer(&self, keys: &[crate::store::StoredKey]) {
+        let current = *self
+            .signing_generation
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        let Some(current) = current else {
+            return;
+        };
+        match crate::fleet::keys::rotated_signer(keys) {
+            Ok(Some((number, signer))) if number > current => self.use_signer(number, signer).await,
+            Ok(_) => {}
+            Err(error) => tracing::error!(%error, "a stored signing key is unusable; not applied"),
+        }
     }
 
     /// Adds `learned` to the generations known and puts them all in force.

@@ -225,6 +225,7 @@ impl ControlApi {
                 }
             }
         }
+        self.learn_signer(&changed.keys).await;
         let generations = crate::fleet::keys::token_generations(&changed.keys);
         if !generations.is_empty() {
             applied += generations.len();

@@ -21,6 +21,8 @@ const TOKEN_KEY: &str = "token.key";
 /// The signing key and certificate's name in the store (and their file in older state
 /// directories).
 const IDENTITY: &str = "identity.pem";
+/// The prefix of rotated signing keys' names in the store (`identity.pem/N`, N from 1).
+const SIGNING_GENERATION_PREFIX: &str = "identity.pem/";
 /// The prefix of token key generations' names in the store.
 const TOKEN_GENERATION_PREFIX: &str = "token-key/";
 
@@ -236,7 +238,78 @@ async fn stored_secret(store: &Store, stored: &[StoredKey]) -> Result<ServerSecr
     Ok(ServerSecret::from_bytes(&material))
 }
 
+/// The signing keys among `stored`, oldest first: `identity.pem` (generation 0) and each
+/// rotated `identity.pem/N`, with their generation.
+fn signing_keys(stored: &[StoredKey]) -> Vec<(u32, &StoredKey)> {
+    let mut keys: Vec<(u32, &StoredKey)> = stored
+        .iter()
+        .filter_map(|key| match key.name.as_str() {
+            IDENTITY => Some((0, key)),
+            name => Some((
+                name.strip_prefix(SIGNING_GENERATION_PREFIX)?.parse().ok()?,
+                key,
+            )),
+        })
+        .collect();
+    keys.sort_by_key(|(generation, _)| *generation);
+    keys
+}
+
+/// The newest rotated signing key among `stored` (generation and signer), if any.
+pub fn rotated_signer(stored: &[StoredKey]) -> Result<Option<(u32, IdentitySigner)>, KeysError> {
+    match signing_keys(stored).into_iter().rfind(|(g, _)| *g > 0) {
+        Some((generation, key)) => Ok(Some((generation, parse_signer(&key.value, &key.name)?))),
+        None => Ok(None),
+    }
+}
+
+/// Every signing certificate among `stored` (PEM), oldest first: documents signed before a
+/// rotation verify with an older one.
+pub fn certificates(stored: &[StoredKey]) -> Result<Vec<String>, KeysError> {
+    signing_keys(stored)
+        .into_iter()
+        .map(|(_, key)| parse_signer(&key.value, &key.name).map(|s| s.certificate_pem().to_owned()))
+        .collect()
+}
+
+/// A new signing key of generation `number` (with its self-signed certificate), stored (the
+/// first stored wins when two hosts rotate at once) and returned as stored.
+pub async fn add_signing_generation(
+    store: Option<&Store>,
+    number: u32,
+) -> Result<IdentitySigner, KeysError> {
+    let signer = tokio::task::spawn_blocking(IdentitySigner::generate)
+        .await
+        .map_err(|e| KeysError::Generate(IdentityError::Generate(e.to_string())))?
+        .map_err(KeysError::Generate)?;
+    let Some(store) = store else {
+        return Ok(signer);
+    };
+    let mut pem = signer.private_key_pem();
+    pem.push_str(signer.certificate_pem());
+    let name = format!("{SIGNING_GENERATION_PREFIX}{number}");
+    let stored = store.add_key(&name, pem.as_bytes(), now_millis()).await?;
+    parse_signer(&stored, &name)
+}
+
+/// The signer a stored PEM (key, then certificate) holds.
+fn parse_signer(pem: &[u8], name: &str) -> Result<IdentitySigner, KeysError> {
+    let identity = |source| KeysError::Identity {
+        path: PathBuf::from(name),
+        source,
+    };
+    let pem = std::str::from_utf8(pem)
+        .map_err(|_| identity(IdentityError::Certificate("not UTF-8 PEM".into())))?;
+    let start = pem
+        .find("-----BEGIN CERTIFICATE-----")
+        .ok_or_else(|| identity(IdentityError::Certificate("no CERTIFICATE block".into())))?;
+    IdentitySigner::from_pem(&pem[..start], &pem[start..]).map_err(identity)
+}
+
 async fn stored_signer(store: &Store, stored: &[StoredKey]) -> Result<IdentitySigner, KeysError> {
+    if let Some((_, signer)) = rotated_signer(stored)? {
+        return Ok(signer);
+    }
     let pem = match find(stored, IDENTITY) {
         Some(key) => key.value.clone(),
         None => {
@@ -252,16 +325,7 @@ async fn stored_signer(store: &Store, stored: &[StoredKey]) -> Result<IdentitySi
             store.add_key(IDENTITY, &fresh, now_millis()).await?
         }
     };
-    let identity = |source| KeysError::Identity {
-        path: PathBuf::from(store.describe()),
-        source,
-    };
-    let pem = std::str::from_utf8(&pem)
-        .map_err(|_| identity(IdentityError::Certificate("not UTF-8 PEM".into())))?;
-    let start = pem
-        .find("-----BEGIN CERTIFICATE-----")
-        .ok_or_else(|| identity(IdentityError::Certificate("no CERTIFICATE block".into())))?;
-    IdentitySigner::from_pem(&pem[..start], &pem[start..]).map_err(identity)
+    parse_signer(&pem, IDENTITY)
 }
 
 fn now_millis() -> i64 {

@@ -106,7 +106,8 @@ impl Snapshot {
 /// settings stay the same, and starts fetching anew when they change.
 #[derive(Debug)]
 pub struct SnapshotBuilder {
-    keys: Keys,
+    /// Swapped whole when the signing key rotates.
+    keys: arc_swap::ArcSwap<Keys>,
     clock: Arc<dyn Clock>,
     /// When the service started (clock milliseconds): event delays count from here.
     started: u64,
@@ -120,7 +121,7 @@ impl SnapshotBuilder {
     /// regional endpoint) when a role's credentials come from STS.
     pub fn new(keys: Keys, clock: Arc<dyn Clock>, sts_endpoint: Option<String>) -> SnapshotBuilder {
         SnapshotBuilder {
-            keys,
+            keys: arc_swap::ArcSwap::from_pointee(keys),
             started: clock.now_millis(),
             clock,
             sts_endpoint,
@@ -132,7 +133,7 @@ impl SnapshotBuilder {
     pub fn build(&self, instance: Instance) -> Snapshot {
         let sts = instance.iam.as_ref().and_then(|p| p.sts.clone());
         let id = instance.id().to_owned();
-        let snapshot = Snapshot::new(instance, &self.keys, self.started);
+        let snapshot = Snapshot::new(instance, &self.keys.load(), self.started);
         let mut roles = self.assumed_roles.lock().unwrap_or_else(|e| e.into_inner());
         let Some(sts) = sts else {
             roles.remove(&id);
@@ -182,6 +183,18 @@ impl SnapshotBuilder {
                 .flat_map(|worker| worker.join().expect("building a snapshot does not panic"))
                 .collect()
         })
+    }
+
+    /// The key identity documents are signed with now.
+    pub fn signer(&self) -> Arc<crate::fleet::identity::IdentitySigner> {
+        self.keys.load().signer.clone()
+    }
+
+    /// Signs identity documents built from now on with `signer` (a rotated signing key).
+    pub fn set_signer(&self, signer: Arc<crate::fleet::identity::IdentitySigner>) {
+        let mut keys = Keys::clone(&self.keys.load());
+        keys.signer = signer;
+        self.keys.store(Arc::new(keys));
     }
 
     /// When the service started (clock milliseconds).

@@ -416,3 +416,63 @@ fn a_host_does_not_start_without_its_database_or_with_a_newer_schema() {
         "the password is never shown: {said}"
     );
 }
+
+#[test]
+#[ignore = "needs PostgreSQL and openssl: run scripts/test"]
+fn a_signing_key_rotated_through_one_host_signs_every_hosts_documents_and_its_history_is_kept() {
+    let pg = Postgres::start();
+    let url = pg.database("signing");
+    let dir = tempfile::tempdir().unwrap();
+    let config = fleet_config(dir.path(), "");
+    let a = host(&config, &url);
+    let b = host(&config, &url);
+    let document = "/latest/dynamic/instance-identity/document";
+    let signature = "/latest/dynamic/instance-identity/signature";
+    let before = get_v2(&a, CONFIGURED_IP, signature).1;
+    let said = ctl_ok(&b, &["rotate-keys", "--signing-key"]);
+    assert!(said.contains("signing key generation 1 signs"), "{said}");
+    eventually("host A signs with the new key", || {
+        get_v2(&a, CONFIGURED_IP, signature).1 != before
+    });
+    let cert = |extra: &[&str]| {
+        let output = Command::new(IMDS)
+            .args(["cert", "--store", &url])
+            .args(extra)
+            .output()
+            .unwrap();
+        assert!(
+            output.status.success(),
+            "{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        String::from_utf8(output.stdout).unwrap()
+    };
+    let all = cert(&["--all"]);
+    assert_eq!(all.matches("BEGIN CERTIFICATE").count(), 2, "{all}");
+    let newest = cert(&[]);
+    assert!(all.ends_with(&newest) && !all.starts_with(&newest));
+    // openssl verifies host A's new signature with the newest certificate.
+    let work = tempfile::tempdir().unwrap();
+    std::fs::write(work.path().join("cert.pem"), &newest).unwrap();
+    std::fs::write(
+        work.path().join("document"),
+        get_v2(&a, CONFIGURED_IP, document).1,
+    )
+    .unwrap();
+    std::fs::write(
+        work.path().join("sig.b64"),
+        get_v2(&a, CONFIGURED_IP, signature).1,
+    )
+    .unwrap();
+    let verified = Command::new("sh")
+        .arg("-c")
+        .arg("openssl x509 -pubkey -noout -in cert.pem > pubkey.pem && base64 -d sig.b64 > sig.bin && openssl dgst -sha256 -verify pubkey.pem -signature sig.bin document")
+        .current_dir(work.path())
+        .output()
+        .unwrap();
+    assert!(
+        verified.status.success(),
+        "{}",
+        String::from_utf8_lossy(&verified.stderr)
+    );
+}
