@@ -296,7 +296,8 @@ impl ControlApi {
             return reply(StatusCode::OK, "text/plain", self.health().into());
         }
         if request.method() == Method::GET && request.uri().path() == "/metrics" {
-            let text = self.metrics.render(&self.state.instances());
+            let mut text = self.metrics.render(&self.state.instances());
+            text.push_str(&self.store_metrics());
             return reply(StatusCode::OK, "text/plain; version=0.0.4", text.into());
         }
         if console::is_console(request.uri().path()) {
@@ -509,7 +510,8 @@ impl ControlApi {
             let until = self.clock.now_millis() + APPLYING.as_millis() as u64;
             slot.set_pending_until(until);
         }
-        self.state.replace(self.snapshots.build(instance.clone()));
+        let built = self.snapshots.build_after(Some(&current), instance.clone());
+        self.state.replace(built);
         self.applied.send_modify(|count| *count += 1);
         tracing::info!(instance = instance.id(), change = ?what, "control change applied");
         Ok(instance)
@@ -533,7 +535,9 @@ impl ControlApi {
                 Err(error) => tracing::error!(%error, "the file's faults are not applied"),
             }
         }
-        self.state.replace(self.snapshots.build(instance.clone()));
+        let current = slot.current();
+        let built = self.snapshots.build_after(Some(&current), instance.clone());
+        self.state.replace(built);
         self.applied.send_modify(|count| *count += 1);
         instance
     }

@@ -150,6 +150,23 @@ impl ControlApi {
         }
     }
 
+    /// The store's Prometheus lines: whether it takes writes, and the newest revision seen.
+    pub(super) fn store_metrics(&self) -> String {
+        let Some(store) = &self.store else {
+            return String::new();
+        };
+        let up = u8::from(store.health() == Health::Up);
+        format!(
+            "# HELP imds_store_up Whether the store takes writes (0: unreachable; guests are still served).\n\
+             # TYPE imds_store_up gauge\n\
+             imds_store_up {up}\n\
+             # HELP imds_store_revision The newest store revision this process has loaded.\n\
+             # TYPE imds_store_revision gauge\n\
+             imds_store_revision {}\n",
+            self.seen.load(Ordering::Acquire)
+        )
+    }
+
     /// Follows the store until the process ends: catches up at each hint and at a slow poll.
     pub async fn follow_store(self: Arc<Self>) {
         let Some(store) = self.store.clone() else {
@@ -255,10 +272,12 @@ impl ControlApi {
                         continue;
                     }
                     lifecycles |= slot.changes().lifecycle != changes.lifecycle;
-                    let instance = changes.layered(slot.current().instance.clone());
+                    let current = slot.current();
+                    let instance = changes.layered(current.instance.clone());
                     slot.set_changes(changes);
                     slot.set_revision(row.revision);
-                    self.state.replace(self.snapshots.build(instance));
+                    let built = self.snapshots.build_after(Some(&current), instance);
+                    self.state.replace(built);
                     applied += 1;
                 }
                 None => {

@@ -43,6 +43,8 @@ pub struct Snapshot {
     pub assumed_role: Option<Arc<AssumedRole>>,
     /// `Last-Modified` of its fixed leaves: when this snapshot was built.
     pub last_modified: HeaderValue,
+    /// Its signed identity document (kept so that the next snapshot can reuse the signatures).
+    pub identity: Arc<build::SignedIdentity>,
 }
 
 impl Snapshot {
@@ -50,6 +52,17 @@ impl Snapshot {
     /// milliseconds; delays in its events count from there): credentials derived from the keys'
     /// secret, the identity document signed by their signer.
     pub fn new(instance: Instance, keys: &Keys, started: u64) -> Snapshot {
+        Snapshot::after(instance, keys, started, None)
+    }
+
+    /// [`Snapshot::new`], reusing `previous`'s signatures when its identity document is the
+    /// same and signed by the same key.
+    pub fn after(
+        instance: Instance,
+        keys: &Keys,
+        started: u64,
+        previous: Option<&Snapshot>,
+    ) -> Snapshot {
         let launched = instance.config.pending_time.unix_timestamp().max(0) as u64 * 1000;
         let credentials = CredentialIssuer::new(
             &keys.secret,
@@ -69,12 +82,18 @@ impl Snapshot {
         let last_modified = HeaderValue::from_str(&httpdate::fmt_http_date(SystemTime::now()))
             .expect("HTTP dates are visible ASCII");
         let schedule = Schedule::resolve(&instance.config.events, started, instance.id());
+        let identity = Arc::new(build::sign_identity(
+            &instance,
+            &keys.signer,
+            previous.map(|p| &*p.identity),
+        ));
         let quiet = schedule
             .client_limit
-            .map(|_| build::timeline(&instance, &keys.signer, &Schedule::default()));
+            .map(|_| build::timeline(&instance, &identity, &Schedule::default()));
         Snapshot {
             options: instance.options(),
-            timeline: build::timeline(&instance, &keys.signer, &schedule),
+            timeline: build::timeline(&instance, &identity, &schedule),
+            identity,
             quiet,
             schedule,
             credentials,
@@ -131,9 +150,15 @@ impl SnapshotBuilder {
 
     /// The snapshot of `instance`. Starting an STS-backed role needs a Tokio runtime.
     pub fn build(&self, instance: Instance) -> Snapshot {
+        self.build_after(None, instance)
+    }
+
+    /// The snapshot of `instance` replacing `previous` (whose document signatures are reused
+    /// when the document has not changed).
+    pub fn build_after(&self, previous: Option<&Snapshot>, instance: Instance) -> Snapshot {
         let sts = instance.iam.as_ref().and_then(|p| p.sts.clone());
         let id = instance.id().to_owned();
-        let snapshot = Snapshot::new(instance, &self.keys.load(), self.started);
+        let snapshot = Snapshot::after(instance, &self.keys.load(), self.started, previous);
         let mut roles = self.assumed_roles.lock().unwrap_or_else(|e| e.into_inner());
         let Some(sts) = sts else {
             roles.remove(&id);

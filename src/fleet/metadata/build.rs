@@ -10,23 +10,44 @@ use crate::fleet::identity::{DocumentSignatures, IdentitySigner};
 use crate::fleet::instance::{Instance, Interface, SecurityGroup};
 
 /// Builds the trees an instance serves under every version root, one per stretch of time in
-/// which its events look the same; `signer` signs its identity document (once).
-pub fn timeline(instance: &Instance, signer: &IdentitySigner, schedule: &Schedule) -> Timeline {
-    let document = identity_document(instance);
-    let signed = signer.sign(&document);
-    let identity = SignedIdentity { document, signed };
-    let mut trees = vec![(0, tree(instance, &identity, &schedule.at(0)))];
+/// which its events look the same, with its signed identity document.
+pub fn timeline(instance: &Instance, identity: &SignedIdentity, schedule: &Schedule) -> Timeline {
+    let mut trees = vec![(0, tree(instance, identity, &schedule.at(0)))];
     // A change at time 0 (an event dated at the epoch) is already in the first tree.
     for point in schedule.change_points().into_iter().filter(|p| *p > 0) {
-        trees.push((point, tree(instance, &identity, &schedule.at(point))));
+        trees.push((point, tree(instance, identity, &schedule.at(point))));
     }
     Timeline::new(trees)
 }
 
-/// The identity document and its signatures.
-struct SignedIdentity {
+/// The identity document of `instance` signed by `signer`, taking the signatures of `known`
+/// when it is the same document signed by the same signer (most control changes, e.g. tags or
+/// options, leave the document as it was: no RSA signature is made again).
+pub fn sign_identity(
+    instance: &Instance,
+    signer: &std::sync::Arc<IdentitySigner>,
+    known: Option<&SignedIdentity>,
+) -> SignedIdentity {
+    let document = identity_document(instance);
+    let reused =
+        known.filter(|k| std::sync::Arc::ptr_eq(&k.signer, signer) && k.document == document);
+    let signed = match reused {
+        Some(known) => known.signed.clone(),
+        None => signer.sign(&document),
+    };
+    SignedIdentity {
+        document,
+        signed,
+        signer: signer.clone(),
+    }
+}
+
+/// The identity document, its signatures and who made them.
+#[derive(Debug)]
+pub struct SignedIdentity {
     document: bytes::Bytes,
     signed: DocumentSignatures,
+    signer: std::sync::Arc<IdentitySigner>,
 }
 
 fn tree(instance: &Instance, identity: &SignedIdentity, events: &EventsNow<'_>) -> MetadataTree {
@@ -438,7 +459,12 @@ mod tests {
         let schedule = Schedule::resolve(&instance.config.events, 1_800_000_000_000, "i-1");
         assert_eq!(schedule.change_points(), [0]);
         let signer = IdentitySigner::generate().unwrap();
-        let timeline = timeline(&instance, &signer, &schedule);
+        let signer = std::sync::Arc::new(signer);
+        let timeline = timeline(
+            &instance,
+            &sign_identity(&instance, &signer, None),
+            &schedule,
+        );
         assert!(timeline.is_fixed());
         let latest = ApiVersion::from_name("latest").unwrap();
         let found = timeline.at(0).find(
@@ -446,5 +472,31 @@ mod tests {
             ["meta-data", "autoscaling", "target-lifecycle-state"].into_iter(),
         );
         assert!(matches!(found, Some(Found::Leaf(Leaf::Text(body))) if body == "InService"));
+    }
+
+    #[test]
+    fn the_same_document_by_the_same_signer_is_not_signed_again() {
+        let instance = crate::app::config::Config::load(None)
+            .and_then(|c| c.resolve(&Default::default(), None))
+            .unwrap()
+            .instance;
+        let signer = std::sync::Arc::new(IdentitySigner::generate().unwrap());
+        let first = sign_identity(&instance, &signer, None);
+        let marked = SignedIdentity {
+            signed: DocumentSignatures {
+                signature: "kept".into(),
+                pkcs7: "kept".into(),
+            },
+            ..first
+        };
+        let again = sign_identity(&instance, &signer, Some(&marked));
+        assert_eq!(again.signed.signature, "kept", "reused, not signed");
+        let mut moved = instance.clone();
+        moved.config.instance_type = "m5.large".into();
+        let changed = sign_identity(&moved, &signer, Some(&marked));
+        assert_ne!(changed.signed.signature, "kept", "a new document is signed");
+        let other = std::sync::Arc::new(IdentitySigner::generate().unwrap());
+        let rotated = sign_identity(&instance, &other, Some(&marked));
+        assert_ne!(rotated.signed.signature, "kept", "a new key signs anew");
     }
 }

@@ -1,5 +1,6 @@
 -- Per-instance one-minute counts of token-less requests (CloudWatch's MetadataNoToken and
--- MetadataNoTokenRejected). Each host adds what it counted, so the sums cover the fleet.
+-- MetadataNoTokenRejected), so a restart keeps the last day. A stored count only rises: each
+-- host writes the counts of the instances whose guests it serves.
 CREATE TABLE no_token_history (
     instance_id TEXT NOT NULL,
     metric      TEXT NOT NULL,
