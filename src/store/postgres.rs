@@ -25,6 +25,8 @@ use super::{
 
 /// The channel writes notify on, with their revision as payload.
 pub const CHANNEL: &str = "imds_changes";
+/// The advisory lock hosts take while they migrate (an arbitrary constant: "imds" in ASCII).
+const MIGRATION_LOCK: i64 = 0x696d_6473;
 /// How long a connection attempt may take.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 /// How long a read or write may take before it is given up as unavailable.
@@ -618,6 +620,12 @@ async fn migrate(client: &mut Client, location: &str) -> Result<(), StoreError> 
         location: location.to_owned(),
         reason: describe(&e),
     };
+    // Hosts starting together on a new database migrate one at a time; the others then find
+    // every migration applied.
+    client
+        .execute("SELECT pg_advisory_lock($1)", &[&MIGRATION_LOCK])
+        .await
+        .map_err(failed)?;
     let exists: bool = client
         .query_one(
             "SELECT to_regclass($1) IS NOT NULL",
@@ -646,14 +654,18 @@ async fn migrate(client: &mut Client, location: &str) -> Result<(), StoreError> 
             });
         }
     }
-    runner
+    let ran = runner
         .run_async(client)
         .await
         .map_err(|error| StoreError::Migration {
             location: location.to_owned(),
             reason: error.to_string(),
-        })?;
-    Ok(())
+        });
+    client
+        .execute("SELECT pg_advisory_unlock($1)", &[&MIGRATION_LOCK])
+        .await
+        .map_err(failed)?;
+    ran.map(drop)
 }
 
 /// TLS for URLs that ask for it, trusting the system's root certificates.

@@ -154,12 +154,18 @@ fn an_instance_launched_through_one_host_is_served_by_another_with_its_tokens() 
 
 #[test]
 #[ignore = "needs PostgreSQL: run scripts/test"]
-fn concurrent_changes_from_three_hosts_lose_no_acknowledged_change() {
+fn three_hosts_started_together_migrate_once_and_lose_no_acknowledged_change() {
     let pg = Postgres::start();
     let url = pg.database("race");
     let dir = tempfile::tempdir().unwrap();
     let config = fleet_config(dir.path(), "");
-    let hosts: Vec<Served> = (0..3).map(|_| host(&config, &url)).collect();
+    // Started together on the new database: one migrates, the others wait for it.
+    let hosts: Vec<Served> = std::thread::scope(|scope| {
+        let starting: Vec<_> = (0..3)
+            .map(|_| scope.spawn(|| host(&config, &url)))
+            .collect();
+        starting.into_iter().map(|h| h.join().unwrap()).collect()
+    });
     let initial = tag_keys(&hosts[0], CONFIGURED);
     let acknowledged: Vec<Vec<String>> = std::thread::scope(|scope| {
         let writers: Vec<_> = hosts
