@@ -17,6 +17,17 @@ use super::xml::Xml;
 use super::ControlApi;
 use crate::fleet::token::TokenGeneration;
 
+/// The answer to a key that could not be made or stored (`what` happened; nothing changed).
+fn refused(error: crate::fleet::keys::KeysError, what: &str) -> ControlError {
+    tracing::error!(%error, "{what}; nothing changed");
+    match error {
+        crate::fleet::keys::KeysError::Store(
+            error @ crate::store::StoreError::Unavailable { .. },
+        ) => ControlError::Unavailable(error.to_string()),
+        _ => ControlError::InternalError,
+    }
+}
+
 impl ControlApi {
     /// `RotateKeys`.
     pub(super) async fn rotate_keys(
@@ -33,15 +44,7 @@ impl ControlApi {
         let generation =
             crate::fleet::keys::add_token_generation(self.store.as_deref(), newest + 1, now)
                 .await
-                .map_err(|error| {
-                    tracing::error!(%error, "a new token key could not be stored; nothing changed");
-                    match error {
-                        crate::fleet::keys::KeysError::Store(
-                            error @ crate::store::StoreError::Unavailable { .. },
-                        ) => ControlError::Unavailable(error.to_string()),
-                        _ => ControlError::InternalError,
-                    }
-                })?;
+                .map_err(|error| refused(error, "a new token key could not be stored"))?;
         let number = generation.number;
         self.learn_token_generations(vec![generation]);
         let signing = match query.get("SigningKey") {
@@ -83,15 +86,7 @@ impl ControlApi {
         };
         let signer = crate::fleet::keys::add_signing_generation(self.store.as_deref(), current + 1)
             .await
-            .map_err(|error| {
-                tracing::error!(%error, "a new signing key could not be made or stored; nothing changed");
-                match error {
-                    crate::fleet::keys::KeysError::Store(
-                        error @ crate::store::StoreError::Unavailable { .. },
-                    ) => ControlError::Unavailable(error.to_string()),
-                    _ => ControlError::InternalError,
-                }
-            })?;
+            .map_err(|error| refused(error, "a new signing key could not be made or stored"))?;
         self.use_signer(current + 1, signer).await;
         Ok(current + 1)
     }

@@ -145,7 +145,7 @@ impl ControlKeys {
         for part in [date, region, service, "aws4_request"] {
             key = hmac(&key, part.as_bytes());
         }
-        let expected = decode_hex(signature).ok_or(SignatureError::Mismatch)?;
+        let expected = crate::control::unhex(signature).ok_or(SignatureError::Mismatch)?;
         let mut mac = Hmac::<Sha256>::new_from_slice(&key).expect("HMAC takes any key length");
         mac.update(string_to_sign.as_bytes());
         // `verify_slice` compares in constant time.
@@ -162,16 +162,6 @@ fn hmac(key: &[u8], data: &[u8]) -> Vec<u8> {
     let mut mac = Hmac::<Sha256>::new_from_slice(key).expect("HMAC takes any key length");
     mac.update(data);
     mac.finalize().into_bytes().to_vec()
-}
-
-fn decode_hex(text: &str) -> Option<Vec<u8>> {
-    if !text.len().is_multiple_of(2) {
-        return None;
-    }
-    (0..text.len())
-        .step_by(2)
-        .map(|i| u8::from_str_radix(text.get(i..i + 2)?, 16).ok())
-        .collect()
 }
 
 fn collapse_spaces(value: &str) -> String {

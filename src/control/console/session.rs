@@ -117,7 +117,7 @@ impl Sessions {
         else {
             return Err(SessionError::Malformed);
         };
-        let mac = unhex(mac).ok_or(SessionError::Malformed)?;
+        let mac = crate::control::unhex(mac).ok_or(SessionError::Malformed)?;
         self.mac("session", &[expires, id])
             .verify_slice(&mac)
             .map_err(|_| SessionError::Forged)?;
@@ -138,7 +138,9 @@ impl Sessions {
 
     /// `CsrfMismatch` unless `given` is `session`'s CSRF token (compared in constant time).
     pub fn check_csrf(&self, session: &Session, given: Option<&str>) -> Result<(), ConsoleError> {
-        let given = given.and_then(unhex).ok_or(ConsoleError::CsrfMismatch)?;
+        let given = given
+            .and_then(crate::control::unhex)
+            .ok_or(ConsoleError::CsrfMismatch)?;
         self.mac("csrf", &[&session.id])
             .verify_slice(&given)
             .map_err(|_| ConsoleError::CsrfMismatch)
@@ -160,17 +162,6 @@ pub fn cookie(headers: &HeaderMap) -> Option<&str> {
         .filter_map(|pair| pair.trim().split_once('='))
         .find(|(name, _)| *name == COOKIE)
         .map(|(_, value)| value)
-}
-
-/// Lower-case hexadecimal back to bytes.
-fn unhex(text: &str) -> Option<Vec<u8>> {
-    if !text.len().is_multiple_of(2) {
-        return None;
-    }
-    (0..text.len())
-        .step_by(2)
-        .map(|i| u8::from_str_radix(text.get(i..i + 2)?, 16).ok())
-        .collect()
 }
 
 /// A sign-in: the control keys, as typed.
