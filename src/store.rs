@@ -404,3 +404,32 @@ fn instance_row(id: &str) -> String {
 fn account_row(name: &str) -> String {
     format!("account value {name}")
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn locations_parse_as_written_and_never_show_a_password() {
+        let url = "postgres://imds:pw@db:5432/imds?sslmode=require";
+        assert_eq!(Location::parse(url), Ok(Location::Postgres(url.into())));
+        let libpq = "host=db user=imds dbname=imds";
+        assert_eq!(Location::parse(libpq), Ok(Location::Postgres(libpq.into())));
+        assert_eq!(
+            Location::parse("sqlite:/var/lib/imds"),
+            Ok(Location::StateDir("/var/lib/imds".into()))
+        );
+        assert_eq!(
+            Location::parse("/var/lib/imds"),
+            Ok(Location::StateDir("/var/lib/imds".into()))
+        );
+        let error = Location::parse("mysql://imds:pw@db/imds").unwrap_err();
+        assert!(
+            error.contains("unsupported store") && !error.contains("pw"),
+            "{error}"
+        );
+        assert!(Location::parse("  ").is_err());
+        let error = Location::parse("postgres://imds:pw@db:port/imds").unwrap_err();
+        assert!(!error.contains(":pw"), "{error}");
+    }
+}

@@ -58,11 +58,8 @@ pub fn parse_config(text: &str) -> Result<Config, String> {
 
 /// `text` with any password hidden, for messages.
 pub fn redact(text: &str) -> String {
-    if let Some(rest) = text
-        .strip_prefix("postgres://")
-        .or_else(|| text.strip_prefix("postgresql://"))
-    {
-        let scheme = &text[..text.len() - rest.len()];
+    if let Some(at) = text.find("://") {
+        let (scheme, rest) = (&text[..at + 3], &text[at + 3..]);
         let (authority, tail) = rest.split_at(rest.find(['/', '?']).unwrap_or(rest.len()));
         if let Some((userinfo, host)) = authority.rsplit_once('@') {
             let user = userinfo.split(':').next().unwrap_or("");
