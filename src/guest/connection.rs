@@ -71,10 +71,14 @@ impl Surface for GuestApi {
     ) -> impl Future<Output = Result<Response<Full<Bytes>>, NoAnswer>> + Send + 'static {
         let peer = connection.peer;
         let slot = self.instance_for(peer);
-        // At [fd00:ec2::254] only instances with HttpProtocolIpv6 enabled get an answer.
+        // At [fd00:ec2::254] only instances with HttpProtocolIpv6 enabled get an answer. In a
+        // fleet, a guest calling from its IPv6 address came by that endpoint too, even when
+        // DNAT rewrote the address it reached.
         let at_ipv6 = connection
             .local
-            .is_some_and(|local| local.ip() == IpAddr::V6(IMDS_IPV6));
+            .is_some_and(|local| local.ip() == IpAddr::V6(IMDS_IPV6))
+            || (!self.state.is_single()
+                && matches!(peer.ip(), IpAddr::V6(v6) if v6.to_ipv4_mapped().is_none()));
         let ipv6_refused = (at_ipv6
             && slot
                 .as_deref()

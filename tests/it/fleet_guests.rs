@@ -314,6 +314,9 @@ fn only_instances_with_http_protocol_ipv6_are_answered_at_the_ipv6_address() {
             config.to_str().unwrap(),
             "--listen",
             "127.0.0.1:0",
+            // The host's own IPv6 address, as a DNAT rule for [fd00:ec2::254] would reach it.
+            "--listen",
+            "[fd00:16::1]:8338",
         ],
     );
     let url = "http://[fd00:ec2::254]/latest/meta-data/instance-id";
@@ -327,6 +330,17 @@ fn only_instances_with_http_protocol_ipv6_are_answered_at_the_ipv6_address() {
     assert!(
         matches!(refused, Err(52 | 56) | Ok(None)),
         "IPv6 disabled: no answer, got {refused:?}"
+    );
+    // The same through DNAT (another local address): still by IPv6, so the same answers.
+    let nat = "http://[fd00:16::1]:8338/latest/meta-data/instance-id";
+    assert_eq!(
+        lab.curl("a", "GET", nat),
+        Some((200, GUESTS[0].1.to_owned()))
+    );
+    let refused = lab.try_curl("b", "GET", nat);
+    assert!(
+        matches!(refused, Err(52 | 56) | Ok(None)),
+        "IPv6 disabled, through DNAT: no answer, got {refused:?}"
     );
     // Its IPv4 endpoint still answers it.
     assert_eq!(
