@@ -128,6 +128,10 @@ pub struct ServerConfig {
     /// otherwise; 0 is unlimited. Beyond it: 429 and the connection closed.
     #[serde(default = "default_instance_max_connections")]
     pub instance_max_connections: u32,
+    /// Hours between automatic session token key rotations (as `imds ctl rotate-keys` does),
+    /// counted from the newest key's creation; 0 never rotates on its own.
+    #[serde(default)]
+    pub token_key_rotation_hours: u32,
 }
 
 /// EC2's one published figure for the link-local services (1024 packets per second per network

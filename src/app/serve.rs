@@ -233,6 +233,7 @@ async fn serve(
         .collect::<Result<Vec<SocketAddr>, _>>()
         .map_err(ServeError::Startup)?;
     let keep_alive = loaded.server.keep_alive;
+    let rotation_hours = loaded.server.token_key_rotation_hours;
     // Role credentials from STS are fetched before anyone is told where to ask for them.
     let app = App::new(
         loaded,
@@ -254,6 +255,10 @@ async fn serve(
     }
     tokio::spawn(app.control.clone().follow_store());
     tokio::spawn(app.control.clone().keep_history());
+    if rotation_hours > 0 {
+        let every = std::time::Duration::from_secs(u64::from(rotation_hours) * 3600);
+        tokio::spawn(app.control.clone().rotate_on_schedule(every));
+    }
     let first = app.state.first().map(|slot| slot.current());
     let options = first.as_ref().map(|s| s.options).unwrap_or_default();
     let instance = first.as_ref().map(|s| s.instance.id().to_owned());

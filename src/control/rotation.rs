@@ -39,14 +39,8 @@ impl ControlApi {
             return Err(ControlError::DryRunOperation);
         }
         let _one_at_a_time = self.changing.lock().await;
-        let newest = self.tokens.newest_generation();
         let now = self.clock.now_millis();
-        let generation =
-            crate::fleet::keys::add_token_generation(self.store.as_deref(), newest + 1, now)
-                .await
-                .map_err(|error| refused(error, "a new token key could not be stored"))?;
-        let number = generation.number;
-        self.learn_token_generations(vec![generation]);
+        let number = self.add_token_generation(now).await?;
         let signing = match query.get("SigningKey") {
             Some("true") => Some(self.rotate_signing_key().await?),
             None | Some("false") => None,
@@ -56,10 +50,6 @@ impl ControlApi {
                 )))
             }
         };
-        tracing::warn!(
-            generation = number,
-            "session token key rotated: new tokens are sealed with the new key; older ones stay valid until they expire"
-        );
         let mut xml = Xml::response("RotateKeysResponse", request_id);
         xml.leaf("tokenKeyGeneration", number);
         xml.open("acceptedTokenKeyGenerationSet");
@@ -71,6 +61,57 @@ impl ControlApi {
             xml.leaf("signingKeyGeneration", signing);
         }
         Ok(xml.finish())
+    }
+
+    /// A new token key generation, stored and put in force (the caller holds the account lock);
+    /// its number.
+    async fn add_token_generation(&self, now: u64) -> Result<u32, ControlError> {
+        let newest = self.tokens.newest_generation();
+        let generation =
+            crate::fleet::keys::add_token_generation(self.store.as_deref(), newest + 1, now)
+                .await
+                .map_err(|error| refused(error, "a new token key could not be stored"))?;
+        let number = generation.number;
+        self.learn_token_generations(vec![generation]);
+        tracing::warn!(
+            generation = number,
+            "session token key rotated: new tokens are sealed with the new key; older ones stay valid until they expire"
+        );
+        Ok(number)
+    }
+
+    /// When the newest token key generation was created (clock milliseconds), if it was.
+    fn newest_generation_created(&self) -> Option<u64> {
+        let known = self
+            .token_generations
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        known
+            .iter()
+            .max_by_key(|g| g.number)
+            .map(|g| g.created_millis)
+    }
+
+    /// Rotates the token key every `every` until the process ends, counted from the newest
+    /// key's creation (from now when only generation 0 exists); a rotation another host made
+    /// meanwhile resets the count.
+    pub async fn rotate_on_schedule(self: std::sync::Arc<Self>, every: std::time::Duration) {
+        let every = every.as_millis() as u64;
+        let started = self.clock.now_millis();
+        loop {
+            let due = self.newest_generation_created().unwrap_or(started) + every;
+            self.clock.sleep_until(due).await;
+            let one_at_a_time = self.changing.lock().await;
+            let now = self.clock.now_millis();
+            if self.newest_generation_created().unwrap_or(started) + every > now {
+                continue;
+            }
+            if let Err(error) = self.add_token_generation(now).await {
+                tracing::warn!(%error, "the scheduled token key rotation failed; trying again in a minute");
+                drop(one_at_a_time);
+                self.clock.sleep_until(now + 60_000).await;
+            }
+        }
     }
 
     /// A new signing key, stored and put in use (the caller holds the account lock).

@@ -10,6 +10,7 @@ mod faults;
 mod iam;
 mod instances;
 mod maintenance;
+mod rotation;
 mod tags;
 
 use std::net::SocketAddr;
