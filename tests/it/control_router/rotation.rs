@@ -16,6 +16,11 @@ fn generation(token: &str) -> u8 {
         .unwrap()[17]
 }
 
+async fn signature(fixture: &Fixture) -> String {
+    let path = "/latest/dynamic/instance-identity/signature";
+    guest(&fixture.app, Method::GET, path, &[]).await.1
+}
+
 async fn read_with(fixture: &Fixture, token: &str) -> StatusCode {
     guest(
         &fixture.app,
@@ -79,25 +84,11 @@ async fn the_schedule_rotates_every_period_and_never_refuses_a_live_token() {
 #[tokio::test]
 async fn rotate_keys_with_signing_key_signs_every_document_again() {
     let fixture = Fixture::new("");
-    let before = guest(
-        &fixture.app,
-        Method::GET,
-        "/latest/dynamic/instance-identity/signature",
-        &[],
-    )
-    .await
-    .1;
+    let before = signature(&fixture).await;
     let answer = fixture.query("Action=RotateKeys&SigningKey=true").await;
     let xml = assert_ok(&answer, "RotateKeysResponse");
     assert_eq!(text(xml, "signingKeyGeneration"), "1");
-    let after = guest(
-        &fixture.app,
-        Method::GET,
-        "/latest/dynamic/instance-identity/signature",
-        &[],
-    )
-    .await
-    .1;
+    let after = signature(&fixture).await;
     assert_ne!(before, after, "the document is signed with the new key");
     let answer = fixture.query("Action=RotateKeys&SigningKey=maybe").await;
     super::assert_error(&answer, StatusCode::BAD_REQUEST, "InvalidParameterValue");
