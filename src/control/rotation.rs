@@ -35,20 +35,24 @@ impl ControlApi {
         query: &QueryRequest,
         request_id: &str,
     ) -> Result<String, ControlError> {
+        let with_signing_key = match query.get("SigningKey") {
+            Some("true") => true,
+            None | Some("false") => false,
+            Some(other) => {
+                return Err(ControlError::InvalidParameterValue(format!(
+                    "Value ({other}) for parameter SigningKey is invalid. Valid values: true, false"
+                )))
+            }
+        };
         if query.dry_run() {
             return Err(ControlError::DryRunOperation);
         }
         let _one_at_a_time = self.changing.lock().await;
         let now = self.clock.now_millis();
         let number = self.add_token_generation(now).await?;
-        let signing = match query.get("SigningKey") {
-            Some("true") => Some(self.rotate_signing_key().await?),
-            None | Some("false") => None,
-            Some(other) => {
-                return Err(ControlError::InvalidParameterValue(format!(
-                    "Value ({other}) for parameter SigningKey is invalid. Valid values: true, false"
-                )))
-            }
+        let signing = match with_signing_key {
+            true => Some(self.rotate_signing_key().await?),
+            false => None,
         };
         let mut xml = Xml::response("RotateKeysResponse", request_id);
         xml.leaf("tokenKeyGeneration", number);

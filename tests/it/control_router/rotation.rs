@@ -92,4 +92,9 @@ async fn rotate_keys_with_signing_key_signs_every_document_again() {
     assert_ne!(before, after, "the document is signed with the new key");
     let answer = fixture.query("Action=RotateKeys&SigningKey=maybe").await;
     super::assert_error(&answer, StatusCode::BAD_REQUEST, "InvalidParameterValue");
+    assert_eq!(
+        generation(&token(&fixture.app).await),
+        1,
+        "a refused request rotates nothing"
+    );
 }
