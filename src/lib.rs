@@ -9,15 +9,18 @@
 //!   IMDSv1.
 //! - [`control`]: what operators use, the EC2 Query API subset the AWS CLI and boto3 speak
 //!   (instances and their launch, states, options, tags, roles, events, faults, VPCs and key
-//!   pairs), guardrail policies ([`control::policy`]), `/metrics`, `/healthz` and the web
-//!   console at `/console`.
+//!   pairs), guardrail policies ([`control::policy`]), key rotation, CloudWatch's
+//!   `MetadataNoToken` API, `/metrics`, `/healthz` and the web console at `/console`.
 //! - [`fleet`]: the domain core, plain data and pure functions: the instance model and its
 //!   lifecycle, the metadata tree prebuilt per instance, sealed stateless tokens, credentials
 //!   (generated, or from STS), the signed identity document, event schedules, faults, the
 //!   network registry, and the fleet index of instance slots, each swapped whole
 //!   ([`fleet::state`]).
-//! - [`store`]: the embedded database (`--state-dir`) that keeps the fleet, control changes
-//!   and keys.
+//! - [`store`]: the storage boundary that keeps the fleet, control changes, keys and the
+//!   token-less history: SQLite in a state directory (`--state-dir`) for one host, or one
+//!   PostgreSQL database shared by many (`--store postgres://...`), each row stamped with a
+//!   revision. The control plane learns other hosts' changes from it (`control::sync`); guests
+//!   never wait on it.
 //! - [`app`]: the edges, configuration (and AEMM's), the command line and `imds ctl`, `imds
 //!   serve` (start, SIGHUP reload, stop), the link-local addresses.
 //!
