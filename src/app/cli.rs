@@ -180,7 +180,8 @@ pub struct KeyArgs {
     #[arg(long, env = "IMDS_STATE_DIR", value_name = "DIR")]
     pub state_dir: Option<PathBuf>,
     /// The store many hosts share instead of a state directory: a PostgreSQL database,
-    /// postgres://USER[:PASSWORD]@HOST:PORT/DB (libpq-style; add ?sslmode=require for TLS).
+    /// postgres://USER@HOST:PORT/DB or postgres://USER:PASSWORD@HOST:PORT/DB (libpq-style; add
+    /// ?sslmode=require for TLS).
     /// Every host serving the fleet keeps its inventory, changes and keys there: an instance
     /// launched or changed through any host is served by all of them. Migrations are applied
     /// at start. A host does not start while the database is unreachable, and keeps serving
