@@ -395,6 +395,26 @@ impl Store {
     }
 }
 
+/// The newest revision committed (both backends: `$1`-style parameters work in SQLite too).
+const SELECT_REVISION: &str = "SELECT value FROM revision WHERE id = 1";
+/// Takes the next revision, inside a write's transaction: writers queue on this one row, so
+/// revisions commit in order.
+const NEXT_REVISION: &str = "UPDATE revision SET value = value + 1 WHERE id = 1 RETURNING value";
+/// Instance rows after revision `$1`, with the configuration of launched ones.
+const SELECT_INSTANCES: &str = "SELECT c.instance_id, l.config, c.changes, c.revision
+     FROM instance_changes c LEFT JOIN launched_instances l USING (instance_id)
+     WHERE c.revision > $1 ORDER BY c.revision, c.instance_id";
+/// Account values after revision `$1`.
+const SELECT_ACCOUNT: &str =
+    "SELECT name, value, revision FROM account WHERE revision > $1 ORDER BY revision";
+/// Keys after revision `$1`.
+const SELECT_KEYS: &str =
+    "SELECT name, value, created_at_ms FROM keys WHERE revision > $1 ORDER BY name";
+
+/// Token-less request counts from minute `$1` on.
+const SELECT_HISTORY: &str = "SELECT instance_id, metric, minute, count FROM no_token_history
+     WHERE minute >= $1 ORDER BY instance_id, metric, minute";
+
 /// The rows a conflict check names in errors.
 fn instance_row(id: &str) -> String {
     format!("instance {id}")

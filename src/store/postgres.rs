@@ -20,7 +20,8 @@ use zeroize::Zeroizing;
 
 use super::{
     account_row, instance_row, migrations, Changed, Commit, Health, MinuteCount, StoreError,
-    StoredCount, StoredInstance, StoredKey, StoredValue,
+    StoredCount, StoredInstance, StoredKey, StoredValue, NEXT_REVISION, SELECT_ACCOUNT,
+    SELECT_HISTORY, SELECT_INSTANCES, SELECT_KEYS, SELECT_REVISION,
 };
 
 /// The channel writes notify on, with their revision as payload.
@@ -170,17 +171,9 @@ impl PostgresStore {
                     .read_only(true)
                     .start()
                     .await?;
-                let revision: i64 = tx
-                    .query_one("SELECT value FROM revision WHERE id = 1", &[])
-                    .await?
-                    .get(0);
+                let revision: i64 = tx.query_one(SELECT_REVISION, &[]).await?.get(0);
                 let instances = tx
-                    .query(
-                        "SELECT c.instance_id, l.config, c.changes, c.revision
-                         FROM instance_changes c LEFT JOIN launched_instances l USING (instance_id)
-                         WHERE c.revision > $1 ORDER BY c.revision, c.instance_id",
-                        &[&after],
-                    )
+                    .query(SELECT_INSTANCES, &[&after])
                     .await?
                     .into_iter()
                     .map(|r| StoredInstance {
@@ -191,11 +184,7 @@ impl PostgresStore {
                     })
                     .collect();
                 let account = tx
-                    .query(
-                        "SELECT name, value, revision FROM account WHERE revision > $1
-                         ORDER BY revision",
-                        &[&after],
-                    )
+                    .query(SELECT_ACCOUNT, &[&after])
                     .await?
                     .into_iter()
                     .map(|r| StoredValue {
@@ -205,11 +194,7 @@ impl PostgresStore {
                     })
                     .collect();
                 let keys = tx
-                    .query(
-                        "SELECT name, value, created_at_ms FROM keys WHERE revision > $1
-                         ORDER BY name",
-                        &[&after],
-                    )
+                    .query(SELECT_KEYS, &[&after])
                     .await?
                     .into_iter()
                     .map(|r| StoredKey {
@@ -353,13 +338,7 @@ impl PostgresStore {
     pub async fn history(&self, oldest_minute: i64) -> Result<Vec<StoredCount>, StoreError> {
         self.with_client(move |client| {
             Box::pin(async move {
-                let rows = client
-                    .query(
-                        "SELECT instance_id, metric, minute, count FROM no_token_history
-                         WHERE minute >= $1 ORDER BY instance_id, metric, minute",
-                        &[&oldest_minute],
-                    )
-                    .await?;
+                let rows = client.query(SELECT_HISTORY, &[&oldest_minute]).await?;
                 Ok(Ok(rows
                     .into_iter()
                     .map(|r| StoredCount {
@@ -587,13 +566,7 @@ fn now_millis() -> u64 {
 /// Takes the next revision (inside the write's transaction; writers queue on this row, so
 /// revisions commit in order).
 async fn next_revision(tx: &tokio_postgres::Transaction<'_>) -> Result<i64, tokio_postgres::Error> {
-    Ok(tx
-        .query_one(
-            "UPDATE revision SET value = value + 1 WHERE id = 1 RETURNING value",
-            &[],
-        )
-        .await?
-        .get(0))
+    Ok(tx.query_one(NEXT_REVISION, &[]).await?.get(0))
 }
 
 /// Notifies every listening host of `revision` (delivered when the transaction commits).

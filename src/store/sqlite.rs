@@ -17,7 +17,8 @@ use zeroize::Zeroizing;
 
 use super::{
     account_row, instance_row, migrations, Changed, Commit, MinuteCount, StoreError, StoredCount,
-    StoredInstance, StoredKey, StoredValue,
+    StoredInstance, StoredKey, StoredValue, NEXT_REVISION, SELECT_ACCOUNT, SELECT_HISTORY,
+    SELECT_INSTANCES, SELECT_KEYS, SELECT_REVISION,
 };
 
 /// The database's file name in the state directory.
@@ -204,10 +205,7 @@ impl SqliteStore {
     /// The stored minute counts from `oldest_minute` on.
     pub async fn history(&self, oldest_minute: i64) -> Result<Vec<StoredCount>, StoreError> {
         self.blocking(move |c| {
-            let mut select = c.prepare(
-                "SELECT instance_id, metric, minute, count FROM no_token_history
-                 WHERE minute >= ?1 ORDER BY instance_id, metric, minute",
-            )?;
+            let mut select = c.prepare(SELECT_HISTORY)?;
             let rows = select.query_map([oldest_minute], |r| {
                 Ok(StoredCount {
                     instance_id: r.get(0)?,
@@ -304,24 +302,15 @@ fn migrate(connection: &mut Connection, path: &Path) -> Result<(), StoreError> {
 
 /// Takes the next revision (inside the write's transaction).
 fn next_revision(tx: &rusqlite::Transaction<'_>) -> rusqlite::Result<i64> {
-    tx.query_row(
-        "UPDATE revision SET value = value + 1 WHERE id = 1 RETURNING value",
-        [],
-        |row| row.get(0),
-    )
+    tx.query_row(NEXT_REVISION, [], |row| row.get(0))
 }
 
 fn load_since(c: &mut Connection, after: i64) -> rusqlite::Result<Changed> {
     // One read transaction, so the rows and the revision agree.
     let tx = c.transaction()?;
-    let revision: i64 =
-        tx.query_row("SELECT value FROM revision WHERE id = 1", [], |r| r.get(0))?;
+    let revision: i64 = tx.query_row(SELECT_REVISION, [], |r| r.get(0))?;
     let instances = {
-        let mut select = tx.prepare(
-            "SELECT c.instance_id, l.config, c.changes, c.revision
-             FROM instance_changes c LEFT JOIN launched_instances l USING (instance_id)
-             WHERE c.revision > ?1 ORDER BY c.revision, c.instance_id",
-        )?;
+        let mut select = tx.prepare(SELECT_INSTANCES)?;
         let rows = select.query_map([after], |r| {
             Ok(StoredInstance {
                 instance_id: r.get(0)?,
@@ -333,9 +322,7 @@ fn load_since(c: &mut Connection, after: i64) -> rusqlite::Result<Changed> {
         rows.collect::<rusqlite::Result<Vec<_>>>()?
     };
     let account = {
-        let mut select = tx.prepare(
-            "SELECT name, value, revision FROM account WHERE revision > ?1 ORDER BY revision",
-        )?;
+        let mut select = tx.prepare(SELECT_ACCOUNT)?;
         let rows = select.query_map([after], |r| {
             Ok(StoredValue {
                 name: r.get(0)?,
@@ -346,9 +333,7 @@ fn load_since(c: &mut Connection, after: i64) -> rusqlite::Result<Changed> {
         rows.collect::<rusqlite::Result<Vec<_>>>()?
     };
     let keys = {
-        let mut select = tx.prepare(
-            "SELECT name, value, created_at_ms FROM keys WHERE revision > ?1 ORDER BY name",
-        )?;
+        let mut select = tx.prepare(SELECT_KEYS)?;
         let rows = select.query_map([after], |r| {
             Ok(StoredKey {
                 name: r.get(0)?,

@@ -79,6 +79,7 @@ async function live() {
       if (error.status === 401) { showLogin(); break; }
       $('live').textContent = 'reconnecting…';
       $('live').className = 'live';
+      // The server is away (restart, network): try again shortly rather than in a tight loop.
       await sleep(2000);
     }
   }
