@@ -21,11 +21,14 @@
 
 mod migrations;
 pub mod postgres;
+mod redact;
 pub mod sqlite;
 
 use std::path::PathBuf;
 
 use zeroize::Zeroizing;
+
+pub use self::redact::{redact, StoreUrl};
 
 /// The revision a writer last saw of a row: the row is written only if it still has it. `0`
 /// for a row it has never seen (new, or still as an older imds stored it).
@@ -37,7 +40,7 @@ pub enum Location {
     /// The embedded database in this state directory.
     StateDir(PathBuf),
     /// A PostgreSQL database, as a libpq-style URL or connection string.
-    Postgres(String),
+    Postgres(StoreUrl),
 }
 
 impl Location {
@@ -58,12 +61,12 @@ impl Location {
             || text.contains('=')
         {
             postgres::parse_config(text)?;
-            return Ok(Location::Postgres(text.to_owned()));
+            return Ok(Location::Postgres(StoreUrl::from(text.to_owned())));
         }
         if text.contains("://") {
             return Err(format!(
                 "unsupported store `{}`: use postgres://USER@HOST:PORT/DB, or a state directory",
-                postgres::redact(text)
+                redact(text)
             ));
         }
         Ok(Location::StateDir(PathBuf::from(text)))
@@ -306,7 +309,7 @@ impl Store {
         match location {
             Location::StateDir(dir) => Ok(Store::Sqlite(sqlite::SqliteStore::open(dir).await?)),
             Location::Postgres(url) => {
-                Ok(Store::Postgres(postgres::PostgresStore::open(url).await?))
+                Ok(Store::Postgres(postgres::PostgresStore::open(url.expose()).await?))
             }
         }
     }
@@ -432,9 +435,16 @@ mod tests {
     #[test]
     fn locations_parse_as_written_and_never_show_a_password() {
         let url = "postgres://imds:pw@db:5432/imds?sslmode=require";
-        assert_eq!(Location::parse(url), Ok(Location::Postgres(url.into())));
+        assert_eq!(
+            Location::parse(url),
+            Ok(Location::Postgres(url.to_owned().into()))
+        );
+        assert!(!format!("{:?}", Location::parse(url)).contains("pw"));
         let libpq = "host=db user=imds dbname=imds";
-        assert_eq!(Location::parse(libpq), Ok(Location::Postgres(libpq.into())));
+        assert_eq!(
+            Location::parse(libpq),
+            Ok(Location::Postgres(libpq.to_owned().into()))
+        );
         assert_eq!(
             Location::parse("sqlite:/var/lib/imds"),
             Ok(Location::StateDir("/var/lib/imds".into()))

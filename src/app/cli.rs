@@ -187,8 +187,8 @@ pub struct KeyArgs {
     /// at start. A host does not start while the database is unreachable, and keeps serving
     /// its guests from memory if it goes away later (control changes are refused until it is
     /// back). Prefer IMDS_STORE or the config file for a URL with a password.
-    #[arg(long, env = "IMDS_STORE", value_name = "URL")]
-    pub store: Option<String>,
+    #[arg(long, env = "IMDS_STORE", hide_env_values = true, value_name = "URL")]
+    pub store: Option<crate::store::StoreUrl>,
     /// RSA private key (PEM, PKCS#8 or PKCS#1, 2048 bits or more) that signs the identity
     /// document instead of a generated one; needs --signing-cert.
     #[arg(

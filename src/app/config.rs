@@ -95,7 +95,7 @@ pub struct ServerConfig {
     pub state_dir: Option<PathBuf>,
     /// The store shared by many hosts (`postgres://USER@HOST:PORT/DB`, libpq-style, TLS when
     /// the URL asks for it), or a state directory; replaces `state_dir` when given.
-    pub store: Option<String>,
+    pub store: Option<crate::store::StoreUrl>,
     /// PEM private key signing the identity document (with `signing_cert_file`).
     pub signing_key_file: Option<PathBuf>,
     /// PEM certificate of `signing_key_file`.
@@ -167,17 +167,17 @@ impl ServerConfig {
     pub fn store_location(&self) -> Result<Option<crate::store::Location>, String> {
         match (&self.store, &self.state_dir) {
             (Some(store), Some(dir)) => {
-                let location = crate::store::Location::parse(store)?;
+                let location = crate::store::Location::parse(store.expose())?;
                 match &location {
                     crate::store::Location::StateDir(named) if named == dir => Ok(Some(location)),
                     _ => Err(format!(
                         "both a store ({}) and a state directory ({}) are given: keep one (--store or --state-dir)",
-                        crate::store::postgres::redact(store),
+                        store,
                         dir.display()
                     )),
                 }
             }
-            (Some(store), None) => crate::store::Location::parse(store).map(Some),
+            (Some(store), None) => crate::store::Location::parse(store.expose()).map(Some),
             (None, Some(dir)) => Ok(Some(crate::store::Location::StateDir(dir.clone()))),
             (None, None) => Ok(None),
         }
@@ -221,7 +221,7 @@ pub struct Overrides {
     /// Replaces `server.state_dir`.
     pub state_dir: Option<PathBuf>,
     /// Replaces `server.store`.
-    pub store: Option<String>,
+    pub store: Option<crate::store::StoreUrl>,
     /// Replaces `server.signing_key_file`.
     pub signing_key_file: Option<PathBuf>,
     /// Replaces `server.signing_cert_file`.
@@ -615,6 +615,22 @@ mod tests {
         assert!(shown.contains("AKIAIMDSCONTROL00001"), "{shown}");
         assert!(!shown.contains("very-secret-value"), "{shown}");
         assert!(shown.contains("(redacted)"), "{shown}");
+    }
+
+    #[test]
+    fn a_loaded_configuration_never_shows_the_store_password() {
+        let overrides = Overrides {
+            store: Some("postgres://imds:pw-e6f1c2@db.example/imds".parse().unwrap()),
+            ..Overrides::default()
+        };
+        let loaded = Config::load(None)
+            .unwrap()
+            .resolve(&overrides, None)
+            .unwrap();
+        for shown in [format!("{loaded:?}"), format!("{overrides:?}")] {
+            assert!(shown.contains("postgres://imds@db.example/imds"), "{shown}");
+            assert!(!shown.contains("pw-e6f1c2"), "{shown}");
+        }
     }
     use std::io::Write;
 

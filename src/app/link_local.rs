@@ -177,34 +177,47 @@ impl Drop for LinkLocal {
 }
 
 /// iptables and nftables rules that send 169.254.169.254:80 to `target`, for machines and
-/// container networks where imds runs unprivileged on another address.
+/// container networks where imds runs unprivileged on another address. For a loopback target
+/// only this machine's own processes are redirected: reaching loopback from a bridge would need
+/// `route_localnet`, which opens every loopback service (imds' keyless control API among them)
+/// to guests and neighbours, so the rules say to serve on the bridge address instead.
 pub fn dnat_rules(target: SocketAddr) -> String {
     let to = target.to_string();
-    let loopback = target.ip().is_loopback();
-    let mut out = String::new();
-    out.push_str(&format!(
+    let mut out = format!(
         "# Send the metadata address 169.254.169.254:80 to imds at {to}.\n\
          # Processes on this machine (iptables):\n\
-         iptables -t nat -A OUTPUT -d 169.254.169.254/32 -p tcp --dport 80 -j DNAT --to-destination {to}\n\
-         # Containers or VMs on a bridge (e.g. docker0) reaching this host:\n"
-    ));
-    if loopback {
+         iptables -t nat -A OUTPUT -d 169.254.169.254/32 -p tcp --dport 80 -j DNAT --to-destination {to}\n"
+    );
+    let bridged = !target.ip().is_loopback();
+    if bridged {
+        out.push_str(&format!(
+            "# Containers or VMs on a bridge (e.g. docker0) reaching this host:\n\
+             iptables -t nat -A PREROUTING -d 169.254.169.254/32 -p tcp --dport 80 -j DNAT --to-destination {to}\n"
+        ));
+    } else {
         out.push_str(
-            "#   a loopback target needs `sysctl -w net.ipv4.conf.all.route_localnet=1`, or serve imds on the bridge address instead\n",
+            "# Containers or VMs on a bridge cannot reach a loopback address: serve imds on the\n\
+             # bridge's address (e.g. `imds serve --listen 172.17.0.1:1338`) and print the rules for it.\n\
+             # Do not enable net.ipv4.conf.*.route_localnet: it lets every guest and neighbour reach\n\
+             # loopback services, imds' control API among them.\n",
         );
     }
     out.push_str(&format!(
-        "iptables -t nat -A PREROUTING -d 169.254.169.254/32 -p tcp --dport 80 -j DNAT --to-destination {to}\n\
-         \n\
+        "\n\
          # The same with nftables:\n\
          nft add table ip imds\n\
          nft add chain ip imds output '{{ type nat hook output priority -100; }}'\n\
-         nft add chain ip imds prerouting '{{ type nat hook prerouting priority -100; }}'\n\
-         nft add rule ip imds output ip daddr 169.254.169.254 tcp dport 80 dnat to {to}\n\
-         nft add rule ip imds prerouting ip daddr 169.254.169.254 tcp dport 80 dnat to {to}\n\
-         \n\
-         # Undo: iptables -t nat -D ... (the same rules with -D), or `nft delete table ip imds`.\n"
+         nft add rule ip imds output ip daddr 169.254.169.254 tcp dport 80 dnat to {to}\n"
     ));
+    if bridged {
+        out.push_str(&format!(
+            "nft add chain ip imds prerouting '{{ type nat hook prerouting priority -100; }}'\n\
+             nft add rule ip imds prerouting ip daddr 169.254.169.254 tcp dport 80 dnat to {to}\n"
+        ));
+    }
+    out.push_str(
+        "\n# Undo: iptables -t nat -D ... (the same rules with -D), or `nft delete table ip imds`.\n",
+    );
     out
 }
 
@@ -224,7 +237,29 @@ mod tests {
         let rules = dnat_rules("127.0.0.1:1338".parse().unwrap());
         assert!(rules.contains("-j DNAT --to-destination 127.0.0.1:1338"));
         assert!(rules.contains("dnat to 127.0.0.1:1338"));
-        assert!(rules.contains("route_localnet"));
-        assert!(!dnat_rules("172.17.0.1:1338".parse().unwrap()).contains("route_localnet"));
+    }
+
+    #[test]
+    fn rules_for_a_loopback_target_never_enable_route_localnet_nor_redirect_bridges() {
+        let rules = dnat_rules("127.0.0.1:1338".parse().unwrap());
+        let commands: Vec<&str> = rules.lines().filter(|l| !l.starts_with('#')).collect();
+        assert!(
+            commands.iter().all(|l| !l.contains("route_localnet")),
+            "{rules}"
+        );
+        assert!(
+            commands
+                .iter()
+                .all(|l| !l.contains("PREROUTING") && !l.contains("prerouting")),
+            "{rules}"
+        );
+        assert!(
+            rules.contains("serve imds on the\n# bridge's address"),
+            "{rules}"
+        );
+        let bridged = dnat_rules("172.17.0.1:1338".parse().unwrap());
+        assert!(bridged.contains("-A PREROUTING"), "{bridged}");
+        assert!(bridged.contains("hook prerouting"), "{bridged}");
+        assert!(!bridged.contains("route_localnet"), "{bridged}");
     }
 }

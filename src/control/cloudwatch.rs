@@ -111,7 +111,9 @@ impl CloudWatchError {
                     SignatureError::Unsigned => "MissingAuthenticationToken",
                     SignatureError::UnknownKey => "InvalidClientTokenId",
                     SignatureError::Skewed => "RequestExpired",
-                    SignatureError::Malformed | SignatureError::Mismatch => "SignatureDoesNotMatch",
+                    SignatureError::Malformed
+                    | SignatureError::Mismatch
+                    | SignatureError::PayloadMismatch => "SignatureDoesNotMatch",
                 };
                 (
                     code,

@@ -137,6 +137,21 @@ impl ControlError {
         }
     }
 
+    /// The message API clients read: the error as displayed, except that a store's location
+    /// (its host, user and database) stays in the operator's log.
+    pub fn client_message(&self) -> String {
+        match self {
+            ControlError::Unavailable(_) => {
+                "The service is unavailable: its store cannot be reached. Please try again.".into()
+            }
+            ControlError::Conflict(_) => {
+                "The service is unavailable: another change raced this one. Please try again."
+                    .into()
+            }
+            other => other.to_string(),
+        }
+    }
+
     /// The error document.
     pub fn xml(&self, request_id: &str) -> String {
         let mut out = String::from(
@@ -144,7 +159,7 @@ impl ControlError {
         );
         out.push_str(self.code());
         out.push_str("</Code><Message>");
-        escape_into(&mut out, &self.to_string());
+        escape_into(&mut out, &self.client_message());
         out.push_str("</Message></Error></Errors><RequestID>");
         out.push_str(request_id);
         out.push_str("</RequestID></Response>");

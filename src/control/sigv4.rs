@@ -2,6 +2,9 @@
 //! configured. The canonical request is rebuilt from exactly the headers the client says it
 //! signed (`SignedHeaders`), so any SigV4 client (the AWS CLI, boto3, the SDKs) is accepted;
 //! the signature is compared in constant time and `X-Amz-Date` must be within 15 minutes.
+//! The payload hash is always computed from the body received: a request whose
+//! `x-amz-content-sha256` disagrees with it (or says `UNSIGNED-PAYLOAD`) is refused, as S3
+//! refuses it, so a signature covers the whole request and a captured one changes nothing.
 
 use hmac::{Hmac, Mac};
 use http::request::Parts;
@@ -49,6 +52,10 @@ pub enum SignatureError {
     /// The signature does not match.
     #[error("signature mismatch")]
     Mismatch,
+    /// `x-amz-content-sha256` is not the SHA-256 of the body received (`UNSIGNED-PAYLOAD`
+    /// included: every control request binds its body).
+    #[error("x-amz-content-sha256 does not match the body received")]
+    PayloadMismatch,
 }
 
 impl ControlKeys {
@@ -132,10 +139,14 @@ impl ControlKeys {
             };
             canonical.push_str(&format!("{name}:{value}\n"));
         }
-        let payload = match header(parts, "x-amz-content-sha256") {
-            Some(given) if given != "UNSIGNED-PAYLOAD" => given.to_owned(),
-            _ => hex(&Sha256::digest(body)),
-        };
+        // The signature binds the body received, never a hash the client claims: a captured
+        // request replayed with another body and its original hash in this header is refused.
+        let payload = hex(&Sha256::digest(body));
+        if let Some(claimed) = parts.headers.get("x-amz-content-sha256") {
+            if claimed.as_bytes() != payload.as_bytes() {
+                return Err(SignatureError::PayloadMismatch);
+            }
+        }
         canonical.push_str(&format!("\n{signed_headers}\n{payload}"));
         let string_to_sign = format!(
             "AWS4-HMAC-SHA256\n{amz_date}\n{date}/{region}/{service}/aws4_request\n{}",
@@ -248,5 +259,140 @@ mod tests {
             stranger.verify(&parts, b"", now),
             Err(SignatureError::UnknownKey)
         );
+    }
+
+    const KEY_ID: &str = "AKIDEXAMPLE";
+    const SECRET: &str = "wJalrXUtnFEMI/K7MDENG+bPxRfiCYEXAMPLEKEY";
+
+    fn keys() -> ControlKeys {
+        ControlKeys {
+            access_key_id: KEY_ID.into(),
+            secret_access_key: SECRET.into(),
+        }
+    }
+
+    /// A POST of `body` signed as boto3 signs EC2 requests, at `now`; with `claim_hash`, the
+    /// signer also sends (and signs) `x-amz-content-sha256`, as S3 clients do.
+    fn signed_post(body: &[u8], now: OffsetDateTime, claim_hash: bool) -> Parts {
+        use aws_sigv4::http_request::{
+            sign, PayloadChecksumKind, SignableBody, SignableRequest, SigningSettings,
+        };
+        let mut request = http::Request::post("/")
+            .header("host", "127.0.0.1:1339")
+            .header(
+                "content-type",
+                "application/x-www-form-urlencoded; charset=utf-8",
+            )
+            .body(())
+            .unwrap();
+        let identity = aws_credential_types::Credentials::new(KEY_ID, SECRET, None, None, "test");
+        let identity = identity.into();
+        let mut settings = SigningSettings::default();
+        if claim_hash {
+            settings.payload_checksum_kind = PayloadChecksumKind::XAmzSha256;
+        }
+        let params = aws_sigv4::sign::v4::SigningParams::builder()
+            .identity(&identity)
+            .region("us-east-1")
+            .name("ec2")
+            .time(now.into())
+            .settings(settings)
+            .build()
+            .unwrap()
+            .into();
+        let headers = request
+            .headers()
+            .iter()
+            .map(|(name, value)| (name.as_str(), value.to_str().unwrap()));
+        let signable =
+            SignableRequest::new("POST", "/", headers, SignableBody::Bytes(body)).unwrap();
+        let (instructions, _) = sign(signable, &params).unwrap().into_parts();
+        instructions.apply_to_request_http1x(&mut request);
+        request.into_parts().0
+    }
+
+    fn now() -> OffsetDateTime {
+        OffsetDateTime::from_unix_timestamp(1_800_000_000).unwrap()
+    }
+
+    const DESCRIBE: &[u8] = b"Action=DescribeInstances&Version=2016-11-15";
+    const DISABLE: &[u8] = b"Action=ModifyInstanceMetadataOptions&Version=2016-11-15&InstanceId=i-0b4f7d2c9a1e83f56&HttpEndpoint=disabled";
+
+    #[test]
+    fn a_replayed_request_with_another_body_and_the_original_hash_is_refused() {
+        let parts = signed_post(DESCRIBE, now(), false);
+        assert_eq!(keys().verify(&parts, DESCRIBE, now()), Ok(()));
+        let mut replayed = parts.clone();
+        let original = hex(&Sha256::digest(DESCRIBE));
+        replayed
+            .headers
+            .insert("x-amz-content-sha256", original.parse().unwrap());
+        assert_eq!(
+            keys().verify(&replayed, DISABLE, now()),
+            Err(SignatureError::PayloadMismatch)
+        );
+        assert_eq!(
+            keys().verify(&parts, DISABLE, now()),
+            Err(SignatureError::Mismatch)
+        );
+    }
+
+    #[test]
+    fn a_signed_content_hash_header_is_accepted_only_with_its_own_body() {
+        let parts = signed_post(DESCRIBE, now(), true);
+        assert!(parts.headers.contains_key("x-amz-content-sha256"));
+        assert_eq!(keys().verify(&parts, DESCRIBE, now()), Ok(()));
+        assert_eq!(
+            keys().verify(&parts, DISABLE, now()),
+            Err(SignatureError::PayloadMismatch)
+        );
+        let mut rehashed = parts.clone();
+        let forged = hex(&Sha256::digest(DISABLE));
+        rehashed
+            .headers
+            .insert("x-amz-content-sha256", forged.parse().unwrap());
+        assert_eq!(
+            keys().verify(&rehashed, DISABLE, now()),
+            Err(SignatureError::Mismatch)
+        );
+    }
+
+    #[test]
+    fn an_unsigned_payload_is_refused() {
+        let mut parts = signed_post(DESCRIBE, now(), false);
+        parts
+            .headers
+            .insert("x-amz-content-sha256", "UNSIGNED-PAYLOAD".parse().unwrap());
+        assert_eq!(
+            keys().verify(&parts, DESCRIBE, now()),
+            Err(SignatureError::PayloadMismatch)
+        );
+    }
+
+    proptest::proptest! {
+        /// Whatever body is sent with a captured signature, and whatever hash it claims, only
+        /// the signed body is accepted.
+        #[test]
+        fn a_signature_accepts_only_the_body_it_was_made_for(
+            signed_body in proptest::collection::vec(proptest::num::u8::ANY, 0..64),
+            sent_body in proptest::collection::vec(proptest::num::u8::ANY, 0..64),
+            claim in 0u8..4,
+            claim_hash in proptest::bool::ANY,
+        ) {
+            let mut parts = signed_post(&signed_body, now(), claim_hash);
+            let claimed = match claim {
+                0 => None,
+                1 => Some(hex(&Sha256::digest(&signed_body))),
+                2 => Some(hex(&Sha256::digest(&sent_body))),
+                _ => Some("UNSIGNED-PAYLOAD".to_owned()),
+            };
+            if let Some(claimed) = claimed {
+                parts.headers.insert("x-amz-content-sha256", claimed.parse().unwrap());
+            }
+            let verdict = keys().verify(&parts, &sent_body, now());
+            if sent_body != signed_body {
+                proptest::prop_assert!(verdict.is_err(), "{verdict:?}");
+            }
+        }
     }
 }

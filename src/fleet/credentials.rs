@@ -42,8 +42,8 @@ impl Delivery {
     }
 }
 
-/// One set of credentials, rendered once for its period.
-#[derive(Debug)]
+/// One set of credentials, rendered once for its period. Its `Debug` never shows the
+/// documents (they hold the secret key and the session token).
 pub struct IssuedSet {
     period: u64,
     /// The credentials document.
@@ -52,6 +52,15 @@ pub struct IssuedSet {
     pub extended: Option<Bytes>,
     /// `Last-Modified` of these documents: their `LastUpdated`.
     pub last_modified: HeaderValue,
+}
+
+impl std::fmt::Debug for IssuedSet {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("IssuedSet")
+            .field("period", &self.period)
+            .field("last_modified", &self.last_modified)
+            .finish_non_exhaustive()
+    }
 }
 
 /// Issues the credentials of one instance: the role's (a set per delivery) and the identity

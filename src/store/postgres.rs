@@ -19,8 +19,8 @@ use tokio_postgres_rustls::MakeRustlsConnect;
 use zeroize::Zeroizing;
 
 use super::{
-    account_row, instance_row, migrations, Changed, Commit, Health, MinuteCount, StoreError,
-    StoredCount, StoredInstance, StoredKey, StoredValue, NEXT_REVISION, SELECT_ACCOUNT,
+    account_row, instance_row, migrations, redact, Changed, Commit, Health, MinuteCount,
+    StoreError, StoredCount, StoredInstance, StoredKey, StoredValue, NEXT_REVISION, SELECT_ACCOUNT,
     SELECT_HISTORY, SELECT_INSTANCES, SELECT_KEYS, SELECT_REVISION,
 };
 
@@ -55,41 +55,6 @@ pub fn parse_config(text: &str) -> Result<Config, String> {
     config.keepalives_idle(Duration::from_secs(10));
     config.tcp_user_timeout(Duration::from_secs(10));
     Ok(config)
-}
-
-/// `text` with any password hidden, for messages.
-pub fn redact(text: &str) -> String {
-    if let Some(at) = text.find("://") {
-        let (scheme, rest) = (&text[..at + 3], &text[at + 3..]);
-        let (authority, tail) = rest.split_at(rest.find(['/', '?']).unwrap_or(rest.len()));
-        if let Some((userinfo, host)) = authority.rsplit_once('@') {
-            let user = userinfo.split(':').next().unwrap_or("");
-            return format!("{scheme}{user}@{host}{}", redact_query(tail));
-        }
-        return format!("{scheme}{authority}{}", redact_query(tail));
-    }
-    text.split_whitespace()
-        .map(|pair| match pair.split_once('=') {
-            Some((key, _)) if key.eq_ignore_ascii_case("password") => "password=***".to_owned(),
-            _ => pair.to_owned(),
-        })
-        .collect::<Vec<_>>()
-        .join(" ")
-}
-
-fn redact_query(tail: &str) -> String {
-    let Some((path, query)) = tail.split_once('?') else {
-        return tail.to_owned();
-    };
-    let query = query
-        .split('&')
-        .map(|pair| match pair.split_once('=') {
-            Some((key, _)) if key.eq_ignore_ascii_case("password") => "password=***".to_owned(),
-            _ => pair.to_owned(),
-        })
-        .collect::<Vec<_>>()
-        .join("&");
-    format!("{path}?{query}")
 }
 
 /// The shared database, its connection and what the supervisor knows of it.
@@ -659,22 +624,6 @@ fn tls() -> MakeRustlsConnect {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn passwords_never_show() {
-        assert_eq!(
-            redact("postgres://imds:s3cret@db.example:5432/imds?sslmode=require"),
-            "postgres://imds@db.example:5432/imds?sslmode=require"
-        );
-        assert_eq!(
-            redact("postgresql://db:5432/imds?password=s3cret&sslmode=disable"),
-            "postgresql://db:5432/imds?password=***&sslmode=disable"
-        );
-        assert_eq!(
-            redact("host=db user=imds password=s3cret dbname=imds"),
-            "host=db user=imds password=*** dbname=imds"
-        );
-    }
 
     #[test]
     fn configs_parse_or_say_why() {

@@ -632,6 +632,42 @@ fn with_control_keys_only_requests_signed_with_them_are_served() {
 }
 
 #[test]
+#[ignore = "needs botocore: run scripts/test"]
+fn a_request_botocore_signed_cannot_be_replayed_with_another_body() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("imds.toml");
+    std::fs::write(
+        &config,
+        "[control]\naccess_key_id = \"AKIAIMDSCONTROLTEST1\"\nsecret_access_key = \"imds-control-test-secret-key-0123456789ab\"\n",
+    )
+    .unwrap();
+    let served = serve(&["--config", config.to_str().unwrap()]);
+    let script = crate::conformance::repo().join("tests/conformance/python/botocore_replay.py");
+    let output = Command::new(python())
+        .arg(script)
+        .args([&served.control[0], INSTANCE])
+        .env_clear()
+        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "botocore_replay.py: {stderr}");
+    let result: Value = serde_json::from_slice(&output.stdout).unwrap();
+    for (action, answer) in result["replays"].as_object().unwrap() {
+        assert_eq!(answer[0], 401, "{action}: {answer}");
+        assert_eq!(answer[1], "AuthFailure", "{action}: {answer}");
+    }
+    assert_eq!(result["signed"][0], 200, "{result}");
+    // Nothing changed: the endpoint still answers, the instance runs, the options are as before.
+    assert_eq!(
+        get(&served, "/latest/meta-data/instance-id"),
+        (200, INSTANCE.to_owned())
+    );
+    let options = metadata_options(&served);
+    assert_eq!(options["HttpEndpoint"], "enabled");
+}
+
+#[test]
 fn imds_ctl_signs_with_the_control_keys_it_is_given() {
     let dir = tempfile::tempdir().unwrap();
     let config = dir.path().join("imds.toml");

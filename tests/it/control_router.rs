@@ -417,3 +417,62 @@ async fn a_signed_request_cannot_have_its_body_changed() {
         StatusCode::OK
     );
 }
+
+#[tokio::test]
+async fn a_captured_request_replayed_with_its_original_payload_hash_and_a_new_body_changes_nothing()
+{
+    use sha2::Digest;
+    let f = signed_fixture();
+    let captured = signed(DESCRIBE, clock_time(&f, 0), SECRET);
+    let (mut parts, _) = captured.into_parts();
+    let original_hash: String = sha2::Sha256::digest(DESCRIBE.as_bytes())
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    parts
+        .headers
+        .insert("x-amz-content-sha256", original_hash.parse().unwrap());
+    for body in [
+        format!("Action=ModifyInstanceMetadataOptions&Version=2016-11-15&InstanceId={INSTANCE}&HttpEndpoint=disabled"),
+        format!("Action=TerminateInstances&Version=2016-11-15&InstanceId.1={INSTANCE}"),
+        "Action=RotateKeys&Version=2016-11-15".to_owned(),
+    ] {
+        let replayed = Request::from_parts(parts.clone(), Full::new(Bytes::from(body.clone())));
+        assert_error(
+            &control(&f.app, replayed).await,
+            StatusCode::UNAUTHORIZED,
+            "AuthFailure",
+        );
+    }
+    // The same header with the body it was computed from is the request as signed.
+    let replayed = Request::from_parts(parts, Full::new(Bytes::from(DESCRIBE)));
+    assert_eq!(control(&f.app, replayed).await.0, StatusCode::OK);
+    assert_eq!(
+        f.guest("/latest/meta-data/instance-id").await.0,
+        StatusCode::OK
+    );
+}
+
+#[tokio::test]
+async fn no_debug_output_of_a_running_imds_shows_a_credential_or_the_control_secret() {
+    let f = signed_fixture();
+    let (status, role) = f.guest("/latest/meta-data/iam/security-credentials/").await;
+    assert_eq!(status, StatusCode::OK);
+    let mut secrets = vec![SECRET.to_owned()];
+    for path in [
+        format!("/latest/meta-data/iam/security-credentials/{role}"),
+        "/latest/meta-data/identity-credentials/ec2/security-credentials/ec2-instance".to_owned(),
+    ] {
+        let (status, body) = f.guest(&path).await;
+        assert_eq!(status, StatusCode::OK, "{path}");
+        let document: serde_json::Value = serde_json::from_str(&body).unwrap();
+        for field in ["SecretAccessKey", "Token"] {
+            secrets.push(document[field].as_str().unwrap().to_owned());
+        }
+    }
+    let shown = format!("{:?}", f.app);
+    assert!(shown.len() > 1000, "the whole app is shown: {shown}");
+    for secret in &secrets {
+        assert!(!shown.contains(secret.as_str()), "a secret shows in {shown}");
+    }
+}

@@ -33,6 +33,7 @@ mod postgres;
 mod process;
 mod recordings;
 mod reload_race;
+mod secrets;
 mod slow_clients;
 mod ssrf;
 mod sts;
