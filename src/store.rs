@@ -308,9 +308,9 @@ impl Store {
     pub async fn open(location: &Location) -> Result<Store, StoreError> {
         match location {
             Location::StateDir(dir) => Ok(Store::Sqlite(sqlite::SqliteStore::open(dir).await?)),
-            Location::Postgres(url) => {
-                Ok(Store::Postgres(postgres::PostgresStore::open(url.expose()).await?))
-            }
+            Location::Postgres(url) => Ok(Store::Postgres(
+                postgres::PostgresStore::open(url.expose()).await?,
+            )),
         }
     }
 

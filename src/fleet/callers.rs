@@ -20,12 +20,21 @@ pub const MAX_COMMAND_LINE: usize = 256;
 pub struct RecentCaller {
     /// Its process id.
     pub pid: u32,
+    /// The user it runs as.
+    pub uid: u32,
     /// Its command line (at most [`MAX_COMMAND_LINE`] characters).
     pub command_line: String,
     /// Token-less requests it made while kept.
     pub requests: u64,
     /// When it last made one.
     pub last_seen: SystemTime,
+}
+
+/// The user imds runs as (`None` where `/proc` cannot tell).
+pub fn own_uid() -> Option<u32> {
+    use std::os::unix::fs::MetadataExt;
+    static OWN: std::sync::OnceLock<Option<u32>> = std::sync::OnceLock::new();
+    *OWN.get_or_init(|| std::fs::metadata("/proc/self").ok().map(|m| m.uid()))
 }
 
 /// An instance's recent IMDSv1 callers, most recently seen first.
@@ -35,8 +44,9 @@ pub struct RecentCallers {
 }
 
 impl RecentCallers {
-    /// Counts one token-less request by process `pid` running `command_line`, made at `at`.
-    pub fn record(&self, pid: u32, command_line: &str, at: SystemTime) {
+    /// Counts one token-less request by process `pid` of user `uid` running `command_line`,
+    /// made at `at`.
+    pub fn record(&self, pid: u32, uid: u32, command_line: &str, at: SystemTime) {
         let command_line: String = command_line.chars().take(MAX_COMMAND_LINE).collect();
         let mut callers = self.callers.lock().unwrap_or_else(|e| e.into_inner());
         let seen = callers
@@ -46,6 +56,7 @@ impl RecentCallers {
             Some(index) => callers.remove(index),
             None => RecentCaller {
                 pid,
+                uid,
                 command_line,
                 requests: 0,
                 last_seen: at,
@@ -78,9 +89,9 @@ mod tests {
     #[test]
     fn a_caller_seen_again_is_counted_once_and_moves_to_the_front() {
         let callers = RecentCallers::default();
-        callers.record(10, "python3 poll.py", at(0));
-        callers.record(11, "curl http://169.254.169.254/", at(1));
-        callers.record(10, "python3 poll.py", at(2));
+        callers.record(10, 0, "python3 poll.py", at(0));
+        callers.record(11, 0, "curl http://169.254.169.254/", at(1));
+        callers.record(10, 0, "python3 poll.py", at(2));
         let list = callers.list();
         assert_eq!(list.len(), 2);
         assert_eq!(
@@ -93,8 +104,8 @@ mod tests {
     #[test]
     fn a_reused_pid_with_another_command_line_is_another_caller() {
         let callers = RecentCallers::default();
-        callers.record(10, "python3 poll.py", at(0));
-        callers.record(10, "bash", at(1));
+        callers.record(10, 0, "python3 poll.py", at(0));
+        callers.record(10, 0, "bash", at(1));
         assert_eq!(callers.list().len(), 2);
     }
 
@@ -102,10 +113,10 @@ mod tests {
     fn when_full_the_caller_seen_least_recently_makes_room() {
         let callers = RecentCallers::default();
         for pid in 0..KEPT as u32 {
-            callers.record(pid, "poll", at(u64::from(pid)));
+            callers.record(pid, 0, "poll", at(u64::from(pid)));
         }
-        callers.record(0, "poll", at(100));
-        callers.record(1000, "new", at(101));
+        callers.record(0, 0, "poll", at(100));
+        callers.record(1000, 0, "new", at(101));
         let list = callers.list();
         assert_eq!(list.len(), KEPT);
         assert_eq!(list[0].pid, 1000);
@@ -119,7 +130,7 @@ mod tests {
     #[test]
     fn long_command_lines_are_cut() {
         let callers = RecentCallers::default();
-        callers.record(1, &"x".repeat(5000), at(0));
+        callers.record(1, 0, &"x".repeat(5000), at(0));
         assert_eq!(callers.list()[0].command_line.len(), MAX_COMMAND_LINE);
     }
 }

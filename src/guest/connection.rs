@@ -123,7 +123,8 @@ impl Surface for GuestApi {
                 // Kept on the instance for the web console's list of IMDSv1 callers.
                 if let Some((caller, slot)) = caller.zip(slot) {
                     let callers = &slot.counters().recent_callers;
-                    callers.record(caller.pid, &caller.cmdline, std::time::SystemTime::now());
+                    let now = std::time::SystemTime::now();
+                    callers.record(caller.pid, caller.uid, &caller.cmdline, now);
                 }
             }
             if let Some((fault, connection)) = faulty {

@@ -473,6 +473,9 @@ async fn no_debug_output_of_a_running_imds_shows_a_credential_or_the_control_sec
     let shown = format!("{:?}", f.app);
     assert!(shown.len() > 1000, "the whole app is shown: {shown}");
     for secret in &secrets {
-        assert!(!shown.contains(secret.as_str()), "a secret shows in {shown}");
+        assert!(
+            !shown.contains(secret.as_str()),
+            "a secret shows in {shown}"
+        );
     }
 }

@@ -29,8 +29,14 @@ fn help_never_shows_a_secret_from_the_environment() {
     let store = format!("postgres://imds:{STORE_PASSWORD}@127.0.0.1:1/imds");
     for args in [&["serve"][..], &["ctl"], &["cert"], &["check-config"]] {
         let shown = help(args, &store);
-        assert!(!shown.contains(STORE_PASSWORD), "imds {args:?} --help: {shown}");
-        assert!(!shown.contains(CONTROL_SECRET), "imds {args:?} --help: {shown}");
+        assert!(
+            !shown.contains(STORE_PASSWORD),
+            "imds {args:?} --help: {shown}"
+        );
+        assert!(
+            !shown.contains(CONTROL_SECRET),
+            "imds {args:?} --help: {shown}"
+        );
     }
     assert!(help(&["serve"], &store).contains("IMDS_STORE"));
 }
@@ -52,9 +58,10 @@ fn ctl(served: &Served, args: &[&str]) -> (i32, String) {
 #[test]
 fn a_run_with_every_secret_set_prints_none_of_them() {
     let pg = Postgres::start();
-    let url = pg
-        .database("secrets")
-        .replace("postgres://imds@", &format!("postgres://imds:{STORE_PASSWORD}@"));
+    let url = pg.database("secrets").replace(
+        "postgres://imds@",
+        &format!("postgres://imds:{STORE_PASSWORD}@"),
+    );
     let dir = tempfile::tempdir().unwrap();
     let config = dir.path().join("imds.toml");
     std::fs::write(
@@ -119,7 +126,10 @@ fn a_run_with_every_secret_set_prints_none_of_them() {
     }
 
     let (_, stderr) = served.stop("TERM");
-    assert!(stderr.contains("DEBUG") || stderr.contains("debug"), "{stderr}");
+    assert!(
+        stderr.contains("DEBUG") || stderr.contains("debug"),
+        "{stderr}"
+    );
     for secret in &secrets {
         assert!(
             !stderr.contains(secret.as_str()),

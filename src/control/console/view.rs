@@ -87,15 +87,20 @@ impl ControlApi {
                 .map(|m| history.at(metric, m, minute))
                 .collect()
         };
+        // Another user's command line may carry its secrets: only operators who signed in
+        // with the control keys see it; without keys the console shows imds' own user's.
+        let own = crate::fleet::callers::own_uid();
         let callers: Vec<Value> = slot
             .counters()
             .recent_callers
             .list()
             .into_iter()
             .map(|caller| {
+                let shown = self.keys.is_some() || own == Some(caller.uid);
                 json!({
                     "pid": caller.pid,
-                    "commandLine": caller.command_line,
+                    "uid": caller.uid,
+                    "commandLine": shown.then_some(caller.command_line),
                     "requests": caller.requests,
                     "lastSeen": rfc3339(datetime(unix_millis(caller.last_seen))),
                 })

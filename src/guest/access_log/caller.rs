@@ -19,6 +19,8 @@ use super::{proc_net_tcp, sock_diag};
 pub struct Caller {
     /// Its process id.
     pub pid: u32,
+    /// The user it runs as.
+    pub uid: u32,
     /// Its arguments joined by spaces (at most [`MAX_CMDLINE`] bytes).
     pub cmdline: String,
 }
@@ -59,6 +61,7 @@ impl CallerFinder {
         let pid = self.owner(socket.inode, socket.uid)?;
         Some(Caller {
             pid,
+            uid: socket.uid,
             cmdline: cmdline(pid).unwrap_or_default(),
         })
     }

@@ -278,6 +278,7 @@ mod tests {
     fn a_line_is_one_json_object_with_the_documented_fields() {
         let caller = Caller {
             pid: 4242,
+            uid: 0,
             cmdline: "python3 -c \"poll()\"".into(),
         };
         let text = written(&[line(None), line(Some(caller))]);

@@ -182,3 +182,26 @@ async fn at_most_32_long_polls_wait_at_once() {
     let detail = view(&f, &format!("/console/api/instances/{INSTANCE}")).await;
     assert_eq!(detail["events"]["spot"]["action"], "terminate", "{detail}");
 }
+
+#[tokio::test]
+async fn without_control_keys_the_console_hides_other_users_command_lines() {
+    let f = Fixture::new("");
+    let own = imds::fleet::callers::own_uid().unwrap();
+    let slot = f.app.state.first().unwrap();
+    let callers = &slot.counters().recent_callers;
+    let now = std::time::SystemTime::now();
+    callers.record(101, own, "python3 poll.py", now);
+    callers.record(
+        202,
+        own + 1,
+        "deploy --password hunter2-of-another-user",
+        now,
+    );
+    let detail = view(&f, &format!("/console/api/instances/{INSTANCE}")).await;
+    let recent = detail["callers"]["recent"].as_array().unwrap();
+    let by_pid = |pid: u64| recent.iter().find(|c| c["pid"] == pid).unwrap();
+    assert_eq!(by_pid(101)["commandLine"], "python3 poll.py");
+    assert_eq!(by_pid(202)["commandLine"], Value::Null);
+    assert_eq!(by_pid(202)["uid"], own + 1);
+    assert!(!detail.to_string().contains("hunter2"), "{detail}");
+}

@@ -203,7 +203,8 @@ function renderDetail(detail) {
   $('callers').hidden = !detail.callers.lookedUp;
   const callers = detail.callers.recent.map((caller) => {
     const tr = el('tr');
-    tr.append(el('td', caller.pid), el('td', caller.commandLine, 'mono'), el('td', caller.requests), el('td', caller.lastSeen));
+    const command = caller.commandLine ?? `(a process of user ${caller.uid}: sign in with the control keys to see it)`;
+    tr.append(el('td', caller.pid), el('td', command, 'mono'), el('td', caller.requests), el('td', caller.lastSeen));
     return tr;
   });
   if (!callers.length) {
