@@ -93,6 +93,23 @@ pub fn token_ttl(data: &[u8]) {
     }
 }
 
+/// A store location (`--store`, `IMDS_STORE`): parsing and redaction never panic, and what
+/// redaction shows never carries a password that PostgreSQL's client would send.
+pub fn store_location(data: &[u8]) {
+    let Ok(text) = std::str::from_utf8(data) else {
+        return;
+    };
+    let _ = crate::store::Location::parse(text);
+    let shown = crate::store::redact(text);
+    if let Ok(config) = shown.parse::<tokio_postgres::Config>() {
+        let password = config.get_password().unwrap_or_default();
+        assert!(
+            password.is_empty() || password == b"***",
+            "{text:?} is shown as {shown:?}, with a password"
+        );
+    }
+}
+
 /// A config file: loading and validation never panic, whatever the text.
 pub fn config_file(data: &[u8]) {
     let Ok(text) = std::str::from_utf8(data) else {

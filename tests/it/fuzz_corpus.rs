@@ -32,6 +32,11 @@ fn token_ttl_corpus_replays_cleanly() {
 }
 
 #[test]
+fn store_location_corpus_replays_cleanly() {
+    replay("store_location", imds::fuzzing::store_location);
+}
+
+#[test]
 fn config_file_corpus_replays_cleanly() {
     replay("config_file", imds::fuzzing::config_file);
 }
