@@ -390,4 +390,6 @@ impl PolicySet {
 }
 
 #[cfg(test)]
+mod properties;
+#[cfg(test)]
 mod tests;
