@@ -91,9 +91,9 @@ impl ControlApi {
         let mut network = (*self.network()).clone();
         let plan = self.plan(query, &network)?;
         let place = Place {
-            partition: crate::fleet::instance::partition_of(&network.region).0,
+            partition: &network.partition,
             region: &network.region,
-            account: &self.template.account_id,
+            account: &network.owner_id,
         };
         let launch = Launch {
             image_id: &plan.image_id,
@@ -398,6 +398,8 @@ impl ControlApi {
         let mac_bytes = rand::random::<[u8; 5]>();
         let mut config = self.template.clone();
         config.instance_id = id;
+        // The registry's account owns what launches into it (the guardrails decided for it).
+        config.account_id = network.owner_id.clone();
         config.reservation_id = reservation_id.to_owned();
         config.ami_id = plan.image_id.clone();
         config.ami_launch_index = index;

@@ -484,8 +484,7 @@ fn is_region_name(name: &str) -> bool {
             .all(|w| !w.is_empty() && w.bytes().all(|b| b.is_ascii_lowercase()))
 }
 
-/// The partition (`aws`, `aws-cn`, `aws-us-gov`) and services domain of `region`.
-pub fn partition_of(region: &str) -> (&'static str, &'static str) {
+fn partition_of(region: &str) -> (&'static str, &'static str) {
     if region.starts_with("cn-") {
         ("aws-cn", "amazonaws.com.cn")
     } else if region.starts_with("us-gov-") {
