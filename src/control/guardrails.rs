@@ -32,7 +32,7 @@ pub(super) struct Place<'a> {
 
 impl Place<'_> {
     /// The ARN of an EC2 resource of this account: `resource` is `type/id` (or `type/*`).
-    pub(super) fn arn(&self, resource: &str) -> String {
+    fn arn(&self, resource: &str) -> String {
         format!(
             "arn:{}:ec2:{}:{}:{resource}",
             self.partition, self.region, self.account
