@@ -152,7 +152,7 @@ pub fn event_time(data: &[u8]) {
 /// RunInstances and ModifyInstanceMetadataOptions requests without panicking, the same way
 /// twice.
 pub fn policy_document(data: &[u8]) {
-    use crate::control::policy::{key, Policy, PolicySet, RequestContext};
+    use crate::control::policy::{key, Policy, PolicySet, Request, RequestContext};
     let Ok(text) = std::str::from_utf8(data) else {
         return;
     };
@@ -162,18 +162,24 @@ pub fn policy_document(data: &[u8]) {
     let set = PolicySet::default().with("fuzz", policy);
     let instance = format!("arn:aws:ec2:us-east-1:111122223333:instance/{INSTANCE_ID}");
     let requests = [
-        RequestContext::new("ec2:RunInstances")
-            .with_resource(instance.as_str())
-            .with_resource("arn:aws:ec2:us-east-1:111122223333:volume/vol-0123")
-            .with_value(key::METADATA_HTTP_TOKENS, "optional")
-            .with_value(key::METADATA_HTTP_PUT_RESPONSE_HOP_LIMIT, "2")
-            .with_value(key::METADATA_HTTP_ENDPOINT, "enabled")
-            .with_request_tag("Name", "web"),
+        Request::new(
+            RequestContext::new("ec2:RunInstances")
+                .with_resource("arn:aws:ec2:us-east-1:111122223333:instance/*")
+                .with_value(key::METADATA_HTTP_TOKENS, "optional")
+                .with_value(key::METADATA_HTTP_PUT_RESPONSE_HOP_LIMIT, "2")
+                .with_value(key::METADATA_HTTP_ENDPOINT, "enabled")
+                .with_request_tag("Name", "web"),
+        )
+        .and(
+            RequestContext::new("ec2:RunInstances")
+                .with_resource("arn:aws:ec2:us-east-1:111122223333:volume/*"),
+        ),
         RequestContext::new("ec2:ModifyInstanceMetadataOptions")
             .with_resource(instance.as_str())
             .with_value("ec2:Attribute/HttpTokens", "required")
-            .with_value("aws:SourceIp", "192.0.2.1"),
-        RequestContext::new("ec2:DescribeInstances"),
+            .with_value("aws:SourceIp", "192.0.2.1")
+            .into(),
+        RequestContext::new("ec2:DescribeInstances").into(),
     ];
     for request in &requests {
         assert_eq!(set.evaluate(request), set.evaluate(request));

@@ -1,26 +1,96 @@
 //! Guardrails: the configured service control policies ([`super::policy`]), evaluated on the
-//! control path for `RunInstances` and `ModifyInstanceMetadataOptions` with the condition keys
-//! EC2 sets for them, from the request's own parameters (a key the request leaves out is
+//! control path for `RunInstances` and `ModifyInstanceMetadataOptions` as IAM evaluates them:
+//! one request context per resource the Service Authorization Reference lists for the action,
+//! each ARN in this imds' partition, region and account, each with the condition keys of its
+//! resource type, filled from the request's own parameters (a key the request leaves out is
 //! absent, as in IAM: "require IMDSv2" policies deny a launch that does not ask for it). An
-//! explicit Deny, or an action no allow-list allows, answers `UnauthorizedOperation`.
+//! explicit Deny on any resource, or a resource no allow-list allows, answers
+//! `UnauthorizedOperation`.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use super::error::ControlError;
-use super::policy::{key, PolicySet, RequestContext};
+use super::policy::{key, PolicySet, Request, RequestContext};
 use super::query::QueryRequest;
 use super::ControlApi;
 
-/// The request context of a `RunInstances` launching instances of `instance_type` with `tags`.
+/// Tags a request applies on create, by `TagSpecification` `ResourceType` (`instance`,
+/// `volume`, `network-interface`, ...), then by key.
+pub(super) type TagsByType = BTreeMap<String, BTreeMap<String, String>>;
+
+/// Where the resources a request touches live: the parts of their ARNs that are not theirs.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Place<'a> {
+    /// `aws`, `aws-cn` or `aws-us-gov`.
+    pub(super) partition: &'a str,
+    /// The region, e.g. `us-east-1`.
+    pub(super) region: &'a str,
+    /// The 12-digit account id.
+    pub(super) account: &'a str,
+}
+
+impl Place<'_> {
+    /// The ARN of an EC2 resource of this account: `resource` is `type/id` (or `type/*`).
+    fn arn(&self, resource: &str) -> String {
+        format!(
+            "arn:{}:ec2:{}:{}:{resource}",
+            self.partition, self.region, self.account
+        )
+    }
+
+    /// The ARN of an image, which names no account.
+    fn image_arn(&self, image_id: &str) -> String {
+        format!(
+            "arn:{}:ec2:{}::image/{image_id}",
+            self.partition, self.region
+        )
+    }
+
+    /// A context for `action` on `arn`, with the keys every EC2 request and resource has.
+    fn context(&self, action: &str, arn: String) -> RequestContext {
+        RequestContext::new(action)
+            .with_resource(arn)
+            .with_value(key::REGION, self.region)
+            .with_value(key::REQUESTED_REGION, self.region)
+    }
+}
+
+/// What a `RunInstances` launches and with what, once its names are resolved against the
+/// network registry (so a name that resolves to nothing has already been refused).
+#[derive(Debug, Clone)]
+pub(super) struct Launch<'a> {
+    /// The AMI id.
+    pub(super) image_id: &'a str,
+    /// The instance type.
+    pub(super) instance_type: &'a str,
+    /// The subnet launched into (given or default).
+    pub(super) subnet_id: &'a str,
+    /// The security groups, by id (given by id or name, or the VPC's default).
+    pub(super) security_group_ids: Vec<&'a str>,
+    /// The key pair's name, when one is given.
+    pub(super) key_name: Option<&'a str>,
+    /// The tags applied on create.
+    pub(super) tags: &'a TagsByType,
+}
+
+/// `RunInstances` as IAM authorises it: `ec2:RunInstances` on the instance, the image, the
+/// subnet, the network interface, each security group, the key pair (when given) and the
+/// volume; and, when the launch tags on create, `ec2:CreateTags` on each tagged resource type
+/// with `ec2:CreateAction` `RunInstances`.
 pub(super) fn run_instances(
     query: &QueryRequest,
-    instance_type: &str,
-    tags: &BTreeMap<String, String>,
-) -> RequestContext {
-    let mut context = RequestContext::new("ec2:RunInstances")
-        .with_resource("arn:aws:ec2:*:*:instance/*")
-        .with_value(key::INSTANCE_TYPE, instance_type);
+    place: Place<'_>,
+    launch: &Launch<'_>,
+) -> Request {
+    let run = |arn: String| place.context("ec2:RunInstances", arn);
+    let tagged = |context: RequestContext, resource_type: &str| match launch.tags.get(resource_type)
+    {
+        Some(tags) => with_request_tags(context, tags),
+        None => context,
+    };
+    let mut instance = tagged(run(place.arn("instance/*")), "instance")
+        .with_value(key::INSTANCE_TYPE, launch.instance_type);
     for (name, key) in [
         ("HttpTokens", key::METADATA_HTTP_TOKENS),
         (
@@ -28,25 +98,62 @@ pub(super) fn run_instances(
             key::METADATA_HTTP_PUT_RESPONSE_HOP_LIMIT,
         ),
         ("HttpEndpoint", key::METADATA_HTTP_ENDPOINT),
+        ("InstanceMetadataTags", key::INSTANCE_METADATA_TAGS),
     ] {
         if let Some(value) = query.get(&format!("MetadataOptions.{name}")) {
-            context = context.with_value(key, value);
+            instance = instance.with_value(key, value);
         }
     }
-    for (tag, value) in tags {
-        context = context.with_request_tag(tag, value.as_str());
+    let mut request = Request::new(instance)
+        .and(run(place.image_arn(launch.image_id)).with_value(key::IMAGE_ID, launch.image_id))
+        .and(
+            run(place.arn(&format!("subnet/{}", launch.subnet_id)))
+                .with_value(key::SUBNET_ID, launch.subnet_id),
+        )
+        .and(tagged(
+            run(place.arn("network-interface/*")),
+            "network-interface",
+        ));
+    for group in &launch.security_group_ids {
+        request = request.and(
+            run(place.arn(&format!("security-group/{group}")))
+                .with_value(key::SECURITY_GROUP_ID, *group),
+        );
     }
-    context
+    if let Some(name) = launch.key_name {
+        request = request
+            .and(run(place.arn(&format!("key-pair/{name}"))).with_value(key::KEY_PAIR_NAME, name));
+    }
+    request = request.and(tagged(run(place.arn("volume/*")), "volume"));
+    for (resource_type, tags) in launch.tags {
+        if tags.is_empty() {
+            continue;
+        }
+        let create_tags = place
+            .context("ec2:CreateTags", place.arn(&format!("{resource_type}/*")))
+            .with_value(key::CREATE_ACTION, "RunInstances");
+        request = request.and(with_request_tags(create_tags, tags));
+    }
+    request
 }
 
-/// The request context of a `ModifyInstanceMetadataOptions` on `instance_arn`: each option it
-/// sets as `ec2:Attribute/NAME`, and the `ec2:Metadata*` keys with the same values.
+fn with_request_tags(context: RequestContext, tags: &BTreeMap<String, String>) -> RequestContext {
+    tags.iter().fold(context, |context, (tag, value)| {
+        context.with_request_tag(tag, value.as_str())
+    })
+}
+
+/// The request context of a `ModifyInstanceMetadataOptions` on instance `instance_id`: each
+/// option it sets as `ec2:Attribute/NAME`, and the `ec2:Metadata*` keys with the same values.
 pub(super) fn modify_instance_metadata_options(
     query: &QueryRequest,
-    instance_arn: &str,
-) -> RequestContext {
-    let mut context =
-        RequestContext::new("ec2:ModifyInstanceMetadataOptions").with_resource(instance_arn);
+    place: Place<'_>,
+    instance_id: &str,
+) -> Request {
+    let mut context = place.context(
+        "ec2:ModifyInstanceMetadataOptions",
+        place.arn(&format!("instance/{instance_id}")),
+    );
     for (name, metadata_key) in [
         ("HttpTokens", Some(key::METADATA_HTTP_TOKENS)),
         (
@@ -64,18 +171,18 @@ pub(super) fn modify_instance_metadata_options(
             }
         }
     }
-    context
+    Request::new(context)
 }
 
 impl ControlApi {
-    /// `UnauthorizedOperation` unless the guardrails allow `context`.
-    pub(super) fn check_policies(&self, context: &RequestContext) -> Result<(), ControlError> {
+    /// `UnauthorizedOperation` unless the guardrails allow `request`.
+    pub(super) fn check_policies(&self, request: &Request) -> Result<(), ControlError> {
         let policies = self.policies();
-        let decision = policies.evaluate(context);
+        let decision = policies.evaluate(request);
         if decision.is_allowed() {
             return Ok(());
         }
-        tracing::info!(action = context.action(), %decision, "refused by a guardrail policy");
+        tracing::info!(%decision, "refused by a guardrail policy");
         Err(ControlError::UnauthorizedOperation(format!(
             "You are not authorized to perform this operation. {decision}"
         )))

@@ -333,22 +333,17 @@ impl ControlApi {
         request_id: &str,
     ) -> Result<String, ControlError> {
         let slot = self.slot(query.require("InstanceId")?)?;
-        let arn = {
+        let request = {
             let snapshot = slot.current();
-            let c = &snapshot.instance.config;
-            let region = c.placement.region.clone().unwrap_or_else(|| {
-                let zone = &c.placement.availability_zone;
-                zone.trim_end_matches(|ch: char| ch.is_ascii_lowercase())
-                    .to_owned()
-            });
-            format!(
-                "arn:aws:ec2:{region}:{}:instance/{}",
-                c.account_id,
-                slot.id()
-            )
+            let instance = &snapshot.instance;
+            let place = super::guardrails::Place {
+                partition: instance.partition,
+                region: &instance.region,
+                account: &instance.config.account_id,
+            };
+            super::guardrails::modify_instance_metadata_options(query, place, slot.id().as_str())
         };
-        let context = super::guardrails::modify_instance_metadata_options(query, &arn);
-        self.check_policies(&context)?;
+        self.check_policies(&request)?;
         let enforced = self.defaults().http_tokens_enforced == Some(true);
         let applied = self
             .change(&slot, Change::Options, |_, config| {

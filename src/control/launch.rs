@@ -12,6 +12,7 @@ use std::sync::Arc;
 use base64::Engine;
 
 use super::error::ControlError;
+use super::guardrails::{Launch, Place, TagsByType};
 use super::query::QueryRequest;
 use super::xml::Xml;
 use super::{hex, ControlApi};
@@ -49,7 +50,7 @@ struct Plan {
     public_ip: bool,
     groups: Vec<crate::fleet::instance::SecurityGroup>,
     key: Option<PublicKeyConfig>,
-    tags: BTreeMap<String, String>,
+    tags: TagsByType,
     options: MetadataOptions,
     role: Option<String>,
     user_data: String,
@@ -89,8 +90,20 @@ impl ControlApi {
         }
         let mut network = (*self.network()).clone();
         let plan = self.plan(query, &network)?;
-        let context = super::guardrails::run_instances(query, &plan.instance_type, &plan.tags);
-        self.check_policies(&context)?;
+        let place = Place {
+            partition: &network.partition,
+            region: &network.region,
+            account: &network.owner_id,
+        };
+        let launch = Launch {
+            image_id: &plan.image_id,
+            instance_type: &plan.instance_type,
+            subnet_id: &plan.subnet_id,
+            security_group_ids: plan.groups.iter().map(|g| g.id.as_str()).collect(),
+            key_name: plan.key.as_ref().map(|k| k.name.as_str()),
+            tags: &plan.tags,
+        };
+        self.check_policies(&super::guardrails::run_instances(query, place, &launch))?;
         if query.dry_run() {
             return Err(ControlError::DryRunOperation);
         }
@@ -305,7 +318,7 @@ impl ControlApi {
                 .map(|(id, name, _)| crate::fleet::instance::SecurityGroup { name, id })
                 .collect(),
             key,
-            tags: instance_tags(query)?,
+            tags: tags_on_create(query)?,
             options: self.launch_options(query)?,
             role,
             user_data,
@@ -385,13 +398,15 @@ impl ControlApi {
         let mac_bytes = rand::random::<[u8; 5]>();
         let mut config = self.template.clone();
         config.instance_id = id;
+        // The registry's account owns what launches into it (the guardrails decided for it).
+        config.account_id = network.owner_id.clone();
         config.reservation_id = reservation_id.to_owned();
         config.ami_id = plan.image_id.clone();
         config.ami_launch_index = index;
         config.instance_type = plan.instance_type.clone();
         config.pending_time = launched_at;
         config.user_data = plan.user_data.clone();
-        config.tags = plan.tags.clone();
+        config.tags = plan.tags.get("instance").cloned().unwrap_or_default();
         config.public_keys = plan.key.iter().cloned().collect();
         config.placement.availability_zone = subnet.availability_zone.clone();
         config.placement.availability_zone_id = subnet.availability_zone_id.clone();
@@ -488,21 +503,20 @@ fn counts(query: &QueryRequest) -> Result<(u32, u32), ControlError> {
     Ok((min, max.min(MAX_COUNT)))
 }
 
-/// The tags of `TagSpecification.N` with `ResourceType=instance`.
-fn instance_tags(query: &QueryRequest) -> Result<BTreeMap<String, String>, ControlError> {
-    let mut tags = BTreeMap::new();
+/// The tags of each `TagSpecification.N`, by its `ResourceType` (the instance keeps those of
+/// `instance`; the guardrails see them all).
+fn tags_on_create(query: &QueryRequest) -> Result<TagsByType, ControlError> {
+    let mut tags = TagsByType::new();
     for n in query.members("TagSpecification") {
         let kind = query.require(&format!("TagSpecification.{n}.ResourceType"))?;
-        if kind != "instance" {
-            continue;
-        }
+        let of_type = tags.entry(kind.to_owned()).or_default();
         for m in query.members(&format!("TagSpecification.{n}.Tag")) {
             let key = query.require(&format!("TagSpecification.{n}.Tag.{m}.Key"))?;
             let value = query
                 .get(&format!("TagSpecification.{n}.Tag.{m}.Value"))
                 .unwrap_or("");
             super::tags::check_tag(key, value)?;
-            tags.insert(key.to_owned(), value.to_owned());
+            of_type.insert(key.to_owned(), value.to_owned());
         }
     }
     Ok(tags)

@@ -3,28 +3,31 @@
 //! `ec2:ModifyInstanceMetadataOptions`, ...), never on the guest path.
 //!
 //! A [`PolicySet`] holds named [`Policy`] documents (loaded from files, each named by its file
-//! name without extension). [`PolicySet::evaluate`] decides a [`RequestContext`] (the action,
-//! the ARNs of the resources it touches, and its condition keys) into a [`Decision`].
+//! name without extension). [`PolicySet::evaluate`] decides a [`Request`] into a [`Decision`]:
+//! as IAM does, one API call is decided as one [`RequestContext`] per resource it touches (the
+//! action, that resource's ARN, and the condition keys of that resource type), and it is
+//! allowed only when every context is (a `RunInstances` touches the instance, the image, the
+//! subnet, the network interface, each security group, the key pair and the volume).
 //!
 //! # How a set decides (SCP semantics)
 //!
 //! 1. **No policy, no restriction.** SCPs only restrict what other policies grant; imds has no
 //!    identity policies, so an empty set allows everything.
-//! 2. **An explicit Deny wins.** A Deny statement that applies (its action, any one of the
-//!    request's resources, and its condition all match) in any policy denies the request:
-//!    [`Decision::ExplicitDeny`] names the first such policy and statement, in load order.
+//! 2. **An explicit Deny wins.** A Deny statement that applies to any one of the request's
+//!    contexts (its action, that context's resource, and its condition on that context's keys
+//!    all match) in any policy denies the request: [`Decision::ExplicitDeny`] names the policy,
+//!    the statement, the action and the resource.
 //! 3. **Allow statements make a policy an allow-list.** In AWS an action must be allowed at
 //!    every level of the organisation, and each level carries the AWS-managed `FullAWSAccess`
 //!    (`Allow * on *`) unless it is replaced. imds models each policy as one such level: a
 //!    policy with only Deny statements is a deny-list on top of an implicit `FullAWSAccess`; a
 //!    policy with at least one Allow statement must allow the request itself, or the request
-//!    is denied implicitly ([`Decision::NotAllowed`] names that policy). A request is allowed
-//!    by a policy when each of its resources is covered by an Allow statement whose action and
-//!    condition match.
+//!    is denied implicitly ([`Decision::NotAllowed`] names that policy, the action and the
+//!    resource). A request is allowed by a policy when each of its contexts is matched by one
+//!    of its Allow statements (action, resource and condition).
 //!
-//! A request without resources (an action without resource-level permissions) is decided
-//! against the resource `*`, which only `"Resource": "*"` (or a `NotResource`) covers. All
-//! resources share the request's condition keys.
+//! A context without a resource (an action without resource-level permissions) is decided
+//! against the resource `*`, which only `"Resource": "*"` (or a `NotResource`) covers.
 //!
 //! # Matching, as the IAM User Guide defines it
 //!
@@ -80,7 +83,7 @@ mod pattern;
 use std::fmt;
 use std::path::{Path, PathBuf};
 
-pub use context::{key, RequestContext};
+pub use context::{key, Request, RequestContext};
 pub use document::Policy;
 
 /// Why a policy document or file was refused. Every message names where: the file, the
@@ -240,19 +243,29 @@ pub enum PolicyError {
 /// What a [`PolicySet`] decided for a request.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Decision {
-    /// No policy denies the request, and every allow-list policy allows it.
+    /// No policy denies any of the request's contexts, and every allow-list policy allows
+    /// each of them.
     Allowed,
-    /// A Deny statement applies.
+    /// A Deny statement applies to one of the request's contexts.
     ExplicitDeny {
         /// The policy's name.
         policy: String,
         /// The statement's `Sid`, if it has one.
         sid: Option<String>,
+        /// The action denied.
+        action: String,
+        /// The resource it was denied on (`*` for an action without resources).
+        resource: String,
     },
-    /// A policy with Allow statements has none that allows the request (an implicit deny).
+    /// A policy with Allow statements has none that allows one of the request's contexts (an
+    /// implicit deny).
     NotAllowed {
         /// The policy's name.
         policy: String,
+        /// The action not allowed.
+        action: String,
+        /// The resource it is not allowed on.
+        resource: String,
     },
 }
 
@@ -269,20 +282,24 @@ impl fmt::Display for Decision {
             Decision::Allowed => f.write_str("allowed"),
             Decision::ExplicitDeny {
                 policy,
-                sid: Some(sid),
+                sid,
+                action,
+                resource,
+            } => {
+                write!(f, "explicit deny in service control policy {policy}")?;
+                if let Some(sid) = sid {
+                    write!(f, " (statement {sid})")?;
+                }
+                write!(f, " for {action} on {resource}")
+            }
+            Decision::NotAllowed {
+                policy,
+                action,
+                resource,
             } => write!(
                 f,
-                "explicit deny in service control policy {policy} (statement {sid})"
+                "no statement in service control policy {policy} allows {action} on {resource}"
             ),
-            Decision::ExplicitDeny { policy, sid: None } => {
-                write!(f, "explicit deny in service control policy {policy}")
-            }
-            Decision::NotAllowed { policy } => {
-                write!(
-                    f,
-                    "no statement in service control policy {policy} allows it"
-                )
-            }
         }
     }
 }
@@ -342,27 +359,37 @@ impl PolicySet {
         self.policies.iter().map(|(name, _)| name.as_str())
     }
 
-    /// Decides `context`: an explicit Deny anywhere first, then every allow-list policy must
-    /// allow it.
-    pub fn evaluate(&self, context: &RequestContext) -> Decision {
-        for (name, policy) in &self.policies {
-            if let Some(statement) = policy.first_deny(context) {
-                return Decision::ExplicitDeny {
-                    policy: name.clone(),
-                    sid: statement.sid.clone(),
-                };
+    /// Decides `request`: an explicit Deny on any of its contexts first (the first context,
+    /// then the first policy, in order), then every allow-list policy must allow each context.
+    pub fn evaluate(&self, request: &Request) -> Decision {
+        for context in request.contexts() {
+            for (name, policy) in &self.policies {
+                if let Some(statement) = policy.first_deny(context) {
+                    return Decision::ExplicitDeny {
+                        policy: name.clone(),
+                        sid: statement.sid.clone(),
+                        action: context.action().to_owned(),
+                        resource: context.resource().to_owned(),
+                    };
+                }
             }
         }
-        for (name, policy) in &self.policies {
-            if policy.has_allow() && !policy.allows(context) {
-                return Decision::NotAllowed {
-                    policy: name.clone(),
-                };
+        for context in request.contexts() {
+            for (name, policy) in &self.policies {
+                if policy.has_allow() && !policy.allows(context) {
+                    return Decision::NotAllowed {
+                        policy: name.clone(),
+                        action: context.action().to_owned(),
+                        resource: context.resource().to_owned(),
+                    };
+                }
             }
         }
         Decision::Allowed
     }
 }
 
+#[cfg(test)]
+mod properties;
 #[cfg(test)]
 mod tests;

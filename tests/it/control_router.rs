@@ -7,6 +7,7 @@ mod console;
 mod defaults;
 mod events;
 mod faults;
+mod guardrails;
 mod iam;
 mod instances;
 mod maintenance;

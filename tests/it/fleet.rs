@@ -401,6 +401,72 @@ fn guardrail_policies_published_by_aws_refuse_what_they_deny() {
 }
 
 #[test]
+#[ignore = "needs the AWS CLI: run scripts/test"]
+fn guardrails_scoped_to_a_region_or_an_account_decide_aws_cli_launches_as_on_aws() {
+    let dir = tempfile::tempdir().unwrap();
+    let policies = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/policies");
+    // AWS's example, verbatim but for the account id: this fleet's is 123456789012.
+    let tag_on_create = std::fs::read_to_string(policies.join("tag-on-create-at-least-one.json"))
+        .unwrap()
+        .replace("111122223333", "123456789012");
+    std::fs::write(dir.path().join("tag-on-create.json"), tag_on_create).unwrap();
+    let scoped = |region: &str, account: &str| {
+        format!(
+            r#"{{"Version": "2012-10-17", "Statement": [{{"Sid": "RequireImdsV2", "Effect": "Deny",
+            "Action": "ec2:RunInstances", "Resource": "arn:aws:ec2:{region}:{account}:instance/*",
+            "Condition": {{"StringNotEquals": {{"ec2:MetadataHttpTokens": "required"}}}}}}]}}"#
+        )
+    };
+    for (name, region, account) in [
+        ("imdsv2-in-us-east-1", "us-east-1", "*"),
+        ("imdsv2-in-eu-west-1", "eu-west-1", "*"),
+        ("imdsv2-in-another-account", "*", "444455556666"),
+    ] {
+        std::fs::write(
+            dir.path().join(format!("{name}.json")),
+            scoped(region, account),
+        )
+        .unwrap();
+    }
+    let config = fleet_config(
+        dir.path(),
+        "\n[control]\nservice_control_policies = [\"imdsv2-in-eu-west-1.json\", \"imdsv2-in-another-account.json\", \"imdsv2-in-us-east-1.json\", \"tag-on-create.json\"]\n",
+    );
+    let served = serve_fleet(&config, &dir.path().join("state"));
+    let tagged = [
+        "--tag-specifications",
+        "ResourceType=instance,Tags=[{Key=environment,Value=prod}]",
+        "ResourceType=volume,Tags=[{Key=environment,Value=prod}]",
+    ];
+    let run = |options: &str, tags: &[&str]| {
+        let mut args = vec!["--metadata-options", options];
+        args.extend_from_slice(tags);
+        run_one(&served, &args)
+    };
+    // The us-east-1 statement applies in us-east-1; the eu-west-1 and other-account ones do not.
+    let (code, stderr) = run("HttpTokens=optional", &tagged).unwrap_err();
+    assert_eq!(code, 255);
+    assert!(
+        stderr.contains("UnauthorizedOperation")
+            && stderr.contains("imdsv2-in-us-east-1 (statement RequireImdsV2)")
+            && stderr.contains("arn:aws:ec2:us-east-1:123456789012:instance/*"),
+        "{stderr}"
+    );
+    // tag-on-create-at-least-one: an untagged launch is refused, a tagged one allowed.
+    let (_, stderr) = run("HttpTokens=required", &[]).unwrap_err();
+    assert!(
+        stderr.contains("no statement in service control policy tag-on-create allows"),
+        "{stderr}"
+    );
+    let launched = run("HttpTokens=required", &tagged).unwrap();
+    assert_eq!(
+        launched["Instances"][0]["Tags"],
+        serde_json::json!([{"Key": "environment", "Value": "prod"}])
+    );
+    assert_eq!(launched["OwnerId"], "123456789012");
+}
+
+#[test]
 #[ignore = "needs boto3: run scripts/test"]
 fn boto3_launches_finds_changes_stops_and_terminates_a_fleet_that_guests_follow() {
     let dir = tempfile::tempdir().unwrap();

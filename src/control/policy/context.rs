@@ -1,5 +1,6 @@
-//! What a control request asks for, as the policies see it: the action, the resources it
-//! touches, and the condition keys with their values.
+//! What a control request asks for, as the policies see it: IAM decides one [`RequestContext`]
+//! (an action, one resource, the condition keys that resource type has) at a time, and a
+//! [`Request`] (one API call) is allowed only when each of its contexts is.
 
 use std::collections::BTreeMap;
 
@@ -12,8 +13,24 @@ pub mod key {
     pub const METADATA_HTTP_PUT_RESPONSE_HOP_LIMIT: &str = "ec2:MetadataHttpPutResponseHopLimit";
     /// `enabled` or `disabled`: the `HttpEndpoint` a `RunInstances` request asks for.
     pub const METADATA_HTTP_ENDPOINT: &str = "ec2:MetadataHttpEndpoint";
+    /// `enabled` or `disabled`: the `InstanceMetadataTags` a `RunInstances` request asks for.
+    pub const INSTANCE_METADATA_TAGS: &str = "ec2:InstanceMetadataTags";
     /// The instance type a `RunInstances` request asks for.
     pub const INSTANCE_TYPE: &str = "ec2:InstanceType";
+    /// The region of the resource (every EC2 resource type has it).
+    pub const REGION: &str = "ec2:Region";
+    /// The region the request is sent to (every request has it).
+    pub const REQUESTED_REGION: &str = "aws:RequestedRegion";
+    /// The AMI id, on the image a `RunInstances` request launches.
+    pub const IMAGE_ID: &str = "ec2:ImageID";
+    /// The subnet id, on the subnet a `RunInstances` request launches into.
+    pub const SUBNET_ID: &str = "ec2:SubnetID";
+    /// The group id, on each security group a `RunInstances` request uses.
+    pub const SECURITY_GROUP_ID: &str = "ec2:SecurityGroupID";
+    /// The key pair's name, on the key pair a `RunInstances` request uses.
+    pub const KEY_PAIR_NAME: &str = "ec2:KeyPairName";
+    /// The action that creates the resource `ec2:CreateTags` tags on create (`RunInstances`).
+    pub const CREATE_ACTION: &str = "ec2:CreateAction";
     /// The keys of the tags a request applies (multivalued).
     pub const TAG_KEYS: &str = "aws:TagKeys";
     /// Followed by a tag key: the value the request gives that tag.
@@ -23,7 +40,8 @@ pub mod key {
     pub const ATTRIBUTE_PREFIX: &str = "ec2:Attribute/";
 }
 
-/// A request to decide: `ec2:RunInstances` on some ARNs with condition key values.
+/// One thing to decide: an action (`ec2:RunInstances`) on one resource (by ARN) with the
+/// condition keys and values IAM sets for that resource type.
 ///
 /// Condition keys are case-insensitive, as in IAM. Every key holds a list of values: a
 /// single-valued key (`ec2:MetadataHttpTokens`) holds one, a multivalued key (`aws:TagKeys`)
@@ -31,12 +49,12 @@ pub mod key {
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct RequestContext {
     action: String,
-    resources: Vec<String>,
+    resource: Option<String>,
     values: BTreeMap<String, Vec<String>>,
 }
 
 impl RequestContext {
-    /// A request for `action` (`service:Name`, e.g. `ec2:RunInstances`), with no resources or
+    /// A request for `action` (`service:Name`, e.g. `ec2:RunInstances`), with no resource or
     /// keys yet.
     pub fn new(action: impl Into<String>) -> RequestContext {
         RequestContext {
@@ -45,9 +63,9 @@ impl RequestContext {
         }
     }
 
-    /// Adds a resource the request touches, by ARN.
+    /// Sets the resource decided, by ARN (replacing any set before).
     pub fn with_resource(mut self, arn: impl Into<String>) -> RequestContext {
-        self.resources.push(arn.into());
+        self.resource = Some(arn.into());
         self
     }
 
@@ -86,9 +104,10 @@ impl RequestContext {
         &self.action
     }
 
-    /// The resources' ARNs, as given.
-    pub fn resources(&self) -> &[String] {
-        &self.resources
+    /// The resource's ARN, as given; `*` for an action without resource-level permissions
+    /// (no resource set), which only `"Resource": "*"` (or a `NotResource`) covers.
+    pub fn resource(&self) -> &str {
+        self.resource.as_deref().unwrap_or("*")
     }
 
     /// The values of condition key `key` (any case), empty when the key is absent.
@@ -96,6 +115,40 @@ impl RequestContext {
         self.values
             .get(&key.to_lowercase())
             .map_or(&[], Vec::as_slice)
+    }
+}
+
+/// One API call as IAM authorises it: a context per resource it touches (and per action,
+/// when a call needs more than one, as a `RunInstances` that tags on create also needs
+/// `ec2:CreateTags`). Never empty, so deciding a request always decides something.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Request {
+    contexts: Vec<RequestContext>,
+}
+
+impl Request {
+    /// A request of `first` alone.
+    pub fn new(first: RequestContext) -> Request {
+        Request {
+            contexts: vec![first],
+        }
+    }
+
+    /// Adds `context`, decided after those already added.
+    pub fn and(mut self, context: RequestContext) -> Request {
+        self.contexts.push(context);
+        self
+    }
+
+    /// The contexts, in the order added (at least one).
+    pub fn contexts(&self) -> &[RequestContext] {
+        &self.contexts
+    }
+}
+
+impl From<RequestContext> for Request {
+    fn from(context: RequestContext) -> Request {
+        Request::new(context)
     }
 }
 
@@ -129,5 +182,18 @@ mod tests {
         let context = RequestContext::new("ec2:RunInstances")
             .with_values("aws:TagKeys", Vec::<String>::new());
         assert_eq!(context, RequestContext::new("ec2:RunInstances"));
+    }
+
+    #[test]
+    fn a_context_without_a_resource_is_about_star() {
+        let context = RequestContext::new("ec2:DescribeInstances");
+        assert_eq!(context.resource(), "*");
+        let context = context
+            .with_resource("arn:aws:ec2:us-east-1:111122223333:volume/*")
+            .with_resource("arn:aws:ec2:us-east-1:111122223333:instance/*");
+        assert_eq!(
+            context.resource(),
+            "arn:aws:ec2:us-east-1:111122223333:instance/*"
+        );
     }
 }

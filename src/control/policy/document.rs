@@ -106,41 +106,19 @@ impl Policy {
         self.statements.iter().any(|s| s.effect == Effect::Allow)
     }
 
-    /// The first Deny statement that applies to the request (to any of its resources).
+    /// The first Deny statement that applies to `context`.
     pub(crate) fn first_deny(&self, context: &RequestContext) -> Option<&Statement> {
-        self.statements.iter().find(|s| {
-            s.effect == Effect::Deny
-                && s.covers_action(context.action())
-                && resources(context).any(|r| s.covers_resource(r))
-                && s.condition.holds(context)
-        })
-    }
-
-    /// Whether each of the request's resources is allowed by some Allow statement.
-    pub(crate) fn allows(&self, context: &RequestContext) -> bool {
-        let allowing: Vec<&Statement> = self
-            .statements
+        self.statements
             .iter()
-            .filter(|s| {
-                s.effect == Effect::Allow
-                    && s.covers_action(context.action())
-                    && s.condition.holds(context)
-            })
-            .collect();
-        resources(context).all(|r| allowing.iter().any(|s| s.covers_resource(r)))
+            .find(|s| s.effect == Effect::Deny && s.applies(context))
     }
-}
 
-/// The request's resources; a request naming none (an action without resource-level
-/// permissions) is evaluated against `*`, which only `"Resource": "*"` (or a `NotResource`)
-/// covers.
-fn resources(context: &RequestContext) -> impl Iterator<Item = &str> {
-    let listed = context.resources();
-    let none: &[&str] = if listed.is_empty() { &["*"] } else { &[] };
-    listed
-        .iter()
-        .map(String::as_str)
-        .chain(none.iter().copied())
+    /// Whether an Allow statement applies to `context`.
+    pub(crate) fn allows(&self, context: &RequestContext) -> bool {
+        self.statements
+            .iter()
+            .any(|s| s.effect == Effect::Allow && s.applies(context))
+    }
 }
 
 impl Statement {
@@ -235,6 +213,13 @@ impl Statement {
             resources,
             condition,
         })
+    }
+
+    /// Whether its action, resource and condition all match `context`.
+    fn applies(&self, context: &RequestContext) -> bool {
+        self.covers_action(context.action())
+            && self.covers_resource(context.resource())
+            && self.condition.holds(context)
     }
 
     fn covers_action(&self, action: &str) -> bool {
@@ -402,23 +387,26 @@ mod tests {
     }
 
     #[test]
-    fn a_deny_applies_when_any_resource_matches_and_an_allow_must_cover_every_resource() {
+    fn a_statement_applies_to_a_context_only_when_it_covers_that_context_s_resource() {
         let instance = "arn:aws:ec2:us-east-1:123456789012:instance/i-1";
         let volume = "arn:aws:ec2:us-east-1:123456789012:volume/vol-1";
-        let both = RequestContext::new("ec2:RunInstances")
-            .with_resource(volume)
-            .with_resource(instance);
+        let run = |arn: &str| RequestContext::new("ec2:RunInstances").with_resource(arn);
         let deny = Policy::parse(&statement(
-            r#"{"Effect": "Deny", "Action": "ec2:RunInstances", "Resource": "arn:aws:ec2:*:*:instance/*"}"#,
+            r#"{"Effect": "Deny", "Action": "ec2:RunInstances", "Resource": "arn:aws:ec2:us-east-1:*:instance/*"}"#,
         ))
         .unwrap();
-        assert!(deny.first_deny(&both).is_some());
+        assert!(deny.first_deny(&run(instance)).is_some());
+        assert!(deny.first_deny(&run(volume)).is_none());
+        assert!(deny
+            .first_deny(&run("arn:aws:ec2:eu-west-1:123456789012:instance/i-1"))
+            .is_none());
         let allow = Policy::parse(&statement(
-            r#"{"Effect": "Allow", "Action": "ec2:RunInstances", "Resource": "arn:aws:ec2:*:*:instance/*"}"#,
+            r#"{"Effect": "Allow", "Action": "ec2:RunInstances", "Resource": "arn:aws:ec2:*:123456789012:instance/*"}"#,
         ))
         .unwrap();
-        assert!(!allow.allows(&both));
-        assert!(allow.allows(&RequestContext::new("ec2:RunInstances").with_resource(instance)));
+        assert!(allow.allows(&run(instance)));
+        assert!(!allow.allows(&run(volume)));
+        assert!(!allow.allows(&run("arn:aws:ec2:us-east-1:111122223333:instance/i-1")));
     }
 
     #[test]

@@ -1,0 +1,359 @@
+//! Guardrail policies deciding `RunInstances` and `ModifyInstanceMetadataOptions` as IAM does:
+//! one decision per resource the action touches, in this imds' region (us-east-1) and account
+//! (123456789012), so region- and account-scoped statements apply; and every example policy
+//! AWS publishes (`tests/policies/`, account id substituted) allowing and refusing what it does
+//! on AWS.
+
+use http::StatusCode;
+use imds::control::policy::{Policy, PolicySet};
+
+use super::{element, Fixture};
+
+/// The account of the built-in instance, which the examples' 111122223333 becomes.
+const ACCOUNT: &str = "123456789012";
+
+/// A fleet with `policies` (JSON documents) in force, and one instance launched before them.
+async fn fleet_with(policies: &[(&str, String)]) -> Fixture {
+    let f = Fixture::new("[server]\nfleet = true\n");
+    launch(&f, "").await.unwrap();
+    let set = policies
+        .iter()
+        .fold(PolicySet::default(), |set, (name, json)| {
+            set.with(*name, Policy::parse(json).unwrap())
+        });
+    f.app.control.set_policies(set);
+    f
+}
+
+/// The example `name` from `tests/policies/`, its account id replaced by this imds' own.
+fn example(name: &str) -> (&str, String) {
+    let path = format!("{}/tests/policies/{name}.json", env!("CARGO_MANIFEST_DIR"));
+    let json = std::fs::read_to_string(path).unwrap();
+    (name, json.replace("111122223333", ACCOUNT))
+}
+
+/// `RunInstances` of one instance with `params` added: `Ok` with the answer, or the
+/// `UnauthorizedOperation` message (any other refusal fails the test).
+async fn launch(f: &Fixture, params: &str) -> Result<String, String> {
+    let (status, answer) = f
+        .query(&format!(
+            "Action=RunInstances&ImageId=ami-0abcdef1234567890&MinCount=1&MaxCount=1{params}"
+        ))
+        .await;
+    refused_only_by_guardrails(status, answer)
+}
+
+/// `ModifyInstanceMetadataOptions` of an instance of the fleet with `params`.
+async fn modify(f: &Fixture, params: &str) -> Result<String, String> {
+    let (_, described) = f.query("Action=DescribeInstances").await;
+    let instance = element(&described, "instanceId").unwrap();
+    let (status, answer) = f
+        .query(&format!(
+            "Action=ModifyInstanceMetadataOptions&InstanceId={instance}{params}"
+        ))
+        .await;
+    refused_only_by_guardrails(status, answer)
+}
+
+fn refused_only_by_guardrails(status: StatusCode, answer: String) -> Result<String, String> {
+    if status == StatusCode::OK {
+        return Ok(answer);
+    }
+    assert_eq!(
+        element(&answer, "Code"),
+        Some("UnauthorizedOperation"),
+        "{answer}"
+    );
+    Err(element(&answer, "Message").unwrap_or_default().to_owned())
+}
+
+/// `TagSpecification`s tagging `resource_types` with `tags`.
+fn tag_specifications(resource_types: &[&str], tags: &[(&str, &str)]) -> String {
+    let mut params = String::new();
+    for (n, resource_type) in resource_types.iter().enumerate() {
+        let n = n + 1;
+        params.push_str(&format!(
+            "&TagSpecification.{n}.ResourceType={resource_type}"
+        ));
+        for (m, (key, value)) in tags.iter().enumerate() {
+            let m = m + 1;
+            params.push_str(&format!(
+                "&TagSpecification.{n}.Tag.{m}.Key={key}&TagSpecification.{n}.Tag.{m}.Value={value}"
+            ));
+        }
+    }
+    params
+}
+
+fn require_imdsv2_in(region: &str) -> (&'static str, String) {
+    (
+        "require-imdsv2-in-region",
+        format!(
+            r#"{{"Version": "2012-10-17", "Statement": [{{"Sid": "RequireImdsV2InRegion",
+            "Effect": "Deny", "Action": "ec2:RunInstances",
+            "Resource": "arn:aws:ec2:{region}:*:instance/*",
+            "Condition": {{"StringNotEquals": {{"ec2:MetadataHttpTokens": "required"}}}}}}]}}"#
+        ),
+    )
+}
+
+#[tokio::test]
+async fn a_require_imdsv2_deny_scoped_to_us_east_1_refuses_an_optional_launch_there() {
+    let f = fleet_with(&[require_imdsv2_in("us-east-1")]).await;
+    let refused = launch(&f, "&MetadataOptions.HttpTokens=optional")
+        .await
+        .unwrap_err();
+    assert!(
+        refused.contains(
+            "explicit deny in service control policy require-imdsv2-in-region (statement \
+             RequireImdsV2InRegion) for ec2:RunInstances on \
+             arn:aws:ec2:us-east-1:123456789012:instance/*"
+        ),
+        "{refused}"
+    );
+    launch(&f, "&MetadataOptions.HttpTokens=required")
+        .await
+        .unwrap();
+}
+
+#[tokio::test]
+async fn a_require_imdsv2_deny_scoped_to_another_region_does_not_apply() {
+    let f = fleet_with(&[require_imdsv2_in("eu-west-1")]).await;
+    launch(&f, "&MetadataOptions.HttpTokens=optional")
+        .await
+        .unwrap();
+}
+
+#[tokio::test]
+async fn an_account_scoped_deny_applies_to_this_account_only() {
+    let deny = |account: &str| {
+        (
+            "deny-launches",
+            format!(
+                r#"{{"Version": "2012-10-17", "Statement": {{"Effect": "Deny",
+                "Action": "ec2:RunInstances", "Resource": "arn:aws:ec2:*:{account}:*"}}}}"#
+            ),
+        )
+    };
+    let f = fleet_with(&[deny("444455556666")]).await;
+    launch(&f, "").await.unwrap();
+    let f = fleet_with(&[deny(ACCOUNT)]).await;
+    launch(&f, "").await.unwrap_err();
+}
+
+#[tokio::test]
+async fn a_launch_is_decided_on_its_image_subnet_security_groups_and_key_pair_too() {
+    let deny = |resource: &str| {
+        (
+            "deny-one",
+            format!(
+                r#"{{"Version": "2012-10-17", "Statement": {{"Effect": "Deny",
+                "Action": "ec2:RunInstances", "Resource": "{resource}"}}}}"#
+            ),
+        )
+    };
+    for resource in [
+        "arn:aws:ec2:us-east-1::image/ami-0abcdef1234567890",
+        "arn:aws:ec2:us-east-1:123456789012:subnet/subnet-*",
+        "arn:aws:ec2:us-east-1:123456789012:security-group/sg-*",
+        "arn:aws:ec2:us-east-1:123456789012:network-interface/*",
+        "arn:aws:ec2:us-east-1:123456789012:volume/*",
+    ] {
+        let f = fleet_with(&[deny(resource)]).await;
+        let refused = launch(&f, "").await.unwrap_err();
+        assert!(
+            refused.contains("for ec2:RunInstances on arn:aws:ec2:us-east-1:"),
+            "{refused}"
+        );
+    }
+    let f = fleet_with(&[deny("arn:aws:ec2:us-east-1::image/ami-0ffffffffffffffff")]).await;
+    launch(&f, "").await.unwrap();
+    let f = fleet_with(&[deny("arn:aws:ec2:us-east-1:123456789012:key-pair/*")]).await;
+    launch(&f, "").await.unwrap();
+    let (status, imported) = f
+        .query(&format!(
+            "Action=ImportKeyPair&KeyName=ops&PublicKeyMaterial={}",
+            form_urlencoded::byte_serialize(KEY.as_bytes()).collect::<String>()
+        ))
+        .await;
+    assert_eq!(status, StatusCode::OK, "{imported}");
+    let refused = launch(&f, "&KeyName=ops").await.unwrap_err();
+    assert!(
+        refused.contains("on arn:aws:ec2:us-east-1:123456789012:key-pair/ops"),
+        "{refused}"
+    );
+}
+
+#[tokio::test]
+async fn a_launch_into_an_unknown_subnet_is_refused_before_any_policy_could_allow_it() {
+    let f = fleet_with(&[example("full-aws-access")]).await;
+    let (status, answer) = f
+        .query("Action=RunInstances&ImageId=ami-0abcdef1234567890&MinCount=1&MaxCount=1&SubnetId=subnet-0000000000000000f")
+        .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{answer}");
+    assert_eq!(element(&answer, "Code"), Some("InvalidSubnetID.NotFound"));
+}
+
+#[tokio::test]
+async fn aws_require_imdsv2_for_run_instances_refuses_launches_that_do_not_require_tokens() {
+    let f = fleet_with(&[example("require-imdsv2")]).await;
+    launch(&f, "").await.unwrap_err();
+    launch(&f, "&MetadataOptions.HttpTokens=optional")
+        .await
+        .unwrap_err();
+    launch(&f, "&MetadataOptions.HttpTokens=required")
+        .await
+        .unwrap();
+    modify(&f, "&HttpTokens=optional").await.unwrap();
+}
+
+#[tokio::test]
+async fn tag_on_create_at_least_one_allows_a_tagged_launch_and_refuses_an_untagged_one() {
+    let f = fleet_with(&[example("tag-on-create-at-least-one")]).await;
+    let refused = launch(&f, "").await.unwrap_err();
+    assert!(
+        refused.contains(
+            "no statement in service control policy tag-on-create-at-least-one allows \
+             ec2:RunInstances on arn:aws:ec2:us-east-1:123456789012:instance/*"
+        ),
+        "{refused}"
+    );
+    let tags = [("environment", "prod"), ("owner", "me")];
+    // The volume is created with the instance and needs its tag as well.
+    launch(&f, &tag_specifications(&["instance"], &tags))
+        .await
+        .unwrap_err();
+    launch(
+        &f,
+        &tag_specifications(&["instance", "volume"], &[("owner", "me")]),
+    )
+    .await
+    .unwrap_err();
+    let launched = launch(&f, &tag_specifications(&["instance", "volume"], &tags))
+        .await
+        .unwrap();
+    assert!(launched.contains("<key>environment</key>"), "{launched}");
+}
+
+#[tokio::test]
+async fn every_example_policy_allows_and_refuses_what_it_does_on_aws() {
+    let both = |tags: &[(&str, &str)]| tag_specifications(&["instance", "volume"], tags);
+    let launches: &[(&str, &[String], &[String])] = &[
+        (
+            "require-imdsv2",
+            &["&MetadataOptions.HttpTokens=required".into()],
+            &["".into(), "&MetadataOptions.HttpTokens=optional".into()],
+        ),
+        (
+            "max-hop-limit",
+            &[
+                "".into(),
+                "&MetadataOptions.HttpPutResponseHopLimit=3".into(),
+            ],
+            &["&MetadataOptions.HttpPutResponseHopLimit=4".into()],
+        ),
+        (
+            "require-tag-on-create",
+            &[both(&[("Project", "imds"), ("CostCenter", "42")])],
+            &[
+                "".into(),
+                both(&[("Project", "imds")]),
+                tag_specifications(&["instance"], &[("Project", "imds"), ("CostCenter", "42")]),
+            ],
+        ),
+        (
+            "tag-on-create-only-purpose-test",
+            &["".into(), both(&[("purpose", "test")])],
+            &[
+                both(&[("purpose", "prod")]),
+                both(&[("purpose", "test"), ("owner", "me")]),
+            ],
+        ),
+        (
+            "tag-on-create-at-least-one",
+            &[both(&[("webserver", "")]), both(&[("environment", "test")])],
+            &["".into(), both(&[("owner", "me")])],
+        ),
+        ("full-aws-access", &["".into()], &[]),
+        // No control API caller has role credentials from an instance: never refused here.
+        ("require-imdsv2-role-credentials", &["".into()], &[]),
+        ("deny-modify-metadata-options", &["".into()], &[]),
+        ("only-imds-admins-modify-options", &["".into()], &[]),
+        ("deny-imdsv1-opt-out", &["".into()], &[]),
+    ];
+    for (name, allowed, refused) in launches {
+        let f = fleet_with(&[example(name)]).await;
+        for params in *allowed {
+            assert!(launch(&f, params).await.is_ok(), "{name} refused {params}");
+        }
+        for params in *refused {
+            assert!(launch(&f, params).await.is_err(), "{name} allowed {params}");
+        }
+    }
+    let modifications: &[(&str, &[&str], &[&str])] = &[
+        (
+            "deny-imdsv1-opt-out",
+            &["&HttpTokens=required", "&HttpPutResponseHopLimit=2"],
+            &["&HttpTokens=optional"],
+        ),
+        (
+            "deny-modify-metadata-options",
+            &[],
+            &["&HttpTokens=required"],
+        ),
+        // imds knows no caller principal: aws:PrincipalARN is absent, so StringNotLike holds.
+        (
+            "only-imds-admins-modify-options",
+            &[],
+            &["&HttpTokens=required"],
+        ),
+        ("require-imdsv2", &["&HttpTokens=optional"], &[]),
+        (
+            "require-imdsv2-role-credentials",
+            &["&HttpTokens=required"],
+            &[],
+        ),
+        ("full-aws-access", &["&HttpTokens=required"], &[]),
+        // An allow-list of RunInstances and CreateTags: anything else is not allowed.
+        ("tag-on-create-at-least-one", &[], &["&HttpTokens=required"]),
+        (
+            "tag-on-create-only-purpose-test",
+            &[],
+            &["&HttpTokens=required"],
+        ),
+        ("max-hop-limit", &["&HttpPutResponseHopLimit=64"], &[]),
+        ("require-tag-on-create", &["&HttpTokens=required"], &[]),
+    ];
+    for (name, allowed, refused) in modifications {
+        let f = fleet_with(&[example(name)]).await;
+        for params in *allowed {
+            assert!(modify(&f, params).await.is_ok(), "{name} refused {params}");
+        }
+        for params in *refused {
+            assert!(modify(&f, params).await.is_err(), "{name} allowed {params}");
+        }
+    }
+}
+
+#[tokio::test]
+async fn every_example_policy_file_is_covered() {
+    let dir = format!("{}/tests/policies", env!("CARGO_MANIFEST_DIR"));
+    let count = std::fs::read_dir(dir)
+        .unwrap()
+        .filter(|e| {
+            e.as_ref()
+                .unwrap()
+                .path()
+                .extension()
+                .is_some_and(|x| x == "json")
+        })
+        .count();
+    assert_eq!(
+        count, 10,
+        "add the new example to every_example_policy_allows_and_refuses_what_it_does_on_aws"
+    );
+}
+
+/// `ssh-keygen -t ed25519`, for machines without `ssh-keygen`.
+const KEY: &str =
+    "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIGvzRkPnQpC3hJtcQq9Z0hQwVpPX4r4c0M1bM8vJ3f5x test@imds";
