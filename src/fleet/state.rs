@@ -624,3 +624,6 @@ impl State {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests;
