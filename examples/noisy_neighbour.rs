@@ -88,7 +88,8 @@ async fn scenario(name: &str, toml: &str, flood: bool, seconds: u64) {
         Arc::new(SystemClock),
         Default::default(),
         None,
-    );
+    )
+    .expect("the example fleet has one owner per address");
     let listener = TcpListener::bind("127.0.0.1:0").await.expect("a port");
     let addr = listener.local_addr().expect("its address");
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();

@@ -57,6 +57,7 @@ mod launch;
 mod lifecycle;
 pub mod policy;
 mod query;
+mod reload;
 mod rotation;
 mod sigv4;
 mod sync;
@@ -78,7 +79,6 @@ use self::query::QueryRequest;
 pub use self::sigv4::ControlKeys;
 use crate::clock::Clock;
 use crate::fleet::changes::{InstanceChanges, RoleAssociation};
-use crate::fleet::faults::FaultSet;
 use crate::fleet::instance::{Instance, InstanceConfig};
 use crate::fleet::instance_id::InstanceId;
 use crate::fleet::lifecycle::Transition;
@@ -511,7 +511,7 @@ impl ControlApi {
             slot.set_pending_until(until);
         }
         let built = self.snapshots.build_after(Some(&current), instance.clone());
-        self.state.replace(built);
+        self.state.replace(built)?;
         self.applied.send_modify(|count| *count += 1);
         tracing::info!(instance = instance.id(), change = ?what, "control change applied");
         Ok(instance)
@@ -520,26 +520,6 @@ impl ControlApi {
     /// Notified after each change applied to the instance.
     pub fn subscribe(&self) -> tokio::sync::watch::Receiver<u64> {
         self.applied.subscribe()
-    }
-
-    /// Rebuilds `slot`'s instance from `base` (its config file, reloaded) with the control
-    /// plane's changes over it, under the same lock as control changes, so a reload never
-    /// overwrites an acknowledged change. The file's faults replace the running ones (and
-    /// their counts) only when they changed.
-    pub async fn reload(&self, slot: &InstanceSlot, base: Instance) -> Instance {
-        let _one_at_a_time = slot.changing.lock().await;
-        let instance = slot.changes().layered(base);
-        if instance.config.faults != slot.current().instance.config.faults {
-            match FaultSet::new(instance.config.faults.clone()) {
-                Ok(faults) => slot.set_faults(faults),
-                Err(error) => tracing::error!(%error, "the file's faults are not applied"),
-            }
-        }
-        let current = slot.current();
-        let built = self.snapshots.build_after(Some(&current), instance.clone());
-        self.state.replace(built);
-        self.applied.send_modify(|count| *count += 1);
-        instance
     }
 
     /// `pending` shortly after an options change of `slot`, `applied` after.

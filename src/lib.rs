@@ -100,13 +100,15 @@ impl App {
     /// changes where `persisted` says (the instance is served with `persisted`'s changes over
     /// it), logging requests to `access_log` if given. With STS role credentials configured or
     /// an access log, starts fetching or writing (so it must run within a Tokio runtime).
+    /// Refused, naming the file's entry, when a configured instance claims an address a live
+    /// launched instance holds.
     pub fn new(
         loaded: Loaded,
         keys: &fleet::keys::Keys,
         clock: Arc<dyn clock::Clock>,
         persisted: control::Persisted,
         access_log: Option<guest::access_log::Destination>,
-    ) -> App {
+    ) -> Result<App, app::config::ConfigError> {
         let server = &loaded.server;
         let settings = ServerSettings {
             keep_alive: server.keep_alive,
@@ -130,11 +132,11 @@ impl App {
         let fleet_mode = server.fleet;
         let instances = match fleet_mode {
             true => {
-                let mut instances = loaded.instances;
+                let mut instances = loaded.instances.clone();
                 instances.extend(launched(&persisted, clock.now_millis()));
                 instances
             }
-            false => vec![loaded.instance],
+            false => vec![loaded.instance.clone()],
         };
         let changes: Vec<_> = instances
             .iter()
@@ -157,7 +159,8 @@ impl App {
             })
             .collect();
         let state = Arc::new(match fleet_mode {
-            true => fleet::state::State::fleet(slots),
+            true => fleet::state::State::fleet(slots)
+                .map_err(|conflict| loaded.address_conflict(&conflict))?,
             false => {
                 fleet::state::State::single_slot(slots.into_iter().next().expect("one instance"))
             }
@@ -180,7 +183,7 @@ impl App {
             keys.token_generations.clone(),
         ));
         control.set_caller_lookup(access_log.is_some());
-        App {
+        Ok(App {
             api: Arc::new(
                 GuestApi::new(
                     state.clone(),
@@ -198,6 +201,6 @@ impl App {
             settings,
             control_settings,
             hosts,
-        }
+        })
     }
 }

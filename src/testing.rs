@@ -225,7 +225,8 @@ impl Builder {
         }
         .unwrap_or_default();
         let clock = self.clock.unwrap_or_else(|| Arc::new(SystemClock));
-        let app = App::new(loaded, &keys(), clock, Default::default(), None);
+        let app = App::new(loaded, &keys(), clock, Default::default(), None)
+            .expect("a configuration without launched instances has one owner per address");
         // As `imds serve` does: role credentials from STS are fetched before serving.
         app.snapshots.first_sts_fetch(Duration::from_secs(15)).await;
         let guest_listener = TcpListener::bind("127.0.0.1:0").await?;

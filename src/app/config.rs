@@ -9,7 +9,9 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 use crate::fleet::instance::{Instance, InstanceConfig, InstanceError};
+use crate::fleet::instance_id::InstanceId;
 use crate::fleet::options::{HopLimit, HttpTokens, Switch};
+use crate::fleet::state::AddressInUse;
 
 /// The built-in configuration, as `imds print-config` prints it.
 pub const DEFAULT_CONFIG_TOML: &str = include_str!("config/default.toml");
@@ -285,6 +287,19 @@ pub enum ConfigError {
         /// The contradiction.
         reason: String,
     },
+    /// An `[[instances]]` entry names an address another live instance holds (one launched
+    /// with `RunInstances`, or served before a reload).
+    #[error("{path}: [[instances]] entry {entry} (instance_id = \"{instance}\"): {reason}")]
+    AddressInUse {
+        /// The file.
+        path: PathBuf,
+        /// Which `[[instances]]` entry, counting from 1.
+        entry: usize,
+        /// Its instance id.
+        instance: String,
+        /// What holds the address.
+        reason: String,
+    },
     /// The server settings are unusable.
     #[error("{path}: server.{key}: {reason}")]
     Server {
@@ -308,6 +323,34 @@ pub struct Loaded {
     pub instances: Vec<Instance>,
     /// Who may use the control API.
     pub control: ControlConfig,
+    /// The file it was read from (or `built-in default`), for errors found after loading.
+    pub file: PathBuf,
+}
+
+impl Loaded {
+    /// The error naming the `[[instances]]` entry of `conflict` (the claimant, or else the
+    /// holder, whichever the file describes) and why it cannot be served.
+    pub fn address_conflict(&self, conflict: &AddressInUse) -> ConfigError {
+        let entry = |id: &InstanceId| {
+            self.instances
+                .iter()
+                .position(|instance| instance.id() == id.as_str())
+        };
+        let (entry, instance, other) = match (entry(&conflict.claimant), entry(&conflict.holder)) {
+            (Some(entry), _) => (entry, &conflict.claimant, &conflict.holder),
+            (None, Some(entry)) => (entry, &conflict.holder, &conflict.claimant),
+            (None, None) => (0, &conflict.claimant, &conflict.holder),
+        };
+        ConfigError::AddressInUse {
+            path: self.file.clone(),
+            entry: entry + 1,
+            instance: instance.to_string(),
+            reason: format!(
+                "address {} is in use by instance {other}: one address, one live instance",
+                conflict.address
+            ),
+        }
+    }
 }
 
 impl Config {
@@ -454,6 +497,7 @@ impl Config {
             instance,
             instances,
             control: self.control,
+            file: path,
         })
     }
 }

@@ -20,7 +20,6 @@ use crate::clock::{Clock, SystemClock};
 use crate::control::policy::PolicySet;
 use crate::control::Persisted;
 use crate::fleet::keys::{Keys, KeysError};
-use crate::fleet::state::InstanceSlot;
 use crate::guest::access_log::{AccessLogError, Destination};
 use crate::guest::GuestApi;
 use crate::server::{Accepting, Server};
@@ -241,7 +240,7 @@ async fn serve(
         Arc::new(SystemClock),
         persisted,
         access_log,
-    );
+    )?;
     app.control.set_policies(policies);
     match app.control.restore_history().await {
         Ok(0) => {}
@@ -340,24 +339,20 @@ async fn reload(reloader: &Reloader, app: &App) {
         }
     }
     let instances = match app.state.is_single() {
-        true => vec![loaded.instance],
-        false => loaded.instances,
+        true => vec![loaded.instance.clone()],
+        false => loaded.instances.clone(),
     };
-    for base in instances {
-        // Through the control plane's own change path: an acknowledged change is never lost.
-        let instance = match base
-            .id()
-            .parse()
-            .ok()
-            .and_then(|id| app.state.instance(&id))
-        {
-            Some(slot) => app.control.reload(&slot, base).await,
-            None => {
-                let slot = InstanceSlot::new(app.snapshots.build(base.clone()), Default::default());
-                app.state.insert(vec![slot]);
-                base
-            }
-        };
+    // One change through the control plane's own change path: an acknowledged change is never
+    // lost, and a file claiming an address a live instance holds changes nothing.
+    let instances = match app.control.reload_file(instances).await {
+        Ok(instances) => instances,
+        Err(conflict) => {
+            let error = loaded.address_conflict(&conflict);
+            tracing::error!(%error, "reload refused; still serving the previous instances");
+            return;
+        }
+    };
+    for instance in instances {
         let options = instance.options();
         tracing::info!(
             instance = instance.id(),

@@ -78,6 +78,16 @@ pub enum ControlError {
     Network(#[from] crate::fleet::network::NetworkError),
 }
 
+impl From<crate::fleet::state::AddressInUse> for ControlError {
+    /// EC2's `InvalidIPAddress.InUse`: the address has a live owner already.
+    fn from(conflict: crate::fleet::state::AddressInUse) -> ControlError {
+        tracing::info!(%conflict, "an address request is refused");
+        ControlError::Network(crate::fleet::network::NetworkError::AddressInUse(
+            conflict.address,
+        ))
+    }
+}
+
 impl ControlError {
     /// EC2's error code.
     pub fn code(&self) -> &'static str {

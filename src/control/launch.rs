@@ -129,6 +129,7 @@ impl ControlApi {
                 Err(error) => return Err(error),
             }
         }
+        self.state.admits(&instances.iter().collect::<Vec<_>>())?;
         let lifecycle = InstanceChanges {
             lifecycle: Some(Lifecycle::new(Transition::Launch, now)),
             ..InstanceChanges::default()
@@ -163,7 +164,7 @@ impl ControlApi {
                 slot
             })
             .collect();
-        self.state.insert(slots.clone());
+        self.state.insert(slots.clone())?;
         if let Some(token) = token {
             let launched = Launched {
                 request,
@@ -383,16 +384,18 @@ impl ControlApi {
     ) -> Result<Instance, ControlError> {
         let subnet = network.subnet(&plan.subnet_id)?.clone();
         let vpc = network.vpc(&subnet.vpc_id)?.clone();
-        let mut private_ipv4s = vec![network.allocate_ipv4(&subnet.id, plan.private_ip)?];
+        // The fleet index owns who holds an address; the pools only record it.
+        let held = |ip: IpAddr| self.state.holder(ip).is_some();
+        let mut private_ipv4s = vec![network.allocate_ipv4(&subnet.id, plan.private_ip, held)?];
         for _ in 0..plan.secondary_count {
-            private_ipv4s.push(network.allocate_ipv4(&subnet.id, None)?);
+            private_ipv4s.push(network.allocate_ipv4(&subnet.id, None, held)?);
         }
         let mut ipv6s = Vec::new();
         for wanted in &plan.ipv6_addresses {
-            ipv6s.push(network.allocate_ipv6(&subnet.id, Some(*wanted))?);
+            ipv6s.push(network.allocate_ipv6(&subnet.id, Some(*wanted), held)?);
         }
         for _ in 0..plan.ipv6_count {
-            ipv6s.push(network.allocate_ipv6(&subnet.id, None)?);
+            ipv6s.push(network.allocate_ipv6(&subnet.id, None, held)?);
         }
         let id = format!("i-{}", &hex(&rand::random::<[u8; 9]>())[..17]);
         let mac_bytes = rand::random::<[u8; 5]>();

@@ -1,7 +1,7 @@
 //! `StopInstances`, `StartInstances`, `RebootInstances` and `TerminateInstances` (fleet mode),
 //! with EC2's state machine ([`crate::fleet::lifecycle`]): a stopped or terminated instance
-//! answers no guest, a terminated one gives its addresses back to its subnet and stays visible
-//! for an hour. Every change of one request is stored in one transaction before the answer.
+//! answers no guest but keeps its private addresses (as on EC2: nobody else gets them), a
+//! terminated one gives its addresses back to its subnet and stays visible for an hour. Every change of one request is stored in one transaction before the answer.
 
 use std::sync::Arc;
 
@@ -71,10 +71,7 @@ impl ControlApi {
                 changes.lifecycle = Some(Lifecycle::new(transition, now));
                 if transition == Transition::Terminate {
                     for (subnet, ip) in super::launch::addresses(&snapshot.instance) {
-                        match ip {
-                            std::net::IpAddr::V4(ip) => network.release_ipv4(&subnet, ip),
-                            std::net::IpAddr::V6(ip) => network.release_ipv6(&subnet, ip),
-                        };
+                        network.release(&subnet, ip);
                     }
                 }
                 changed.push((slot.clone(), changes));
@@ -97,7 +94,10 @@ impl ControlApi {
         }
         self.set_network(network);
         self.set_account_revision(super::vpc::NETWORK, revision);
-        self.state.reindex();
+        // A state change gives no address a new owner: stopped instances keep theirs.
+        if let Err(conflict) = self.state.reindex() {
+            tracing::error!(%conflict, "the fleet index kept its previous state");
+        }
         drop(locks);
         tracing::info!(
             ?transition,

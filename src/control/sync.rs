@@ -227,7 +227,8 @@ impl ControlApi {
                 DEFAULTS => serde_json::from_str(&value.value).map(|d| {
                     *self.defaults.lock().unwrap_or_else(|e| e.into_inner()) = d;
                 }),
-                super::vpc::NETWORK => serde_json::from_str(&value.value).map(|n| {
+                super::vpc::NETWORK => serde_json::from_str(&value.value).map(|mut n| {
+                    self.learn_network(&mut n);
                     self.set_network(n);
                 }),
                 _ => continue,
@@ -277,7 +278,9 @@ impl ControlApi {
                     slot.set_changes(changes);
                     slot.set_revision(row.revision);
                     let built = self.snapshots.build_after(Some(&current), instance);
-                    self.state.replace(built);
+                    if let Err(conflict) = self.state.replace(built) {
+                        tracing::error!(%conflict, "a learned change is not served: it would give an address two instances");
+                    }
                     applied += 1;
                 }
                 None => {
@@ -292,9 +295,24 @@ impl ControlApi {
             self.add_launched(launched).await;
         }
         if lifecycles {
-            self.state.reindex();
+            if let Err(conflict) = self.state.reindex() {
+                tracing::error!(%conflict, "learned lifecycles are not indexed: an address would have two instances");
+            }
         }
         applied
+    }
+
+    /// Merges a registry another host stored with what this host's live instances hold: the
+    /// addresses it lacks (this host's file instances, which the other host does not know) are
+    /// marked again, and reported, never dropped.
+    fn learn_network(&self, network: &mut crate::fleet::network::Network) {
+        let missing = super::vpc::mark_held(network, &self.state);
+        if !missing.is_empty() {
+            tracing::warn!(
+                ?missing,
+                "the network registry learned from the store lacked addresses this host's instances hold; they stay in use"
+            );
+        }
     }
 
     /// The instance another host launched, as `row` stores it (`None`: not one, or gone).
@@ -350,10 +368,19 @@ impl ControlApi {
                 slot
             })
             .collect();
-        tracing::info!(
-            instances = slots.len(),
-            "serving instances launched through another host"
-        );
-        self.state.insert(slots);
+        let mut served = 0;
+        // One at a time: an instance claiming an address a live one here holds is refused
+        // alone, loudly, and the others are served.
+        for slot in slots {
+            match self.state.insert(vec![slot.clone()]) {
+                Ok(()) => served += 1,
+                Err(conflict) => tracing::error!(
+                    %conflict,
+                    instance = %slot.id(),
+                    "an instance launched through another host is not served here: its address belongs to a live instance of this host"
+                ),
+            }
+        }
+        tracing::info!(served, "serving instances launched through another host");
     }
 }

@@ -29,15 +29,30 @@ pub(super) fn initial_network(
                 .expect("the built-in instance is valid"),
         ),
     });
+    mark_held(&mut network, state);
+    Arc::new(network)
+}
+
+/// Records in `network` every address a live instance of `state` holds (the fleet index owns
+/// them; the registry's pools follow), with its network objects; the addresses the registry had
+/// lost (a registry learned from another host that does not know this host's file instances).
+pub(super) fn mark_held(network: &mut Network, state: &State) -> Vec<std::net::IpAddr> {
+    let mut missing = Vec::new();
     // Terminated instances gave their addresses back.
     let holding = state.instances().into_iter().filter(|slot| {
         let lifecycle = slot.changes().lifecycle;
-        lifecycle.is_none_or(|l| l.last != crate::fleet::lifecycle::Transition::Terminate)
+        lifecycle.is_none_or(|l| l.holds_addresses())
     });
     for slot in holding {
-        network.add_instance(&slot.snapshot().instance);
+        let instance = &slot.snapshot().instance;
+        for (subnet, ip) in super::launch::addresses(instance) {
+            if !network.subnet(&subnet).is_ok_and(|s| s.is_in_use(ip)) {
+                missing.push(ip);
+            }
+        }
+        network.add_instance(instance);
     }
-    Arc::new(network)
+    missing
 }
 
 impl ControlApi {

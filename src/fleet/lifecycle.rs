@@ -100,6 +100,12 @@ impl Lifecycle {
         matches!(self.last, Transition::Launch | Transition::Start)
     }
 
+    /// Whether the instance still holds its private addresses: every state but terminated (a
+    /// stopped instance keeps them, as on EC2).
+    pub fn holds_addresses(&self) -> bool {
+        self.last != Transition::Terminate
+    }
+
     /// Whether the instance was terminated long enough ago to disappear.
     pub fn is_gone(&self, now: u64) -> bool {
         self.last == Transition::Terminate

@@ -9,7 +9,10 @@
 //!
 //! RunInstances takes addresses with [`Network::allocate_ipv4`] (and [`Network::allocate_ipv6`])
 //! and gives them back with [`Network::release_ipv4`]; a subnet with addresses in use cannot be
-//! deleted. The registry is plain serde data: the control API keeps it as one JSON value.
+//! deleted. The pools here record addresses for subnets and for other hosts; who holds an
+//! address is owned by the fleet index ([`crate::fleet::state`]), which allocation consults
+//! (`held`) and which refuses a second owner, so a pool that lags behind (a learned registry,
+//! a reloaded file) never hands out an address a live instance holds. The registry is plain serde data: the control API keeps it as one JSON value.
 
 pub mod addresses;
 mod default_vpc;
@@ -583,17 +586,19 @@ impl Network {
     }
 
     /// Takes `wanted` (EC2's `PrivateIpAddress`) or the next free address of subnet
-    /// `subnet_id`, never one of the five EC2 reserves.
+    /// `subnet_id`, never one of the five EC2 reserves nor one `held` says a live instance
+    /// holds (the fleet index's answer, whatever this registry recorded).
     pub fn allocate_ipv4(
         &mut self,
         subnet_id: &str,
         wanted: Option<Ipv4Addr>,
+        held: impl Fn(IpAddr) -> bool,
     ) -> Result<Ipv4Addr, NetworkError> {
         let subnet = self.subnet_mut(subnet_id)?;
         let block = Block::v4(subnet.cidr);
         subnet
             .ipv4
-            .allocate(block, wanted)
+            .allocate(block, wanted, |ip| held(IpAddr::V4(ip)))
             .map_err(|e| pool_error(e, subnet_id, wanted.map(IpAddr::V4)))
     }
 
@@ -605,11 +610,12 @@ impl Network {
     }
 
     /// Takes `wanted` (EC2's `Ipv6Address`) or the next free IPv6 address of subnet
-    /// `subnet_id`, which must have an IPv6 CIDR.
+    /// `subnet_id`, which must have an IPv6 CIDR, never one `held` says a live instance holds.
     pub fn allocate_ipv6(
         &mut self,
         subnet_id: &str,
         wanted: Option<Ipv6Addr>,
+        held: impl Fn(IpAddr) -> bool,
     ) -> Result<Ipv6Addr, NetworkError> {
         let subnet = self.subnet_mut(subnet_id)?;
         let Some(cidr) = subnet.ipv6_cidr else {
@@ -619,7 +625,7 @@ impl Network {
         };
         subnet
             .ipv6
-            .allocate(Block::v6(cidr), wanted)
+            .allocate(Block::v6(cidr), wanted, |ip| held(IpAddr::V6(ip)))
             .map_err(|e| pool_error(e, subnet_id, wanted.map(IpAddr::V6)))
     }
 
@@ -628,6 +634,14 @@ impl Network {
         self.subnets
             .get_mut(subnet_id)
             .is_some_and(|s| s.ipv6.release(ip))
+    }
+
+    /// Frees `ip` (either family) in subnet `subnet_id`; `false` when it was not in use there.
+    pub fn release(&mut self, subnet_id: &str, ip: IpAddr) -> bool {
+        match ip {
+            IpAddr::V4(ip) => self.release_ipv4(subnet_id, ip),
+            IpAddr::V6(ip) => self.release_ipv6(subnet_id, ip),
+        }
     }
 
     /// Records `ip` as in use in subnet `subnet_id` (the addresses of instances from the

@@ -1,6 +1,7 @@
 //! Shared state: the fleet index ([`State`]) of instance slots ([`InstanceSlot`]), each owning
 //! one instance's [`Snapshot`], swapped whole (lock-free for readers), so a request never sees a
-//! half-applied change.
+//! half-applied change. The index owns "one live instance per address" and refuses a change
+//! that would give an address a second owner (see [`index`]).
 
 use std::collections::{BTreeMap, HashMap};
 use std::net::IpAddr;
@@ -23,6 +24,11 @@ use crate::fleet::metadata::{build, Timeline};
 use crate::fleet::options::MetadataOptions;
 use crate::fleet::sts::AssumedRole;
 use crate::fleet::throttle::Throttle;
+
+mod index;
+
+use self::index::Index;
+pub use self::index::{addresses_of, AddressInUse};
 
 /// Everything needed to answer one instance's requests, built once per change.
 #[derive(Debug)]
@@ -432,29 +438,16 @@ impl InstanceSlot {
 
     /// Every address of the instance (private IPv4 and IPv6 of each interface).
     fn addresses(&self) -> Vec<IpAddr> {
-        let snapshot = self.snapshot.load();
-        let mut addresses = Vec::new();
-        for interface in &snapshot.instance.config.network_interfaces {
-            addresses.extend(interface.private_ipv4s.iter().map(|ip| IpAddr::V4(*ip)));
-            addresses.extend(interface.ipv6s.iter().map(|ip| IpAddr::V6(*ip)));
-        }
-        addresses
+        index::addresses_of(&self.snapshot.load().instance)
     }
 }
 
-/// Which instance answers a caller, read lock-free: rebuilt whole when instances come, go or
-/// change addresses.
-#[derive(Debug, Default)]
-struct Index {
-    by_address: HashMap<IpAddr, Arc<InstanceSlot>>,
-    by_id: BTreeMap<InstanceId, Arc<InstanceSlot>>,
-    /// Single-instance mode: the instance that answers every caller.
-    everyone: Option<Arc<InstanceSlot>>,
-}
-
-/// The instances served (the fleet index): each caller's instance found by its address, in
-/// O(1) without a lock. In single-instance mode the one instance answers every caller; in
-/// fleet mode a caller whose address belongs to no instance gets none.
+/// The instances served (the fleet index), and the one owner of "one live instance per
+/// address" (see [`index`]): each caller's instance found by its address, in O(1) without a
+/// lock. In single-instance mode the one instance answers every caller; in fleet mode a caller
+/// whose address belongs to no running instance gets none. Every change that adds instances or
+/// changes their addresses goes through here and is refused whole when it would give an address
+/// a second live owner.
 #[derive(Debug)]
 pub struct State {
     index: ArcSwap<Index>,
@@ -482,25 +475,24 @@ impl State {
             single: true,
             reindexing: Mutex::new(()),
         };
-        state.rebuild(|slots| {
-            slots.insert(slot.id.clone(), slot.clone());
-        });
+        state
+            .apply(Vec::new(), vec![slot])
+            .expect("one instance cannot hold an address another holds");
         state
     }
 
-    /// State serving each of `slots` to the callers at its addresses (fleet mode).
-    pub fn fleet(slots: Vec<Arc<InstanceSlot>>) -> State {
+    /// State serving each of `slots` to the callers at its addresses (fleet mode); refused when
+    /// two live ones share an address (the later in `slots` is the claimant).
+    pub fn fleet(slots: Vec<Arc<InstanceSlot>>) -> Result<State, AddressInUse> {
         let state = State {
             index: ArcSwap::from_pointee(Index::default()),
             single: false,
             reindexing: Mutex::new(()),
         };
-        state.rebuild(|by_id| {
-            for slot in slots {
-                by_id.insert(slot.id.clone(), slot);
-            }
-        });
-        state
+        for slot in slots {
+            state.apply(Vec::new(), vec![slot])?;
+        }
+        Ok(state)
     }
 
     /// Whether one instance answers every caller.
@@ -515,6 +507,44 @@ impl State {
             return Some(everyone.clone());
         }
         index.by_address.get(&peer.to_canonical()).cloned()
+    }
+
+    /// The live instance (running or stopped) holding `address`, if any.
+    pub fn holder(&self, address: IpAddr) -> Option<InstanceId> {
+        self.index
+            .load()
+            .owners
+            .get(&address.to_canonical())
+            .cloned()
+    }
+
+    /// Whether `instances` (new ones, or new versions of ones served) could be served without
+    /// an address having two live owners; for checking a change before it is made durable.
+    pub fn admits(&self, instances: &[&Instance]) -> Result<(), AddressInUse> {
+        let index = self.index.load();
+        let mut claimed: HashMap<IpAddr, InstanceId> = HashMap::new();
+        for instance in instances {
+            let Ok(claimant) = instance.id().parse::<InstanceId>() else {
+                continue;
+            };
+            for address in index::addresses_of(instance) {
+                let address = address.to_canonical();
+                let holder = claimed
+                    .insert(address, claimant.clone())
+                    .or_else(|| index.owners.get(&address).cloned());
+                match holder {
+                    Some(holder) if holder != claimant => {
+                        return Err(AddressInUse {
+                            address,
+                            holder,
+                            claimant,
+                        })
+                    }
+                    _ => {}
+                }
+            }
+        }
+        Ok(())
     }
 
     /// The instance with id `id`.
@@ -539,65 +569,61 @@ impl State {
             .current()
     }
 
-    /// Swaps in a new snapshot of its instance, re-indexing when its addresses changed.
-    pub fn replace(&self, snapshot: Snapshot) {
-        let Ok(id) = snapshot.instance.id().parse::<InstanceId>() else {
-            return;
-        };
-        let Some(slot) = self.instance(&id) else {
-            return;
-        };
-        let before = slot.addresses();
-        slot.replace(snapshot);
-        if slot.addresses() != before {
-            self.rebuild(|_| {});
-        }
+    /// Swaps in a new snapshot of its instance, re-indexing when its addresses changed;
+    /// refused (nothing swapped) when that would take an address another live instance holds.
+    pub fn replace(&self, snapshot: Snapshot) -> Result<(), AddressInUse> {
+        self.apply(vec![snapshot], Vec::new())
     }
 
-    /// Adds instances (fleet mode) and re-indexes.
-    pub fn insert(&self, slots: Vec<Arc<InstanceSlot>>) {
-        self.rebuild(|by_id| {
-            for slot in slots {
-                by_id.insert(slot.id.clone(), slot);
-            }
-        });
+    /// Adds instances (fleet mode) and re-indexes; refused whole (nothing added) when one of
+    /// them claims an address a live instance holds.
+    pub fn insert(&self, slots: Vec<Arc<InstanceSlot>>) -> Result<(), AddressInUse> {
+        self.apply(Vec::new(), slots)
     }
 
-    /// Re-indexes after an instance stopped serving guests, or started again.
-    pub fn reindex(&self) {
-        self.rebuild(|_| {});
+    /// Re-indexes after an instance stopped serving guests, started again or was terminated
+    /// (its state changed; it keeps its addresses until terminated).
+    pub fn reindex(&self) -> Result<(), AddressInUse> {
+        self.apply(Vec::new(), Vec::new())
     }
 
-    /// Removes an instance and re-indexes.
-    pub fn remove(&self, id: &InstanceId) {
-        self.rebuild(|by_id| {
-            by_id.remove(id);
-        });
-    }
-
-    /// Rebuilds the index whole after `edit` changes the set of instances.
-    fn rebuild(&self, edit: impl FnOnce(&mut BTreeMap<InstanceId, Arc<InstanceSlot>>)) {
+    /// Swaps in new snapshots of served instances and adds `added`, as one change: refused
+    /// whole (nothing swapped or added) when an address would have two live owners. Addresses
+    /// may move between the instances of one change.
+    pub fn apply(
+        &self,
+        replaced: Vec<Snapshot>,
+        added: Vec<Arc<InstanceSlot>>,
+    ) -> Result<(), AddressInUse> {
         let _one_at_a_time = self.reindexing.lock().unwrap_or_else(|e| e.into_inner());
         let mut by_id = self.index.load().by_id.clone();
-        edit(&mut by_id);
-        let mut by_address = HashMap::with_capacity(by_id.len() * 2);
-        // Stopped and terminated instances answer nobody (their addresses may go to others).
-        let serving = by_id
-            .values()
-            .filter(|slot| slot.changes().lifecycle.is_none_or(|l| l.serves_guests()));
-        for slot in serving {
-            for address in slot.addresses() {
-                by_address.insert(address, slot.clone());
-            }
+        let mut claiming = BTreeMap::new();
+        for slot in added {
+            claiming.insert(slot.id.clone(), slot.addresses());
+            by_id.insert(slot.id.clone(), slot);
         }
-        let everyone = match self.single {
-            true => by_id.values().next().cloned(),
-            false => None,
-        };
-        self.index.store(Arc::new(Index {
-            by_address,
-            by_id,
-            everyone,
-        }));
+        let mut swaps = Vec::with_capacity(replaced.len());
+        for snapshot in replaced {
+            let Ok(id) = snapshot.instance.id().parse::<InstanceId>() else {
+                continue;
+            };
+            let Some(slot) = by_id.get(&id).cloned() else {
+                continue;
+            };
+            let addresses = index::addresses_of(&snapshot.instance);
+            if addresses != slot.addresses() {
+                claiming.insert(id, addresses);
+            }
+            swaps.push((slot, snapshot));
+        }
+        let index = Index::build(by_id, self.single, &claiming)?;
+        for (slot, snapshot) in swaps {
+            slot.replace(snapshot);
+        }
+        self.index.store(Arc::new(index));
+        Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -31,6 +31,7 @@ fn app(clock: Arc<ManualClock>, toml: &str) -> App {
         Default::default(),
         None,
     )
+    .expect("the test fleet has one owner per address")
 }
 
 async fn call(

@@ -60,7 +60,8 @@ impl Fixture {
             clock.clone(),
             Default::default(),
             None,
-        );
+        )
+        .expect("the test fleet has one owner per address");
         Fixture { app, clock }
     }
 

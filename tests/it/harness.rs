@@ -147,7 +147,8 @@ impl Setup {
         });
         let keys = keys_with(self.secret.unwrap_or_else(ServerSecret::random));
         let clock = self.clock.unwrap_or_else(|| Arc::new(SystemClock));
-        let app = App::new(loaded, &keys, clock, Default::default(), None);
+        let app = App::new(loaded, &keys, clock, Default::default(), None)
+            .expect("the test fleet has one owner per address");
         // As `imds serve` does: role credentials from STS are fetched before serving.
         app.snapshots.first_sts_fetch(Duration::from_secs(15)).await;
         let bind = if self.ipv6 { "[::1]:0" } else { "127.0.0.1:0" };

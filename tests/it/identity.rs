@@ -173,7 +173,8 @@ async fn a_changed_instance_gets_a_new_document_signed_again() {
         .resolve(&Overrides::default(), Some(&path))
         .unwrap();
     imds.state
-        .replace(Snapshot::new(moved.instance, &imds.keys, 0));
+        .replace(Snapshot::new(moved.instance, &imds.keys, 0))
+        .expect("one instance holds its addresses alone");
 
     let document = imds.get(&format!("{IDENTITY}/document")).await;
     assert!(document.text().contains("\"instanceType\" : \"m7g.large\""));

@@ -308,7 +308,8 @@ async fn concurrent_changes_to_the_account_defaults_both_survive() {
     let persisted = imds::control::Persisted::from_store(Some(store.clone()), everything).unwrap();
     let keys = crate::harness::keys_with(imds::fleet::secret::ServerSecret::random());
     let clock = Arc::new(imds::clock::SystemClock);
-    let app = imds::App::new(loaded, &keys, clock, persisted, None);
+    let app = imds::App::new(loaded, &keys, clock, persisted, None)
+        .expect("the test fleet has one owner per address");
     let modify = |fields: &str| {
         let body = format!("Action=ModifyInstanceMetadataDefaults&Version=2016-11-15&{fields}");
         let request = http::Request::post("/")

@@ -124,8 +124,14 @@ impl<A: Address> Default for Pool<A> {
 }
 
 impl<A: Address> Pool<A> {
-    /// Takes `wanted`, or the next free usable address of `block`.
-    pub fn allocate(&mut self, block: Block, wanted: Option<A>) -> Result<A, PoolError> {
+    /// Takes `wanted`, or the next free usable address of `block`; an address `held` says a
+    /// live instance holds is in use whatever the pool recorded.
+    pub fn allocate(
+        &mut self,
+        block: Block,
+        wanted: Option<A>,
+        held: impl Fn(A) -> bool,
+    ) -> Result<A, PoolError> {
         let (first, last) = block.usable().ok_or(PoolError::Full)?;
         if let Some(address) = wanted {
             let n = address.to_number();
@@ -135,15 +141,13 @@ impl<A: Address> Pool<A> {
             if !(first..=last).contains(&n) {
                 return Err(PoolError::Reserved);
             }
-            if !self.in_use.insert(address) {
+            if held(address) || !self.in_use.insert(address) {
                 return Err(PoolError::InUse);
             }
             return Ok(address);
         }
-        // Among `in_use + 1` distinct candidates at least one is free.
-        let tries = (last - first)
-            .saturating_add(1)
-            .min(self.in_use.len() as u128 + 1);
+        // Every usable address once: the held ones need not be in `in_use`.
+        let tries = (last - first).saturating_add(1);
         let mut candidate = self
             .next
             .map(A::to_number)
@@ -156,7 +160,7 @@ impl<A: Address> Pool<A> {
             } else {
                 candidate + 1
             };
-            if self.in_use.insert(address) {
+            if !held(address) && self.in_use.insert(address) {
                 self.next = Some(A::from_number(candidate));
                 return Ok(address);
             }
@@ -204,12 +208,12 @@ mod tests {
         let block = Block::v4(net("10.0.0.0/28"));
         let mut pool = Pool::<Ipv4Addr>::default();
         let mut got = Vec::new();
-        while let Ok(address) = pool.allocate(block, None) {
+        while let Ok(address) = pool.allocate(block, None, |_| false) {
             got.push(address.octets()[3]);
         }
         assert_eq!(got, (4..=14).collect::<Vec<u8>>());
         assert_eq!(block.usable_count(), 11);
-        assert_eq!(pool.allocate(block, None), Err(PoolError::Full));
+        assert_eq!(pool.allocate(block, None, |_| false), Err(PoolError::Full));
     }
 
     #[test]
@@ -217,40 +221,66 @@ mod tests {
         let block = Block::v4(net("10.0.1.0/24"));
         let mut pool = Pool::<Ipv4Addr>::default();
         let wanted = Ipv4Addr::new(10, 0, 1, 50);
-        assert_eq!(pool.allocate(block, Some(wanted)), Ok(wanted));
-        assert_eq!(pool.allocate(block, Some(wanted)), Err(PoolError::InUse));
+        assert_eq!(pool.allocate(block, Some(wanted), |_| false), Ok(wanted));
+        assert_eq!(
+            pool.allocate(block, Some(wanted), |_| false),
+            Err(PoolError::InUse)
+        );
         let reserved = Ipv4Addr::new(10, 0, 1, 2);
         assert_eq!(
-            pool.allocate(block, Some(reserved)),
+            pool.allocate(block, Some(reserved), |_| false),
             Err(PoolError::Reserved)
         );
         let broadcast = Ipv4Addr::new(10, 0, 1, 255);
         assert_eq!(
-            pool.allocate(block, Some(broadcast)),
+            pool.allocate(block, Some(broadcast), |_| false),
             Err(PoolError::Reserved)
         );
         let outside = Ipv4Addr::new(10, 0, 2, 5);
-        assert_eq!(pool.allocate(block, Some(outside)), Err(PoolError::Outside));
+        assert_eq!(
+            pool.allocate(block, Some(outside), |_| false),
+            Err(PoolError::Outside)
+        );
+    }
+
+    #[test]
+    fn an_address_held_elsewhere_is_never_handed_out_even_when_the_pool_forgot_it() {
+        let block = Block::v4(net("10.0.0.0/28"));
+        let mut pool = Pool::<Ipv4Addr>::default();
+        let held = |ip: Ipv4Addr| ip == Ipv4Addr::new(10, 0, 0, 4);
+        assert_eq!(
+            pool.allocate(block, Some(Ipv4Addr::new(10, 0, 0, 4)), held),
+            Err(PoolError::InUse)
+        );
+        assert_eq!(
+            pool.allocate(block, None, held),
+            Ok(Ipv4Addr::new(10, 0, 0, 5))
+        );
+        let mut got = 1;
+        while pool.allocate(block, None, held).is_ok() {
+            got += 1;
+        }
+        assert_eq!(got, 10, "every usable address but the held one");
     }
 
     #[test]
     fn released_addresses_are_found_again_after_the_cursor_wraps() {
         let block = Block::v4(net("10.0.0.0/29"));
         let mut pool = Pool::<Ipv4Addr>::default();
-        let only = pool.allocate(block, None).unwrap();
+        let only = pool.allocate(block, None, |_| false).unwrap();
         assert_eq!(only, Ipv4Addr::new(10, 0, 0, 4));
         assert_eq!(
-            pool.allocate(block, None).unwrap(),
+            pool.allocate(block, None, |_| false).unwrap(),
             Ipv4Addr::new(10, 0, 0, 5)
         );
         assert_eq!(
-            pool.allocate(block, None).unwrap(),
+            pool.allocate(block, None, |_| false).unwrap(),
             Ipv4Addr::new(10, 0, 0, 6)
         );
-        assert_eq!(pool.allocate(block, None), Err(PoolError::Full));
+        assert_eq!(pool.allocate(block, None, |_| false), Err(PoolError::Full));
         assert!(pool.release(Ipv4Addr::new(10, 0, 0, 5)));
         assert_eq!(
-            pool.allocate(block, None).unwrap(),
+            pool.allocate(block, None, |_| false).unwrap(),
             Ipv4Addr::new(10, 0, 0, 5)
         );
     }
@@ -261,7 +291,7 @@ mod tests {
         let mut pool = Pool::<Ipv4Addr>::default();
         let started = std::time::Instant::now();
         for _ in 0..10_000 {
-            pool.allocate(block, None).unwrap();
+            pool.allocate(block, None, |_| false).unwrap();
         }
         assert_eq!(pool.len(), 10_000);
         assert!(started.elapsed() < std::time::Duration::from_secs(2));
@@ -271,7 +301,7 @@ mod tests {
     fn ipv6_pools_skip_the_reserved_addresses_too() {
         let block = Block::v6("2600:1f18::/64".parse().unwrap());
         let mut pool = Pool::<Ipv6Addr>::default();
-        let first = pool.allocate(block, None).unwrap();
+        let first = pool.allocate(block, None, |_| false).unwrap();
         assert_eq!(first, "2600:1f18::4".parse::<Ipv6Addr>().unwrap());
     }
 
@@ -307,7 +337,7 @@ mod tests {
             let mut held: BTreeSet<Ipv4Addr> = BTreeSet::new();
             for (allocate, pick) in steps {
                 if allocate || held.is_empty() {
-                    match pool.allocate(block, None) {
+                    match pool.allocate(block, None, |_| false) {
                         Ok(address) => {
                             let n = address.to_number();
                             prop_assert!((first..=last).contains(&n));

@@ -98,7 +98,7 @@ fn the_default_registry_is_the_same_each_time() {
 #[test]
 fn the_registry_survives_a_json_round_trip() {
     let mut network = network();
-    network.allocate_ipv4(SUBNET, None).unwrap();
+    network.allocate_ipv4(SUBNET, None, |_| false).unwrap();
     let json = serde_json::to_string(&network).unwrap();
     let back: Network = serde_json::from_str(&json).unwrap();
     assert_eq!(back, network);
@@ -146,7 +146,7 @@ fn a_subnet_with_addresses_in_use_cannot_be_deleted() {
         .unwrap()
         .id
         .clone();
-    let ip = network.allocate_ipv4(&id, None).unwrap();
+    let ip = network.allocate_ipv4(&id, None, |_| false).unwrap();
     assert_eq!(ip, Ipv4Addr::new(10, 0, 200, 4));
     assert_eq!(
         network.delete_subnet(&id).unwrap_err().code(),
@@ -168,17 +168,19 @@ fn a_subnet_with_addresses_in_use_cannot_be_deleted() {
 fn allocation_errors_are_ec2s() {
     let mut network = network();
     let used = Ipv4Addr::new(10, 0, 21, 74);
-    let error = network.allocate_ipv4(SUBNET, Some(used)).unwrap_err();
+    let error = network
+        .allocate_ipv4(SUBNET, Some(used), |_| false)
+        .unwrap_err();
     assert_eq!(error.code(), "InvalidIPAddress.InUse");
     let error = network
-        .allocate_ipv4(SUBNET, Some(Ipv4Addr::new(10, 0, 40, 1)))
+        .allocate_ipv4(SUBNET, Some(Ipv4Addr::new(10, 0, 40, 1)), |_| false)
         .unwrap_err();
     assert_eq!(error.code(), "InvalidParameterValue");
     let error = network
-        .allocate_ipv4("subnet-0123456789abcdef0", None)
+        .allocate_ipv4("subnet-0123456789abcdef0", None, |_| false)
         .unwrap_err();
     assert_eq!(error.code(), "InvalidSubnetID.NotFound");
-    let error = network.allocate_ipv6(SUBNET, None).unwrap_err();
+    let error = network.allocate_ipv6(SUBNET, None, |_| false).unwrap_err();
     assert_eq!(error.code(), "InvalidParameterValue");
     let small = network
         .create_subnet(new_subnet("10.0.250.0/28"))
@@ -186,9 +188,9 @@ fn allocation_errors_are_ec2s() {
         .id
         .clone();
     for _ in 0..11 {
-        network.allocate_ipv4(&small, None).unwrap();
+        network.allocate_ipv4(&small, None, |_| false).unwrap();
     }
-    let error = network.allocate_ipv4(&small, None).unwrap_err();
+    let error = network.allocate_ipv4(&small, None, |_| false).unwrap_err();
     assert_eq!(error.code(), "InsufficientFreeAddressesInSubnet");
 }
 
@@ -200,7 +202,7 @@ fn ipv6_addresses_come_from_the_subnets_ipv6_block() {
     nic.subnet_ipv6_cidr_blocks = vec!["2600:1f18:4a3:6a00::/64".parse().unwrap()];
     nic.ipv6s = vec!["2600:1f18:4a3:6a00::4".parse().unwrap()];
     let mut network = Network::default_for(&Instance::new(config).unwrap());
-    let ip = network.allocate_ipv6(SUBNET, None).unwrap();
+    let ip = network.allocate_ipv6(SUBNET, None, |_| false).unwrap();
     assert_eq!(ip, "2600:1f18:4a3:6a00::5".parse::<Ipv6Addr>().unwrap());
     let other = network.default_subnet(Some("us-east-1b")).unwrap();
     let block = other.ipv6_cidr.unwrap();

@@ -1,0 +1,91 @@
+//! SIGHUP: the config file's instances reloaded as one change. Instances served already are
+//! rebuilt with the control plane's changes over them, new ones are added, all under the same
+//! locks as control changes (the account's, then each instance's), so a reload never overwrites
+//! an acknowledged change. The fleet index takes the whole set or refuses it: when an address
+//! would get a second live owner nothing is swapped and the running instances stay as they were.
+//! The network registry then records the addresses the file's instances hold now.
+
+use std::net::IpAddr;
+use std::sync::Arc;
+
+use super::ControlApi;
+use crate::fleet::faults::FaultSet;
+use crate::fleet::instance::Instance;
+use crate::fleet::instance_id::InstanceId;
+use crate::fleet::state::{AddressInUse, InstanceSlot};
+
+impl ControlApi {
+    /// Serves `instances` (the config file's, reloaded) with the control plane's changes over
+    /// them, as one change; the instances now served, or why none changed. The file's faults
+    /// replace the running ones (and their counts) only when they changed.
+    pub async fn reload_file(
+        &self,
+        instances: Vec<Instance>,
+    ) -> Result<Vec<Instance>, AddressInUse> {
+        let _account = self.changing.lock().await;
+        let mut served = Vec::new();
+        let mut added = Vec::new();
+        for base in instances {
+            let slot = base
+                .id()
+                .parse::<InstanceId>()
+                .ok()
+                .and_then(|id| self.state.instance(&id));
+            match slot {
+                Some(slot) => served.push((slot, base)),
+                None => added.push(base),
+            }
+        }
+        served.sort_by(|a, b| a.0.id().cmp(b.0.id()));
+        let locked: Vec<Arc<InstanceSlot>> = served.iter().map(|(slot, _)| slot.clone()).collect();
+        let mut locks = Vec::with_capacity(locked.len());
+        for slot in &locked {
+            locks.push(slot.changing.lock().await);
+        }
+        let reloaded: Vec<(Arc<InstanceSlot>, Instance, Instance)> = served
+            .into_iter()
+            .map(|(slot, base)| {
+                let before = slot.current().instance.clone();
+                let instance = slot.changes().layered(base);
+                (slot, before, instance)
+            })
+            .collect();
+        let snapshots = reloaded
+            .iter()
+            .map(|(slot, _, instance)| {
+                self.snapshots
+                    .build_after(Some(&slot.current()), instance.clone())
+            })
+            .collect();
+        let new_slots: Vec<Arc<InstanceSlot>> = added
+            .iter()
+            .map(|base| InstanceSlot::new(self.snapshots.build(base.clone()), Default::default()))
+            .collect();
+        self.state.apply(snapshots, new_slots)?;
+        let mut network = (*self.network()).clone();
+        for (slot, before, instance) in &reloaded {
+            if instance.config.faults != before.config.faults {
+                match FaultSet::new(instance.config.faults.clone()) {
+                    Ok(faults) => slot.set_faults(faults),
+                    Err(error) => tracing::error!(%error, "the file's faults are not applied"),
+                }
+            }
+            let now: Vec<(String, IpAddr)> = super::launch::addresses(instance);
+            for (subnet, ip) in super::launch::addresses(before) {
+                if !now.contains(&(subnet.clone(), ip)) {
+                    network.release(&subnet, ip);
+                }
+            }
+        }
+        let reloaded: Vec<Instance> = reloaded
+            .into_iter()
+            .map(|(_, _, instance)| instance)
+            .chain(added)
+            .collect();
+        super::vpc::mark_held(&mut network, &self.state);
+        self.set_network(network);
+        drop(locks);
+        self.applied.send_modify(|count| *count += 1);
+        Ok(reloaded)
+    }
+}
