@@ -528,7 +528,7 @@ impl ControlApi {
     /// their counts) only when they changed.
     pub async fn reload(&self, slot: &InstanceSlot, base: Instance) -> Instance {
         let _one_at_a_time = slot.changing.lock().await;
-        let instance = slot.changes().layered(base);
+        let instance = self.layer(&slot.changes(), base);
         if instance.config.faults != slot.current().instance.config.faults {
             match FaultSet::new(instance.config.faults.clone()) {
                 Ok(faults) => slot.set_faults(faults),
@@ -540,6 +540,14 @@ impl ControlApi {
         self.state.replace(built);
         self.applied.send_modify(|count| *count += 1);
         instance
+    }
+
+    /// `base` with `changes` layered over it; the parts that no longer fit are logged and
+    /// counted (`imds_changes_skipped_total`).
+    pub(super) fn layer(&self, changes: &InstanceChanges, base: Instance) -> Instance {
+        let layered = changes.layered(base).logged();
+        self.metrics.changes_skipped(&layered.skipped);
+        layered.instance
     }
 
     /// `pending` shortly after an options change of `slot`, `applied` after.

@@ -273,7 +273,7 @@ impl ControlApi {
                     }
                     lifecycles |= slot.changes().lifecycle != changes.lifecycle;
                     let current = slot.current();
-                    let instance = changes.layered(current.instance.clone());
+                    let instance = self.layer(&changes, current.instance.clone());
                     slot.set_changes(changes);
                     slot.set_revision(row.revision);
                     let built = self.snapshots.build_after(Some(&current), instance);
@@ -317,7 +317,7 @@ impl ControlApi {
             .map_err(|e| e.to_string())
             .and_then(|config| Instance::new(config).map_err(|e| e.to_string()));
         match built {
-            Ok(instance) => Some(changes.layered(instance)),
+            Ok(instance) => Some(self.layer(changes, instance)),
             Err(error) => {
                 tracing::error!(instance = row.instance_id, %error, "a stored launched instance is not valid; not served");
                 None
