@@ -200,6 +200,24 @@ impl Persisted {
     pub fn revision_of(&self, id: &str) -> i64 {
         self.revisions.get(id).copied().unwrap_or(0)
     }
+
+    /// The stored changes and revisions of config-file instances `state` does not serve.
+    fn unplaced(&self, state: &State) -> BTreeMap<String, (InstanceChanges, i64)> {
+        let launched: std::collections::BTreeSet<&str> = self
+            .launched
+            .iter()
+            .map(|config| config.instance_id.as_str())
+            .collect();
+        self.changes
+            .iter()
+            .filter(|(id, _)| !launched.contains(id.as_str()))
+            .filter(|(id, _)| {
+                id.parse::<InstanceId>()
+                    .map_or(true, |id| state.instance(&id).is_none())
+            })
+            .map(|(id, changes)| (id.clone(), (changes.clone(), self.revision_of(id))))
+            .collect()
+    }
 }
 
 /// Answers control requests and applies their changes.
@@ -240,6 +258,9 @@ pub struct ControlApi {
     signing_generation: std::sync::Mutex<Option<u32>>,
     /// The web console's sessions and live streams.
     console: console::Console,
+    /// Stored changes (and their row's revision) of config-file instances not served yet:
+    /// an instance a SIGHUP adds starts from them.
+    unplaced: std::sync::Mutex<BTreeMap<String, (InstanceChanges, i64)>>,
 }
 
 impl ControlApi {
@@ -258,6 +279,7 @@ impl ControlApi {
         tokens: Arc<TokenSealer>,
         generations: Vec<TokenGeneration>,
     ) -> ControlApi {
+        let unplaced = persisted.unplaced(&state);
         let network = vpc::initial_network(persisted.network, &state, &template);
         tokens.set_generations(&generations);
         ControlApi {
@@ -282,6 +304,7 @@ impl ControlApi {
             defaults: std::sync::Mutex::new(persisted.defaults),
             applied: tokio::sync::watch::Sender::new(0),
             console: console::Console::default(),
+            unplaced: std::sync::Mutex::new(unplaced),
         }
     }
 
@@ -538,6 +561,30 @@ impl ControlApi {
         let current = slot.current();
         let built = self.snapshots.build_after(Some(&current), instance.clone());
         self.state.replace(built);
+        self.applied.send_modify(|count| *count += 1);
+        instance
+    }
+
+    /// Serves `base`, an instance a reloaded config file adds, with the changes stored for its
+    /// id (at this start, or learned since, or stored by another host) layered over it and
+    /// their revision, as at a start: an acknowledged change of it is never lost, and later
+    /// changes write over the row they saw.
+    pub async fn add_from_file(&self, base: Instance) -> Instance {
+        // The account lock, as catching up takes it: the row cannot be learned in between.
+        let _account = self.changing.lock().await;
+        if let Err(error) = self.catch_up_locked().await {
+            tracing::warn!(instance = base.id(), %error, "the store could not be read: the added instance starts from the changes known so far and catches up later");
+        }
+        let (changes, revision) = self
+            .unplaced
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(base.id())
+            .unwrap_or_default();
+        let instance = self.layer(&changes, base);
+        let slot = InstanceSlot::new(self.snapshots.build(instance.clone()), changes);
+        slot.set_revision(revision);
+        self.state.insert(vec![slot]);
         self.applied.send_modify(|count| *count += 1);
         instance
     }

@@ -20,7 +20,6 @@ use crate::clock::{Clock, SystemClock};
 use crate::control::policy::PolicySet;
 use crate::control::Persisted;
 use crate::fleet::keys::{Keys, KeysError};
-use crate::fleet::state::InstanceSlot;
 use crate::guest::access_log::{AccessLogError, Destination};
 use crate::guest::GuestApi;
 use crate::server::{Accepting, Server};
@@ -352,11 +351,7 @@ async fn reload(reloader: &Reloader, app: &App) {
             .and_then(|id| app.state.instance(&id))
         {
             Some(slot) => app.control.reload(&slot, base).await,
-            None => {
-                let slot = InstanceSlot::new(app.snapshots.build(base.clone()), Default::default());
-                app.state.insert(vec![slot]);
-                base
-            }
+            None => app.control.add_from_file(base).await,
         };
         let options = instance.options();
         tracing::info!(

@@ -199,12 +199,17 @@ impl ControlApi {
 
     /// Loads and applies every row stored after the newest revision seen; how many were new.
     pub async fn catch_up(&self) -> Result<usize, StoreError> {
-        let Some(store) = self.store.clone() else {
-            return Ok(0);
-        };
         // The account lock first, as changes spanning instances take it: a launch is either
         // applied here or learned, never both.
         let _account = self.changing.lock().await;
+        self.catch_up_locked().await
+    }
+
+    /// [`ControlApi::catch_up`] for a caller that holds the account lock.
+    pub(super) async fn catch_up_locked(&self) -> Result<usize, StoreError> {
+        let Some(store) = self.store.clone() else {
+            return Ok(0);
+        };
         let changed = store.load_since(self.seen.load(Ordering::Acquire)).await?;
         let revision = changed.revision;
         let applied = self.learn(changed).await;
@@ -280,6 +285,9 @@ impl ControlApi {
                     self.state.replace(built);
                     applied += 1;
                 }
+                None if row.config.is_none() => {
+                    self.keep_unplaced(row.instance_id, changes, row.revision)
+                }
                 None => {
                     if let Some(instance) = self.launched_elsewhere(&row, &changes) {
                         launched.push((instance, changes, row.revision));
@@ -295,6 +303,16 @@ impl ControlApi {
             self.state.reindex();
         }
         applied
+    }
+
+    /// Keeps the stored changes of a config-file instance this host does not serve (yet), for
+    /// a reload that adds it.
+    fn keep_unplaced(&self, id: String, changes: InstanceChanges, revision: i64) {
+        let mut unplaced = self.unplaced.lock().unwrap_or_else(|e| e.into_inner());
+        let newer = unplaced.get(&id).is_none_or(|(_, seen)| *seen < revision);
+        if newer {
+            unplaced.insert(id, (changes, revision));
+        }
     }
 
     /// The instance another host launched, as `row` stores it (`None`: not one, or gone).
