@@ -506,6 +506,19 @@ impl ControlApi {
         what: Change,
         edit: impl FnOnce(&Instance, &mut InstanceConfig) -> Result<(), ControlError>,
     ) -> Result<Instance, ControlError> {
+        self.change_checked(slot, what, crate::store::Commit::default(), edit)
+            .await
+    }
+
+    /// [`ControlApi::change`], stored in one commit with `checks` (the account values the
+    /// change was decided on, which must not have changed since).
+    async fn change_checked(
+        &self,
+        slot: &InstanceSlot,
+        what: Change,
+        checks: crate::store::Commit,
+        edit: impl FnOnce(&Instance, &mut InstanceConfig) -> Result<(), ControlError>,
+    ) -> Result<Instance, ControlError> {
         let _one_at_a_time = slot.changing.lock().await;
         let current = slot.current();
         let mut config = current.instance.config.clone();
@@ -525,7 +538,7 @@ impl ControlApi {
                 })
             }
         }
-        let commit = crate::store::Commit::default().instance(sync::instance_write(slot, &changes));
+        let commit = checks.instance(sync::instance_write(slot, &changes));
         let revision = self.persist(commit).await?;
         slot.set_changes(changes);
         slot.set_revision(revision);

@@ -152,6 +152,15 @@ pub struct ValueWrite {
     pub expected: Expected,
 }
 
+/// An account value a write was decided on, which must still be at the revision seen.
+#[derive(Debug, Clone)]
+pub struct ValueCheck {
+    /// Its name.
+    pub name: String,
+    /// The revision the writer decided on.
+    pub expected: Expected,
+}
+
 /// Rows written in one transaction: all of them, or none.
 #[derive(Debug, Clone, Default)]
 pub struct Commit {
@@ -159,12 +168,25 @@ pub struct Commit {
     pub instances: Vec<InstanceWrite>,
     /// Account values.
     pub account: Vec<ValueWrite>,
+    /// Account values not written but read to decide the write (e.g. the defaults'
+    /// `HttpTokensEnforced`): a change of one since makes the whole commit a conflict.
+    pub checks: Vec<ValueCheck>,
 }
 
 impl Commit {
     /// Adds an instance row.
     pub fn instance(mut self, write: InstanceWrite) -> Commit {
         self.instances.push(write);
+        self
+    }
+
+    /// Requires the account value `name` to be still at revision `expected` (0: never
+    /// stored) when the commit is made.
+    pub fn unchanged(mut self, name: &str, expected: Expected) -> Commit {
+        self.checks.push(ValueCheck {
+            name: name.to_owned(),
+            expected,
+        });
         self
     }
 
@@ -404,6 +426,9 @@ const NEXT_REVISION: &str = "UPDATE revision SET value = value + 1 WHERE id = 1 
 const SELECT_INSTANCES: &str = "SELECT c.instance_id, l.config, c.changes, c.revision
      FROM instance_changes c LEFT JOIN launched_instances l USING (instance_id)
      WHERE c.revision > $1 ORDER BY c.revision, c.instance_id";
+/// The revision of the account value `$1` (0 when it was never stored).
+const SELECT_VALUE_REVISION: &str =
+    "SELECT coalesce(max(revision), 0) FROM account WHERE name = $1";
 /// Account values after revision `$1`.
 const SELECT_ACCOUNT: &str =
     "SELECT name, value, revision FROM account WHERE revision > $1 ORDER BY revision";

@@ -121,7 +121,8 @@ impl ControlApi {
             ..InstanceChanges::default()
         };
         let changes_json = super::sync::to_json(&lifecycle);
-        let mut commit = crate::store::Commit::default();
+        // The options were decided on the defaults (HttpTokensEnforced among them).
+        let mut commit = self.decided_on_defaults(crate::store::Commit::default());
         for instance in &instances {
             commit = commit.instance(crate::store::InstanceWrite {
                 instance_id: instance.id().to_owned(),

@@ -84,7 +84,7 @@ impl ControlApi {
     }
 
     /// The revision of the account value `name` as last stored or learned.
-    fn account_revision(&self, name: &str) -> i64 {
+    pub(super) fn account_revision(&self, name: &str) -> i64 {
         let revisions = self
             .account_revisions
             .lock()

@@ -21,7 +21,7 @@ use zeroize::Zeroizing;
 use super::{
     account_row, instance_row, migrations, Changed, Commit, Health, MinuteCount, StoreError,
     StoredCount, StoredInstance, StoredKey, StoredValue, NEXT_REVISION, SELECT_ACCOUNT,
-    SELECT_HISTORY, SELECT_INSTANCES, SELECT_KEYS, SELECT_REVISION,
+    SELECT_HISTORY, SELECT_INSTANCES, SELECT_KEYS, SELECT_REVISION, SELECT_VALUE_REVISION,
 };
 
 /// The channel writes notify on, with their revision as payload.
@@ -221,7 +221,18 @@ impl PostgresStore {
         self.with_client(move |client| {
             Box::pin(async move {
                 let tx = client.transaction().await?;
+                // Every writer holds the revision row from here to its commit, so what this
+                // reads is what the values are when this commits.
                 let revision = next_revision(&tx).await?;
+                for check in &commit.checks {
+                    let stored: i64 = tx
+                        .query_one(SELECT_VALUE_REVISION, &[&check.name])
+                        .await?
+                        .get(0);
+                    if stored != check.expected {
+                        return Ok(Err(account_row(&check.name)));
+                    }
+                }
                 for row in &commit.instances {
                     if let Some(config) = &row.config {
                         tx.execute(

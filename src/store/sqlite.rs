@@ -18,7 +18,7 @@ use zeroize::Zeroizing;
 use super::{
     account_row, instance_row, migrations, Changed, Commit, MinuteCount, StoreError, StoredCount,
     StoredInstance, StoredKey, StoredValue, NEXT_REVISION, SELECT_ACCOUNT, SELECT_HISTORY,
-    SELECT_INSTANCES, SELECT_KEYS, SELECT_REVISION,
+    SELECT_INSTANCES, SELECT_KEYS, SELECT_REVISION, SELECT_VALUE_REVISION,
 };
 
 /// The database's file name in the state directory.
@@ -103,6 +103,13 @@ impl SqliteStore {
         self.blocking(move |c| {
             let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
             let revision = next_revision(&tx)?;
+            for check in &commit.checks {
+                let stored: i64 =
+                    tx.query_row(SELECT_VALUE_REVISION, [&check.name], |r| r.get(0))?;
+                if stored != check.expected {
+                    return Ok(Err(account_row(&check.name)));
+                }
+            }
             for row in &commit.instances {
                 if let Some(config) = &row.config {
                     tx.execute(

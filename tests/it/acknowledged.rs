@@ -196,3 +196,95 @@ fn an_instance_a_sighup_adds_keeps_its_stored_http_tokens_and_takes_new_changes(
     assert_eq!(first(&xml, "httpPutResponseHopLimit"), Some("3"), "{xml}");
     assert!(xml.contains("<value>back</value>"), "{xml}");
 }
+
+/// The store revisions of the instance's row and of the account defaults' row in the state
+/// directory `state`.
+fn stored_revisions(state: &Path, instance: &str) -> (i64, i64) {
+    let db = rusqlite::Connection::open(state.join("state.db")).unwrap();
+    let revision =
+        |sql: &str, key: &str| -> i64 { db.query_row(sql, [key], |r| r.get(0)).unwrap() };
+    (
+        revision(
+            "SELECT revision FROM instance_changes WHERE instance_id = ?1",
+            instance,
+        ),
+        revision(
+            "SELECT revision FROM account WHERE name = ?1",
+            "instance-metadata-defaults",
+        ),
+    )
+}
+
+/// Races `enforce` (turning HttpTokensEnforced on) against `optional` (turning IMDSv1 on)
+/// `rounds` times from `required` and enforcement off, and checks after each that IMDSv1 was
+/// turned on only before enforcement was stored: `revisions` gives the instance's and the
+/// defaults' store revisions.
+pub(crate) fn race_enforcement(
+    rounds: usize,
+    reset: impl Fn(),
+    enforce: impl Fn() -> (u16, String) + Sync,
+    optional: impl Fn() -> (u16, String) + Sync,
+    revisions: impl Fn() -> (i64, i64),
+) {
+    let mut accepted = 0;
+    for round in 0..rounds {
+        reset();
+        let barrier = std::sync::Barrier::new(2);
+        let (enforced, turned_on) = std::thread::scope(|scope| {
+            let a = scope.spawn(|| {
+                barrier.wait();
+                enforce()
+            });
+            let b = scope.spawn(|| {
+                barrier.wait();
+                optional()
+            });
+            (a.join().unwrap(), b.join().unwrap())
+        });
+        assert_eq!(enforced.0, 200, "round {round}: {}", enforced.1);
+        match turned_on.0 {
+            200 => {
+                accepted += 1;
+                let (instance, defaults) = revisions();
+                assert!(
+                    instance < defaults,
+                    "round {round}: HttpTokens=optional (revision {instance}) was stored after HttpTokensEnforced=enabled (revision {defaults}) was acknowledged"
+                );
+            }
+            _ => assert!(
+                turned_on.1.contains("HttpTokensEnforced"),
+                "round {round}: {}",
+                turned_on.1
+            ),
+        }
+    }
+    println!("{accepted} of {rounds} rounds turned IMDSv1 on before enforcement");
+}
+
+#[test]
+fn http_tokens_optional_racing_http_tokens_enforced_never_lands_after_enforcement() {
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("state");
+    let served = crate::process::serve(&["--state-dir", state.to_str().unwrap()]);
+    let options = |tokens: &str| {
+        format!("Action=ModifyInstanceMetadataOptions&InstanceId={INSTANCE}&HttpTokens={tokens}")
+    };
+    race_enforcement(
+        30,
+        || {
+            control_ok(
+                &served,
+                "Action=ModifyInstanceMetadataDefaults&HttpTokensEnforced=disabled",
+            );
+            control_ok(&served, &options("required"));
+        },
+        || {
+            control(
+                &served,
+                "Action=ModifyInstanceMetadataDefaults&HttpTokensEnforced=enabled",
+            )
+        },
+        || control(&served, &options("optional")),
+        || stored_revisions(&state, INSTANCE),
+    );
+}
