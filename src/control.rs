@@ -243,7 +243,7 @@ pub struct ControlApi {
     /// What `RunInstances` builds new instances from: the built-in instance.
     template: crate::fleet::instance::InstanceConfig,
     /// `RunInstances`' client tokens and what they launched.
-    client_tokens: std::sync::Mutex<BTreeMap<String, launch::Launched>>,
+    client_tokens: std::sync::Mutex<BTreeMap<String, crate::store::ClientToken>>,
     /// The guardrail policies in force.
     policies: arc_swap::ArcSwap<policy::PolicySet>,
     /// Seals session tokens for the guest API; rotations and learned generations go here.

@@ -171,6 +171,22 @@ pub struct Commit {
     /// Account values not written but read to decide the write (e.g. the defaults'
     /// `HttpTokensEnforced`): a change of one since makes the whole commit a conflict.
     pub checks: Vec<ValueCheck>,
+    /// The `ClientToken` of the launch this commit makes; a token stored already makes the
+    /// whole commit a conflict.
+    pub client_token: Option<ClientToken>,
+}
+
+/// A `RunInstances` `ClientToken` and what it launched.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClientToken {
+    /// The token.
+    pub token: String,
+    /// The SHA-256 (hex) of the request's parameters but the token: a retry must repeat them.
+    pub request_sha256: String,
+    /// The instances it launched.
+    pub instance_ids: Vec<String>,
+    /// When it was first used (milliseconds since the epoch).
+    pub created_millis: i64,
 }
 
 impl Commit {
@@ -187,6 +203,12 @@ impl Commit {
             name: name.to_owned(),
             expected,
         });
+        self
+    }
+
+    /// Records the launch's `ClientToken`.
+    pub fn client_token(mut self, token: ClientToken) -> Commit {
+        self.client_token = Some(token);
         self
     }
 
@@ -363,6 +385,14 @@ impl Store {
         }
     }
 
+    /// The `ClientToken` `token`, when a launch stored it.
+    pub async fn client_token(&self, token: &str) -> Result<Option<ClientToken>, StoreError> {
+        match self {
+            Store::Sqlite(store) => store.client_token(token).await,
+            Store::Postgres(store) => store.client_token(token).await,
+        }
+    }
+
     /// Stores `value` as the key `name` (created at `created_millis`) unless one is stored
     /// already, and returns the stored one: two processes creating a key at once agree on the
     /// first committed.
@@ -429,6 +459,29 @@ const SELECT_INSTANCES: &str = "SELECT c.instance_id, l.config, c.changes, c.rev
 /// The revision of the account value `$1` (0 when it was never stored).
 const SELECT_VALUE_REVISION: &str =
     "SELECT coalesce(max(revision), 0) FROM account WHERE name = $1";
+/// Stores a `ClientToken` unless it is stored already.
+const INSERT_CLIENT_TOKEN: &str = "INSERT INTO client_tokens
+     (token, request_sha256, instance_ids, created_at_ms, revision) VALUES ($1, $2, $3, $4, $5)
+     ON CONFLICT (token) DO NOTHING";
+/// The `ClientToken` `$1`.
+const SELECT_CLIENT_TOKEN: &str = "SELECT token, request_sha256, instance_ids, created_at_ms
+     FROM client_tokens WHERE token = $1";
+
+/// The row a `ClientToken` conflict names in errors.
+fn client_token_row(token: &str) -> String {
+    format!("client token {token}")
+}
+
+/// The stored JSON array of a token's instance ids, or the reason it does not parse.
+fn instance_ids(json: &str) -> Result<Vec<String>, String> {
+    serde_json::from_str(json).map_err(|e| e.to_string())
+}
+
+/// A token's instance ids as stored.
+fn instance_ids_json(ids: &[String]) -> String {
+    serde_json::to_string(ids).expect("a list of strings serialises to JSON")
+}
+
 /// Account values after revision `$1`.
 const SELECT_ACCOUNT: &str =
     "SELECT name, value, revision FROM account WHERE revision > $1 ORDER BY revision";

@@ -19,9 +19,11 @@ use tokio_postgres_rustls::MakeRustlsConnect;
 use zeroize::Zeroizing;
 
 use super::{
-    account_row, instance_row, migrations, Changed, Commit, Health, MinuteCount, StoreError,
-    StoredCount, StoredInstance, StoredKey, StoredValue, NEXT_REVISION, SELECT_ACCOUNT,
-    SELECT_HISTORY, SELECT_INSTANCES, SELECT_KEYS, SELECT_REVISION, SELECT_VALUE_REVISION,
+    account_row, client_token_row, instance_ids, instance_ids_json, instance_row, migrations,
+    Changed, ClientToken, Commit, Health, MinuteCount, StoreError, StoredCount, StoredInstance,
+    StoredKey, StoredValue, INSERT_CLIENT_TOKEN, NEXT_REVISION, SELECT_ACCOUNT,
+    SELECT_CLIENT_TOKEN, SELECT_HISTORY, SELECT_INSTANCES, SELECT_KEYS, SELECT_REVISION,
+    SELECT_VALUE_REVISION,
 };
 
 /// The channel writes notify on, with their revision as payload.
@@ -233,6 +235,23 @@ impl PostgresStore {
                         return Ok(Err(account_row(&check.name)));
                     }
                 }
+                if let Some(token) = &commit.client_token {
+                    let inserted = tx
+                        .execute(
+                            INSERT_CLIENT_TOKEN,
+                            &[
+                                &token.token,
+                                &token.request_sha256,
+                                &instance_ids_json(&token.instance_ids),
+                                &token.created_millis,
+                                &revision,
+                            ],
+                        )
+                        .await?;
+                    if inserted == 0 {
+                        return Ok(Err(client_token_row(&token.token)));
+                    }
+                }
                 for row in &commit.instances {
                     if let Some(config) = &row.config {
                         tx.execute(
@@ -278,6 +297,41 @@ impl PostgresStore {
             })
         })
         .await
+    }
+
+    /// The `ClientToken` `token`; see [`super::Store::client_token`].
+    pub async fn client_token(&self, token: &str) -> Result<Option<ClientToken>, StoreError> {
+        let token = token.to_owned();
+        let row = self
+            .with_client(move |client| {
+                Box::pin(async move {
+                    let row = client.query_opt(SELECT_CLIENT_TOKEN, &[&token]).await?;
+                    Ok(Ok(row.map(|r| {
+                        let ids: String = r.get(2);
+                        (
+                            r.get::<_, String>(0),
+                            r.get::<_, String>(1),
+                            ids,
+                            r.get::<_, i64>(3),
+                        )
+                    })))
+                })
+            })
+            .await?;
+        let Some((token, request_sha256, ids, created_millis)) = row else {
+            return Ok(None);
+        };
+        let instance_ids = instance_ids(&ids).map_err(|reason| StoreError::Corrupt {
+            location: self.shared.location.clone(),
+            what: format!("client token {token}"),
+            reason,
+        })?;
+        Ok(Some(ClientToken {
+            token,
+            request_sha256,
+            instance_ids,
+            created_millis,
+        }))
     }
 
     /// Stores a key unless one is stored under `name`; see [`super::Store::add_key`].

@@ -1,7 +1,8 @@
 //! Acknowledged control-plane changes are never undone by what happens to the config file: an
 //! edit that makes one part of them invalid keeps every other part (HttpTokens, a removed
 //! role), and an instance a SIGHUP adds to a fleet file starts from the changes stored for it,
-//! then takes new ones.
+//! then takes new ones; HttpTokens=optional racing HttpTokensEnforced never lands after
+//! enforcement; and a RunInstances retried with its ClientToken after a restart launches nothing.
 
 use std::path::Path;
 use std::process::Command;
@@ -287,4 +288,36 @@ fn http_tokens_optional_racing_http_tokens_enforced_never_lands_after_enforcemen
         || control(&served, &options("optional")),
         || stored_revisions(&state, INSTANCE),
     );
+}
+
+/// `RunInstances` of one instance in the fleet's loopback subnet with `token`; `extra`
+/// parameters are added.
+fn run_with_token(served: &Served, token: &str, extra: &str) -> (u16, String) {
+    control(
+        served,
+        &format!("Action=RunInstances&ImageId=ami-0abcdef1234567890&MinCount=1&MaxCount=1&SubnetId=subnet-0a3e5c7b9d1f24681&ClientToken={token}{extra}"),
+    )
+}
+
+#[test]
+fn a_run_instances_retry_with_the_same_client_token_after_a_restart_launches_nothing_new() {
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("state");
+    let config = fleet_config(dir.path(), "");
+    let served = serve_fleet(&config, &state);
+    let (status, xml) = run_with_token(&served, "retry-1", "");
+    assert_eq!(status, 200, "{xml}");
+    let launched = first(&xml, "instanceId").unwrap().to_owned();
+    served.signal("KILL");
+    drop(served);
+
+    let served = serve_fleet(&config, &state);
+    let (status, xml) = run_with_token(&served, "retry-1", "");
+    assert_eq!(status, 200, "{xml}");
+    assert_eq!(first(&xml, "instanceId"), Some(launched.as_str()));
+    let (status, xml) = run_with_token(&served, "retry-1", "&InstanceType=t3.large");
+    assert_eq!(status, 400, "{xml}");
+    assert!(xml.contains("IdempotentParameterMismatch"), "{xml}");
+    let all = control_ok(&served, "Action=DescribeInstances");
+    assert_eq!(all.matches("<instanceId>").count(), 2, "{all}");
 }
