@@ -298,6 +298,15 @@ pub enum StoreError {
         /// Why.
         reason: String,
     },
+    /// The connection was lost, or stopped answering, after a write's COMMIT was sent: it may
+    /// or may not have been committed. The process catches up with the store to find out.
+    #[error("{location} stopped answering after a write was sent ({reason}); it may have been committed")]
+    OutcomeUnknown {
+        /// The database, without its password.
+        location: String,
+        /// Why.
+        reason: String,
+    },
     /// A row changed since the writer last saw it (another host wrote it): nothing was written.
     #[error("{what} was changed by another writer")]
     Conflict {

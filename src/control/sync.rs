@@ -66,6 +66,10 @@ impl ControlApi {
                 );
                 Err(ControlError::Conflict(what))
             }
+            Err(error @ StoreError::OutcomeUnknown { .. }) => {
+                tracing::error!(%error, "a control change may or may not have been stored; catching up with the store to learn which");
+                Err(ControlError::OutcomeUnknown(error.to_string()))
+            }
             Err(error @ StoreError::Unavailable { .. }) => {
                 tracing::warn!(%error, "a control change is refused: the store is unreachable");
                 Err(ControlError::Unavailable(error.to_string()))
