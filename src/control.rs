@@ -200,6 +200,24 @@ impl Persisted {
     pub fn revision_of(&self, id: &str) -> i64 {
         self.revisions.get(id).copied().unwrap_or(0)
     }
+
+    /// The stored changes and revisions of config-file instances `state` does not serve.
+    fn unplaced(&self, state: &State) -> BTreeMap<String, (InstanceChanges, i64)> {
+        let launched: std::collections::BTreeSet<&str> = self
+            .launched
+            .iter()
+            .map(|config| config.instance_id.as_str())
+            .collect();
+        self.changes
+            .iter()
+            .filter(|(id, _)| !launched.contains(id.as_str()))
+            .filter(|(id, _)| {
+                id.parse::<InstanceId>()
+                    .map_or(true, |id| state.instance(&id).is_none())
+            })
+            .map(|(id, changes)| (id.clone(), (changes.clone(), self.revision_of(id))))
+            .collect()
+    }
 }
 
 /// Answers control requests and applies their changes.
@@ -225,7 +243,7 @@ pub struct ControlApi {
     /// What `RunInstances` builds new instances from: the built-in instance.
     template: crate::fleet::instance::InstanceConfig,
     /// `RunInstances`' client tokens and what they launched.
-    client_tokens: std::sync::Mutex<BTreeMap<String, launch::Launched>>,
+    client_tokens: std::sync::Mutex<BTreeMap<String, crate::store::ClientToken>>,
     /// The guardrail policies in force.
     policies: arc_swap::ArcSwap<policy::PolicySet>,
     /// Seals session tokens for the guest API; rotations and learned generations go here.
@@ -240,6 +258,9 @@ pub struct ControlApi {
     signing_generation: std::sync::Mutex<Option<u32>>,
     /// The web console's sessions and live streams.
     console: console::Console,
+    /// Stored changes (and their row's revision) of config-file instances not served yet:
+    /// an instance a SIGHUP adds starts from them.
+    unplaced: std::sync::Mutex<BTreeMap<String, (InstanceChanges, i64)>>,
 }
 
 impl ControlApi {
@@ -258,6 +279,7 @@ impl ControlApi {
         tokens: Arc<TokenSealer>,
         generations: Vec<TokenGeneration>,
     ) -> ControlApi {
+        let unplaced = persisted.unplaced(&state);
         let network = vpc::initial_network(persisted.network, &state, &template);
         tokens.set_generations(&generations);
         ControlApi {
@@ -282,6 +304,7 @@ impl ControlApi {
             defaults: std::sync::Mutex::new(persisted.defaults),
             applied: tokio::sync::watch::Sender::new(0),
             console: console::Console::default(),
+            unplaced: std::sync::Mutex::new(unplaced),
         }
     }
 
@@ -483,6 +506,19 @@ impl ControlApi {
         what: Change,
         edit: impl FnOnce(&Instance, &mut InstanceConfig) -> Result<(), ControlError>,
     ) -> Result<Instance, ControlError> {
+        self.change_checked(slot, what, crate::store::Commit::default(), edit)
+            .await
+    }
+
+    /// [`ControlApi::change`], stored in one commit with `checks` (the account values the
+    /// change was decided on, which must not have changed since).
+    async fn change_checked(
+        &self,
+        slot: &InstanceSlot,
+        what: Change,
+        checks: crate::store::Commit,
+        edit: impl FnOnce(&Instance, &mut InstanceConfig) -> Result<(), ControlError>,
+    ) -> Result<Instance, ControlError> {
         let _one_at_a_time = slot.changing.lock().await;
         let current = slot.current();
         let mut config = current.instance.config.clone();
@@ -502,7 +538,7 @@ impl ControlApi {
                 })
             }
         }
-        let commit = crate::store::Commit::default().instance(sync::instance_write(slot, &changes));
+        let commit = checks.instance(sync::instance_write(slot, &changes));
         let revision = self.persist(commit).await?;
         slot.set_changes(changes);
         slot.set_revision(revision);
@@ -520,6 +556,33 @@ impl ControlApi {
     /// Notified after each change applied to the instance.
     pub fn subscribe(&self) -> tokio::sync::watch::Receiver<u64> {
         self.applied.subscribe()
+    }
+
+    /// The changes stored for `id`, a config-file instance not served yet, and their revision
+    /// (none and 0 when nothing is stored).
+    pub(super) fn unplaced_changes(&self, id: &str) -> (InstanceChanges, i64) {
+        self.unplaced
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(id)
+            .cloned()
+            .unwrap_or_default()
+    }
+
+    /// Forgets the stored changes of `id` once it is served (its slot holds them now).
+    pub(super) fn forget_unplaced(&self, id: &str) {
+        self.unplaced
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(id);
+    }
+
+    /// `base` with `changes` layered over it; the parts that no longer fit are logged and
+    /// counted (`imds_changes_skipped_total`).
+    pub(super) fn layer(&self, changes: &InstanceChanges, base: Instance) -> Instance {
+        let layered = changes.layered(base).logged();
+        self.metrics.changes_skipped(&layered.skipped);
+        layered.instance
     }
 
     /// `pending` shortly after an options change of `slot`, `applied` after.

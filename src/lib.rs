@@ -142,10 +142,15 @@ impl App {
             .iter()
             .map(|instance| persisted.changes_of(instance.id()))
             .collect();
+        let metrics = Arc::new(metrics::Metrics::default());
         let layered = instances
             .into_iter()
             .zip(&changes)
-            .map(|(instance, changes)| changes.layered(instance))
+            .map(|(instance, changes)| {
+                let layered = changes.layered(instance).logged();
+                metrics.changes_skipped(&layered.skipped);
+                layered.instance
+            })
             .collect();
         let slots: Vec<_> = snapshots
             .build_all(layered)
@@ -166,7 +171,6 @@ impl App {
             }
         });
         let tokens = Arc::new(fleet::token::TokenSealer::new(&keys.secret));
-        let metrics = Arc::new(metrics::Metrics::default());
         let access_log =
             access_log.map(|log| guest::access_log::AccessLog::start(log, metrics.clone()));
         let control = Arc::new(control::ControlApi::new(

@@ -8,6 +8,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use crate::fleet::changes::{Part, Skipped};
 use crate::fleet::state::InstanceSlot;
 use crate::fleet::throttle::ThrottleReason;
 
@@ -227,6 +228,8 @@ pub struct Metrics {
     connections_evicted: [AtomicU64; 2],
     /// `[surface][reason]`: requests refused as a browser's.
     browser_refused: [[AtomicU64; 2]; 2],
+    /// Acknowledged changes left out because they no longer fit a config file, per part.
+    changes_skipped: [AtomicU64; Part::ALL.len()],
     /// `(action, outcome)` → count; the control path is not hot.
     control: Mutex<BTreeMap<(String, &'static str), u64>>,
 }
@@ -299,6 +302,13 @@ impl Metrics {
     /// Counts a request refused on `surface` as a browser's.
     pub fn browser_refused(&self, surface: SurfaceKind, why: BrowserRefusal) {
         self.browser_refused[surface as usize][why as usize].fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Counts the parts of an instance's changes left out as they no longer fit its file.
+    pub fn changes_skipped(&self, skipped: &[Skipped]) {
+        for skipped in skipped {
+            self.changes_skipped[skipped.part as usize].fetch_add(1, Ordering::Relaxed);
+        }
     }
 
     /// Counts a control request.
@@ -435,6 +445,15 @@ impl Metrics {
                 out,
                 "imds_control_requests_total{{action=\"{}\",outcome=\"{outcome}\"}} {count}",
                 action.escape_default()
+            );
+        }
+        out.push_str("# HELP imds_changes_skipped_total Acknowledged control-plane changes left out (logged as errors) because they no longer fit the config file, by part.\n# TYPE imds_changes_skipped_total counter\n");
+        for part in Part::ALL {
+            let _ = writeln!(
+                out,
+                "imds_changes_skipped_total{{part=\"{}\"}} {}",
+                part.label(),
+                load(&self.changes_skipped[part as usize])
             );
         }
         out.push_str("# HELP imds_request_duration_seconds Time to answer a guest request.\n# TYPE imds_request_duration_seconds histogram\n");

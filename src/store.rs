@@ -155,6 +155,15 @@ pub struct ValueWrite {
     pub expected: Expected,
 }
 
+/// An account value a write was decided on, which must still be at the revision seen.
+#[derive(Debug, Clone)]
+pub struct ValueCheck {
+    /// Its name.
+    pub name: String,
+    /// The revision the writer decided on.
+    pub expected: Expected,
+}
+
 /// Rows written in one transaction: all of them, or none.
 #[derive(Debug, Clone, Default)]
 pub struct Commit {
@@ -162,12 +171,47 @@ pub struct Commit {
     pub instances: Vec<InstanceWrite>,
     /// Account values.
     pub account: Vec<ValueWrite>,
+    /// Account values not written but read to decide the write (e.g. the defaults'
+    /// `HttpTokensEnforced`): a change of one since makes the whole commit a conflict.
+    pub checks: Vec<ValueCheck>,
+    /// The `ClientToken` of the launch this commit makes; a token stored already makes the
+    /// whole commit a conflict.
+    pub client_token: Option<ClientToken>,
+}
+
+/// A `RunInstances` `ClientToken` and what it launched.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClientToken {
+    /// The token.
+    pub token: String,
+    /// The SHA-256 (hex) of the request's parameters but the token: a retry must repeat them.
+    pub request_sha256: String,
+    /// The instances it launched.
+    pub instance_ids: Vec<String>,
+    /// When it was first used (milliseconds since the epoch).
+    pub created_millis: i64,
 }
 
 impl Commit {
     /// Adds an instance row.
     pub fn instance(mut self, write: InstanceWrite) -> Commit {
         self.instances.push(write);
+        self
+    }
+
+    /// Requires the account value `name` to be still at revision `expected` (0: never
+    /// stored) when the commit is made.
+    pub fn unchanged(mut self, name: &str, expected: Expected) -> Commit {
+        self.checks.push(ValueCheck {
+            name: name.to_owned(),
+            expected,
+        });
+        self
+    }
+
+    /// Records the launch's `ClientToken`.
+    pub fn client_token(mut self, token: ClientToken) -> Commit {
+        self.client_token = Some(token);
         self
     }
 
@@ -252,6 +296,15 @@ pub enum StoreError {
     /// The database is away: writes are refused until it is back.
     #[error("{location} is unreachable ({reason}); changes are refused until it is back")]
     Unavailable {
+        /// The database, without its password.
+        location: String,
+        /// Why.
+        reason: String,
+    },
+    /// The connection was lost, or stopped answering, after a write's COMMIT was sent: it may
+    /// or may not have been committed. The process catches up with the store to find out.
+    #[error("{location} stopped answering after a write was sent ({reason}); it may have been committed")]
+    OutcomeUnknown {
         /// The database, without its password.
         location: String,
         /// Why.
@@ -344,6 +397,14 @@ impl Store {
         }
     }
 
+    /// The `ClientToken` `token`, when a launch stored it.
+    pub async fn client_token(&self, token: &str) -> Result<Option<ClientToken>, StoreError> {
+        match self {
+            Store::Sqlite(store) => store.client_token(token).await,
+            Store::Postgres(store) => store.client_token(token).await,
+        }
+    }
+
     /// Stores `value` as the key `name` (created at `created_millis`) unless one is stored
     /// already, and returns the stored one: two processes creating a key at once agree on the
     /// first committed.
@@ -407,6 +468,32 @@ const NEXT_REVISION: &str = "UPDATE revision SET value = value + 1 WHERE id = 1 
 const SELECT_INSTANCES: &str = "SELECT c.instance_id, l.config, c.changes, c.revision
      FROM instance_changes c LEFT JOIN launched_instances l USING (instance_id)
      WHERE c.revision > $1 ORDER BY c.revision, c.instance_id";
+/// The revision of the account value `$1` (0 when it was never stored).
+const SELECT_VALUE_REVISION: &str =
+    "SELECT coalesce(max(revision), 0) FROM account WHERE name = $1";
+/// Stores a `ClientToken` unless it is stored already.
+const INSERT_CLIENT_TOKEN: &str = "INSERT INTO client_tokens
+     (token, request_sha256, instance_ids, created_at_ms, revision) VALUES ($1, $2, $3, $4, $5)
+     ON CONFLICT (token) DO NOTHING";
+/// The `ClientToken` `$1`.
+const SELECT_CLIENT_TOKEN: &str = "SELECT token, request_sha256, instance_ids, created_at_ms
+     FROM client_tokens WHERE token = $1";
+
+/// The row a `ClientToken` conflict names in errors.
+fn client_token_row(token: &str) -> String {
+    format!("client token {token}")
+}
+
+/// The stored JSON array of a token's instance ids, or the reason it does not parse.
+fn instance_ids(json: &str) -> Result<Vec<String>, String> {
+    serde_json::from_str(json).map_err(|e| e.to_string())
+}
+
+/// A token's instance ids as stored.
+fn instance_ids_json(ids: &[String]) -> String {
+    serde_json::to_string(ids).expect("a list of strings serialises to JSON")
+}
+
 /// Account values after revision `$1`.
 const SELECT_ACCOUNT: &str =
     "SELECT name, value, revision FROM account WHERE revision > $1 ORDER BY revision";

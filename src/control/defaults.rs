@@ -117,6 +117,13 @@ impl ControlApi {
         Ok(xml.finish())
     }
 
+    /// `commit`, valid only while the defaults are still the ones read (their revision as
+    /// last stored or learned): a change decided on them conflicts with another host's
+    /// change of them, and is retried on the newer ones.
+    pub(super) fn decided_on_defaults(&self, commit: crate::store::Commit) -> crate::store::Commit {
+        commit.unchanged(super::DEFAULTS, self.account_revision(super::DEFAULTS))
+    }
+
     /// The account's defaults now.
     pub(super) fn defaults(&self) -> MetadataDefaults {
         *self.defaults.lock().unwrap_or_else(|e| e.into_inner())

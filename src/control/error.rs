@@ -63,6 +63,10 @@ pub enum ControlError {
     /// The store is unreachable: changes are refused until it is back.
     #[error("The service is unavailable: {0}. Please try again.")]
     Unavailable(String),
+    /// The store stopped answering after the change was sent: it may have been applied, and
+    /// is learned from the store if it was; retrying it is safe.
+    #[error("The outcome of this request is unknown: {0}. The change may have been applied; retrying it is safe.")]
+    OutcomeUnknown(String),
     /// The change raced another host's change of the same row (retried before it is answered).
     #[error("The service is unavailable: {0} while this request was applied. Please try again.")]
     Conflict(String),
@@ -112,7 +116,9 @@ impl ControlError {
             ControlError::MethodNotAllowed => "UnsupportedOperation",
             ControlError::BrowserRequest => "UnauthorizedOperation",
             ControlError::InternalError => "InternalError",
-            ControlError::Unavailable(_) | ControlError::Conflict(_) => "Unavailable",
+            ControlError::Unavailable(_)
+            | ControlError::OutcomeUnknown(_)
+            | ControlError::Conflict(_) => "Unavailable",
             ControlError::Network(error) => error.code(),
         }
     }
@@ -125,9 +131,9 @@ impl ControlError {
             ControlError::BrowserRequest => http::StatusCode::FORBIDDEN,
             ControlError::UnauthorizedOperation(_) => http::StatusCode::FORBIDDEN,
             ControlError::InternalError => http::StatusCode::INTERNAL_SERVER_ERROR,
-            ControlError::Unavailable(_) | ControlError::Conflict(_) => {
-                http::StatusCode::SERVICE_UNAVAILABLE
-            }
+            ControlError::Unavailable(_)
+            | ControlError::OutcomeUnknown(_)
+            | ControlError::Conflict(_) => http::StatusCode::SERVICE_UNAVAILABLE,
             ControlError::MissingParameter(_)
             | ControlError::InvalidParameterValue(_)
             | ControlError::InvalidParameterCombination(_)

@@ -344,9 +344,17 @@ impl ControlApi {
             super::guardrails::modify_instance_metadata_options(query, place, slot.id().as_str())
         };
         self.check_policies(&request)?;
+        // Turning IMDSv1 on is decided on HttpTokensEnforced: under the account lock (which
+        // ModifyInstanceMetadataDefaults and learning from the store take), and stored only
+        // if no host changed the defaults since they were read.
+        let _account = match query.get("HttpTokens") == Some("optional") {
+            true => Some(self.changing.lock().await),
+            false => None,
+        };
         let enforced = self.defaults().http_tokens_enforced == Some(true);
+        let checks = self.decided_on_defaults(crate::store::Commit::default());
         let applied = self
-            .change(&slot, Change::Options, |_, config| {
+            .change_checked(&slot, Change::Options, checks, |_, config| {
                 let o = &mut config.metadata_options;
                 if let Some(value) = query.get("HttpTokens") {
                     o.http_tokens = parse_tokens(value)?;

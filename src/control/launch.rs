@@ -23,20 +23,12 @@ use crate::fleet::lifecycle::{Lifecycle, Transition};
 use crate::fleet::network::Network;
 use crate::fleet::options::{HopLimit, MetadataOptions};
 use crate::fleet::state::InstanceSlot;
+use crate::store::{ClientToken, StoreError};
 
 /// Most instances one `RunInstances` launches.
 const MAX_COUNT: u32 = 1000;
 /// Largest user data EC2 accepts, once decoded.
 const MAX_USER_DATA: usize = 16 * 1024;
-
-/// What a `ClientToken` was first used for.
-#[derive(Debug, Clone)]
-pub(super) struct Launched {
-    /// The request's parameters but the token (a retry must repeat them).
-    request: Vec<(String, String)>,
-    /// The instances it launched.
-    instances: Vec<InstanceId>,
-}
 
 /// The launch parameters every instance of one request shares.
 struct Plan {
@@ -71,19 +63,18 @@ impl ControlApi {
         }
         let (min, max) = counts(query)?;
         let token = query.get("ClientToken").map(str::to_owned);
-        let mut request = query.without("ClientToken");
-        request.sort();
+        let request_sha256 = request_digest(query);
         let _one_at_a_time = self.changing.lock().await;
         if let Some(token) = &token {
-            let known = self.client_tokens().get(token).cloned();
-            if let Some(launched) = known {
-                if launched.request != request {
+            if let Some(launched) = self.launched_with(token).await? {
+                if launched.request_sha256 != request_sha256 {
                     return Err(ControlError::IdempotentParameterMismatch(token.clone()));
                 }
                 let slots = launched
-                    .instances
+                    .instance_ids
                     .iter()
-                    .filter_map(|id| self.state.instance(id))
+                    .filter_map(|id| id.parse::<InstanceId>().ok())
+                    .filter_map(|id| self.state.instance(&id))
                     .collect::<Vec<_>>();
                 return Ok(self.reservation_xml("RunInstancesResponse", request_id, &slots));
             }
@@ -135,7 +126,8 @@ impl ControlApi {
             ..InstanceChanges::default()
         };
         let changes_json = super::sync::to_json(&lifecycle);
-        let mut commit = crate::store::Commit::default();
+        // The options were decided on the defaults (HttpTokensEnforced among them).
+        let mut commit = self.decided_on_defaults(crate::store::Commit::default());
         for instance in &instances {
             commit = commit.instance(crate::store::InstanceWrite {
                 instance_id: instance.id().to_owned(),
@@ -143,6 +135,15 @@ impl ControlApi {
                 changes: changes_json.clone(),
                 expected: 0,
             });
+        }
+        let client_token = token.map(|token| ClientToken {
+            token,
+            request_sha256,
+            instance_ids: instances.iter().map(|i| i.id().to_owned()).collect(),
+            created_millis: now as i64,
+        });
+        if let Some(token) = &client_token {
+            commit = commit.client_token(token.clone());
         }
         let commit =
             self.account_write(commit, super::vpc::NETWORK, super::sync::to_json(&network));
@@ -165,12 +166,8 @@ impl ControlApi {
             })
             .collect();
         self.state.insert(slots.clone())?;
-        if let Some(token) = token {
-            let launched = Launched {
-                request,
-                instances: slots.iter().map(|s| s.id().clone()).collect(),
-            };
-            self.client_tokens().insert(token, launched);
+        if let Some(token) = client_token {
+            self.client_tokens().insert(token.token.clone(), token);
         }
         tracing::info!(
             reservation = reservation_id,
@@ -180,9 +177,35 @@ impl ControlApi {
         Ok(self.reservation_xml("RunInstancesResponse", request_id, &slots))
     }
 
-    /// The `ClientToken`s seen, and what they launched.
-    fn client_tokens(&self) -> std::sync::MutexGuard<'_, BTreeMap<String, Launched>> {
+    /// The `ClientToken`s this process launched with or looked up, and what they launched.
+    fn client_tokens(&self) -> std::sync::MutexGuard<'_, BTreeMap<String, ClientToken>> {
         self.client_tokens.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// What the `ClientToken` `token` launched, here or (kept in the store) before a restart
+    /// or through another host; `None` when it was never used.
+    async fn launched_with(&self, token: &str) -> Result<Option<ClientToken>, ControlError> {
+        if let Some(known) = self.client_tokens().get(token).cloned() {
+            return Ok(Some(known));
+        }
+        let Some(store) = &self.store else {
+            return Ok(None);
+        };
+        let stored = store
+            .client_token(token)
+            .await
+            .map_err(|error| match error {
+                StoreError::Unavailable { .. } => ControlError::Unavailable(error.to_string()),
+                error => {
+                    tracing::error!(%error, "a client token could not be read");
+                    ControlError::InternalError
+                }
+            })?;
+        if let Some(stored) = &stored {
+            self.client_tokens()
+                .insert(token.to_owned(), stored.clone());
+        }
+        Ok(stored)
     }
 
     /// What every instance of the request shares, checked against the network registry.
@@ -476,6 +499,15 @@ impl ControlApi {
         xml.close();
         xml.finish()
     }
+}
+
+/// The SHA-256 (hex) of the request's parameters but `ClientToken`, in a fixed order: what a
+/// retry with the same token must repeat.
+fn request_digest(query: &QueryRequest) -> String {
+    use sha2::{Digest, Sha256};
+    let mut request = query.without("ClientToken");
+    request.sort();
+    hex(&Sha256::digest(super::sync::to_json(&request)))
 }
 
 /// `MinCount` and `MaxCount`: 1 ≤ min ≤ max ≤ 1000.

@@ -1,5 +1,7 @@
 //! SIGHUP: the config file's instances reloaded as one change. Instances served already are
-//! rebuilt with the control plane's changes over them, new ones are added, all under the same
+//! rebuilt with the control plane's changes over them, new ones are added with the changes
+//! stored for them (and their revision, so later changes write over the row they saw), all
+//! under the same
 //! locks as control changes (the account's, then each instance's), so a reload never overwrites
 //! an acknowledged change. The fleet index takes the whole set or refuses it: when an address
 //! would get a second live owner nothing is swapped and the running instances stay as they were.
@@ -9,6 +11,7 @@ use std::net::IpAddr;
 use std::sync::Arc;
 
 use super::ControlApi;
+use crate::fleet::changes::InstanceChanges;
 use crate::fleet::faults::FaultSet;
 use crate::fleet::instance::Instance;
 use crate::fleet::instance_id::InstanceId;
@@ -23,6 +26,11 @@ impl ControlApi {
         instances: Vec<Instance>,
     ) -> Result<Vec<Instance>, AddressInUse> {
         let _account = self.changing.lock().await;
+        // Added instances start from what is stored for them (by an earlier run, or another
+        // host): catch up first, under the account lock as learning takes it.
+        if let Err(error) = self.catch_up_locked().await {
+            tracing::warn!(%error, "the store could not be read: instances the file adds start from the changes known so far and catch up later");
+        }
         let mut served = Vec::new();
         let mut added = Vec::new();
         for base in instances {
@@ -46,7 +54,7 @@ impl ControlApi {
             .into_iter()
             .map(|(slot, base)| {
                 let before = slot.current().instance.clone();
-                let instance = slot.changes().layered(base);
+                let instance = self.layer(&slot.changes(), base);
                 (slot, before, instance)
             })
             .collect();
@@ -57,11 +65,26 @@ impl ControlApi {
                     .build_after(Some(&slot.current()), instance.clone())
             })
             .collect();
+        let added: Vec<(Instance, InstanceChanges, i64)> = added
+            .into_iter()
+            .map(|base| {
+                let (changes, revision) = self.unplaced_changes(base.id());
+                (self.layer(&changes, base), changes, revision)
+            })
+            .collect();
         let new_slots: Vec<Arc<InstanceSlot>> = added
             .iter()
-            .map(|base| InstanceSlot::new(self.snapshots.build(base.clone()), Default::default()))
+            .map(|(instance, changes, revision)| {
+                let slot =
+                    InstanceSlot::new(self.snapshots.build(instance.clone()), changes.clone());
+                slot.set_revision(*revision);
+                slot
+            })
             .collect();
         self.state.apply(snapshots, new_slots)?;
+        for (instance, _, _) in &added {
+            self.forget_unplaced(instance.id());
+        }
         let mut network = (*self.network()).clone();
         for (slot, before, instance) in &reloaded {
             if instance.config.faults != before.config.faults {
@@ -80,7 +103,7 @@ impl ControlApi {
         let reloaded: Vec<Instance> = reloaded
             .into_iter()
             .map(|(_, _, instance)| instance)
-            .chain(added)
+            .chain(added.into_iter().map(|(instance, _, _)| instance))
             .collect();
         super::vpc::mark_held(&mut network, &self.state);
         self.set_network(network);

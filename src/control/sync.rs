@@ -66,6 +66,10 @@ impl ControlApi {
                 );
                 Err(ControlError::Conflict(what))
             }
+            Err(error @ StoreError::OutcomeUnknown { .. }) => {
+                tracing::error!(%error, "a control change may or may not have been stored; catching up with the store to learn which");
+                Err(ControlError::OutcomeUnknown(error.to_string()))
+            }
             Err(error @ StoreError::Unavailable { .. }) => {
                 tracing::warn!(%error, "a control change is refused: the store is unreachable");
                 Err(ControlError::Unavailable(error.to_string()))
@@ -84,7 +88,7 @@ impl ControlApi {
     }
 
     /// The revision of the account value `name` as last stored or learned.
-    fn account_revision(&self, name: &str) -> i64 {
+    pub(super) fn account_revision(&self, name: &str) -> i64 {
         let revisions = self
             .account_revisions
             .lock()
@@ -199,12 +203,17 @@ impl ControlApi {
 
     /// Loads and applies every row stored after the newest revision seen; how many were new.
     pub async fn catch_up(&self) -> Result<usize, StoreError> {
-        let Some(store) = self.store.clone() else {
-            return Ok(0);
-        };
         // The account lock first, as changes spanning instances take it: a launch is either
         // applied here or learned, never both.
         let _account = self.changing.lock().await;
+        self.catch_up_locked().await
+    }
+
+    /// [`ControlApi::catch_up`] for a caller that holds the account lock.
+    pub(super) async fn catch_up_locked(&self) -> Result<usize, StoreError> {
+        let Some(store) = self.store.clone() else {
+            return Ok(0);
+        };
         let changed = store.load_since(self.seen.load(Ordering::Acquire)).await?;
         let revision = changed.revision;
         let applied = self.learn(changed).await;
@@ -274,7 +283,7 @@ impl ControlApi {
                     }
                     lifecycles |= slot.changes().lifecycle != changes.lifecycle;
                     let current = slot.current();
-                    let instance = changes.layered(current.instance.clone());
+                    let instance = self.layer(&changes, current.instance.clone());
                     slot.set_changes(changes);
                     slot.set_revision(row.revision);
                     let built = self.snapshots.build_after(Some(&current), instance);
@@ -282,6 +291,9 @@ impl ControlApi {
                         tracing::error!(%conflict, "a learned change is not served: it would give an address two instances");
                     }
                     applied += 1;
+                }
+                None if row.config.is_none() => {
+                    self.keep_unplaced(row.instance_id, changes, row.revision)
                 }
                 None => {
                     if let Some(instance) = self.launched_elsewhere(&row, &changes) {
@@ -315,6 +327,16 @@ impl ControlApi {
         }
     }
 
+    /// Keeps the stored changes of a config-file instance this host does not serve (yet), for
+    /// a reload that adds it.
+    fn keep_unplaced(&self, id: String, changes: InstanceChanges, revision: i64) {
+        let mut unplaced = self.unplaced.lock().unwrap_or_else(|e| e.into_inner());
+        let newer = unplaced.get(&id).is_none_or(|(_, seen)| *seen < revision);
+        if newer {
+            unplaced.insert(id, (changes, revision));
+        }
+    }
+
     /// The instance another host launched, as `row` stores it (`None`: not one, or gone).
     fn launched_elsewhere(
         &self,
@@ -335,7 +357,7 @@ impl ControlApi {
             .map_err(|e| e.to_string())
             .and_then(|config| Instance::new(config).map_err(|e| e.to_string()));
         match built {
-            Ok(instance) => Some(changes.layered(instance)),
+            Ok(instance) => Some(self.layer(changes, instance)),
             Err(error) => {
                 tracing::error!(instance = row.instance_id, %error, "a stored launched instance is not valid; not served");
                 None

@@ -9,7 +9,9 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 
 use crate::fleet::events::EventsConfig;
-use crate::fleet::instance::{CredentialSource, IamConfig, Instance, InstanceConfig};
+use crate::fleet::instance::{
+    check_imds_tag, CredentialSource, IamConfig, Instance, InstanceConfig,
+};
 use crate::fleet::options::MetadataOptions;
 
 /// The control plane's changes to one instance; `None` parts were never changed.
@@ -48,58 +50,216 @@ pub struct RoleAssociation {
     pub associated_at: Option<time::OffsetDateTime>,
 }
 
+/// A part of [`InstanceChanges`] that is layered (or skipped) on its own.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Part {
+    /// `metadata_options`.
+    MetadataOptions,
+    /// `role`.
+    Role,
+    /// `events`.
+    Events,
+    /// `tags` (or, when no tags were changed, the config file's tags).
+    Tags,
+}
+
+impl Part {
+    /// Every part, in the order they are layered: security-relevant parts first, so a part
+    /// that conflicts with them is the one skipped.
+    pub const ALL: [Part; 4] = [Part::MetadataOptions, Part::Role, Part::Events, Part::Tags];
+
+    /// Its name in logs and metric labels.
+    pub fn label(self) -> &'static str {
+        match self {
+            Part::MetadataOptions => "metadata_options",
+            Part::Role => "role",
+            Part::Events => "events",
+            Part::Tags => "tags",
+        }
+    }
+}
+
+/// A part of an instance's changes that does not fit its config file any more, and why.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Skipped {
+    /// The part left out.
+    pub part: Part,
+    /// Why it does not fit.
+    pub reason: String,
+}
+
+/// An instance with the changes that fit layered over it, and what was left out.
+#[derive(Debug, Clone)]
+pub struct Layered {
+    /// The instance to serve.
+    pub instance: Instance,
+    /// The parts left out (or, for [`Part::Tags`], the file's tags cut down), with why.
+    pub skipped: Vec<Skipped>,
+}
+
+impl Layered {
+    /// Logs each skipped part as an error naming the instance, the part and why, and hands
+    /// the instance on.
+    pub fn logged(self) -> Layered {
+        for skipped in &self.skipped {
+            tracing::error!(
+                instance = self.instance.id(),
+                part = skipped.part.label(),
+                reason = skipped.reason,
+                "an acknowledged control-plane change no longer fits the config file and is not applied; the other changes are"
+            );
+        }
+        self
+    }
+}
+
 impl InstanceChanges {
     /// Whether the control plane changed nothing.
     pub fn is_empty(&self) -> bool {
         *self == InstanceChanges::default()
     }
 
-    /// `config` with these changes over it. A role association is not applied to an instance
-    /// whose role credentials come from STS: its config file decides its role.
-    pub fn apply_to(&self, config: &mut InstanceConfig) {
-        if let Some(options) = self.metadata_options {
-            config.metadata_options = options;
+    /// `instance` (as its config file says) with these changes over it, part by part: a part
+    /// that no longer fits the file (its file changed so that the part cannot be applied) is
+    /// left out and reported in [`Layered::skipped`], and every other part is still applied.
+    /// Parts are layered in [`Part::ALL`]'s order, so a security-relevant one (`HttpTokens`, the
+    /// endpoint, a removed role) is never the one given up for a part that conflicts with it:
+    /// tags that cannot be served as instance metadata tags are left out instead.
+    pub fn layered(&self, instance: Instance) -> Layered {
+        if self.is_empty() {
+            return Layered {
+                instance,
+                skipped: Vec::new(),
+            };
         }
-        if let Some(tags) = &self.tags {
-            config.tags = tags.clone();
+        let file = instance.config;
+        let mut skipped = Vec::new();
+        // Tags are decided last, against the options in force; until then none stand in the way
+        // (the file's instance is valid, and tags only ever make an instance invalid).
+        let mut config = InstanceConfig {
+            tags: BTreeMap::new(),
+            ..file.clone()
+        };
+        for part in [Part::MetadataOptions, Part::Role, Part::Events] {
+            let mut candidate = config.clone();
+            self.apply_part(part, &mut candidate);
+            match Instance::new(candidate.clone()) {
+                Ok(_) => config = candidate,
+                Err(error) => {
+                    skipped.push(Skipped {
+                        part,
+                        reason: error.to_string(),
+                    });
+                    if part == Part::MetadataOptions {
+                        let mut rule = config.clone();
+                        self.apply_token_rule(&mut rule);
+                        if Instance::new(rule.clone()).is_ok() {
+                            config = rule;
+                        }
+                    }
+                }
+            }
         }
-        if let Some(events) = &self.events {
-            config.events = events.clone();
-        }
-        if let Some(association) = &self.role {
-            if config.iam.credentials == CredentialSource::Sts {
-                tracing::warn!(
-                    instance = config.instance_id,
-                    "the role association made through the control API is not applied: the config file takes the role from STS"
-                );
-            } else {
-                config.iam = IamConfig {
-                    role: association.role.clone(),
-                    credential_lifetime_seconds: config.iam.credential_lifetime_seconds,
-                    ..IamConfig::default()
-                };
+        let tags = self.fitting_tags(&config, &file.tags, &mut skipped);
+        config.tags = tags;
+        let instance = Instance::new(config)
+            .expect("every step was validated, and the tags chosen fit (or are none)");
+        Layered { instance, skipped }
+    }
+
+    /// Applies one part of these changes (if changed) to `config`. A role association is not
+    /// applied to an instance whose role credentials come from STS: its config file decides
+    /// its role.
+    fn apply_part(&self, part: Part, config: &mut InstanceConfig) {
+        match part {
+            Part::MetadataOptions => {
+                if let Some(options) = self.metadata_options {
+                    config.metadata_options = options;
+                }
+            }
+            Part::Role => match &self.role {
+                Some(_) if config.iam.credentials == CredentialSource::Sts => {
+                    tracing::warn!(
+                        instance = config.instance_id,
+                        "the role association made through the control API is not applied: the config file takes the role from STS"
+                    );
+                }
+                Some(association) => {
+                    config.iam = IamConfig {
+                        role: association.role.clone(),
+                        credential_lifetime_seconds: config.iam.credential_lifetime_seconds,
+                        ..IamConfig::default()
+                    };
+                }
+                None => {}
+            },
+            Part::Events => {
+                if let Some(events) = &self.events {
+                    config.events = events.clone();
+                }
+            }
+            Part::Tags => {
+                if let Some(tags) = &self.tags {
+                    config.tags = tags.clone();
+                }
             }
         }
     }
 
-    /// `instance` with these changes over it; the instance as it is, with a warning, when they
-    /// no longer fit it (its config file changed so that they cannot be applied).
-    pub fn layered(&self, instance: Instance) -> Instance {
-        if self.is_empty() {
-            return instance;
+    /// When the metadata options as a whole do not fit: at least the token rule and the
+    /// endpoint switch they set, which never make an instance invalid.
+    fn apply_token_rule(&self, config: &mut InstanceConfig) {
+        if let Some(options) = self.metadata_options {
+            config.metadata_options.http_tokens = options.http_tokens;
+            config.metadata_options.http_endpoint = options.http_endpoint;
         }
-        let mut config = instance.config.clone();
-        self.apply_to(&mut config);
-        match Instance::new(config) {
-            Ok(changed) => changed,
-            Err(error) => {
-                tracing::warn!(
-                    instance = instance.id(),
-                    %error,
-                    "the control API's changes no longer fit the config file; serving the file's instance"
-                );
-                instance
+    }
+
+    /// The tags to serve with `config`: the changed ones if they fit it, else the file's if
+    /// they fit, else the file's without those that cannot be served.
+    fn fitting_tags(
+        &self,
+        config: &InstanceConfig,
+        file_tags: &BTreeMap<String, String>,
+        skipped: &mut Vec<Skipped>,
+    ) -> BTreeMap<String, String> {
+        let fits = |tags: &BTreeMap<String, String>| {
+            Instance::new(InstanceConfig {
+                tags: tags.clone(),
+                ..config.clone()
+            })
+            .map(drop)
+        };
+        if let Some(tags) = &self.tags {
+            match fits(tags) {
+                Ok(()) => return tags.clone(),
+                Err(error) => skipped.push(Skipped {
+                    part: Part::Tags,
+                    reason: error.to_string(),
+                }),
             }
+        }
+        let Err(error) = fits(file_tags) else {
+            return file_tags.clone();
+        };
+        let served = config.metadata_options.instance_metadata_tags.is_enabled();
+        let kept: BTreeMap<String, String> = file_tags
+            .iter()
+            .filter(|(key, value)| !served || check_imds_tag(key, value).is_ok())
+            .map(|(key, value)| (key.clone(), value.clone()))
+            .collect();
+        let left_out: Vec<&str> = file_tags
+            .keys()
+            .filter(|key| !kept.contains_key(*key))
+            .map(String::as_str)
+            .collect();
+        skipped.push(Skipped {
+            part: Part::Tags,
+            reason: format!("the config file's tags {left_out:?} are left out: {error}"),
+        });
+        match fits(&kept) {
+            Ok(()) => kept,
+            Err(_) => BTreeMap::new(),
         }
     }
 }
@@ -108,7 +268,8 @@ impl InstanceChanges {
 mod tests {
     use super::*;
     use crate::app::config::Config;
-    use crate::fleet::options::HttpTokens;
+    use crate::fleet::options::{HopLimit, HttpTokens, Switch};
+    use proptest::prelude::*;
 
     fn instance() -> Instance {
         Config::load(None)
@@ -126,7 +287,7 @@ mod tests {
             metadata_options: Some(options),
             ..InstanceChanges::default()
         };
-        let changed = changes.layered(file.clone());
+        let changed = changes.layered(file.clone()).instance;
         assert_eq!(
             changed.config.metadata_options.http_tokens,
             HttpTokens::Required
@@ -146,9 +307,140 @@ mod tests {
             }),
             ..InstanceChanges::default()
         };
-        let changed = changes.layered(instance());
+        let changed = changes.layered(instance()).instance;
         assert!(changed.iam.is_none());
         assert_eq!(changed.config.tags.len(), 1);
+    }
+
+    #[test]
+    fn tags_that_metadata_tags_cannot_serve_are_skipped_and_options_and_role_still_apply() {
+        let mut file = instance().config;
+        file.tags = BTreeMap::from([("Cost Center".into(), "42".into())]);
+        let file = Instance::new(file).unwrap();
+        let mut options = file.config.metadata_options;
+        options.http_tokens = HttpTokens::Required;
+        options.instance_metadata_tags = Switch::Enabled;
+        let changes = InstanceChanges {
+            metadata_options: Some(options),
+            tags: Some(BTreeMap::from([("team name".into(), "web".into())])),
+            role: Some(RoleAssociation {
+                role: None,
+                association_id: None,
+                associated_at: None,
+            }),
+            ..InstanceChanges::default()
+        };
+        let layered = changes.layered(file);
+        assert_eq!(layered.instance.config.metadata_options, options);
+        assert!(
+            layered.instance.iam.is_none(),
+            "the removed role stays removed"
+        );
+        assert!(layered.instance.config.tags.is_empty());
+        let parts: Vec<Part> = layered.skipped.iter().map(|s| s.part).collect();
+        assert_eq!(parts, [Part::Tags, Part::Tags], "{:?}", layered.skipped);
+    }
+
+    fn tag_key() -> impl Strategy<Value = String> {
+        prop_oneof![Just("Name"), Just("team"), Just("Cost Center"), Just("a/b")]
+            .prop_map(str::to_owned)
+    }
+
+    fn tags() -> impl Strategy<Value = BTreeMap<String, String>> {
+        proptest::collection::btree_map(tag_key(), "[a-z]{0,3}", 0..3)
+    }
+
+    fn switch() -> impl Strategy<Value = Switch> {
+        prop_oneof![Just(Switch::Enabled), Just(Switch::Disabled)]
+    }
+
+    fn options() -> impl Strategy<Value = MetadataOptions> {
+        let tokens = prop_oneof![Just(HttpTokens::Optional), Just(HttpTokens::Required)];
+        (tokens, switch(), switch(), 1u8..=64).prop_map(|(tokens, endpoint, tags, hops)| {
+            MetadataOptions {
+                http_tokens: tokens,
+                http_endpoint: endpoint,
+                http_put_response_hop_limit: HopLimit::try_from(hops).unwrap(),
+                instance_metadata_tags: tags,
+                ..MetadataOptions::default()
+            }
+        })
+    }
+
+    fn role() -> impl Strategy<Value = Option<String>> {
+        proptest::option::of(prop_oneof![Just("web"), Just("not a role")].prop_map(str::to_owned))
+    }
+
+    /// A valid file instance: random tags and options (tags only when they can be served).
+    fn file_instance() -> impl Strategy<Value = Instance> {
+        (tags(), options(), role()).prop_filter_map("a valid file", |(tags, options, role)| {
+            let mut config = instance().config;
+            config.tags = tags;
+            config.metadata_options = options;
+            config.iam.role = role;
+            Instance::new(config).ok()
+        })
+    }
+
+    fn changes() -> impl Strategy<Value = InstanceChanges> {
+        let association = role().prop_map(|role| RoleAssociation {
+            role,
+            association_id: None,
+            associated_at: None,
+        });
+        (
+            proptest::option::of(options()),
+            proptest::option::of(tags()),
+            proptest::option::of(association),
+        )
+            .prop_map(|(metadata_options, tags, role)| InstanceChanges {
+                metadata_options,
+                tags,
+                role,
+                ..InstanceChanges::default()
+            })
+    }
+
+    proptest! {
+        #[test]
+        fn every_part_that_fits_is_layered_and_acknowledged_options_always_win(
+            file in file_instance(),
+            changes in changes(),
+        ) {
+            let layered = changes.layered(file.clone());
+            let served = &layered.instance.config;
+            let skipped = |part| layered.skipped.iter().any(|s| s.part == part);
+            // The acknowledged options, HttpTokens first, are what is served.
+            if let Some(options) = changes.metadata_options {
+                prop_assert_eq!(served.metadata_options, options);
+                prop_assert!(!skipped(Part::MetadataOptions));
+            } else {
+                prop_assert_eq!(served.metadata_options, file.config.metadata_options);
+            }
+            // A role change that fits the file on its own is applied; one that does not is
+            // reported.
+            if let Some(association) = &changes.role {
+                let mut alone = file.config.clone();
+                alone.iam.role = association.role.clone();
+                let fits = Instance::new(alone).is_ok();
+                prop_assert_eq!(fits, !skipped(Part::Role));
+                if fits {
+                    prop_assert_eq!(&served.iam.role, &association.role);
+                }
+            }
+            // Tags that fit the options in force are applied; others are reported, and what is
+            // served always fits.
+            if let Some(tags) = &changes.tags {
+                let fits = Instance::new(InstanceConfig {
+                    tags: tags.clone(),
+                    ..served.clone()
+                })
+                .is_ok();
+                prop_assert_eq!(fits, served.tags == *tags);
+                prop_assert_eq!(fits, !skipped(Part::Tags));
+            }
+            prop_assert!(Instance::new(served.clone()).is_ok());
+        }
     }
 
     #[test]

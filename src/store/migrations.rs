@@ -1,5 +1,5 @@
 //! The schema's migrations, embedded in the binary, one folder per backend with the same
-//! versions (`V1__initial`, `V2__revisions`, `V3__history`), applied by refinery in one
+//! versions (`V1__initial`, `V2__revisions`, `V3__history`, `V4__client_tokens`), applied by refinery in one
 //! transaction at open. A database that has a migration this binary does not know was written
 //! by a newer imds and is refused before anything is applied.
 
@@ -56,6 +56,6 @@ mod tests {
             v
         };
         assert_eq!(versions(sqlite()), versions(postgres()));
-        assert_eq!(newest(&sqlite()), 3);
+        assert_eq!(newest(&sqlite()), 4);
     }
 }

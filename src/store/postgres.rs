@@ -19,9 +19,11 @@ use tokio_postgres_rustls::MakeRustlsConnect;
 use zeroize::Zeroizing;
 
 use super::{
-    account_row, instance_row, migrations, redact, Changed, Commit, Health, MinuteCount,
-    StoreError, StoredCount, StoredInstance, StoredKey, StoredValue, NEXT_REVISION, SELECT_ACCOUNT,
-    SELECT_HISTORY, SELECT_INSTANCES, SELECT_KEYS, SELECT_REVISION,
+    account_row, client_token_row, instance_ids, instance_ids_json, instance_row, migrations,
+    redact, Changed, ClientToken, Commit, Health, MinuteCount, StoreError, StoredCount,
+    StoredInstance, StoredKey, StoredValue, INSERT_CLIENT_TOKEN, NEXT_REVISION, SELECT_ACCOUNT,
+    SELECT_CLIENT_TOKEN, SELECT_HISTORY, SELECT_INSTANCES, SELECT_KEYS, SELECT_REVISION,
+    SELECT_VALUE_REVISION,
 };
 
 /// The channel writes notify on, with their revision as payload.
@@ -183,55 +185,133 @@ impl PostgresStore {
     /// Writes `commit` in one transaction; see [`super::Store::commit`].
     pub async fn commit(&self, commit: Commit) -> Result<i64, StoreError> {
         let commit = Arc::new(commit);
-        self.with_client(move |client| {
-            Box::pin(async move {
-                let tx = client.transaction().await?;
-                let revision = next_revision(&tx).await?;
-                for row in &commit.instances {
-                    if let Some(config) = &row.config {
-                        tx.execute(
-                            "INSERT INTO launched_instances (instance_id, config, revision)
+        // Set once COMMIT is sent: a write lost after that may have been committed.
+        let sent = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let committing = sent.clone();
+        let done = self
+            .with_client(move |client| {
+                Box::pin(async move {
+                    let tx = client.transaction().await?;
+                    // Every writer holds the revision row from here to its commit, so what this
+                    // reads is what the values are when this commits.
+                    let revision = next_revision(&tx).await?;
+                    for check in &commit.checks {
+                        let stored: i64 = tx
+                            .query_one(SELECT_VALUE_REVISION, &[&check.name])
+                            .await?
+                            .get(0);
+                        if stored != check.expected {
+                            return Ok(Err(account_row(&check.name)));
+                        }
+                    }
+                    if let Some(token) = &commit.client_token {
+                        let inserted = tx
+                            .execute(
+                                INSERT_CLIENT_TOKEN,
+                                &[
+                                    &token.token,
+                                    &token.request_sha256,
+                                    &instance_ids_json(&token.instance_ids),
+                                    &token.created_millis,
+                                    &revision,
+                                ],
+                            )
+                            .await?;
+                        if inserted == 0 {
+                            return Ok(Err(client_token_row(&token.token)));
+                        }
+                    }
+                    for row in &commit.instances {
+                        if let Some(config) = &row.config {
+                            tx.execute(
+                                "INSERT INTO launched_instances (instance_id, config, revision)
                              VALUES ($1, $2, $3)
                              ON CONFLICT (instance_id) DO UPDATE SET config = excluded.config,
                                  revision = excluded.revision",
-                            &[&row.instance_id, config, &revision],
-                        )
-                        .await?;
-                    }
-                    let written = tx
-                        .execute(
-                            "INSERT INTO instance_changes (instance_id, changes, revision)
+                                &[&row.instance_id, config, &revision],
+                            )
+                            .await?;
+                        }
+                        let written = tx
+                            .execute(
+                                "INSERT INTO instance_changes (instance_id, changes, revision)
                              VALUES ($1, $2, $3)
                              ON CONFLICT (instance_id) DO UPDATE SET changes = excluded.changes,
                                  revision = excluded.revision, updated_at = now()
                              WHERE instance_changes.revision = $4",
-                            &[&row.instance_id, &row.changes, &revision, &row.expected],
-                        )
-                        .await?;
-                    if written == 0 {
-                        return Ok(Err(instance_row(&row.instance_id)));
+                                &[&row.instance_id, &row.changes, &revision, &row.expected],
+                            )
+                            .await?;
+                        if written == 0 {
+                            return Ok(Err(instance_row(&row.instance_id)));
+                        }
                     }
-                }
-                for row in &commit.account {
-                    let written = tx
-                        .execute(
-                            "INSERT INTO account (name, value, revision) VALUES ($1, $2, $3)
+                    for row in &commit.account {
+                        let written = tx
+                            .execute(
+                                "INSERT INTO account (name, value, revision) VALUES ($1, $2, $3)
                              ON CONFLICT (name) DO UPDATE SET value = excluded.value,
                                  revision = excluded.revision, updated_at = now()
                              WHERE account.revision = $4",
-                            &[&row.name, &row.value, &revision, &row.expected],
-                        )
-                        .await?;
-                    if written == 0 {
-                        return Ok(Err(account_row(&row.name)));
+                                &[&row.name, &row.value, &revision, &row.expected],
+                            )
+                            .await?;
+                        if written == 0 {
+                            return Ok(Err(account_row(&row.name)));
+                        }
                     }
-                }
-                notify(&tx, revision).await?;
-                tx.commit().await?;
-                Ok(Ok(revision))
+                    notify(&tx, revision).await?;
+                    committing.store(true, std::sync::atomic::Ordering::Release);
+                    tx.commit().await?;
+                    Ok(Ok(revision))
+                })
             })
-        })
-        .await
+            .await;
+        match done {
+            Err(StoreError::Unavailable { location, reason })
+                if sent.load(std::sync::atomic::Ordering::Acquire) =>
+            {
+                // Whoever follows the store catches up, and so learns the write if it committed.
+                self.shared.hints.send_modify(|n| *n += 1);
+                Err(StoreError::OutcomeUnknown { location, reason })
+            }
+            other => other,
+        }
+    }
+
+    /// The `ClientToken` `token`; see [`super::Store::client_token`].
+    pub async fn client_token(&self, token: &str) -> Result<Option<ClientToken>, StoreError> {
+        let token = token.to_owned();
+        let row = self
+            .with_client(move |client| {
+                Box::pin(async move {
+                    let row = client.query_opt(SELECT_CLIENT_TOKEN, &[&token]).await?;
+                    Ok(Ok(row.map(|r| {
+                        let ids: String = r.get(2);
+                        (
+                            r.get::<_, String>(0),
+                            r.get::<_, String>(1),
+                            ids,
+                            r.get::<_, i64>(3),
+                        )
+                    })))
+                })
+            })
+            .await?;
+        let Some((token, request_sha256, ids, created_millis)) = row else {
+            return Ok(None);
+        };
+        let instance_ids = instance_ids(&ids).map_err(|reason| StoreError::Corrupt {
+            location: self.shared.location.clone(),
+            what: format!("client token {token}"),
+            reason,
+        })?;
+        Ok(Some(ClientToken {
+            token,
+            request_sha256,
+            instance_ids,
+            created_millis,
+        }))
     }
 
     /// Stores a key unless one is stored under `name`; see [`super::Store::add_key`].

@@ -16,9 +16,10 @@ use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
 use zeroize::Zeroizing;
 
 use super::{
-    account_row, instance_row, migrations, Changed, Commit, MinuteCount, StoreError, StoredCount,
-    StoredInstance, StoredKey, StoredValue, NEXT_REVISION, SELECT_ACCOUNT, SELECT_HISTORY,
-    SELECT_INSTANCES, SELECT_KEYS, SELECT_REVISION,
+    account_row, client_token_row, instance_ids, instance_ids_json, instance_row, migrations,
+    Changed, ClientToken, Commit, MinuteCount, StoreError, StoredCount, StoredInstance, StoredKey,
+    StoredValue, INSERT_CLIENT_TOKEN, NEXT_REVISION, SELECT_ACCOUNT, SELECT_CLIENT_TOKEN,
+    SELECT_HISTORY, SELECT_INSTANCES, SELECT_KEYS, SELECT_REVISION, SELECT_VALUE_REVISION,
 };
 
 /// The database's file name in the state directory.
@@ -103,6 +104,28 @@ impl SqliteStore {
         self.blocking(move |c| {
             let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
             let revision = next_revision(&tx)?;
+            for check in &commit.checks {
+                let stored: i64 =
+                    tx.query_row(SELECT_VALUE_REVISION, [&check.name], |r| r.get(0))?;
+                if stored != check.expected {
+                    return Ok(Err(account_row(&check.name)));
+                }
+            }
+            if let Some(token) = &commit.client_token {
+                let inserted = tx.execute(
+                    INSERT_CLIENT_TOKEN,
+                    params![
+                        token.token,
+                        token.request_sha256,
+                        instance_ids_json(&token.instance_ids),
+                        token.created_millis,
+                        revision
+                    ],
+                )?;
+                if inserted == 0 {
+                    return Ok(Err(client_token_row(&token.token)));
+                }
+            }
             for row in &commit.instances {
                 if let Some(config) = &row.config {
                     tx.execute(
@@ -144,6 +167,33 @@ impl SqliteStore {
         })
         .await?
         .map_err(|what| StoreError::Conflict { what })
+    }
+
+    /// The `ClientToken` `token`; see [`super::Store::client_token`].
+    pub async fn client_token(&self, token: &str) -> Result<Option<ClientToken>, StoreError> {
+        let token = token.to_owned();
+        let row = self
+            .blocking(move |c| {
+                c.query_row(SELECT_CLIENT_TOKEN, [&token], |r| {
+                    Ok((r.get(0)?, r.get(1)?, r.get::<_, String>(2)?, r.get(3)?))
+                })
+                .optional()
+            })
+            .await?;
+        let Some((token, request_sha256, ids, created_millis)) = row else {
+            return Ok(None);
+        };
+        let instance_ids = instance_ids(&ids).map_err(|reason| StoreError::Corrupt {
+            location: self.path.display().to_string(),
+            what: format!("client token {token}"),
+            reason,
+        })?;
+        Ok(Some(ClientToken {
+            token,
+            request_sha256,
+            instance_ids,
+            created_millis,
+        }))
     }
 
     /// Stores a key unless one is stored under `name`; see [`super::Store::add_key`].

@@ -1,6 +1,7 @@
 //! Integration tests: a real imds on an ephemeral port, spoken to over HTTP the way clients do.
 
 mod access_log;
+mod acknowledged;
 mod addresses;
 mod aemm;
 mod browsers;

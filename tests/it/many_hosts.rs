@@ -482,3 +482,67 @@ fn a_signing_key_rotated_through_one_host_signs_every_hosts_documents_and_its_hi
         String::from_utf8_lossy(&verified.stderr)
     );
 }
+
+#[test]
+#[ignore = "needs PostgreSQL: run scripts/test"]
+fn http_tokens_optional_on_one_host_never_lands_after_enforcement_on_another() {
+    let pg = Postgres::start();
+    let url = pg.database("enforced");
+    let dir = tempfile::tempdir().unwrap();
+    let config = fleet_config(dir.path(), "");
+    let a = host(&config, &url);
+    let b = host(&config, &url);
+    let options = |tokens: &str| {
+        format!("Action=ModifyInstanceMetadataOptions&InstanceId={CONFIGURED}&HttpTokens={tokens}")
+    };
+    let revision = |sql: &str| pg.psql("enforced", sql).parse::<i64>().unwrap();
+    crate::acknowledged::race_enforcement(
+        20,
+        || {
+            let (status, xml) = control(
+                &a,
+                "Action=ModifyInstanceMetadataDefaults&HttpTokensEnforced=disabled",
+            );
+            assert_eq!(status, 200, "{xml}");
+            let (status, xml) = control(&b, &options("required"));
+            assert_eq!(status, 200, "{xml}");
+        },
+        || {
+            control(
+                &a,
+                "Action=ModifyInstanceMetadataDefaults&HttpTokensEnforced=enabled",
+            )
+        },
+        || control(&b, &options("optional")),
+        || {
+            (
+                revision(&format!(
+                    "SELECT revision FROM instance_changes WHERE instance_id = '{CONFIGURED}'"
+                )),
+                revision("SELECT revision FROM account WHERE name = 'instance-metadata-defaults'"),
+            )
+        },
+    );
+}
+
+#[test]
+#[ignore = "needs PostgreSQL: run scripts/test"]
+fn a_run_instances_retried_through_another_host_with_its_client_token_launches_nothing_new() {
+    let pg = Postgres::start();
+    let url = pg.database("tokens");
+    let dir = tempfile::tempdir().unwrap();
+    let config = fleet_config(dir.path(), "");
+    let a = host(&config, &url);
+    let b = host(&config, &url);
+    let launch = "Action=RunInstances&ImageId=ami-0abcdef1234567890&MinCount=1&MaxCount=1&SubnetId=subnet-0a3e5c7b9d1f24681&ClientToken=once";
+    let id = |xml: &str| xml.split("<instanceId>").nth(1).map(|r| r[..19].to_owned());
+    let (status, first) = control(&a, launch);
+    assert_eq!(status, 200, "{first}");
+    let (status, again) = control(&b, launch);
+    assert_eq!(status, 200, "{again}");
+    assert_eq!(id(&again), id(&first));
+    assert_eq!(
+        pg.psql("tokens", "SELECT count(*) FROM launched_instances"),
+        "1"
+    );
+}
