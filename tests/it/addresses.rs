@@ -92,7 +92,19 @@ fn an_address_a_reload_adds_or_a_launch_holds_never_gets_a_second_instance() {
     let launched = run_one(&served, &["--private-ip-address", "127.16.0.60"]).unwrap();
     let (launched_id, _) = launched_address(&launched);
     wait_for(&served, "127.16.0.60", id_path, (200, &launched_id));
-    let before = aws(&served, &["describe-instances"]).unwrap();
+    // Compared after the reload: taken once every launch has left `pending`.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let before = loop {
+        let described = aws(&served, &["describe-instances"]).unwrap();
+        if !described.to_string().contains("\"pending\"") {
+            break described;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "still pending: {described}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    };
     let third = file_instance("i-0aaaaaaaaaaaaaaa3", "0e:8c:1f:6b:2d:37", "127.16.0.60");
     let fourth = file_instance("i-0aaaaaaaaaaaaaaa4", "0e:8c:1f:6b:2d:38", "127.16.0.70");
     fleet_config(dir.path(), &format!("{second}{third}{fourth}"));
