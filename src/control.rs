@@ -37,10 +37,17 @@
 //! A change is validated whole, made durable first (with a store, in the
 //! [`crate::store::Store`]; it is acknowledged only after that), then built into a new snapshot
 //! swapped in whole, so the guest API follows it atomically. What the control plane changed
-//! ([`InstanceChanges`]) stays layered over the config file at restart and at SIGHUP. With a
-//! shared store, changes other hosts made are learned through the same path (see `sync`), and a
-//! change that raced another host's is retried on the newer state.
+//! ([`InstanceChanges`]) stays layered over the config file, part by part, at restart and at
+//! SIGHUP (see `reload`). With a shared store, changes other hosts made are learned through the
+//! same path (see `sync`), and a change that raced another host's is retried on the newer state.
+//!
+//! Who owns what: `inventory` (the instances, their addresses through the fleet index, the
+//! network registry, `ClientToken`s), `account` (defaults, guardrail policies, key
+//! generations, and the account's lock), each instance's slot (its changes, under its lock),
+//! `console` (its sessions). Every task that changes anything holds a
+//! [`crate::fleet::lock_order::Unlocked`] and takes its locks through it, account first.
 
+mod account;
 mod cloudwatch;
 mod connection;
 mod console;
@@ -51,6 +58,7 @@ mod faults;
 mod guardrails;
 mod iam;
 mod instances;
+mod inventory;
 mod kept_history;
 mod key_pairs;
 mod launch;
@@ -82,6 +90,7 @@ use crate::fleet::changes::{InstanceChanges, RoleAssociation};
 use crate::fleet::instance::{Instance, InstanceConfig};
 use crate::fleet::instance_id::InstanceId;
 use crate::fleet::lifecycle::Transition;
+use crate::fleet::lock_order::{BeforeInstances, Unlocked};
 use crate::fleet::state::{InstanceSlot, SnapshotBuilder, State};
 use crate::fleet::token::{TokenGeneration, TokenSealer};
 use crate::metrics::Metrics;
@@ -220,47 +229,28 @@ impl Persisted {
     }
 }
 
-/// Answers control requests and applies their changes.
+/// Answers control requests and applies their changes. Each fact has one owner: the
+/// [`inventory::Inventory`] owns the instances and their addresses, the [`account::Account`]
+/// its defaults, policies and keys, the console its sessions; the store (with the newest
+/// revision learned from it) is where every change is made durable first. Locks are taken in
+/// the order [`crate::fleet::lock_order`] makes the compiler keep.
 #[derive(Debug)]
 pub struct ControlApi {
-    state: Arc<State>,
-    snapshots: Arc<SnapshotBuilder>,
-    clock: Arc<dyn Clock>,
-    /// One account-level change (the defaults) at a time; instances have their own locks.
-    changing: tokio::sync::Mutex<()>,
-    /// Where changes are made durable, with `--state-dir`.
+    /// The instances served, their addresses and what binds them.
+    inventory: inventory::Inventory,
+    /// The account's values and its lock.
+    account: account::Account,
+    /// Where changes are made durable, with `--state-dir` or `--store`.
     store: Option<Arc<Store>>,
+    /// The newest store revision loaded: what changed after it is not known yet.
+    seen: std::sync::atomic::AtomicI64,
+    clock: Arc<dyn Clock>,
     /// Keys every request must be signed with, when configured.
     keys: Option<ControlKeys>,
     /// Counted here, rendered at `GET /metrics`.
     metrics: Arc<Metrics>,
-    /// The account's instance metadata defaults.
-    defaults: std::sync::Mutex<defaults::MetadataDefaults>,
-    /// Counts applied instance changes, for whoever reacts to them (the link-local endpoint).
-    applied: tokio::sync::watch::Sender<u64>,
-    /// The region's VPCs, subnets, security groups and key pairs (changed on a copy, swapped).
-    network: std::sync::Mutex<Arc<crate::fleet::network::Network>>,
-    /// What `RunInstances` builds new instances from: the built-in instance.
-    template: crate::fleet::instance::InstanceConfig,
-    /// `RunInstances`' client tokens and what they launched.
-    client_tokens: std::sync::Mutex<BTreeMap<String, crate::store::ClientToken>>,
-    /// The guardrail policies in force.
-    policies: arc_swap::ArcSwap<policy::PolicySet>,
-    /// Seals session tokens for the guest API; rotations and learned generations go here.
-    tokens: Arc<TokenSealer>,
-    /// The token key generations known (besides generation 0).
-    token_generations: std::sync::Mutex<Vec<TokenGeneration>>,
-    /// The revision of each account value as last stored or learned.
-    account_revisions: std::sync::Mutex<BTreeMap<String, i64>>,
-    /// The newest store revision loaded: what changed after it is not known yet.
-    seen: std::sync::atomic::AtomicI64,
-    /// The signing key generation in use; `None` when it comes from files (not rotated).
-    signing_generation: std::sync::Mutex<Option<u32>>,
     /// The web console's sessions and live streams.
     console: console::Console,
-    /// Stored changes (and their row's revision) of config-file instances not served yet:
-    /// an instance a SIGHUP adds starts from them.
-    unplaced: std::sync::Mutex<BTreeMap<String, (InstanceChanges, i64)>>,
 }
 
 impl ControlApi {
@@ -281,30 +271,23 @@ impl ControlApi {
     ) -> ControlApi {
         let unplaced = persisted.unplaced(&state);
         let network = vpc::initial_network(persisted.network, &state, &template);
-        tokens.set_generations(&generations);
+        let signing_generation =
+            (!persisted.signing_key_from_files).then_some(persisted.signing_generation);
         ControlApi {
-            tokens,
-            token_generations: std::sync::Mutex::new(generations),
-            account_revisions: std::sync::Mutex::new(persisted.account_revisions),
-            seen: std::sync::atomic::AtomicI64::new(persisted.seen),
-            signing_generation: std::sync::Mutex::new(
-                (!persisted.signing_key_from_files).then_some(persisted.signing_generation),
+            inventory: inventory::Inventory::new(state, snapshots, template, network, unplaced),
+            account: account::Account::new(
+                persisted.defaults,
+                persisted.account_revisions,
+                tokens,
+                generations,
+                signing_generation,
             ),
-            network: std::sync::Mutex::new(network),
-            template,
-            client_tokens: std::sync::Mutex::new(BTreeMap::new()),
-            policies: arc_swap::ArcSwap::from_pointee(policy::PolicySet::default()),
-            metrics,
-            keys,
-            state,
-            snapshots,
-            clock,
-            changing: tokio::sync::Mutex::new(()),
             store: persisted.store,
-            defaults: std::sync::Mutex::new(persisted.defaults),
-            applied: tokio::sync::watch::Sender::new(0),
+            seen: std::sync::atomic::AtomicI64::new(persisted.seen),
+            clock,
+            keys,
+            metrics,
             console: console::Console::default(),
-            unplaced: std::sync::Mutex::new(unplaced),
         }
     }
 
@@ -319,7 +302,7 @@ impl ControlApi {
             return reply(StatusCode::OK, "text/plain", self.health().into());
         }
         if request.method() == Method::GET && request.uri().path() == "/metrics" {
-            let mut text = self.metrics.render(&self.state.instances());
+            let mut text = self.metrics.render(&self.inventory.state.instances());
             text.push_str(&self.store_metrics());
             return reply(StatusCode::OK, "text/plain; version=0.0.4", text.into());
         }
@@ -384,22 +367,30 @@ impl ControlApi {
         &self,
         query: &QueryRequest,
         request_id: &str,
+        order: &mut Unlocked,
     ) -> Result<String, ControlError> {
         match query.action()? {
             "DescribeInstances" => self.describe_instances(query, request_id),
-            "RunInstances" => self.run_instances(query, request_id).await,
+            "RunInstances" => self.run_instances(query, request_id, order).await,
             "TerminateInstances" => {
                 self.change_lifecycle(
                     query,
                     request_id,
                     "TerminateInstancesResponse",
                     Transition::Terminate,
+                    order,
                 )
                 .await
             }
             "StopInstances" => {
-                self.change_lifecycle(query, request_id, "StopInstancesResponse", Transition::Stop)
-                    .await
+                self.change_lifecycle(
+                    query,
+                    request_id,
+                    "StopInstancesResponse",
+                    Transition::Stop,
+                    order,
+                )
+                .await
             }
             "StartInstances" => {
                 self.change_lifecycle(
@@ -407,26 +398,28 @@ impl ControlApi {
                     request_id,
                     "StartInstancesResponse",
                     Transition::Start,
+                    order,
                 )
                 .await
             }
             "RebootInstances" => self.reboot_instances(query, request_id),
             "ModifyInstanceMetadataOptions" => {
-                self.modify_instance_metadata_options(query, request_id)
+                self.modify_instance_metadata_options(query, request_id, order)
                     .await
             }
-            "CreateTags" => self.create_tags(query, request_id).await,
-            "DeleteTags" => self.delete_tags(query, request_id).await,
+            "CreateTags" => self.create_tags(query, request_id, order).await,
+            "DeleteTags" => self.delete_tags(query, request_id, order).await,
             "DescribeTags" => self.describe_tags(query, request_id),
             "AssociateIamInstanceProfile" => {
-                self.associate_iam_instance_profile(query, request_id).await
+                self.associate_iam_instance_profile(query, request_id, order)
+                    .await
             }
             "ReplaceIamInstanceProfileAssociation" => {
-                self.replace_iam_instance_profile_association(query, request_id)
+                self.replace_iam_instance_profile_association(query, request_id, order)
                     .await
             }
             "DisassociateIamInstanceProfile" => {
-                self.disassociate_iam_instance_profile(query, request_id)
+                self.disassociate_iam_instance_profile(query, request_id, order)
                     .await
             }
             "DescribeIamInstanceProfileAssociations" => {
@@ -434,43 +427,56 @@ impl ControlApi {
             }
             "GetInstanceMetadataDefaults" => Ok(self.get_instance_metadata_defaults(request_id)),
             "ModifyInstanceMetadataDefaults" => {
-                self.modify_instance_metadata_defaults(query, request_id)
+                self.modify_instance_metadata_defaults(query, request_id, order)
                     .await
             }
             "DescribeInstanceStatus" => self.describe_instance_status(query, request_id),
             "ModifyInstanceEventStartTime" => {
-                self.modify_instance_event_start_time(query, request_id)
+                self.modify_instance_event_start_time(query, request_id, order)
                     .await
             }
             "SendSpotInstanceInterruptions" => {
-                self.send_spot_instance_interruptions(query, request_id)
+                self.send_spot_instance_interruptions(query, request_id, order)
                     .await
             }
-            "ScheduleInstanceEvent" => self.schedule_instance_event(query, request_id).await,
+            "ScheduleInstanceEvent" => self.schedule_instance_event(query, request_id, order).await,
             "CompleteInstanceEvent" => {
-                self.end_instance_event(query, request_id, crate::fleet::events::Outcome::Completed)
-                    .await
+                self.end_instance_event(
+                    query,
+                    request_id,
+                    crate::fleet::events::Outcome::Completed,
+                    order,
+                )
+                .await
             }
             "CancelInstanceEvent" => {
-                self.end_instance_event(query, request_id, crate::fleet::events::Outcome::Canceled)
+                self.end_instance_event(
+                    query,
+                    request_id,
+                    crate::fleet::events::Outcome::Canceled,
+                    order,
+                )
+                .await
+            }
+            "SetTargetLifecycleState" => {
+                self.set_target_lifecycle_state(query, request_id, order)
                     .await
             }
-            "SetTargetLifecycleState" => self.set_target_lifecycle_state(query, request_id).await,
-            "ClearInstanceEvents" => self.clear_instance_events(query, request_id).await,
-            "InjectFault" => self.inject_fault(query, request_id).await,
+            "ClearInstanceEvents" => self.clear_instance_events(query, request_id, order).await,
+            "InjectFault" => self.inject_fault(query, request_id, order).await,
             "DescribeFaults" => self.describe_faults(query, request_id),
-            "ClearFaults" => self.clear_faults(query, request_id).await,
+            "ClearFaults" => self.clear_faults(query, request_id, order).await,
             "DescribeVpcs" => self.describe_vpcs(query, request_id),
-            "CreateSubnet" => self.create_subnet(query, request_id).await,
-            "DeleteSubnet" => self.delete_subnet(query, request_id).await,
+            "CreateSubnet" => self.create_subnet(query, request_id, order).await,
+            "DeleteSubnet" => self.delete_subnet(query, request_id, order).await,
             "DescribeSubnets" => self.describe_subnets(query, request_id),
-            "CreateSecurityGroup" => self.create_security_group(query, request_id).await,
-            "DeleteSecurityGroup" => self.delete_security_group(query, request_id).await,
+            "CreateSecurityGroup" => self.create_security_group(query, request_id, order).await,
+            "DeleteSecurityGroup" => self.delete_security_group(query, request_id, order).await,
             "DescribeSecurityGroups" => self.describe_security_groups(query, request_id),
-            "ImportKeyPair" => self.import_key_pair(query, request_id).await,
-            "RotateKeys" => self.rotate_keys(query, request_id).await,
+            "ImportKeyPair" => self.import_key_pair(query, request_id, order).await,
+            "RotateKeys" => self.rotate_keys(query, request_id, order).await,
             "DescribeKeyPairs" => self.describe_key_pairs(query, request_id),
-            "DeleteKeyPair" => self.delete_key_pair(query, request_id).await,
+            "DeleteKeyPair" => self.delete_key_pair(query, request_id, order).await,
             other => Err(ControlError::InvalidAction(other.to_owned())),
         }
     }
@@ -480,7 +486,8 @@ impl ControlApi {
         let parsed: InstanceId = id
             .parse()
             .map_err(|_| ControlError::InstanceIdMalformed(id.to_owned()))?;
-        self.state
+        self.inventory
+            .state
             .instance(&parsed)
             .ok_or_else(|| ControlError::InstanceNotFound(id.to_owned()))
     }
@@ -490,7 +497,8 @@ impl ControlApi {
     pub(super) fn target(&self, query: &QueryRequest) -> Result<Arc<InstanceSlot>, ControlError> {
         match query.get("InstanceId") {
             Some(id) => self.slot(id),
-            None if self.state.is_single() => self
+            None if self.inventory.state.is_single() => self
+                .inventory
                 .state
                 .first()
                 .ok_or_else(|| ControlError::MissingParameter("InstanceId".into())),
@@ -502,11 +510,12 @@ impl ControlApi {
     /// makes it durable and swaps the new snapshot in; on any error nothing changes.
     async fn change(
         &self,
+        before: &mut impl BeforeInstances,
         slot: &InstanceSlot,
         what: Change,
         edit: impl FnOnce(&Instance, &mut InstanceConfig) -> Result<(), ControlError>,
     ) -> Result<Instance, ControlError> {
-        self.change_checked(slot, what, crate::store::Commit::default(), edit)
+        self.change_checked(before, slot, what, crate::store::Commit::default(), edit)
             .await
     }
 
@@ -514,12 +523,13 @@ impl ControlApi {
     /// change was decided on, which must not have changed since).
     async fn change_checked(
         &self,
+        before: &mut impl BeforeInstances,
         slot: &InstanceSlot,
         what: Change,
         checks: crate::store::Commit,
         edit: impl FnOnce(&Instance, &mut InstanceConfig) -> Result<(), ControlError>,
     ) -> Result<Instance, ControlError> {
-        let _one_at_a_time = slot.changing.lock().await;
+        let held = slot.lock(before).await;
         let current = slot.current();
         let mut config = current.instance.config.clone();
         edit(&current.instance, &mut config)?;
@@ -540,41 +550,25 @@ impl ControlApi {
         }
         let commit = checks.instance(sync::instance_write(slot, &changes));
         let revision = self.persist(commit).await?;
-        slot.set_changes(changes);
-        slot.set_revision(revision);
+        slot.set_changes(changes, &held);
+        slot.set_revision(revision, &held);
         if let Change::Options = what {
             let until = self.clock.now_millis() + APPLYING.as_millis() as u64;
             slot.set_pending_until(until);
         }
-        let built = self.snapshots.build_after(Some(&current), instance.clone());
-        self.state.replace(built)?;
-        self.applied.send_modify(|count| *count += 1);
+        let built = self
+            .inventory
+            .snapshots
+            .build_after(Some(&current), instance.clone());
+        self.inventory.state.replace(built)?;
+        self.inventory.notify_applied();
         tracing::info!(instance = instance.id(), change = ?what, "control change applied");
         Ok(instance)
     }
 
     /// Notified after each change applied to the instance.
     pub fn subscribe(&self) -> tokio::sync::watch::Receiver<u64> {
-        self.applied.subscribe()
-    }
-
-    /// The changes stored for `id`, a config-file instance not served yet, and their revision
-    /// (none and 0 when nothing is stored).
-    pub(super) fn unplaced_changes(&self, id: &str) -> (InstanceChanges, i64) {
-        self.unplaced
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .get(id)
-            .cloned()
-            .unwrap_or_default()
-    }
-
-    /// Forgets the stored changes of `id` once it is served (its slot holds them now).
-    pub(super) fn forget_unplaced(&self, id: &str) {
-        self.unplaced
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .remove(id);
+        self.inventory.subscribe()
     }
 
     /// `base` with `changes` layered over it; the parts that no longer fit are logged and

@@ -21,6 +21,7 @@ pub mod instance;
 pub mod instance_id;
 pub mod keys;
 pub mod lifecycle;
+pub mod lock_order;
 pub mod metadata;
 pub mod network;
 pub mod options;

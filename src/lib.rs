@@ -36,6 +36,14 @@
 //! change) → write precomputed bytes. Changing an instance builds a new snapshot and swaps it in
 //! whole. Time-dependent answers (credentials, events) are derived from the clock at request
 //! time, never rebuilt per request.
+//!
+//! Each invariant has one owner. "One live instance per address": the fleet index
+//! ([`fleet::state`]), from which guests are answered and which refuses a second owner. The
+//! instances, their addresses, the network registry and the `ClientToken`s: the control
+//! plane's inventory. The account's defaults, guardrail policies and key generations: its
+//! account. What the control plane changed on one instance: that instance's slot. Changes take
+//! the account's lock before instances' locks, an order the compiler keeps
+//! ([`fleet::lock_order`]), and are made durable before they are acknowledged.
 
 pub mod app;
 pub mod clock;
@@ -158,9 +166,7 @@ impl App {
             .zip(changes)
             .map(|(snapshot, changes)| {
                 let revision = persisted.revision_of(snapshot.instance.id());
-                let slot = fleet::state::InstanceSlot::new(snapshot, changes);
-                slot.set_revision(revision);
-                slot
+                fleet::state::InstanceSlot::stored(snapshot, changes, revision)
             })
             .collect();
         let state = Arc::new(match fleet_mode {

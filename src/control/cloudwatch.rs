@@ -409,7 +409,7 @@ impl ControlApi {
             .filter(|m| input.metric_name.as_deref().is_none_or(|n| n == m.name()))
             .collect();
         let now = self.now_minute();
-        let mut instances = self.state.instances();
+        let mut instances = self.inventory.state.instances();
         instances.sort_by_key(|slot| slot.id().to_string());
         let mut found = Vec::new();
         if namespace_matches {
@@ -470,7 +470,7 @@ impl ControlApi {
         let Some(slot) = instance
             .parse::<InstanceId>()
             .ok()
-            .and_then(|id| self.state.instance(&id))
+            .and_then(|id| self.inventory.state.instance(&id))
         else {
             return series;
         };

@@ -6,6 +6,7 @@ use super::error::ControlError;
 use super::query::QueryRequest;
 use super::xml::Xml;
 use super::ControlApi;
+use crate::fleet::lock_order::Unlocked;
 use crate::fleet::options::{HopLimit, HttpTokens, Switch};
 
 /// The account's defaults; `None` is `no-preference`.
@@ -26,7 +27,7 @@ pub struct MetadataDefaults {
 impl ControlApi {
     /// `GetInstanceMetadataDefaults`: the values set, `no-preference` ones left out.
     pub(super) fn get_instance_metadata_defaults(&self, request_id: &str) -> String {
-        let d = self.defaults();
+        let d = self.account.defaults();
         let mut xml = Xml::response("GetInstanceMetadataDefaultsResponse", request_id);
         xml.open("accountLevel");
         if let Some(tokens) = d.http_tokens {
@@ -57,10 +58,11 @@ impl ControlApi {
         &self,
         query: &QueryRequest,
         request_id: &str,
+        order: &mut Unlocked,
     ) -> Result<String, ControlError> {
         // Read, change and write under the change lock, or two calls lose one's update.
-        let _one_at_a_time = self.changing.lock().await;
-        let mut d = self.defaults();
+        let account = self.account.lock(order).await;
+        let mut d = self.account.defaults();
         if let Some(value) = query.get("HttpTokens") {
             d.http_tokens = match value {
                 "no-preference" => None,
@@ -109,8 +111,9 @@ impl ControlApi {
             super::sync::to_json(&d),
         );
         let revision = self.persist(commit).await?;
-        *self.defaults.lock().unwrap_or_else(|e| e.into_inner()) = d;
-        self.set_account_revision(super::DEFAULTS, revision);
+        self.account.set_defaults(d, &account);
+        self.account
+            .set_revision(super::DEFAULTS, revision, &account);
         tracing::info!(defaults = ?d, "instance metadata defaults changed");
         let mut xml = Xml::response("ModifyInstanceMetadataDefaultsResponse", request_id);
         xml.leaf("return", true);
@@ -121,11 +124,6 @@ impl ControlApi {
     /// last stored or learned): a change decided on them conflicts with another host's
     /// change of them, and is retried on the newer ones.
     pub(super) fn decided_on_defaults(&self, commit: crate::store::Commit) -> crate::store::Commit {
-        commit.unchanged(super::DEFAULTS, self.account_revision(super::DEFAULTS))
-    }
-
-    /// The account's defaults now.
-    pub(super) fn defaults(&self) -> MetadataDefaults {
-        *self.defaults.lock().unwrap_or_else(|e| e.into_inner())
+        commit.unchanged(super::DEFAULTS, self.account.revision(super::DEFAULTS))
     }
 }

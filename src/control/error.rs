@@ -164,6 +164,10 @@ impl ControlError {
                 "The service is unavailable: another change raced this one. Please try again."
                     .into()
             }
+            ControlError::OutcomeUnknown(_) => {
+                "The outcome of this request is unknown: the store stopped answering after the change was sent, so it may have been applied. Repeating it is safe (RunInstances with the same ClientToken)."
+                    .into()
+            }
             other => other.to_string(),
         }
     }

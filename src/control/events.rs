@@ -27,6 +27,7 @@ use crate::fleet::events::{
     MaintenanceConfig, Outcome, SpotAction, SpotConfig, When, SPOT_WARNING,
 };
 use crate::fleet::instance::InstanceConfig;
+use crate::fleet::lock_order::Unlocked;
 use crate::fleet::metadata::render;
 use crate::fleet::state::InstanceSlot;
 
@@ -40,14 +41,16 @@ impl ControlApi {
     /// Applies `edit` to the instance's events, with every time fixed, as one control change.
     async fn change_events(
         &self,
+        order: &mut Unlocked,
         query: &QueryRequest,
         edit: impl FnOnce(&mut EventsConfig, u64) -> Result<(), ControlError>,
     ) -> Result<(Arc<InstanceSlot>, crate::fleet::instance::Instance), ControlError> {
         let slot = self.slot(query.require("InstanceId")?)?;
-        let started = self.snapshots.started();
+        let started = self.inventory.snapshots.started();
         let now = self.clock.now_millis();
         let instance = self
             .change(
+                order,
                 &slot,
                 Change::Events,
                 |current, config: &mut InstanceConfig| {
@@ -69,6 +72,7 @@ impl ControlApi {
         &self,
         query: &QueryRequest,
         request_id: &str,
+        order: &mut Unlocked,
     ) -> Result<String, ControlError> {
         let duration = match query.get("DurationBeforeInterruption") {
             Some(text) => iso_duration(text).ok_or_else(|| {
@@ -100,7 +104,7 @@ impl ControlApi {
             }
         };
         let (slot, instance) = self
-            .change_events(query, |events, now| {
+            .change_events(order, query, |events, now| {
                 let at = now + duration.as_millis() as u64;
                 events.spot = Some(SpotConfig {
                     action,
@@ -133,6 +137,7 @@ impl ControlApi {
         &self,
         query: &QueryRequest,
         request_id: &str,
+        order: &mut Unlocked,
     ) -> Result<String, ControlError> {
         let code = query
             .require("Code")?
@@ -144,7 +149,7 @@ impl ControlApi {
         let description = query.get("Description").map(str::to_owned);
         let id = new_event_id();
         let event_id = id.clone();
-        self.change_events(query, |events, now| {
+        self.change_events(order, query, |events, now| {
             let fix = |w: When| When::at_millis(w.resolve(now));
             let (start, end) = (not_before.resolve(now), not_after.map(|w| w.resolve(now)));
             if end.is_some_and(|end| end <= start) {
@@ -180,9 +185,10 @@ impl ControlApi {
         query: &QueryRequest,
         request_id: &str,
         outcome: Outcome,
+        order: &mut Unlocked,
     ) -> Result<String, ControlError> {
         let id = query.require("InstanceEventId")?.to_owned();
-        self.change_events(query, |events, now| {
+        self.change_events(order, query, |events, now| {
             let event = scheduled_event(events, &id, now)?;
             match outcome {
                 Outcome::Completed => event.completed = Some(When::at_millis(now)),
@@ -205,6 +211,7 @@ impl ControlApi {
         &self,
         query: &QueryRequest,
         request_id: &str,
+        order: &mut Unlocked,
     ) -> Result<String, ControlError> {
         let id = query.require("InstanceEventId")?.to_owned();
         let text = query.require("NotBefore")?;
@@ -214,8 +221,8 @@ impl ControlApi {
             )));
         };
         let new_start = When::At(new_start).resolve(0);
-        let started = self.snapshots.started();
-        self.change_events(query, |events, now| {
+        let started = self.inventory.snapshots.started();
+        self.change_events(order, query, |events, now| {
             let event = scheduled_event(events, &id, now)?;
             let at = |w: When| w.resolve(started);
             let Some(deadline) = event.not_before_deadline.map(at) else {
@@ -254,6 +261,7 @@ impl ControlApi {
         &self,
         query: &QueryRequest,
         request_id: &str,
+        order: &mut Unlocked,
     ) -> Result<String, ControlError> {
         let state = query
             .require("State")?
@@ -261,7 +269,7 @@ impl ControlApi {
             .map_err(ControlError::InvalidParameterValue)?;
         let at = when(query, "At")?.unwrap_or(When::After(Duration::ZERO));
         let (_, instance) = self
-            .change_events(query, |events, now| {
+            .change_events(order, query, |events, now| {
                 events.target_lifecycle.push(LifecycleConfig {
                     state,
                     at: When::at_millis(at.resolve(now)),
@@ -281,8 +289,9 @@ impl ControlApi {
         &self,
         query: &QueryRequest,
         request_id: &str,
+        order: &mut Unlocked,
     ) -> Result<String, ControlError> {
-        self.change_events(query, |events, _| {
+        self.change_events(order, query, |events, _| {
             *events = EventsConfig {
                 client_limit: events.client_limit,
                 ..EventsConfig::default()

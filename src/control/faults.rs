@@ -9,6 +9,7 @@ use super::query::QueryRequest;
 use super::xml::Xml;
 use super::ControlApi;
 use crate::fleet::faults::FaultConfig;
+use crate::fleet::lock_order::Unlocked;
 
 impl ControlApi {
     /// `InjectFault`.
@@ -16,6 +17,7 @@ impl ControlApi {
         &self,
         query: &QueryRequest,
         request_id: &str,
+        order: &mut Unlocked,
     ) -> Result<String, ControlError> {
         let number = |name: &str| {
             query
@@ -71,7 +73,7 @@ impl ControlApi {
             probability,
         };
         let slot = self.target(query)?;
-        let _one_at_a_time = slot.changing.lock().await;
+        let held = slot.lock(order).await;
         let faults = slot
             .faults()
             .with(config)
@@ -83,7 +85,7 @@ impl ControlApi {
         xml.open("fault");
         fault_xml(&mut xml, &added.config, added.fired);
         xml.close();
-        slot.set_faults(faults);
+        slot.set_faults(faults, &held);
         Ok(xml.finish())
     }
 
@@ -110,17 +112,18 @@ impl ControlApi {
         &self,
         query: &QueryRequest,
         request_id: &str,
+        order: &mut Unlocked,
     ) -> Result<String, ControlError> {
         let ids = query.list("FaultId");
         let slot = self.target(query)?;
-        let _one_at_a_time = slot.changing.lock().await;
+        let held = slot.lock(order).await;
         let (faults, unknown) = slot.faults().without(&ids);
         if let Some(id) = unknown.first() {
             return Err(ControlError::InvalidParameterValue(format!(
                 "The fault ID '{id}' does not exist"
             )));
         }
-        slot.set_faults(faults);
+        slot.set_faults(faults, &held);
         tracing::info!(instance = %slot.id(), ?ids, "faults cleared");
         let mut xml = Xml::response("ClearFaultsResponse", request_id);
         xml.leaf("return", true);

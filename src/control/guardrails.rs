@@ -190,11 +190,11 @@ impl ControlApi {
 
     /// The guardrail policies in force.
     pub fn policies(&self) -> Arc<PolicySet> {
-        self.policies.load_full()
+        self.account.policies()
     }
 
     /// Puts `policies` in force (at start and at SIGHUP).
     pub fn set_policies(&self, policies: PolicySet) {
-        self.policies.store(Arc::new(policies));
+        self.account.set_policies(policies);
     }
 }

@@ -14,6 +14,7 @@ use super::{hex, Change, ControlApi};
 use std::sync::Arc;
 
 use crate::fleet::instance::{CredentialSource, IamConfig, Instance};
+use crate::fleet::lock_order::Unlocked;
 use crate::fleet::metadata::render;
 use crate::fleet::state::InstanceSlot;
 
@@ -23,18 +24,24 @@ impl ControlApi {
         &self,
         query: &QueryRequest,
         request_id: &str,
+        order: &mut Unlocked,
     ) -> Result<String, ControlError> {
         let id = query.require("InstanceId")?.to_owned();
         let slot = self.slot(&id)?;
         let root = "AssociateIamInstanceProfileResponse";
-        self.associate(&slot, query, request_id, root, |current| {
-            match current.iam.is_some() {
+        self.associate(
+            order,
+            &slot,
+            query,
+            request_id,
+            root,
+            |current| match current.iam.is_some() {
                 true => Err(ControlError::IncorrectState(format!(
                     "There is an existing association for instance {id}"
                 ))),
                 false => Ok(()),
-            }
-        })
+            },
+        )
         .await
     }
 
@@ -43,11 +50,12 @@ impl ControlApi {
         &self,
         query: &QueryRequest,
         request_id: &str,
+        order: &mut Unlocked,
     ) -> Result<String, ControlError> {
         let replaced = query.require("AssociationId")?.to_owned();
         let slot = self.association_owner(&replaced)?;
         let root = "ReplaceIamInstanceProfileAssociationResponse";
-        self.associate(&slot, query, request_id, root, |current| {
+        self.associate(order, &slot, query, request_id, root, |current| {
             Self::check_association(&slot, current, &replaced).map(drop)
         })
         .await
@@ -57,6 +65,7 @@ impl ControlApi {
     /// `allowed` accepts the instance as it is; answered as `root`.
     async fn associate(
         &self,
+        order: &mut Unlocked,
         slot: &InstanceSlot,
         query: &QueryRequest,
         request_id: &str,
@@ -67,7 +76,7 @@ impl ControlApi {
         let association = (new_association_id(), self.now());
         let change = Change::Role(Some(association.clone()));
         let instance = self
-            .change(slot, change, |current, config| {
+            .change(order, slot, change, |current, config| {
                 allowed(current)?;
                 set_role(config, Some(name))
             })
@@ -86,11 +95,12 @@ impl ControlApi {
         &self,
         query: &QueryRequest,
         request_id: &str,
+        order: &mut Unlocked,
     ) -> Result<String, ControlError> {
         let id = query.require("AssociationId")?.to_owned();
         let slot = self.association_owner(&id)?;
         let mut before = None;
-        self.change(&slot, Change::Role(None), |current, config| {
+        self.change(order, &slot, Change::Role(None), |current, config| {
             let associated_at = Self::check_association(&slot, current, &id)?;
             before = Some((current.clone(), associated_at));
             set_role(config, None)
@@ -120,7 +130,7 @@ impl ControlApi {
         }
         let wanted = query.list("AssociationId");
         let mut found = Vec::new();
-        for slot in self.state.instances() {
+        for slot in self.inventory.state.instances() {
             let snapshot = slot.current();
             let instance = &snapshot.instance;
             let Some(association) = Self::association(&slot, instance) else {
@@ -191,7 +201,8 @@ impl ControlApi {
 
     /// The instance whose current association is `association`.
     fn association_owner(&self, association: &str) -> Result<Arc<InstanceSlot>, ControlError> {
-        self.state
+        self.inventory
+            .state
             .instances()
             .into_iter()
             .find(|slot| {

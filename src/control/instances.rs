@@ -5,13 +5,14 @@ use super::query::QueryRequest;
 use super::xml::Xml;
 use super::{Change, ControlApi};
 use crate::fleet::events::SpotAction;
-use crate::fleet::instance::Instance;
+use crate::fleet::instance::{Instance, InstanceConfig};
 use std::sync::Arc;
 
 use base64::Engine;
 
 use super::vpc::Filters;
 use crate::fleet::lifecycle::InstanceState;
+use crate::fleet::lock_order::Unlocked;
 use crate::fleet::metadata::render;
 use crate::fleet::options::{HopLimit, HttpTokens, MetadataOptions, Switch};
 use crate::fleet::state::{InstanceSlot, Snapshot};
@@ -165,7 +166,7 @@ impl ControlApi {
             .map(|id| self.slot(id))
             .collect::<Result<Vec<_>, _>>()?;
         Ok(match named.is_empty() {
-            true => self.state.instances(),
+            true => self.inventory.state.instances(),
             false => named,
         })
     }
@@ -331,6 +332,7 @@ impl ControlApi {
         &self,
         query: &QueryRequest,
         request_id: &str,
+        order: &mut Unlocked,
     ) -> Result<String, ControlError> {
         let slot = self.slot(query.require("InstanceId")?)?;
         let request = {
@@ -344,32 +346,24 @@ impl ControlApi {
             super::guardrails::modify_instance_metadata_options(query, place, slot.id().as_str())
         };
         self.check_policies(&request)?;
-        // Turning IMDSv1 on is decided on HttpTokensEnforced: under the account lock (which
-        // ModifyInstanceMetadataDefaults and learning from the store take), and stored only
-        // if no host changed the defaults since they were read.
-        let _account = match query.get("HttpTokens") == Some("optional") {
-            true => Some(self.changing.lock().await),
-            false => None,
-        };
-        let enforced = self.defaults().http_tokens_enforced == Some(true);
-        let checks = self.decided_on_defaults(crate::store::Commit::default());
-        let applied = self
-            .change_checked(&slot, Change::Options, checks, |_, config| {
+        // The options as the request sets them, refusing IMDSv1 while it is enforced.
+        let edit = |enforced: bool| {
+            move |_: &Instance, config: &mut InstanceConfig| -> Result<(), ControlError> {
                 let o = &mut config.metadata_options;
                 if let Some(value) = query.get("HttpTokens") {
                     o.http_tokens = parse_tokens(value)?;
                     if o.http_tokens == HttpTokens::Optional && enforced {
                         return Err(ControlError::Unsupported(
-                            "IMDSv1 cannot be enabled: HttpTokensEnforced is enabled in the instance metadata defaults of this account and Region".into(),
-                        ));
+                                "IMDSv1 cannot be enabled: HttpTokensEnforced is enabled in the instance metadata defaults of this account and Region".into(),
+                            ));
                     }
                 }
                 if let Some(value) = query.get("HttpPutResponseHopLimit") {
                     o.http_put_response_hop_limit = value.parse::<HopLimit>().map_err(|_| {
-                        ControlError::InvalidParameterValue(format!(
-                            "The HttpPutResponseHopLimit value ({value}) is invalid. Specify an integer from 1 to 64."
-                        ))
-                    })?;
+                            ControlError::InvalidParameterValue(format!(
+                                "The HttpPutResponseHopLimit value ({value}) is invalid. Specify an integer from 1 to 64."
+                            ))
+                        })?;
                 }
                 for (name, slot) in [
                     ("HttpEndpoint", &mut o.http_endpoint),
@@ -384,8 +378,24 @@ impl ControlApi {
                     return Err(ControlError::DryRunOperation);
                 }
                 Ok(())
-            })
-            .await?;
+            }
+        };
+        let applied = match query.get("HttpTokens") == Some("optional") {
+            // Turning IMDSv1 on is decided on HttpTokensEnforced: under the account lock
+            // (which ModifyInstanceMetadataDefaults and learning from the store take), and
+            // stored only if no host changed the defaults since they were read.
+            true => {
+                let mut account = self.account.lock(order).await;
+                let enforced = self.account.defaults().http_tokens_enforced == Some(true);
+                let checks = self.decided_on_defaults(crate::store::Commit::default());
+                self.change_checked(&mut account, &slot, Change::Options, checks, edit(enforced))
+                    .await?
+            }
+            false => {
+                self.change(order, &slot, Change::Options, edit(false))
+                    .await?
+            }
+        };
         let mut xml = Xml::response("ModifyInstanceMetadataOptionsResponse", request_id);
         xml.leaf("instanceId", applied.id());
         self.metadata_options_xml(

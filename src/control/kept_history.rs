@@ -32,7 +32,7 @@ impl ControlApi {
             ) else {
                 continue;
             };
-            let Some(slot) = self.state.instance(&id) else {
+            let Some(slot) = self.inventory.state.instance(&id) else {
                 continue;
             };
             let (Ok(minute), Ok(count)) = (u64::try_from(row.minute), u64::try_from(row.count))
@@ -53,7 +53,7 @@ impl ControlApi {
             return Ok(());
         };
         let now_minute = self.clock.now_millis() / MINUTE_MILLIS;
-        let slots = self.state.instances();
+        let slots = self.inventory.state.instances();
         let mut counts = Vec::new();
         for slot in &slots {
             let history = &slot.counters().no_token_history;

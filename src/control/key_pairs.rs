@@ -9,6 +9,7 @@ use super::query::QueryRequest;
 use super::vpc::{dry_run, tag_set, tag_specifications, Filters};
 use super::xml::Xml;
 use super::ControlApi;
+use crate::fleet::lock_order::Unlocked;
 use crate::fleet::network::{KeyPair, NetworkError};
 
 impl ControlApi {
@@ -18,6 +19,7 @@ impl ControlApi {
         &self,
         query: &QueryRequest,
         request_id: &str,
+        order: &mut Unlocked,
     ) -> Result<String, ControlError> {
         let name = query.require("KeyName")?;
         let material = public_key_text(query.require("PublicKeyMaterial")?)?;
@@ -26,7 +28,7 @@ impl ControlApi {
         let created = OffsetDateTime::from_unix_timestamp_nanos(millis * 1_000_000)
             .unwrap_or(OffsetDateTime::UNIX_EPOCH);
         let pair = self
-            .change_network(|network| {
+            .change_network(order, |network| {
                 let pair = network
                     .import_key_pair(name, &material, created, tags)?
                     .clone();
@@ -50,7 +52,7 @@ impl ControlApi {
         query: &QueryRequest,
         request_id: &str,
     ) -> Result<String, ControlError> {
-        let network = self.network();
+        let network = self.inventory.network();
         let names = query.list("KeyName");
         for name in &names {
             network.key_pair(name)?;
@@ -96,13 +98,14 @@ impl ControlApi {
         &self,
         query: &QueryRequest,
         request_id: &str,
+        order: &mut Unlocked,
     ) -> Result<String, ControlError> {
         let (name, id) = (query.get("KeyName"), query.get("KeyPairId"));
         if name.is_none() && id.is_none() {
             return Err(ControlError::MissingParameter("KeyName".into()));
         }
         let removed = self
-            .change_network(|network| {
+            .change_network(order, |network| {
                 dry_run(query)?;
                 Ok(network.delete_key_pair(name, id))
             })

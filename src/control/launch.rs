@@ -5,7 +5,6 @@
 //! stored in one transaction before the answer. A `ClientToken` makes a retried request return
 //! the first one's instances.
 
-use std::collections::BTreeMap;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::sync::Arc;
 
@@ -20,6 +19,7 @@ use crate::fleet::changes::InstanceChanges;
 use crate::fleet::instance::{Instance, InterfaceConfig, PublicKeyConfig};
 use crate::fleet::instance_id::InstanceId;
 use crate::fleet::lifecycle::{Lifecycle, Transition};
+use crate::fleet::lock_order::Unlocked;
 use crate::fleet::network::Network;
 use crate::fleet::options::{HopLimit, MetadataOptions};
 use crate::fleet::state::InstanceSlot;
@@ -54,8 +54,9 @@ impl ControlApi {
         &self,
         query: &QueryRequest,
         request_id: &str,
+        order: &mut Unlocked,
     ) -> Result<String, ControlError> {
-        if self.state.is_single() {
+        if self.inventory.state.is_single() {
             return Err(ControlError::Unsupported(
                 "RunInstances needs fleet mode (imds serve --fleet): this imds serves one instance"
                     .into(),
@@ -64,7 +65,7 @@ impl ControlApi {
         let (min, max) = counts(query)?;
         let token = query.get("ClientToken").map(str::to_owned);
         let request_sha256 = request_digest(query);
-        let _one_at_a_time = self.changing.lock().await;
+        let account = self.account.lock(order).await;
         if let Some(token) = &token {
             if let Some(launched) = self.launched_with(token).await? {
                 if launched.request_sha256 != request_sha256 {
@@ -74,12 +75,12 @@ impl ControlApi {
                     .instance_ids
                     .iter()
                     .filter_map(|id| id.parse::<InstanceId>().ok())
-                    .filter_map(|id| self.state.instance(&id))
+                    .filter_map(|id| self.inventory.state.instance(&id))
                     .collect::<Vec<_>>();
                 return Ok(self.reservation_xml("RunInstancesResponse", request_id, &slots));
             }
         }
-        let mut network = (*self.network()).clone();
+        let mut network = (*self.inventory.network()).clone();
         let plan = self.plan(query, &network)?;
         let place = Place {
             partition: &network.partition,
@@ -120,7 +121,9 @@ impl ControlApi {
                 Err(error) => return Err(error),
             }
         }
-        self.state.admits(&instances.iter().collect::<Vec<_>>())?;
+        self.inventory
+            .state
+            .admits(&instances.iter().collect::<Vec<_>>())?;
         let lifecycle = InstanceChanges {
             lifecycle: Some(Lifecycle::new(Transition::Launch, now)),
             ..InstanceChanges::default()
@@ -148,9 +151,10 @@ impl ControlApi {
         let commit =
             self.account_write(commit, super::vpc::NETWORK, super::sync::to_json(&network));
         let revision = self.persist(commit).await?;
-        self.set_network(network);
-        self.set_account_revision(super::vpc::NETWORK, revision);
-        let snapshots = self.snapshots.clone();
+        self.inventory.set_network(network, &account);
+        self.account
+            .set_revision(super::vpc::NETWORK, revision, &account);
+        let snapshots = self.inventory.snapshots.clone();
         let built = tokio::task::spawn_blocking(move || snapshots.build_all(instances))
             .await
             .map_err(|error| {
@@ -159,15 +163,13 @@ impl ControlApi {
             })?;
         let slots: Vec<Arc<InstanceSlot>> = built
             .into_iter()
-            .map(|snapshot| {
-                let slot = InstanceSlot::new(snapshot, lifecycle.clone());
-                slot.set_revision(revision);
-                slot
-            })
+            .map(|snapshot| InstanceSlot::stored(snapshot, lifecycle.clone(), revision))
             .collect();
-        self.state.insert(slots.clone())?;
+        self.inventory.state.insert(slots.clone())?;
         if let Some(token) = client_token {
-            self.client_tokens().insert(token.token.clone(), token);
+            self.inventory
+                .client_tokens()
+                .insert(token.token.clone(), token);
         }
         tracing::info!(
             reservation = reservation_id,
@@ -177,15 +179,10 @@ impl ControlApi {
         Ok(self.reservation_xml("RunInstancesResponse", request_id, &slots))
     }
 
-    /// The `ClientToken`s this process launched with or looked up, and what they launched.
-    fn client_tokens(&self) -> std::sync::MutexGuard<'_, BTreeMap<String, ClientToken>> {
-        self.client_tokens.lock().unwrap_or_else(|e| e.into_inner())
-    }
-
     /// What the `ClientToken` `token` launched, here or (kept in the store) before a restart
     /// or through another host; `None` when it was never used.
     async fn launched_with(&self, token: &str) -> Result<Option<ClientToken>, ControlError> {
-        if let Some(known) = self.client_tokens().get(token).cloned() {
+        if let Some(known) = self.inventory.client_tokens().get(token).cloned() {
             return Ok(Some(known));
         }
         let Some(store) = &self.store else {
@@ -202,7 +199,8 @@ impl ControlApi {
                 }
             })?;
         if let Some(stored) = &stored {
-            self.client_tokens()
+            self.inventory
+                .client_tokens()
                 .insert(token.to_owned(), stored.clone());
         }
         Ok(stored)
@@ -328,7 +326,7 @@ impl ControlApi {
         Ok(Plan {
             image_id: query
                 .get("ImageId")
-                .unwrap_or(&self.template.ami_id)
+                .unwrap_or(&self.inventory.template.ami_id)
                 .to_owned(),
             instance_type: query.get("InstanceType").unwrap_or("m1.small").to_owned(),
             subnet_id: subnet.id.clone(),
@@ -352,7 +350,7 @@ impl ControlApi {
     /// The metadata options of a new instance: the request's, else the account's defaults,
     /// else EC2's launch defaults.
     fn launch_options(&self, query: &QueryRequest) -> Result<MetadataOptions, ControlError> {
-        let defaults = self.defaults();
+        let defaults = self.account.defaults();
         let mut options = MetadataOptions::default();
         if let Some(tokens) = defaults.http_tokens {
             options.http_tokens = tokens;
@@ -408,7 +406,7 @@ impl ControlApi {
         let subnet = network.subnet(&plan.subnet_id)?.clone();
         let vpc = network.vpc(&subnet.vpc_id)?.clone();
         // The fleet index owns who holds an address; the pools only record it.
-        let held = |ip: IpAddr| self.state.holder(ip).is_some();
+        let held = |ip: IpAddr| self.inventory.state.holder(ip).is_some();
         let mut private_ipv4s = vec![network.allocate_ipv4(&subnet.id, plan.private_ip, held)?];
         for _ in 0..plan.secondary_count {
             private_ipv4s.push(network.allocate_ipv4(&subnet.id, None, held)?);
@@ -422,7 +420,7 @@ impl ControlApi {
         }
         let id = format!("i-{}", &hex(&rand::random::<[u8; 9]>())[..17]);
         let mac_bytes = rand::random::<[u8; 5]>();
-        let mut config = self.template.clone();
+        let mut config = self.inventory.template.clone();
         config.instance_id = id;
         // The registry's account owns what launches into it (the guardrails decided for it).
         config.account_id = network.owner_id.clone();

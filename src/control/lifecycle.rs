@@ -11,6 +11,7 @@ use super::query::QueryRequest;
 use super::xml::Xml;
 use super::ControlApi;
 use crate::fleet::lifecycle::{Lifecycle, Transition};
+use crate::fleet::lock_order::{lock_instances, Unlocked};
 use crate::fleet::state::InstanceSlot;
 
 impl ControlApi {
@@ -22,8 +23,9 @@ impl ControlApi {
         request_id: &str,
         root: &'static str,
         transition: Transition,
+        order: &mut Unlocked,
     ) -> Result<String, ControlError> {
-        if self.state.is_single() {
+        if self.inventory.state.is_single() {
             return Err(ControlError::Unsupported(
                 "instance lifecycle actions need fleet mode (imds serve --fleet)".into(),
             ));
@@ -38,13 +40,14 @@ impl ControlApi {
             .collect::<Result<Vec<_>, _>>()?;
         slots.sort_by(|a, b| a.id().cmp(b.id()));
         slots.dedup_by(|a, b| a.id() == b.id());
-        let _account = self.changing.lock().await;
-        let mut locks = Vec::with_capacity(slots.len());
-        for slot in &slots {
-            locks.push(slot.changing.lock().await);
-        }
+        let mut account = self.account.lock(order).await;
+        let locks = lock_instances(
+            slots.iter().map(|slot| (slot.id(), slot.instance_lock())),
+            &mut account,
+        )
+        .await;
         let now = self.clock.now_millis();
-        let mut network = (*self.network()).clone();
+        let mut network = (*self.inventory.network()).clone();
         let mut answer = Vec::with_capacity(slots.len());
         let mut changed = Vec::new();
         for slot in &slots {
@@ -89,16 +92,18 @@ impl ControlApi {
             self.account_write(commit, super::vpc::NETWORK, super::sync::to_json(&network));
         let revision = self.persist(commit).await?;
         for (slot, changes) in changed {
-            slot.set_changes(changes);
-            slot.set_revision(revision);
+            let held = slot.guard_in(&locks).expect("every slot changed is locked");
+            slot.set_changes(changes, held);
+            slot.set_revision(revision, held);
         }
-        self.set_network(network);
-        self.set_account_revision(super::vpc::NETWORK, revision);
         // A state change gives no address a new owner: stopped instances keep theirs.
-        if let Err(conflict) = self.state.reindex() {
+        if let Err(conflict) = self.inventory.state.reindex() {
             tracing::error!(%conflict, "the fleet index kept its previous state");
         }
         drop(locks);
+        self.inventory.set_network(network, &account);
+        self.account
+            .set_revision(super::vpc::NETWORK, revision, &account);
         tracing::info!(
             ?transition,
             instances = answer.len(),

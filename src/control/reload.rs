@@ -15,6 +15,7 @@ use crate::fleet::changes::InstanceChanges;
 use crate::fleet::faults::FaultSet;
 use crate::fleet::instance::Instance;
 use crate::fleet::instance_id::InstanceId;
+use crate::fleet::lock_order::{lock_instances, Unlocked};
 use crate::fleet::state::{AddressInUse, InstanceSlot};
 
 impl ControlApi {
@@ -25,10 +26,11 @@ impl ControlApi {
         &self,
         instances: Vec<Instance>,
     ) -> Result<Vec<Instance>, AddressInUse> {
-        let _account = self.changing.lock().await;
+        let mut order = Unlocked::task();
+        let mut account = self.account.lock(&mut order).await;
         // Added instances start from what is stored for them (by an earlier run, or another
         // host): catch up first, under the account lock as learning takes it.
-        if let Err(error) = self.catch_up_locked().await {
+        if let Err(error) = self.catch_up_locked(&mut account).await {
             tracing::warn!(%error, "the store could not be read: instances the file adds start from the changes known so far and catch up later");
         }
         let mut served = Vec::new();
@@ -38,18 +40,18 @@ impl ControlApi {
                 .id()
                 .parse::<InstanceId>()
                 .ok()
-                .and_then(|id| self.state.instance(&id));
+                .and_then(|id| self.inventory.state.instance(&id));
             match slot {
                 Some(slot) => served.push((slot, base)),
                 None => added.push(base),
             }
         }
-        served.sort_by(|a, b| a.0.id().cmp(b.0.id()));
         let locked: Vec<Arc<InstanceSlot>> = served.iter().map(|(slot, _)| slot.clone()).collect();
-        let mut locks = Vec::with_capacity(locked.len());
-        for slot in &locked {
-            locks.push(slot.changing.lock().await);
-        }
+        let locks = lock_instances(
+            locked.iter().map(|slot| (slot.id(), slot.instance_lock())),
+            &mut account,
+        )
+        .await;
         let reloaded: Vec<(Arc<InstanceSlot>, Instance, Instance)> = served
             .into_iter()
             .map(|(slot, base)| {
@@ -61,35 +63,39 @@ impl ControlApi {
         let snapshots = reloaded
             .iter()
             .map(|(slot, _, instance)| {
-                self.snapshots
+                self.inventory
+                    .snapshots
                     .build_after(Some(&slot.current()), instance.clone())
             })
             .collect();
         let added: Vec<(Instance, InstanceChanges, i64)> = added
             .into_iter()
             .map(|base| {
-                let (changes, revision) = self.unplaced_changes(base.id());
+                let (changes, revision) = self.inventory.unplaced_changes(base.id());
                 (self.layer(&changes, base), changes, revision)
             })
             .collect();
         let new_slots: Vec<Arc<InstanceSlot>> = added
             .iter()
             .map(|(instance, changes, revision)| {
-                let slot =
-                    InstanceSlot::new(self.snapshots.build(instance.clone()), changes.clone());
-                slot.set_revision(*revision);
-                slot
+                let snapshot = self.inventory.snapshots.build(instance.clone());
+                InstanceSlot::stored(snapshot, changes.clone(), *revision)
             })
             .collect();
-        self.state.apply(snapshots, new_slots)?;
+        self.inventory.state.apply(snapshots, new_slots)?;
         for (instance, _, _) in &added {
-            self.forget_unplaced(instance.id());
+            self.inventory.forget_unplaced(instance.id());
         }
-        let mut network = (*self.network()).clone();
+        let mut network = (*self.inventory.network()).clone();
         for (slot, before, instance) in &reloaded {
             if instance.config.faults != before.config.faults {
                 match FaultSet::new(instance.config.faults.clone()) {
-                    Ok(faults) => slot.set_faults(faults),
+                    Ok(faults) => {
+                        let held = slot
+                            .guard_in(&locks)
+                            .expect("every slot reloaded is locked");
+                        slot.set_faults(faults, held)
+                    }
                     Err(error) => tracing::error!(%error, "the file's faults are not applied"),
                 }
             }
@@ -105,10 +111,10 @@ impl ControlApi {
             .map(|(_, _, instance)| instance)
             .chain(added.into_iter().map(|(instance, _, _)| instance))
             .collect();
-        super::vpc::mark_held(&mut network, &self.state);
-        self.set_network(network);
+        super::vpc::mark_held(&mut network, &self.inventory.state);
         drop(locks);
-        self.applied.send_modify(|count| *count += 1);
+        self.inventory.set_network(network, &account);
+        self.inventory.notify_applied();
         Ok(reloaded)
     }
 }

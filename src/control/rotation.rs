@@ -15,7 +15,7 @@ use super::error::ControlError;
 use super::query::QueryRequest;
 use super::xml::Xml;
 use super::ControlApi;
-use crate::fleet::token::TokenGeneration;
+use crate::fleet::lock_order::{lock_instances, AccountGuard, Unlocked};
 
 /// The answer to a key that could not be made or stored (`what` happened; nothing changed).
 fn refused(error: crate::fleet::keys::KeysError, what: &str) -> ControlError {
@@ -34,6 +34,7 @@ impl ControlApi {
         &self,
         query: &QueryRequest,
         request_id: &str,
+        order: &mut Unlocked,
     ) -> Result<String, ControlError> {
         let with_signing_key = match query.get("SigningKey") {
             Some("true") => true,
@@ -47,17 +48,17 @@ impl ControlApi {
         if query.dry_run() {
             return Err(ControlError::DryRunOperation);
         }
-        let _one_at_a_time = self.changing.lock().await;
+        let mut account = self.account.lock(order).await;
         let now = self.clock.now_millis();
-        let number = self.add_token_generation(now).await?;
+        let number = self.add_token_generation(now, &account).await?;
         let signing = match with_signing_key {
-            true => Some(self.rotate_signing_key().await?),
+            true => Some(self.rotate_signing_key(&mut account).await?),
             false => None,
         };
         let mut xml = Xml::response("RotateKeysResponse", request_id);
         xml.leaf("tokenKeyGeneration", number);
         xml.open("acceptedTokenKeyGenerationSet");
-        for accepted in self.tokens.accepted_generations(now) {
+        for accepted in self.account.tokens().accepted_generations(now) {
             xml.leaf("item", accepted);
         }
         xml.close();
@@ -67,33 +68,24 @@ impl ControlApi {
         Ok(xml.finish())
     }
 
-    /// A new token key generation, stored and put in force (the caller holds the account lock);
-    /// its number.
-    async fn add_token_generation(&self, now: u64) -> Result<u32, ControlError> {
-        let newest = self.tokens.newest_generation();
+    /// A new token key generation, stored and put in force under the account lock; its number.
+    async fn add_token_generation(
+        &self,
+        now: u64,
+        _: &AccountGuard<'_>,
+    ) -> Result<u32, ControlError> {
+        let newest = self.account.tokens().newest_generation();
         let generation =
             crate::fleet::keys::add_token_generation(self.store.as_deref(), newest + 1, now)
                 .await
                 .map_err(|error| refused(error, "a new token key could not be stored"))?;
         let number = generation.number;
-        self.learn_token_generations(vec![generation]);
+        self.account.learn_token_generations(vec![generation]);
         tracing::warn!(
             generation = number,
             "session token key rotated: new tokens are sealed with the new key; older ones stay valid until they expire"
         );
         Ok(number)
-    }
-
-    /// When the newest token key generation was created (clock milliseconds), if it was.
-    fn newest_generation_created(&self) -> Option<u64> {
-        let known = self
-            .token_generations
-            .lock()
-            .unwrap_or_else(|e| e.into_inner());
-        known
-            .iter()
-            .max_by_key(|g| g.number)
-            .map(|g| g.created_millis)
     }
 
     /// Rotates the token key every `every` until the process ends, counted from the newest
@@ -103,28 +95,28 @@ impl ControlApi {
         let every = every.as_millis() as u64;
         let started = self.clock.now_millis();
         loop {
-            let due = self.newest_generation_created().unwrap_or(started) + every;
+            let due = self.account.newest_generation_created().unwrap_or(started) + every;
             self.clock.sleep_until(due).await;
-            let one_at_a_time = self.changing.lock().await;
+            let mut order = Unlocked::task();
+            let account = self.account.lock(&mut order).await;
             let now = self.clock.now_millis();
-            if self.newest_generation_created().unwrap_or(started) + every > now {
+            if self.account.newest_generation_created().unwrap_or(started) + every > now {
                 continue;
             }
-            if let Err(error) = self.add_token_generation(now).await {
+            if let Err(error) = self.add_token_generation(now, &account).await {
                 tracing::warn!(%error, "the scheduled token key rotation failed; trying again in a minute");
-                drop(one_at_a_time);
+                drop(account);
                 self.clock.sleep_until(now + 60_000).await;
             }
         }
     }
 
-    /// A new signing key, stored and put in use (the caller holds the account lock).
-    async fn rotate_signing_key(&self) -> Result<u32, ControlError> {
-        let current = *self
-            .signing_generation
-            .lock()
-            .unwrap_or_else(|e| e.into_inner());
-        let Some(current) = current else {
+    /// A new signing key, stored and put in use under the account lock.
+    async fn rotate_signing_key(
+        &self,
+        account: &mut AccountGuard<'_>,
+    ) -> Result<u32, ControlError> {
+        let Some(current) = self.account.signing_generation() else {
             return Err(ControlError::Unsupported(
                 "the identity signing key comes from --signing-key/--signing-cert: replace those files to rotate it".into(),
             ));
@@ -132,7 +124,7 @@ impl ControlApi {
         let signer = crate::fleet::keys::add_signing_generation(self.store.as_deref(), current + 1)
             .await
             .map_err(|error| refused(error, "a new signing key could not be made or stored"))?;
-        self.use_signer(current + 1, signer).await;
+        self.use_signer(current + 1, signer, account).await;
         Ok(current + 1)
     }
 
@@ -143,24 +135,24 @@ impl ControlApi {
         &self,
         number: u32,
         signer: crate::fleet::identity::IdentitySigner,
+        account: &mut AccountGuard<'_>,
     ) {
-        *self
-            .signing_generation
-            .lock()
-            .unwrap_or_else(|e| e.into_inner()) = Some(number);
-        self.snapshots.set_signer(std::sync::Arc::new(signer));
-        let mut slots = self.state.instances();
-        slots.sort_by(|a, b| a.id().cmp(b.id()));
-        let mut locks = Vec::with_capacity(slots.len());
-        for slot in &slots {
-            locks.push(slot.changing.lock().await);
-        }
+        self.account.set_signing_generation(number, account);
+        self.inventory
+            .snapshots
+            .set_signer(std::sync::Arc::new(signer));
+        let slots = self.inventory.state.instances();
+        let locks = lock_instances(
+            slots.iter().map(|slot| (slot.id(), slot.instance_lock())),
+            account,
+        )
+        .await;
         let instances = slots.iter().map(|s| s.current().instance.clone()).collect();
-        let snapshots = self.snapshots.clone();
+        let snapshots = self.inventory.snapshots.clone();
         match tokio::task::spawn_blocking(move || snapshots.build_all(instances)).await {
             Ok(built) => {
                 // The same addresses, newly signed documents: the index takes them as they are.
-                if let Err(conflict) = self.state.apply(built, Vec::new()) {
+                if let Err(conflict) = self.inventory.state.apply(built, Vec::new()) {
                     tracing::error!(%conflict, "the re-signed documents were not swapped in");
                 }
                 tracing::warn!(
@@ -172,36 +164,24 @@ impl ControlApi {
             Err(error) => tracing::error!(%error, "signing the documents again failed"),
         }
         drop(locks);
-        self.applied.send_modify(|count| *count += 1);
+        self.inventory.notify_applied();
     }
 
     /// Puts a signing key another host rotated to in use, if it is newer than this one's.
-    pub(super) async fn learn_signer(&self, keys: &[crate::store::StoredKey]) {
-        let current = *self
-            .signing_generation
-            .lock()
-            .unwrap_or_else(|e| e.into_inner());
-        let Some(current) = current else {
+    pub(super) async fn learn_signer(
+        &self,
+        keys: &[crate::store::StoredKey],
+        account: &mut AccountGuard<'_>,
+    ) {
+        let Some(current) = self.account.signing_generation() else {
             return;
         };
         match crate::fleet::keys::rotated_signer(keys) {
-            Ok(Some((number, signer))) if number > current => self.use_signer(number, signer).await,
+            Ok(Some((number, signer))) if number > current => {
+                self.use_signer(number, signer, account).await
+            }
             Ok(_) => {}
             Err(error) => tracing::error!(%error, "a stored signing key is unusable; not applied"),
         }
-    }
-
-    /// Adds `learned` to the generations known and puts them all in force.
-    pub(super) fn learn_token_generations(&self, learned: Vec<TokenGeneration>) {
-        let mut known = self
-            .token_generations
-            .lock()
-            .unwrap_or_else(|e| e.into_inner());
-        for generation in learned {
-            if !known.iter().any(|g| g.number == generation.number) {
-                known.push(generation);
-            }
-        }
-        self.tokens.set_generations(&known);
     }
 }

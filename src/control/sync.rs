@@ -23,6 +23,7 @@ use super::{ControlApi, DEFAULTS};
 use crate::fleet::changes::InstanceChanges;
 use crate::fleet::instance::{Instance, InstanceConfig};
 use crate::fleet::instance_id::InstanceId;
+use crate::fleet::lock_order::{AccountGuard, Unlocked};
 use crate::fleet::state::InstanceSlot;
 use crate::store::{Changed, Commit, Health, InstanceWrite, StoreError, StoredInstance};
 
@@ -83,25 +84,8 @@ impl ControlApi {
 
     /// The account value `name`'s row, expecting the revision it last had.
     pub(super) fn account_write(&self, commit: Commit, name: &str, value: String) -> Commit {
-        let expected = self.account_revision(name);
+        let expected = self.account.revision(name);
         commit.value(name, value, expected)
-    }
-
-    /// The revision of the account value `name` as last stored or learned.
-    pub(super) fn account_revision(&self, name: &str) -> i64 {
-        let revisions = self
-            .account_revisions
-            .lock()
-            .unwrap_or_else(|e| e.into_inner());
-        revisions.get(name).copied().unwrap_or(0)
-    }
-
-    /// Records that the account value `name` is at `revision` (stored or learned).
-    pub(super) fn set_account_revision(&self, name: &str, revision: i64) {
-        self.account_revisions
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .insert(name.to_owned(), revision);
     }
 
     /// Dispatches `query`, retrying it on the newer state when it raced another host.
@@ -112,7 +96,9 @@ impl ControlApi {
     ) -> Result<String, ControlError> {
         let mut attempt = 1;
         loop {
-            match self.dispatch(query, request_id).await {
+            // Each attempt is a task of its own in the lock order: it holds no lock in between.
+            let mut order = Unlocked::task();
+            match self.dispatch(query, request_id, &mut order).await {
                 Err(ControlError::Conflict(what)) if attempt < ATTEMPTS => {
                     let most = (MAX_RETRY_WAIT / ATTEMPTS) * attempt;
                     let wait = rand::random::<f64>() * most.as_secs_f64();
@@ -205,46 +191,50 @@ impl ControlApi {
     pub async fn catch_up(&self) -> Result<usize, StoreError> {
         // The account lock first, as changes spanning instances take it: a launch is either
         // applied here or learned, never both.
-        let _account = self.changing.lock().await;
-        self.catch_up_locked().await
+        let mut order = Unlocked::task();
+        let mut account = self.account.lock(&mut order).await;
+        self.catch_up_locked(&mut account).await
     }
 
     /// [`ControlApi::catch_up`] for a caller that holds the account lock.
-    pub(super) async fn catch_up_locked(&self) -> Result<usize, StoreError> {
+    pub(super) async fn catch_up_locked(
+        &self,
+        account: &mut AccountGuard<'_>,
+    ) -> Result<usize, StoreError> {
         let Some(store) = self.store.clone() else {
             return Ok(0);
         };
         let changed = store.load_since(self.seen.load(Ordering::Acquire)).await?;
         let revision = changed.revision;
-        let applied = self.learn(changed).await;
+        let applied = self.learn(changed, account).await;
         self.seen.fetch_max(revision, Ordering::AcqRel);
         if applied > 0 {
-            self.applied.send_modify(|count| *count += 1);
+            self.inventory.notify_applied();
             tracing::debug!(applied, revision, "learned changes from the store");
         }
         Ok(applied)
     }
 
-    /// Applies what another writer stored (the caller holds the account lock).
-    async fn learn(&self, changed: Changed) -> usize {
+    /// Applies what another writer stored, under the account lock.
+    async fn learn(&self, changed: Changed, account: &mut AccountGuard<'_>) -> usize {
         let mut applied = 0;
         for value in changed.account {
-            if value.revision <= self.account_revision(&value.name) {
+            if value.revision <= self.account.revision(&value.name) {
                 continue;
             }
             let learned = match value.name.as_str() {
-                DEFAULTS => serde_json::from_str(&value.value).map(|d| {
-                    *self.defaults.lock().unwrap_or_else(|e| e.into_inner()) = d;
-                }),
+                DEFAULTS => serde_json::from_str(&value.value)
+                    .map(|defaults| self.account.set_defaults(defaults, account)),
                 super::vpc::NETWORK => serde_json::from_str(&value.value).map(|mut n| {
                     self.learn_network(&mut n);
-                    self.set_network(n);
+                    self.inventory.set_network(n, account);
                 }),
                 _ => continue,
             };
             match learned {
                 Ok(()) => {
-                    self.set_account_revision(&value.name, value.revision);
+                    self.account
+                        .set_revision(&value.name, value.revision, account);
                     applied += 1;
                 }
                 Err(error) => {
@@ -252,11 +242,11 @@ impl ControlApi {
                 }
             }
         }
-        self.learn_signer(&changed.keys).await;
+        self.learn_signer(&changed.keys, account).await;
         let generations = crate::fleet::keys::token_generations(&changed.keys);
         if !generations.is_empty() {
             applied += generations.len();
-            self.learn_token_generations(generations);
+            self.account.learn_token_generations(generations);
         }
         let mut lifecycles = false;
         let mut launched = Vec::new();
@@ -275,25 +265,29 @@ impl ControlApi {
                     continue;
                 }
             };
-            match self.state.instance(&id) {
+            match self.inventory.state.instance(&id) {
                 Some(slot) => {
-                    let _one_at_a_time = slot.changing.lock().await;
+                    let held = slot.lock(account).await;
                     if row.revision <= slot.revision() {
                         continue;
                     }
                     lifecycles |= slot.changes().lifecycle != changes.lifecycle;
                     let current = slot.current();
                     let instance = self.layer(&changes, current.instance.clone());
-                    slot.set_changes(changes);
-                    slot.set_revision(row.revision);
-                    let built = self.snapshots.build_after(Some(&current), instance);
-                    if let Err(conflict) = self.state.replace(built) {
+                    slot.set_changes(changes, &held);
+                    slot.set_revision(row.revision, &held);
+                    let built = self
+                        .inventory
+                        .snapshots
+                        .build_after(Some(&current), instance);
+                    if let Err(conflict) = self.inventory.state.replace(built) {
                         tracing::error!(%conflict, "a learned change is not served: it would give an address two instances");
                     }
                     applied += 1;
                 }
                 None if row.config.is_none() => {
-                    self.keep_unplaced(row.instance_id, changes, row.revision)
+                    self.inventory
+                        .keep_unplaced(row.instance_id, changes, row.revision)
                 }
                 None => {
                     if let Some(instance) = self.launched_elsewhere(&row, &changes) {
@@ -307,7 +301,7 @@ impl ControlApi {
             self.add_launched(launched).await;
         }
         if lifecycles {
-            if let Err(conflict) = self.state.reindex() {
+            if let Err(conflict) = self.inventory.state.reindex() {
                 tracing::error!(%conflict, "learned lifecycles are not indexed: an address would have two instances");
             }
         }
@@ -318,22 +312,12 @@ impl ControlApi {
     /// addresses it lacks (this host's file instances, which the other host does not know) are
     /// marked again, and reported, never dropped.
     fn learn_network(&self, network: &mut crate::fleet::network::Network) {
-        let missing = super::vpc::mark_held(network, &self.state);
+        let missing = super::vpc::mark_held(network, &self.inventory.state);
         if !missing.is_empty() {
             tracing::warn!(
                 ?missing,
                 "the network registry learned from the store lacked addresses this host's instances hold; they stay in use"
             );
-        }
-    }
-
-    /// Keeps the stored changes of a config-file instance this host does not serve (yet), for
-    /// a reload that adds it.
-    fn keep_unplaced(&self, id: String, changes: InstanceChanges, revision: i64) {
-        let mut unplaced = self.unplaced.lock().unwrap_or_else(|e| e.into_inner());
-        let newer = unplaced.get(&id).is_none_or(|(_, seen)| *seen < revision);
-        if newer {
-            unplaced.insert(id, (changes, revision));
         }
     }
 
@@ -344,7 +328,7 @@ impl ControlApi {
         changes: &InstanceChanges,
     ) -> Option<Instance> {
         let config = row.config.as_deref()?;
-        if self.state.is_single() {
+        if self.inventory.state.is_single() {
             return None;
         }
         if changes
@@ -372,7 +356,7 @@ impl ControlApi {
             .into_iter()
             .map(|(instance, changes, revision)| (instance, (changes, revision)))
             .unzip();
-        let snapshots = self.snapshots.clone();
+        let snapshots = self.inventory.snapshots.clone();
         let built = match tokio::task::spawn_blocking(move || snapshots.build_all(instances)).await
         {
             Ok(built) => built,
@@ -385,16 +369,14 @@ impl ControlApi {
             .into_iter()
             .zip(rest)
             .map(|(snapshot, (changes, revision))| {
-                let slot = InstanceSlot::new(snapshot, changes);
-                slot.set_revision(revision);
-                slot
+                InstanceSlot::stored(snapshot, changes, revision)
             })
             .collect();
         let mut served = 0;
         // One at a time: an instance claiming an address a live one here holds is refused
         // alone, loudly, and the others are served.
         for slot in slots {
-            match self.state.insert(vec![slot.clone()]) {
+            match self.inventory.state.insert(vec![slot.clone()]) {
                 Ok(()) => served += 1,
                 Err(conflict) => tracing::error!(
                     %conflict,

@@ -8,6 +8,7 @@ use super::xml::Xml;
 use super::{Change, ControlApi};
 use std::sync::Arc;
 
+use crate::fleet::lock_order::Unlocked;
 use crate::fleet::state::InstanceSlot;
 
 /// Longest tag key and value EC2 accepts.
@@ -22,11 +23,12 @@ impl ControlApi {
         &self,
         query: &QueryRequest,
         request_id: &str,
+        order: &mut Unlocked,
     ) -> Result<String, ControlError> {
         let tags = tag_params(query, true)?;
         for slot in self.resources(query)? {
             let tags = tags.clone();
-            self.change(&slot, Change::Tags, |current, config| {
+            self.change(order, &slot, Change::Tags, |current, config| {
                 for (key, value) in tags {
                     check_tag(&key, value.as_deref().unwrap_or(""))?;
                     config.tags.insert(key, value.unwrap_or_default());
@@ -51,11 +53,12 @@ impl ControlApi {
         &self,
         query: &QueryRequest,
         request_id: &str,
+        order: &mut Unlocked,
     ) -> Result<String, ControlError> {
         let tags = tag_params(query, false)?;
         for slot in self.resources(query)? {
             let tags = tags.clone();
-            self.change(&slot, Change::Tags, |_, config| {
+            self.change(order, &slot, Change::Tags, |_, config| {
                 if tags.is_empty() {
                     config.tags.clear();
                 }
@@ -83,7 +86,7 @@ impl ControlApi {
         let filters = query.filters()?;
         let mut xml = Xml::response("DescribeTagsResponse", request_id);
         xml.open("tagSet");
-        for slot in self.state.instances() {
+        for slot in self.inventory.state.instances() {
             let snapshot = slot.current();
             let id = snapshot.instance.id();
             for (key, value) in &snapshot.instance.config.tags {

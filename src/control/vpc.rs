@@ -9,6 +9,7 @@ use super::error::ControlError;
 use super::query::QueryRequest;
 use super::xml::Xml;
 use super::ControlApi;
+use crate::fleet::lock_order::Unlocked;
 use crate::fleet::network::{Network, NewSubnet, SecurityGroup, Subnet, Tags, Vpc};
 use crate::fleet::state::State;
 
@@ -56,44 +57,25 @@ pub(super) fn mark_held(network: &mut Network, state: &State) -> Vec<std::net::I
 }
 
 impl ControlApi {
-    /// The networking registry now.
-    pub(super) fn network(&self) -> Arc<Network> {
-        self.network
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone()
-    }
-
-    /// Applies `edit` to a copy of the registry under the change lock, stores the result and
-    /// swaps it in; on any error nothing changes. For callers already holding the change lock,
-    /// [`ControlApi::replace_network`] does the last two steps.
+    /// Applies `edit` to a copy of the registry under the account lock, stores the result and
+    /// swaps it in; on any error nothing changes.
     pub(super) async fn change_network<T>(
         &self,
+        order: &mut Unlocked,
         edit: impl FnOnce(&mut Network) -> Result<T, ControlError>,
     ) -> Result<T, ControlError> {
-        let _one_at_a_time = self.changing.lock().await;
-        let mut network = (*self.network()).clone();
+        let account = self.account.lock(order).await;
+        let mut network = (*self.inventory.network()).clone();
         let out = edit(&mut network)?;
-        self.replace_network(network).await?;
-        Ok(out)
-    }
-
-    /// Swaps in `network`, already stored (the caller holds the change lock).
-    pub(super) fn set_network(&self, network: Network) {
-        *self.network.lock().unwrap_or_else(|e| e.into_inner()) = Arc::new(network);
-    }
-
-    /// Stores `network` and swaps it in (the caller holds the change lock).
-    pub(super) async fn replace_network(&self, network: Network) -> Result<(), ControlError> {
         let commit = self.account_write(
             crate::store::Commit::default(),
             NETWORK,
             super::sync::to_json(&network),
         );
         let revision = self.persist(commit).await?;
-        *self.network.lock().unwrap_or_else(|e| e.into_inner()) = Arc::new(network);
-        self.set_account_revision(NETWORK, revision);
-        Ok(())
+        self.inventory.set_network(network, &account);
+        self.account.set_revision(NETWORK, revision, &account);
+        Ok(out)
     }
 
     /// `DescribeVpcs` (`VpcId.N`; filters `vpc-id`, `is-default`, `cidr`,
@@ -104,7 +86,7 @@ impl ControlApi {
         query: &QueryRequest,
         request_id: &str,
     ) -> Result<String, ControlError> {
-        let network = self.network();
+        let network = self.inventory.network();
         let ids = query.list("VpcId");
         for id in &ids {
             network.vpc(id)?;
@@ -158,12 +140,13 @@ impl ControlApi {
         &self,
         query: &QueryRequest,
         request_id: &str,
+        order: &mut Unlocked,
     ) -> Result<String, ControlError> {
         let vpc_id = query.require("VpcId")?;
         let cidr = query.require("CidrBlock")?;
         let tags = tag_specifications(query, "subnet")?;
         let subnet = self
-            .change_network(|network| {
+            .change_network(order, |network| {
                 let subnet = network
                     .create_subnet(NewSubnet {
                         vpc_id,
@@ -179,7 +162,7 @@ impl ControlApi {
             })
             .await?;
         tracing::info!(subnet = subnet.id, cidr = %subnet.cidr, "subnet created");
-        let network = self.network();
+        let network = self.inventory.network();
         let mut xml = Xml::response("CreateSubnetResponse", request_id);
         xml.open("subnet");
         subnet_xml(&mut xml, &network, &subnet);
@@ -192,9 +175,10 @@ impl ControlApi {
         &self,
         query: &QueryRequest,
         request_id: &str,
+        order: &mut Unlocked,
     ) -> Result<String, ControlError> {
         let id = query.require("SubnetId")?;
-        self.change_network(|network| {
+        self.change_network(order, |network| {
             network.delete_subnet(id)?;
             dry_run(query)
         })
@@ -212,7 +196,7 @@ impl ControlApi {
         query: &QueryRequest,
         request_id: &str,
     ) -> Result<String, ControlError> {
-        let network = self.network();
+        let network = self.inventory.network();
         let ids = query.list("SubnetId");
         for id in &ids {
             network.subnet(id)?;
@@ -270,12 +254,13 @@ impl ControlApi {
         &self,
         query: &QueryRequest,
         request_id: &str,
+        order: &mut Unlocked,
     ) -> Result<String, ControlError> {
         let name = query.require("GroupName")?;
         let description = query.require("GroupDescription")?;
         let tags = tag_specifications(query, "security-group")?;
         let group = self
-            .change_network(|network| {
+            .change_network(order, |network| {
                 let group = network
                     .create_security_group(name, description, query.get("VpcId"), tags)?
                     .clone();
@@ -288,7 +273,7 @@ impl ControlApi {
             name = group.name,
             "security group created"
         );
-        let network = self.network();
+        let network = self.inventory.network();
         let mut xml = Xml::response("CreateSecurityGroupResponse", request_id);
         xml.leaf("return", true).leaf("groupId", &group.id);
         tag_set(&mut xml, &group.tags);
@@ -302,6 +287,7 @@ impl ControlApi {
         &self,
         query: &QueryRequest,
         request_id: &str,
+        order: &mut Unlocked,
     ) -> Result<String, ControlError> {
         let (id, name) = (query.get("GroupId"), query.get("GroupName"));
         if id.is_none() && name.is_none() {
@@ -309,6 +295,7 @@ impl ControlApi {
         }
         // The groups of every instance that is not terminated (they keep their interfaces).
         let in_use: std::collections::BTreeSet<String> = self
+            .inventory
             .state
             .instances()
             .iter()
@@ -326,7 +313,7 @@ impl ControlApi {
             })
             .collect();
         let group = self
-            .change_network(|network| {
+            .change_network(order, |network| {
                 let group =
                     network.delete_security_group(id, name, |group| in_use.contains(group))?;
                 dry_run(query)?;
@@ -346,7 +333,7 @@ impl ControlApi {
         query: &QueryRequest,
         request_id: &str,
     ) -> Result<String, ControlError> {
-        let network = self.network();
+        let network = self.inventory.network();
         let ids = query.list("GroupId");
         for id in &ids {
             network.security_group(id)?;

@@ -20,6 +20,7 @@ use crate::fleet::faults::FaultSet;
 use crate::fleet::instance::{Instance, StsRole};
 use crate::fleet::instance_id::InstanceId;
 use crate::fleet::keys::Keys;
+use crate::fleet::lock_order::{BeforeInstances, InstanceGuard, InstanceLock};
 use crate::fleet::metadata::{build, Timeline};
 use crate::fleet::options::MetadataOptions;
 use crate::fleet::sts::AssumedRole;
@@ -309,8 +310,8 @@ pub struct InstanceSlot {
     faults: ArcSwap<FaultSet>,
     audience: Audience,
     counters: InstanceCounters,
-    /// One control change at a time.
-    pub changing: tokio::sync::Mutex<()>,
+    /// One control change at a time (after the account's lock, see [`crate::fleet::lock_order`]).
+    lock: InstanceLock,
     changes: Mutex<InstanceChanges>,
     /// Until when (clock millis) the last options change reads `pending`.
     pending_until: AtomicU64,
@@ -341,13 +342,43 @@ impl InstanceSlot {
             faults: ArcSwap::from_pointee(faults),
             audience: Audience::default(),
             counters: InstanceCounters::default(),
-            changing: tokio::sync::Mutex::new(()),
+            lock: InstanceLock::default(),
             changes: Mutex::new(changes),
             pending_until: AtomicU64::new(0),
             throttle: Throttle::default(),
             token_binding: std::sync::OnceLock::new(),
             revision: std::sync::atomic::AtomicI64::new(0),
         })
+    }
+
+    /// [`InstanceSlot::new`], with `changes` as stored at `revision`.
+    pub fn stored(
+        snapshot: impl Into<Arc<Snapshot>>,
+        changes: InstanceChanges,
+        revision: i64,
+    ) -> Arc<InstanceSlot> {
+        let slot = InstanceSlot::new(snapshot, changes);
+        slot.revision.store(revision, Ordering::Release);
+        slot
+    }
+
+    /// Waits for this instance's lock, after whatever `before` holds (the lock order's
+    /// [`crate::fleet::lock_order::BeforeInstances`]).
+    pub async fn lock<'a, B: BeforeInstances>(&'a self, before: &'a mut B) -> InstanceGuard<'a> {
+        self.lock.lock(before).await
+    }
+
+    /// Its lock, for [`crate::fleet::lock_order::lock_instances`] (several in id order).
+    pub fn instance_lock(&self) -> &InstanceLock {
+        &self.lock
+    }
+
+    /// Which of `guards` holds its lock.
+    pub fn guard_in<'g, 'a>(
+        &self,
+        guards: &'g [InstanceGuard<'a>],
+    ) -> Option<&'g InstanceGuard<'a>> {
+        guards.iter().find(|guard| guard.holds(&self.lock))
     }
 
     /// The instance's id.
@@ -375,8 +406,9 @@ impl InstanceSlot {
         self.faults.load()
     }
 
-    /// Replaces the faults injected into the instance.
-    pub fn set_faults(&self, faults: FaultSet) {
+    /// Replaces the faults injected into the instance (under its lock).
+    pub fn set_faults(&self, faults: FaultSet, held: &InstanceGuard<'_>) {
+        debug_assert!(held.holds(&self.lock), "another instance's lock");
         self.faults.store(Arc::new(faults));
     }
 
@@ -411,8 +443,9 @@ impl InstanceSlot {
             .clone()
     }
 
-    /// Records what the control plane changed (under [`InstanceSlot::changing`]).
-    pub fn set_changes(&self, changes: InstanceChanges) {
+    /// Records what the control plane changed (under its lock).
+    pub fn set_changes(&self, changes: InstanceChanges, held: &InstanceGuard<'_>) {
+        debug_assert!(held.holds(&self.lock), "another instance's lock");
         *self.changes.lock().unwrap_or_else(|e| e.into_inner()) = changes;
     }
 
@@ -421,8 +454,9 @@ impl InstanceSlot {
         self.revision.load(Ordering::Acquire)
     }
 
-    /// Records the store revision of its changes (under [`InstanceSlot::changing`]).
-    pub fn set_revision(&self, revision: i64) {
+    /// Records the store revision of its changes (under its lock).
+    pub fn set_revision(&self, revision: i64, held: &InstanceGuard<'_>) {
+        debug_assert!(held.holds(&self.lock), "another instance's lock");
         self.revision.store(revision, Ordering::Release);
     }
 

@@ -20,7 +20,7 @@ pub const MAX_STREAMS: usize = 32;
 impl ControlApi {
     /// The version of what the console shows: it grows with every change.
     pub(super) fn console_version(&self) -> u64 {
-        *self.applied.borrow() + *self.console.changed.borrow()
+        *self.inventory.subscribe().borrow() + *self.console.changed.borrow()
     }
 
     /// Waits until the version differs from `since` (answers at once without `since`, or when
@@ -36,7 +36,7 @@ impl ControlApi {
             .clone()
             .try_acquire_owned()
             .map_err(|_| ConsoleError::TooManyStreams)?;
-        let mut applied = self.applied.subscribe();
+        let mut applied = self.inventory.subscribe();
         let mut changed = self.console.changed.subscribe();
         let version = self.console_version();
         if since != Some(version) {

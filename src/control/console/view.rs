@@ -22,7 +22,7 @@ impl ControlApi {
     /// the state it shows.
     pub(super) fn fleet_view(&self) -> Value {
         let now = self.clock.now_millis();
-        let slots = self.state.instances();
+        let slots = self.inventory.state.instances();
         let mut rows = Vec::new();
         let mut total = 0;
         for slot in &slots {

@@ -61,8 +61,19 @@ fn set_lifecycle(state: &State, of: &str, transition: Transition) {
     let slot = state.instance(&id(of)).unwrap();
     let mut changes = slot.changes();
     changes.lifecycle = Some(Lifecycle::new(transition, 0));
-    slot.set_changes(changes);
+    let mut order = crate::fleet::lock_order::Unlocked::task();
+    let held = block_on(slot.lock(&mut order));
+    slot.set_changes(changes, &held);
+    drop(held);
     state.reindex().unwrap();
+}
+
+/// Runs `future` to completion on a one-off runtime (these tests are synchronous).
+fn block_on<F: std::future::Future>(future: F) -> F::Output {
+    tokio::runtime::Builder::new_current_thread()
+        .build()
+        .expect("a runtime")
+        .block_on(future)
 }
 
 const A: &str = "i-0a0000000000000a1";

@@ -1,0 +1,109 @@
+//! The inventory: the instances this imds serves and everything that binds them together. It
+//! owns the fleet index ([`State`], the one owner of "one live instance per address", from
+//! which guests are answered), the snapshot builder, the network registry (the subnets whose
+//! pools addresses come from, changed only under the account's lock), the instance that
+//! `RunInstances` starts from, the `ClientToken`s seen, the stored changes of config-file
+//! instances not served yet, and the count of applied changes others wait on.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use crate::fleet::changes::InstanceChanges;
+use crate::fleet::instance::InstanceConfig;
+use crate::fleet::lock_order::AccountGuard;
+use crate::fleet::network::Network;
+use crate::fleet::state::{SnapshotBuilder, State};
+use crate::store::ClientToken;
+
+/// The instances served and what binds them.
+#[derive(Debug)]
+pub(super) struct Inventory {
+    /// The fleet index: instances by id and by address.
+    pub(super) state: Arc<State>,
+    /// Builds the snapshots swapped into it.
+    pub(super) snapshots: Arc<SnapshotBuilder>,
+    /// What `RunInstances` builds new instances from: the built-in instance.
+    pub(super) template: InstanceConfig,
+    /// The region's VPCs, subnets, security groups and key pairs (changed on a copy, swapped).
+    network: Mutex<Arc<Network>>,
+    /// `RunInstances`' client tokens and what they launched.
+    client_tokens: Mutex<BTreeMap<String, ClientToken>>,
+    /// Stored changes (and their row's revision) of config-file instances not served yet:
+    /// an instance a SIGHUP adds starts from them.
+    unplaced: Mutex<BTreeMap<String, (InstanceChanges, i64)>>,
+    /// Counts applied instance changes, for whoever reacts to them (the link-local endpoint).
+    applied: tokio::sync::watch::Sender<u64>,
+}
+
+/// A mutex's guard, whether or not a holder panicked (the values stay consistent: each is
+/// replaced whole, or changed in one step).
+fn held<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+impl Inventory {
+    /// The inventory of `state`, whose network registry is `network`.
+    pub(super) fn new(
+        state: Arc<State>,
+        snapshots: Arc<SnapshotBuilder>,
+        template: InstanceConfig,
+        network: Arc<Network>,
+        unplaced: BTreeMap<String, (InstanceChanges, i64)>,
+    ) -> Inventory {
+        Inventory {
+            state,
+            snapshots,
+            template,
+            network: Mutex::new(network),
+            client_tokens: Mutex::new(BTreeMap::new()),
+            unplaced: Mutex::new(unplaced),
+            applied: tokio::sync::watch::Sender::new(0),
+        }
+    }
+
+    /// The network registry now.
+    pub(super) fn network(&self) -> Arc<Network> {
+        held(&self.network).clone()
+    }
+
+    /// Swaps in `network` (stored or learned, under the account's lock).
+    pub(super) fn set_network(&self, network: Network, _: &AccountGuard<'_>) {
+        *held(&self.network) = Arc::new(network);
+    }
+
+    /// The `ClientToken`s this process launched with or looked up, and what they launched.
+    pub(super) fn client_tokens(&self) -> MutexGuard<'_, BTreeMap<String, ClientToken>> {
+        held(&self.client_tokens)
+    }
+
+    /// The changes stored for `id`, a config-file instance not served yet, and their revision
+    /// (none and 0 when nothing is stored).
+    pub(super) fn unplaced_changes(&self, id: &str) -> (InstanceChanges, i64) {
+        held(&self.unplaced).get(id).cloned().unwrap_or_default()
+    }
+
+    /// Keeps the stored changes of a config-file instance this host does not serve (yet), for
+    /// a reload that adds it; an older revision than the one kept is ignored.
+    pub(super) fn keep_unplaced(&self, id: String, changes: InstanceChanges, revision: i64) {
+        let mut unplaced = held(&self.unplaced);
+        let newer = unplaced.get(&id).is_none_or(|(_, seen)| *seen < revision);
+        if newer {
+            unplaced.insert(id, (changes, revision));
+        }
+    }
+
+    /// Forgets the stored changes of `id` once it is served (its slot holds them now).
+    pub(super) fn forget_unplaced(&self, id: &str) {
+        held(&self.unplaced).remove(id);
+    }
+
+    /// Tells whoever waits that a change was applied.
+    pub(super) fn notify_applied(&self) {
+        self.applied.send_modify(|count| *count += 1);
+    }
+
+    /// Notified after each change applied.
+    pub(super) fn subscribe(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.applied.subscribe()
+    }
+}
