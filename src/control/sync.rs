@@ -228,6 +228,9 @@ impl ControlApi {
     /// Applies what another writer stored (the caller holds the account lock).
     async fn learn(&self, changed: Changed) -> usize {
         let mut applied = 0;
+        // The registry is merged with the addresses held here once the instance rows are
+        // applied: an instance terminated in this batch holds none.
+        let mut network = None;
         for value in changed.account {
             if value.revision <= self.account_revision(&value.name) {
                 continue;
@@ -236,10 +239,9 @@ impl ControlApi {
                 DEFAULTS => serde_json::from_str(&value.value).map(|d| {
                     *self.defaults.lock().unwrap_or_else(|e| e.into_inner()) = d;
                 }),
-                super::vpc::NETWORK => serde_json::from_str(&value.value).map(|mut n| {
-                    self.learn_network(&mut n);
-                    self.set_network(n);
-                }),
+                super::vpc::NETWORK => {
+                    serde_json::from_str(&value.value).map(|n| network = Some(n))
+                }
                 _ => continue,
             };
             match learned {
@@ -310,6 +312,10 @@ impl ControlApi {
             if let Err(conflict) = self.state.reindex() {
                 tracing::error!(%conflict, "learned lifecycles are not indexed: an address would have two instances");
             }
+        }
+        if let Some(mut network) = network {
+            self.learn_network(&mut network);
+            self.set_network(network);
         }
         applied
     }
