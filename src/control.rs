@@ -270,11 +270,19 @@ impl ControlApi {
         generations: Vec<TokenGeneration>,
     ) -> ControlApi {
         let unplaced = persisted.unplaced(&state);
+        let from_file = state
+            .instances()
+            .into_iter()
+            .map(|slot| slot.id().clone())
+            .filter(|id| !persisted.launched.iter().any(|l| l.instance_id == id.as_str()))
+            .collect();
         let network = vpc::initial_network(persisted.network, &state, &template);
         let signing_generation =
             (!persisted.signing_key_from_files).then_some(persisted.signing_generation);
         ControlApi {
-            inventory: inventory::Inventory::new(state, snapshots, template, network, unplaced),
+            inventory: inventory::Inventory::new(
+                state, snapshots, template, network, unplaced, from_file,
+            ),
             account: account::Account::new(
                 persisted.defaults,
                 persisted.account_revisions,

@@ -5,14 +5,15 @@
 //! `RunInstances` starts from, the `ClientToken`s seen, the stored changes of config-file
 //! instances not served yet, and the count of applied changes others wait on.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use crate::fleet::changes::InstanceChanges;
 use crate::fleet::instance::InstanceConfig;
+use crate::fleet::instance_id::InstanceId;
 use crate::fleet::lock_order::AccountGuard;
 use crate::fleet::network::Network;
-use crate::fleet::state::{SnapshotBuilder, State};
+use crate::fleet::state::{InstanceSlot, SnapshotBuilder, State};
 use crate::store::ClientToken;
 
 /// The instances served and what binds them.
@@ -31,6 +32,12 @@ pub(super) struct Inventory {
     /// Stored changes (and their row's revision) of config-file instances not served yet:
     /// an instance a SIGHUP adds starts from them.
     unplaced: Mutex<BTreeMap<String, (InstanceChanges, i64)>>,
+    /// Instances launched through another host that this host refused to serve while a live
+    /// instance of its own held their address; served once it no longer does.
+    refused: Mutex<BTreeMap<InstanceId, Arc<InstanceSlot>>>,
+    /// The instances the config file lists (fleet mode: `[[instances]]`; the others were
+    /// launched), as last loaded.
+    from_file: Mutex<BTreeSet<InstanceId>>,
     /// Counts applied instance changes, for whoever reacts to them (the link-local endpoint).
     applied: tokio::sync::watch::Sender<u64>,
 }
@@ -49,8 +56,11 @@ impl Inventory {
         template: InstanceConfig,
         network: Arc<Network>,
         unplaced: BTreeMap<String, (InstanceChanges, i64)>,
+        from_file: BTreeSet<InstanceId>,
     ) -> Inventory {
         Inventory {
+            from_file: Mutex::new(from_file),
+            refused: Mutex::new(BTreeMap::new()),
             state,
             snapshots,
             template,
@@ -95,6 +105,44 @@ impl Inventory {
     /// Forgets the stored changes of `id` once it is served (its slot holds them now).
     pub(super) fn forget_unplaced(&self, id: &str) {
         held(&self.unplaced).remove(id);
+    }
+
+    /// The instances the config file listed at its last load.
+    pub(super) fn from_file(&self) -> BTreeSet<InstanceId> {
+        held(&self.from_file).clone()
+    }
+
+    /// Records the instances the config file lists now (under the account's lock).
+    pub(super) fn set_from_file(&self, ids: BTreeSet<InstanceId>, _: &AccountGuard<'_>) {
+        *held(&self.from_file) = ids;
+    }
+
+    /// Keeps `slot`, launched elsewhere and refused here, for [`Inventory::serve_refused`].
+    pub(super) fn keep_refused(&self, slot: Arc<InstanceSlot>) {
+        held(&self.refused).insert(slot.id().clone(), slot);
+    }
+
+    /// Forgets a refused instance once it is served.
+    pub(super) fn forget_refused(&self, id: &InstanceId) {
+        held(&self.refused).remove(id);
+    }
+
+    /// Serves the refused instances whose address is free now (after a reload freed it), unless
+    /// they are gone at `now`; the others stay refused.
+    pub(super) fn serve_refused(&self, now: u64) {
+        let mut refused = held(&self.refused);
+        refused.retain(|_, slot| {
+            if slot.changes().lifecycle.is_some_and(|l| l.is_gone(now)) {
+                return false;
+            }
+            match self.state.insert(vec![slot.clone()]) {
+                Ok(()) => {
+                    tracing::info!(instance = %slot.id(), "an instance launched through another host is served now: its address is free here");
+                    false
+                }
+                Err(_) => true,
+            }
+        });
     }
 
     /// Tells whoever waits that a change was applied.

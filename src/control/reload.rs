@@ -1,4 +1,6 @@
-//! SIGHUP: the config file's instances reloaded as one change. Instances served already are
+//! SIGHUP: the config file's instances reloaded as one change. Instances the file no longer
+//! lists stop being served and free their addresses (their stored changes are kept, should the
+//! file list them again). Instances served already are
 //! rebuilt with the control plane's changes over them, new ones are added with the changes
 //! stored for them (and their revision, so later changes write over the row they saw), all
 //! under the same
@@ -7,6 +9,7 @@
 //! would get a second live owner nothing is swapped and the running instances stay as they were.
 //! The network registry then records the addresses the file's instances hold now.
 
+use std::collections::BTreeSet;
 use std::net::IpAddr;
 use std::sync::Arc;
 
@@ -33,6 +36,18 @@ impl ControlApi {
         if let Err(error) = self.catch_up_locked(&mut account).await {
             tracing::warn!(%error, "the store could not be read: instances the file adds start from the changes known so far and catch up later");
         }
+        let listed: BTreeSet<InstanceId> = instances
+            .iter()
+            .filter_map(|instance| instance.id().parse().ok())
+            .collect();
+        // Instances the file listed and lists no more stop being served, and free their
+        // addresses; their stored changes are kept for the day the file lists them again.
+        let dropped: Vec<Arc<InstanceSlot>> = self
+            .inventory
+            .from_file()
+            .difference(&listed)
+            .filter_map(|id| self.inventory.state.instance(id))
+            .collect();
         let mut served = Vec::new();
         let mut added = Vec::new();
         for base in instances {
@@ -46,7 +61,11 @@ impl ControlApi {
                 None => added.push(base),
             }
         }
-        let locked: Vec<Arc<InstanceSlot>> = served.iter().map(|(slot, _)| slot.clone()).collect();
+        let locked: Vec<Arc<InstanceSlot>> = served
+            .iter()
+            .map(|(slot, _)| slot.clone())
+            .chain(dropped.iter().cloned())
+            .collect();
         let locks = lock_instances(
             locked.iter().map(|slot| (slot.id(), slot.instance_lock())),
             &mut account,
@@ -82,11 +101,22 @@ impl ControlApi {
                 InstanceSlot::stored(snapshot, changes.clone(), *revision)
             })
             .collect();
-        self.inventory.state.apply(snapshots, new_slots)?;
+        let removed: Vec<InstanceId> = dropped.iter().map(|slot| slot.id().clone()).collect();
+        self.inventory
+            .state
+            .apply(snapshots, new_slots, &removed)?;
         for (instance, _, _) in &added {
             self.inventory.forget_unplaced(instance.id());
         }
         let mut network = (*self.inventory.network()).clone();
+        for slot in &dropped {
+            self.inventory
+                .keep_unplaced(slot.id().to_string(), slot.changes(), slot.revision());
+            for (subnet, ip) in super::launch::addresses(&slot.current().instance) {
+                network.release(&subnet, ip);
+            }
+            tracing::info!(instance = %slot.id(), "the config file no longer lists this instance: it is not served any more");
+        }
         for (slot, before, instance) in &reloaded {
             if instance.config.faults != before.config.faults {
                 match FaultSet::new(instance.config.faults.clone()) {
@@ -111,9 +141,12 @@ impl ControlApi {
             .map(|(_, _, instance)| instance)
             .chain(added.into_iter().map(|(instance, _, _)| instance))
             .collect();
+        // Instances launched elsewhere that an address of this file kept out may be served now.
+        self.inventory.serve_refused(self.clock.now_millis());
         super::vpc::mark_held(&mut network, &self.inventory.state);
         drop(locks);
         self.inventory.set_network(network, &account);
+        self.inventory.set_from_file(listed, &account);
         self.inventory.notify_applied();
         Ok(reloaded)
     }

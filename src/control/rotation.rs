@@ -152,7 +152,7 @@ impl ControlApi {
         match tokio::task::spawn_blocking(move || snapshots.build_all(instances)).await {
             Ok(built) => {
                 // The same addresses, newly signed documents: the index takes them as they are.
-                if let Err(conflict) = self.inventory.state.apply(built, Vec::new()) {
+                if let Err(conflict) = self.inventory.state.apply(built, Vec::new(), &[]) {
                     tracing::error!(%conflict, "the re-signed documents were not swapped in");
                 }
                 tracing::warn!(

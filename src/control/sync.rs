@@ -218,6 +218,9 @@ impl ControlApi {
     /// Applies what another writer stored, under the account lock.
     async fn learn(&self, changed: Changed, account: &mut AccountGuard<'_>) -> usize {
         let mut applied = 0;
+        // The registry is merged with the addresses held here once the instance rows are
+        // applied: an instance terminated in this batch holds none.
+        let mut network = None;
         for value in changed.account {
             if value.revision <= self.account.revision(&value.name) {
                 continue;
@@ -225,10 +228,9 @@ impl ControlApi {
             let learned = match value.name.as_str() {
                 DEFAULTS => serde_json::from_str(&value.value)
                     .map(|defaults| self.account.set_defaults(defaults, account)),
-                super::vpc::NETWORK => serde_json::from_str(&value.value).map(|mut n| {
-                    self.learn_network(&mut n);
-                    self.inventory.set_network(n, account);
-                }),
+                super::vpc::NETWORK => {
+                    serde_json::from_str(&value.value).map(|n| network = Some(n))
+                }
                 _ => continue,
             };
             match learned {
@@ -305,6 +307,10 @@ impl ControlApi {
                 tracing::error!(%conflict, "learned lifecycles are not indexed: an address would have two instances");
             }
         }
+        if let Some(mut network) = network {
+            self.learn_network(&mut network);
+            self.inventory.set_network(network, account);
+        }
         applied
     }
 
@@ -377,12 +383,18 @@ impl ControlApi {
         // alone, loudly, and the others are served.
         for slot in slots {
             match self.inventory.state.insert(vec![slot.clone()]) {
-                Ok(()) => served += 1,
-                Err(conflict) => tracing::error!(
-                    %conflict,
-                    instance = %slot.id(),
-                    "an instance launched through another host is not served here: its address belongs to a live instance of this host"
-                ),
+                Ok(()) => {
+                    self.inventory.forget_refused(slot.id());
+                    served += 1
+                }
+                Err(conflict) => {
+                    tracing::error!(
+                        %conflict,
+                        instance = %slot.id(),
+                        "an instance launched through another host is not served here while its address belongs to a live instance of this host (the hosts' config files differ)"
+                    );
+                    self.inventory.keep_refused(slot);
+                }
             }
         }
         tracing::info!(served, "serving instances launched through another host");

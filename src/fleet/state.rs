@@ -510,7 +510,7 @@ impl State {
             reindexing: Mutex::new(()),
         };
         state
-            .apply(Vec::new(), vec![slot])
+            .apply(Vec::new(), vec![slot], &[])
             .expect("one instance cannot hold an address another holds");
         state
     }
@@ -524,7 +524,7 @@ impl State {
             reindexing: Mutex::new(()),
         };
         for slot in slots {
-            state.apply(Vec::new(), vec![slot])?;
+            state.apply(Vec::new(), vec![slot], &[])?;
         }
         Ok(state)
     }
@@ -606,31 +606,35 @@ impl State {
     /// Swaps in a new snapshot of its instance, re-indexing when its addresses changed;
     /// refused (nothing swapped) when that would take an address another live instance holds.
     pub fn replace(&self, snapshot: Snapshot) -> Result<(), AddressInUse> {
-        self.apply(vec![snapshot], Vec::new())
+        self.apply(vec![snapshot], Vec::new(), &[])
     }
 
     /// Adds instances (fleet mode) and re-indexes; refused whole (nothing added) when one of
     /// them claims an address a live instance holds.
     pub fn insert(&self, slots: Vec<Arc<InstanceSlot>>) -> Result<(), AddressInUse> {
-        self.apply(Vec::new(), slots)
+        self.apply(Vec::new(), slots, &[])
     }
 
     /// Re-indexes after an instance stopped serving guests, started again or was terminated
     /// (its state changed; it keeps its addresses until terminated).
     pub fn reindex(&self) -> Result<(), AddressInUse> {
-        self.apply(Vec::new(), Vec::new())
+        self.apply(Vec::new(), Vec::new(), &[])
     }
 
-    /// Swaps in new snapshots of served instances and adds `added`, as one change: refused
-    /// whole (nothing swapped or added) when an address would have two live owners. Addresses
-    /// may move between the instances of one change.
+    /// Swaps in new snapshots of served instances, adds `added` and stops serving `removed`,
+    /// as one change: refused whole (nothing swapped, added or removed) when an address would
+    /// have two live owners. Addresses may move between the instances of one change.
     pub fn apply(
         &self,
         replaced: Vec<Snapshot>,
         added: Vec<Arc<InstanceSlot>>,
+        removed: &[InstanceId],
     ) -> Result<(), AddressInUse> {
         let _one_at_a_time = self.reindexing.lock().unwrap_or_else(|e| e.into_inner());
         let mut by_id = self.index.load().by_id.clone();
+        for id in removed {
+            by_id.remove(id);
+        }
         let mut claiming = BTreeMap::new();
         for slot in added {
             claiming.insert(slot.id.clone(), slot.addresses());

@@ -25,6 +25,7 @@ mod harness;
 mod hop_limit;
 mod identity;
 mod instance_config;
+mod invariants;
 mod link_local;
 mod many_hosts;
 mod netns;

@@ -118,7 +118,7 @@ fn a_replacement_taking_a_held_address_is_not_swapped_in() {
 fn two_instances_may_swap_addresses_in_one_change() {
     let state = State::fleet(vec![slot(A, 5, None), slot(B, 6, None)]).unwrap();
     state
-        .apply(vec![snapshot(A, 6), snapshot(B, 5)], Vec::new())
+        .apply(vec![snapshot(A, 6), snapshot(B, 5)], Vec::new(), &[])
         .unwrap();
     assert_eq!(state.for_peer(ip(5)).unwrap().id(), &id(B));
     assert_eq!(state.for_peer(ip(6)).unwrap().id(), &id(A));
@@ -222,7 +222,7 @@ fn run(steps: Vec<Step>) -> Result<(), TestCaseError> {
                         false => added.push(slot(id, *address, None)),
                     }
                 }
-                let accepted = state.apply(replaced, added).is_ok();
+                let accepted = state.apply(replaced, added, &[]).is_ok();
                 prop_assert_eq!(accepted, expected, "reload {:?}", file);
                 if accepted {
                     for (id, address) in entries {
