@@ -32,6 +32,8 @@ struct Proxy {
     port: u16,
     armed: Arc<Mutex<Option<Cut>>>,
     cuts: Arc<AtomicUsize>,
+    /// While set, PostgreSQL's answers and notifications are held back.
+    held: Arc<AtomicBool>,
 }
 
 /// One proxied connection.
@@ -58,7 +60,8 @@ impl Proxy {
         let port = listener.local_addr().unwrap().port();
         let armed = Arc::new(Mutex::new(None));
         let cuts = Arc::new(AtomicUsize::new(0));
-        let (arming, counting) = (armed.clone(), cuts.clone());
+        let held = Arc::new(AtomicBool::new(false));
+        let (arming, counting, holding) = (armed.clone(), cuts.clone(), held.clone());
         std::thread::spawn(move || {
             for client in listener.incoming() {
                 let Ok(client) = client else { continue };
@@ -74,11 +77,22 @@ impl Proxy {
                     cut: AtomicBool::new(false),
                 });
                 let (arming, counting, up) = (arming.clone(), counting.clone(), link.clone());
+                let holding = holding.clone();
                 std::thread::spawn(move || client_to_server(&up, &arming, &counting));
-                std::thread::spawn(move || server_to_client(&link));
+                std::thread::spawn(move || server_to_client(&link, &holding));
             }
         });
-        Proxy { port, armed, cuts }
+        Proxy {
+            port,
+            armed,
+            cuts,
+            held,
+        }
+    }
+
+    /// Holds back (`true`) or passes again what PostgreSQL sends.
+    fn hold(&self, held: bool) {
+        self.held.store(held, Ordering::Release);
     }
 
     fn arm(&self, cut: Cut) {
@@ -162,9 +176,9 @@ fn client_to_server(link: &Link, armed: &Mutex<Option<Cut>>, cuts: &AtomicUsize)
     link.cut();
 }
 
-/// Forwards PostgreSQL's answers; after a swallowed `COMMIT`, drops them until PostgreSQL
-/// says it committed, then cuts.
-fn server_to_client(link: &Link) {
+/// Forwards PostgreSQL's answers (once `held` is unset); after a swallowed `COMMIT`, drops
+/// them until PostgreSQL says it committed, then cuts.
+fn server_to_client(link: &Link, held: &AtomicBool) {
     let (mut swallowed, mut chunk) = (Vec::new(), [0u8; 16384]);
     loop {
         let n = match (&link.server).read(&mut chunk) {
@@ -178,6 +192,9 @@ fn server_to_client(link: &Link) {
                 break;
             }
             continue;
+        }
+        while held.load(Ordering::Acquire) && !link.cut.load(Ordering::Acquire) {
+            std::thread::sleep(Duration::from_millis(5));
         }
         if (&link.client).write_all(&chunk[..n]).is_err() {
             break;
@@ -372,5 +389,56 @@ fn a_run_instances_cut_after_its_commit_and_retried_with_its_client_token_launch
         all.matches(&format!("<instanceId>{id}<")).count(),
         1,
         "{all}"
+    );
+}
+
+#[test]
+#[ignore = "needs PostgreSQL: run scripts/test"]
+fn a_run_instances_retried_through_a_host_that_has_not_learned_the_launch_answers_its_instance() {
+    let pg = Postgres::start();
+    pg.database("retrydb");
+    let (to_a, to_b) = (Proxy::start(pg.port), Proxy::start(pg.port));
+    let dir = tempfile::tempdir().unwrap();
+    let config = fleet_config(dir.path(), "");
+    let a = host(
+        &config,
+        &format!("postgres://imds@127.0.0.1:{}/retrydb", to_a.port),
+    );
+    let b = host(
+        &config,
+        &format!("postgres://imds@127.0.0.1:{}/retrydb", to_b.port),
+    );
+    let launch = format!("Action=RunInstances&ImageId=ami-0abcdef1234567890&MinCount=1&MaxCount=1&SubnetId={SUBNET}&ClientToken=elsewhere");
+
+    // Host B hears nothing of the launch (its notification is held) until it is asked again.
+    to_b.hold(true);
+    to_a.arm(Cut::AfterCommit);
+    let answer = control(&a, &launch);
+    assert_eq!(to_a.cuts(), 1, "the launch's COMMIT was cut: {answer:?}");
+    assert_outcome_unknown(&answer, &[&pg.port.to_string(), "retrydb"]);
+    let id = pg.psql(
+        "retrydb",
+        "SELECT coalesce(string_agg(instance_id, ','), '') FROM launched_instances",
+    );
+    assert_eq!(id.len(), 19, "one instance was launched: {id}");
+
+    // The client retries through host B; B's store answers arrive after the notification.
+    let again = std::thread::scope(|scope| {
+        let retried = scope.spawn(|| control(&b, &launch));
+        std::thread::sleep(Duration::from_millis(300));
+        to_b.hold(false);
+        retried.join().unwrap()
+    });
+    assert_eq!(again.0, 200, "{}", again.1);
+    let answered: Vec<&str> = again
+        .1
+        .split("<instanceId>")
+        .skip(1)
+        .map(|rest| &rest[..19])
+        .collect();
+    assert_eq!(answered, [id.as_str()], "{}", again.1);
+    assert_eq!(
+        pg.psql("retrydb", "SELECT count(*) FROM launched_instances"),
+        "1"
     );
 }
