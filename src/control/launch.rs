@@ -65,17 +65,30 @@ impl ControlApi {
         let (min, max) = counts(query)?;
         let token = query.get("ClientToken").map(str::to_owned);
         let request_sha256 = request_digest(query);
-        let account = self.account.lock(order).await;
+        let mut account = self.account.lock(order).await;
         if let Some(token) = &token {
             if let Some(launched) = self.launched_with(token).await? {
                 if launched.request_sha256 != request_sha256 {
                     return Err(ControlError::IdempotentParameterMismatch(token.clone()));
                 }
-                let slots = launched
+                let ids = launched
                     .instance_ids
                     .iter()
                     .filter_map(|id| id.parse::<InstanceId>().ok())
-                    .filter_map(|id| self.inventory.state.instance(&id))
+                    .collect::<Vec<_>>();
+                // The launch is stored but may not be learned yet (made through another host,
+                // or by a request whose answer was lost): learn it before answering.
+                if ids
+                    .iter()
+                    .any(|id| self.inventory.state.instance(id).is_none())
+                {
+                    self.catch_up_locked(&mut account)
+                        .await
+                        .map_err(|error| ControlError::Unavailable(error.to_string()))?;
+                }
+                let slots = ids
+                    .iter()
+                    .filter_map(|id| self.inventory.state.instance(id))
                     .collect::<Vec<_>>();
                 return Ok(self.reservation_xml("RunInstancesResponse", request_id, &slots));
             }

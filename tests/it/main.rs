@@ -30,6 +30,7 @@ mod link_local;
 mod many_hosts;
 mod netns;
 mod network;
+mod outcome_unknown;
 mod paths;
 mod persistence;
 mod postgres;

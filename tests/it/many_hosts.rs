@@ -15,11 +15,11 @@ use crate::postgres::Postgres;
 use crate::process::{ctl_ok, exchange, Served, IMDS};
 
 /// The configured instance of [`fleet_config`].
-const CONFIGURED: &str = "i-0aaaaaaaaaaaaaaa1";
-const CONFIGURED_IP: &str = "127.16.0.10";
+pub(crate) const CONFIGURED: &str = "i-0aaaaaaaaaaaaaaa1";
+pub(crate) const CONFIGURED_IP: &str = "127.16.0.10";
 
 /// `imds serve` of the fleet in `config`, keeping everything in the database `url`.
-fn host(config: &std::path::Path, url: &str) -> Served {
+pub(crate) fn host(config: &std::path::Path, url: &str) -> Served {
     let mut command = Command::new(IMDS);
     command
         .args(["serve", "--listen", "127.0.0.1:0", "--config"])
@@ -29,7 +29,7 @@ fn host(config: &std::path::Path, url: &str) -> Served {
 }
 
 /// A control Query POST of `params` to `served`: status and body.
-fn control(served: &Served, params: &str) -> (u16, String) {
+pub(crate) fn control(served: &Served, params: &str) -> (u16, String) {
     let body = format!("{params}&Version=2016-11-15");
     let request = format!(
         "POST / HTTP/1.1\r\nHost: {{addr}}\r\nContent-Type: application/x-www-form-urlencoded\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
@@ -39,7 +39,7 @@ fn control(served: &Served, params: &str) -> (u16, String) {
 }
 
 /// Waits (at most 10 s) until `check` holds; how long it took.
-fn eventually(what: &str, mut check: impl FnMut() -> bool) -> Duration {
+pub(crate) fn eventually(what: &str, mut check: impl FnMut() -> bool) -> Duration {
     let start = Instant::now();
     while !check() {
         assert!(start.elapsed() < Duration::from_secs(10), "never: {what}");
@@ -71,7 +71,7 @@ fn generation_of(token: &str) -> u8 {
         .unwrap()[17]
 }
 
-fn health(served: &Served) -> String {
+pub(crate) fn health(served: &Served) -> String {
     let request = "GET /healthz HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n";
     exchange(&served.control[0], request).unwrap().1
 }
