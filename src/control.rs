@@ -274,7 +274,12 @@ impl ControlApi {
             .instances()
             .into_iter()
             .map(|slot| slot.id().clone())
-            .filter(|id| !persisted.launched.iter().any(|l| l.instance_id == id.as_str()))
+            .filter(|id| {
+                !persisted
+                    .launched
+                    .iter()
+                    .any(|l| l.instance_id == id.as_str())
+            })
             .collect();
         let network = vpc::initial_network(persisted.network, &state, &template);
         let signing_generation =

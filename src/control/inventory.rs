@@ -108,12 +108,12 @@ impl Inventory {
     }
 
     /// The instances the config file listed at its last load.
-    pub(super) fn from_file(&self) -> BTreeSet<InstanceId> {
+    pub(super) fn file_instances(&self) -> BTreeSet<InstanceId> {
         held(&self.from_file).clone()
     }
 
     /// Records the instances the config file lists now (under the account's lock).
-    pub(super) fn set_from_file(&self, ids: BTreeSet<InstanceId>, _: &AccountGuard<'_>) {
+    pub(super) fn set_file_instances(&self, ids: BTreeSet<InstanceId>, _: &AccountGuard<'_>) {
         *held(&self.from_file) = ids;
     }
 

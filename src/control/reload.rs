@@ -44,7 +44,7 @@ impl ControlApi {
         // addresses; their stored changes are kept for the day the file lists them again.
         let dropped: Vec<Arc<InstanceSlot>> = self
             .inventory
-            .from_file()
+            .file_instances()
             .difference(&listed)
             .filter_map(|id| self.inventory.state.instance(id))
             .collect();
@@ -102,9 +102,7 @@ impl ControlApi {
             })
             .collect();
         let removed: Vec<InstanceId> = dropped.iter().map(|slot| slot.id().clone()).collect();
-        self.inventory
-            .state
-            .apply(snapshots, new_slots, &removed)?;
+        self.inventory.state.apply(snapshots, new_slots, &removed)?;
         for (instance, _, _) in &added {
             self.inventory.forget_unplaced(instance.id());
         }
@@ -146,7 +144,7 @@ impl ControlApi {
         super::vpc::mark_held(&mut network, &self.inventory.state);
         drop(locks);
         self.inventory.set_network(network, &account);
-        self.inventory.set_from_file(listed, &account);
+        self.inventory.set_file_instances(listed, &account);
         self.inventory.notify_applied();
         Ok(reloaded)
     }

@@ -196,6 +196,9 @@ struct Host {
     file: BTreeMap<String, Ipv4Addr>,
     /// The launched instances it serves.
     launched: BTreeSet<String>,
+    /// The instances launched elsewhere it refused, while a live instance of its own held
+    /// their address; served once a reload frees it.
+    refused: BTreeSet<String>,
     /// The file it last loaded: the anchor and `(FILE_IDS[i], POOL[1 + a])`.
     accepted: Vec<(usize, usize)>,
 }
@@ -335,6 +338,22 @@ impl Model {
                 continue;
             }
             if !row.live() || host.owner(ip).is_none() {
+                host.refused.remove(&id);
+                host.launched.insert(id);
+            } else {
+                host.refused.insert(id);
+            }
+        }
+    }
+
+    /// Host `h` serves the instances it refused whose address no live instance holds now.
+    fn serve_refused(&mut self, h: usize) {
+        let host = &mut self.hosts[h];
+        for id in host.refused.clone() {
+            let row = host.row(&id);
+            let Some(ip) = row.launched else { continue };
+            if !row.live() || host.owner(ip).is_none() {
+                host.refused.remove(&id);
                 host.launched.insert(id);
             }
         }
@@ -594,8 +613,9 @@ async fn apply(fleet: &mut Fleet, model: &mut Model, step: &Step, what: &str) ->
             };
             // An address a live instance of another host's file holds may be refused too, when
             // the network registry has learned it from that host.
-            // Known defect (see `an_address_a_removed_file_instance_held_is_refused_after_a_restart`):
-            // an address a file instance ever held may stay in use in the stored registry.
+            // So may an address a file instance of another host held: that host frees it in
+            // its own registry when its file drops the instance, and the others when they next
+            // learn that registry or restart (`an_address_a_removed_file_instance_held_is_free_after_a_restart`).
             if expected == Answer::Ok
                 && wanted.is_some_and(|ip| {
                     held_elsewhere(&before, h, ip) || before.file_addresses.contains(&ip)
@@ -696,9 +716,11 @@ async fn apply(fleet: &mut Fleet, model: &mut Model, step: &Step, what: &str) ->
                 if !*required && host.known.enforced.0 {
                     return Err("UnsupportedOperation");
                 }
+                // Only turning IMDSv1 on is decided on the defaults (and conflicts with a
+                // newer defaults row); requiring tokens is allowed whatever they say.
                 let touches = Touches {
                     instances: vec![id.clone()],
-                    defaults: true,
+                    defaults: !*required,
                     ..Touches::default()
                 };
                 Ok((
@@ -844,6 +866,7 @@ async fn apply(fleet: &mut Fleet, model: &mut Model, step: &Step, what: &str) ->
                     host.known = model.store.clone();
                     host.file = file;
                     host.launched = launched;
+                    host.refused.clear();
                     Answer::Ok
                 }
                 Err(_) => Answer::Refused("AddressInUse"),
@@ -897,6 +920,7 @@ async fn reload(
         let host = &mut model.hosts[h];
         host.file = file_now;
         host.accepted = entries.to_vec();
+        model.serve_refused(h);
         model
             .file_addresses
             .extend(model.hosts[h].file.values().copied());
@@ -1063,7 +1087,6 @@ async fn an_address_terminated_through_one_host_is_not_kept_in_use_by_the_other_
 }
 
 #[tokio::test]
-#[ignore = "known defect: the stored network registry keeps the address of a file instance the file no longer lists"]
 async fn an_address_a_removed_file_instance_held_is_free_after_a_restart() {
     let mut fleet = Fleet::start().await;
     let address = POOL[2];
@@ -1084,4 +1107,48 @@ async fn an_address_a_removed_file_instance_held_is_free_after_a_restart() {
     launch(&fleet.apps[0], Some(address))
         .await
         .expect("no live instance holds the address");
+}
+
+#[tokio::test]
+async fn an_instance_the_file_drops_is_no_longer_served_frees_its_address_and_keeps_its_changes() {
+    let fleet = Fleet::start().await;
+    let app = &fleet.apps[0];
+    let path = file_path(fleet.dir.path(), 0);
+    let reload = |entries: &[(usize, usize)]| {
+        std::fs::write(&path, file_text(entries)).unwrap();
+        app.control.reload_file(load(&path).instances)
+    };
+    let (id, address) = (FILE_IDS[0], POOL[2]);
+    let at = SocketAddr::new(IpAddr::V4(address), 40000);
+    reload(&[(0, 1)]).await.unwrap();
+    assert_eq!(
+        app.api.instance_for(at).map(|s| s.id().to_string()),
+        Some(id.to_owned())
+    );
+    let required = query(
+        app,
+        &format!("Action=ModifyInstanceMetadataOptions&InstanceId={id}&HttpTokens=required"),
+    )
+    .await;
+    assert_eq!(required.0, StatusCode::OK, "{}", required.1);
+
+    // Dropped: nobody answers at its address, and a launch may have the address.
+    reload(&[]).await.unwrap();
+    assert!(app.api.instance_for(at).is_none());
+    let (launched, _) = launch(app, Some(address)).await.unwrap();
+    let terminated = query(
+        app,
+        &format!("Action=TerminateInstances&InstanceId.1={launched}"),
+    )
+    .await;
+    assert_eq!(terminated.0, StatusCode::OK, "{}", terminated.1);
+
+    // Listed again: served with the change acknowledged before it was dropped.
+    reload(&[(0, 1)]).await.unwrap();
+    let slot = app.api.instance_for(at).expect("served again");
+    assert_eq!(slot.id().as_str(), id);
+    assert_eq!(
+        slot.snapshot().options.http_tokens,
+        imds::fleet::options::HttpTokens::Required
+    );
 }
