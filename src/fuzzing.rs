@@ -408,4 +408,4 @@ pub fn control_request(data: &[u8]) {
 }
 
 #[cfg(test)]
-mod control_seeds;
+pub(crate) mod control_seeds;

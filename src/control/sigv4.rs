@@ -274,9 +274,6 @@ mod tests {
     /// A POST of `body` signed as boto3 signs EC2 requests, at `now`; with `claim_hash`, the
     /// signer also sends (and signs) `x-amz-content-sha256`, as S3 clients do.
     fn signed_post(body: &[u8], now: OffsetDateTime, claim_hash: bool) -> Parts {
-        use aws_sigv4::http_request::{
-            sign, PayloadChecksumKind, SignableBody, SignableRequest, SigningSettings,
-        };
         let mut request = http::Request::post("/")
             .header("host", "127.0.0.1:1339")
             .header(
@@ -285,29 +282,13 @@ mod tests {
             )
             .body(())
             .unwrap();
-        let identity = aws_credential_types::Credentials::new(KEY_ID, SECRET, None, None, "test");
-        let identity = identity.into();
-        let mut settings = SigningSettings::default();
-        if claim_hash {
-            settings.payload_checksum_kind = PayloadChecksumKind::XAmzSha256;
-        }
-        let params = aws_sigv4::sign::v4::SigningParams::builder()
-            .identity(&identity)
-            .region("us-east-1")
-            .name("ec2")
-            .time(now.into())
-            .settings(settings)
-            .build()
-            .unwrap()
-            .into();
-        let headers = request
-            .headers()
-            .iter()
-            .map(|(name, value)| (name.as_str(), value.to_str().unwrap()));
-        let signable =
-            SignableRequest::new("POST", "/", headers, SignableBody::Bytes(body)).unwrap();
-        let (instructions, _) = sign(signable, &params).unwrap().into_parts();
-        instructions.apply_to_request_http1x(&mut request);
+        crate::fuzzing::control_seeds::sign_ec2(
+            &mut request,
+            body,
+            (KEY_ID, SECRET),
+            now.into(),
+            claim_hash,
+        );
         request.into_parts().0
     }
 

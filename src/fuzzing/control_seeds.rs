@@ -132,19 +132,27 @@ impl Call {
 }
 
 fn sign(request: &mut Request<()>, body: &[u8], secret: &str, time: SystemTime, signing: Signing) {
+    let key_id = &ControlFixture::get().keys.access_key_id;
+    let claim_hash = matches!(signing, Signing::ContentSha256);
+    sign_ec2(request, body, (key_id, secret), time, claim_hash);
+}
+
+/// Signs `request` with `body` for EC2 in us-east-1 as botocore does, with `(key id, secret)`
+/// at `time`; with `claim_hash`, also sending and signing `X-Amz-Content-SHA256`.
+pub(crate) fn sign_ec2(
+    request: &mut Request<()>,
+    body: &[u8],
+    (key_id, secret): (&str, &str),
+    time: SystemTime,
+    claim_hash: bool,
+) {
     use aws_sigv4::http_request::{
         PayloadChecksumKind, SignableBody, SignableRequest, SigningSettings,
     };
-    let identity = aws_credential_types::Credentials::new(
-        &ControlFixture::get().keys.access_key_id,
-        secret,
-        None,
-        None,
-        "fuzz",
-    )
-    .into();
+    let identity =
+        aws_credential_types::Credentials::new(key_id, secret, None, None, "imds").into();
     let mut settings = SigningSettings::default();
-    if let Signing::ContentSha256 = signing {
+    if claim_hash {
         settings.payload_checksum_kind = PayloadChecksumKind::XAmzSha256;
     }
     let params = aws_sigv4::sign::v4::SigningParams::builder()
@@ -154,21 +162,21 @@ fn sign(request: &mut Request<()>, body: &[u8], secret: &str, time: SystemTime, 
         .time(time)
         .settings(settings)
         .build()
-        .unwrap()
+        .expect("complete signing parameters")
         .into();
     let headers = request
         .headers()
         .iter()
-        .map(|(name, value)| (name.as_str(), value.to_str().unwrap()));
+        .map(|(name, value)| (name.as_str(), value.to_str().unwrap_or_default()));
     let signable = SignableRequest::new(
         request.method().as_str(),
         request.uri().to_string(),
         headers,
         SignableBody::Bytes(body),
     )
-    .unwrap();
+    .expect("a signable request");
     let (instructions, _) = aws_sigv4::http_request::sign(signable, &params)
-        .unwrap()
+        .expect("signing succeeds")
         .into_parts();
     instructions.apply_to_request_http1x(request);
 }

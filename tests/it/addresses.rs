@@ -8,23 +8,24 @@ use std::time::{Duration, Instant};
 use crate::control::aws;
 use crate::fleet::{fleet_config, get, run_one, serve_fleet, SUBNET};
 
-/// An `[[instances]]` entry of `id` at `address` in the loopback subnet.
-fn file_instance(id: &str, mac: &str, address: &str) -> String {
+/// An `[[instances]]` entry of `id` at `address` in the loopback subnet (its MAC and interface
+/// id end with the id's last digit).
+pub(crate) fn file_instance(id: &str, address: &str) -> String {
+    let n = &id[id.len() - 1..];
     format!(
         r#"
 [[instances]]
 instance_id = "{id}"
 [[instances.network_interfaces]]
-mac = "{mac}"
-interface_id = "eni-0d9a1b7c3e5f2468{}"
+mac = "0e:8c:1f:6b:2d:3{n}"
+interface_id = "eni-0d9a1b7c3e5f2468{n}"
 subnet_id = "{SUBNET}"
 subnet_ipv4_cidr_block = "127.16.0.0/16"
 vpc_id = "vpc-0c4f6a8e2b1d35792"
 vpc_ipv4_cidr_blocks = ["127.0.0.0/8"]
 private_ipv4s = ["{address}"]
 security_groups = [{{ name = "default", id = "sg-0e1f2a3b4c5d6e7f8" }}]
-"#,
-        &id[id.len() - 1..]
+"#
     )
 }
 
@@ -67,7 +68,7 @@ fn an_address_a_reload_adds_or_a_launch_holds_never_gets_a_second_instance() {
     let id_path = "/latest/meta-data/instance-id";
 
     // SIGHUP adds an instance at 127.16.0.50: no launch may take its address.
-    let second = file_instance("i-0aaaaaaaaaaaaaaa2", "0e:8c:1f:6b:2d:36", "127.16.0.50");
+    let second = file_instance("i-0aaaaaaaaaaaaaaa2", "127.16.0.50");
     fleet_config(dir.path(), &second);
     served.signal("HUP");
     wait_for(
@@ -105,8 +106,8 @@ fn an_address_a_reload_adds_or_a_launch_holds_never_gets_a_second_instance() {
         );
         std::thread::sleep(Duration::from_millis(100));
     };
-    let third = file_instance("i-0aaaaaaaaaaaaaaa3", "0e:8c:1f:6b:2d:37", "127.16.0.60");
-    let fourth = file_instance("i-0aaaaaaaaaaaaaaa4", "0e:8c:1f:6b:2d:38", "127.16.0.70");
+    let third = file_instance("i-0aaaaaaaaaaaaaaa3", "127.16.0.60");
+    let fourth = file_instance("i-0aaaaaaaaaaaaaaa4", "127.16.0.70");
     fleet_config(dir.path(), &format!("{second}{third}{fourth}"));
     served.signal("HUP");
     std::thread::sleep(Duration::from_millis(500));

@@ -423,22 +423,7 @@ struct Fleet {
 
 /// An `[[instances]]` entry of `id` at `address` in the fleet's subnet.
 fn file_instance(id: &str, address: Ipv4Addr) -> String {
-    let n = &id[id.len() - 1..];
-    format!(
-        r#"
-[[instances]]
-instance_id = "{id}"
-[[instances.network_interfaces]]
-mac = "0e:8c:1f:6b:2d:3{n}"
-interface_id = "eni-0d9a1b7c3e5f2468{n}"
-subnet_id = "{SUBNET}"
-subnet_ipv4_cidr_block = "127.16.0.0/16"
-vpc_id = "vpc-0c4f6a8e2b1d35792"
-vpc_ipv4_cidr_blocks = ["127.0.0.0/8"]
-private_ipv4s = ["{address}"]
-security_groups = [{{ name = "default", id = "sg-0e1f2a3b4c5d6e7f8" }}]
-"#
-    )
+    crate::addresses::file_instance(id, &address.to_string())
 }
 
 fn file_text(file: &[(usize, usize)]) -> String {
