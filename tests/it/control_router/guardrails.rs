@@ -357,3 +357,82 @@ async fn every_example_policy_file_is_covered() {
 /// `ssh-keygen -t ed25519`, for machines without `ssh-keygen`.
 const KEY: &str =
     "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIGvzRkPnQpC3hJtcQq9Z0hQwVpPX4r4c0M1bM8vJ3f5x test@imds";
+
+/// A one-statement Deny of `action` on every resource, unconditional.
+fn deny_all(action: &str) -> (&'static str, String) {
+    (
+        "deny-action",
+        format!(
+            r#"{{"Version": "2012-10-17", "Statement": [{{"Sid": "DenyIt",
+            "Effect": "Deny", "Action": "{action}", "Resource": "*"}}]}}"#
+        ),
+    )
+}
+
+/// The `UnauthorizedOperation` refusal of `params`, or `Ok` with the answer.
+async fn act(f: &Fixture, params: &str) -> Result<String, String> {
+    let (status, answer) = f.query(params).await;
+    refused_only_by_guardrails(status, answer)
+}
+
+#[tokio::test]
+async fn a_deny_on_modify_instance_metadata_defaults_refuses_it() {
+    let f = fleet_with(&[deny_all("ec2:ModifyInstanceMetadataDefaults")]).await;
+    act(
+        &f,
+        "Action=ModifyInstanceMetadataDefaults&HttpPutResponseHopLimit=64",
+    )
+    .await
+    .unwrap_err();
+}
+
+#[tokio::test]
+async fn a_deny_on_terminate_instances_refuses_it() {
+    let f = fleet_with(&[deny_all("ec2:TerminateInstances")]).await;
+    let (_, described) = f.query("Action=DescribeInstances").await;
+    let instance = element(&described, "instanceId").unwrap().to_owned();
+    act(
+        &f,
+        &format!("Action=TerminateInstances&InstanceId.1={instance}"),
+    )
+    .await
+    .unwrap_err();
+}
+
+#[tokio::test]
+async fn a_deny_on_create_tags_refuses_it() {
+    let f = fleet_with(&[deny_all("ec2:CreateTags")]).await;
+    let (_, described) = f.query("Action=DescribeInstances").await;
+    let instance = element(&described, "instanceId").unwrap().to_owned();
+    act(
+        &f,
+        &format!("Action=CreateTags&ResourceId.1={instance}&Tag.1.Key=Name&Tag.1.Value=x"),
+    )
+    .await
+    .unwrap_err();
+}
+
+/// `max-hop-limit` (deny a launch whose hop limit is above 3) must hold for the hop limit the
+/// instance is launched with, not only for the one the request spells out: account defaults
+/// (which no guardrail decides) must not launch an instance with hop limit 64.
+#[tokio::test]
+async fn the_max_hop_limit_example_holds_for_a_hop_limit_taken_from_the_account_defaults() {
+    let f = fleet_with(&[example("max-hop-limit")]).await;
+    launch(&f, "&MetadataOptions.HttpPutResponseHopLimit=64")
+        .await
+        .unwrap_err();
+    let (status, answer) = f
+        .query("Action=ModifyInstanceMetadataDefaults&HttpPutResponseHopLimit=64")
+        .await;
+    if status != StatusCode::OK {
+        return; // refused: the guardrail held
+    }
+    let _ = answer;
+    if let Ok(launched) = launch(&f, "").await {
+        assert_ne!(
+            element(&launched, "httpPutResponseHopLimit"),
+            Some("64"),
+            "launched with hop limit 64 while max-hop-limit is in force: {launched}"
+        );
+    }
+}
