@@ -1137,3 +1137,27 @@ async fn an_instance_the_file_drops_is_no_longer_served_frees_its_address_and_ke
         imds::fleet::options::HttpTokens::Required
     );
 }
+
+/// docs/security.md: "every path that would give an address a second live owner (the config
+/// file at start or on SIGHUP, RunInstances, StartInstances, changes learned from another
+/// host) is refused". Two hosts on one store whose files differ (as during a rolling file
+/// update) must not answer one guest address as two different instances.
+#[tokio::test]
+async fn a_launch_through_one_host_never_takes_an_address_another_hosts_file_instance_holds() {
+    let fleet = Fleet::start().await;
+    let (a, b) = (&fleet.apps[0], &fleet.apps[1]);
+    let address = POOL[2];
+    let path = file_path(fleet.dir.path(), 0);
+    std::fs::write(&path, file_text(&[(0, 1)])).unwrap();
+    a.control.reload_file(load(&path).instances).await.unwrap();
+    b.control.catch_up().await.unwrap();
+    let launched = launch(b, Some(address)).await;
+    a.control.catch_up().await.unwrap();
+    let at = SocketAddr::new(IpAddr::V4(address), 40000);
+    let on_a = a.api.instance_for(at).map(|s| s.id().to_string());
+    let on_b = b.api.instance_for(at).map(|s| s.id().to_string());
+    assert!(
+        on_a.is_none() || on_b.is_none() || on_a == on_b,
+        "{address} answers as {on_a:?} on host A and as {on_b:?} on host B (launch: {launched:?})"
+    );
+}
