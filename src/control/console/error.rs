@@ -85,4 +85,23 @@ mod tests {
         assert_eq!(ConsoleError::NoSession.parts().0, StatusCode::UNAUTHORIZED);
         assert_eq!(ConsoleError::CsrfMismatch.parts().0, StatusCode::FORBIDDEN);
     }
+
+    #[tokio::test]
+    async fn a_console_answer_names_no_database_host_user_or_database() {
+        let error = ConsoleError::Action(ControlError::Unavailable(
+            "postgres://imds_admin@db.internal.example:5432/imds_prod is unreachable (connection refused)"
+                .into(),
+        ));
+        let body = error
+            .response()
+            .into_body()
+            .collect()
+            .await
+            .unwrap()
+            .to_bytes();
+        let text = String::from_utf8_lossy(&body);
+        for secret in ["db.internal.example", "imds_admin", "imds_prod"] {
+            assert!(!text.contains(secret), "{secret} in {text}");
+        }
+    }
 }
