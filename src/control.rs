@@ -382,6 +382,7 @@ impl ControlApi {
         request_id: &str,
         order: &mut Unlocked,
     ) -> Result<String, ControlError> {
+        query.each_once()?;
         match query.action()? {
             "DescribeInstances" => self.describe_instances(query, request_id),
             "RunInstances" => self.run_instances(query, request_id, order).await,

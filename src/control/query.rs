@@ -36,6 +36,18 @@ impl QueryRequest {
         self.require("Action")
     }
 
+    /// Refuses a parameter given twice: which value would count depends on an order a SigV4
+    /// signature does not cover (it signs the parameters sorted).
+    pub fn each_once(&self) -> Result<(), ControlError> {
+        let mut seen = std::collections::HashSet::with_capacity(self.params.len());
+        match self.params.iter().find(|(name, _)| !seen.insert(name)) {
+            Some((name, _)) => Err(ControlError::InvalidParameterCombination(format!(
+                "The parameter {name} is given more than once"
+            ))),
+            None => Ok(()),
+        }
+    }
+
     /// A list parameter: the values of `prefix.1`, `prefix.2`, ... in index order.
     pub fn list(&self, prefix: &str) -> Vec<&str> {
         let mut items: Vec<(u32, &str)> = self
@@ -121,6 +133,20 @@ mod tests {
             ]
         );
         assert!(!request.dry_run());
+    }
+
+    #[test]
+    fn a_parameter_given_twice_is_refused_whatever_its_values() {
+        for body in [
+            &b"Action=ModifyInstanceMetadataOptions&HttpTokens=required&HttpTokens=optional"[..],
+            b"Action=TerminateInstances&InstanceId.1=i-a&InstanceId.1=i-a",
+            b"Action=DescribeInstances&Action=TerminateInstances",
+        ] {
+            let refused = QueryRequest::parse(body).each_once().unwrap_err();
+            assert_eq!(refused.code(), "InvalidParameterCombination", "{refused}");
+        }
+        let once = QueryRequest::parse(b"Action=TerminateInstances&InstanceId.1=a&InstanceId.2=b");
+        assert_eq!(once.each_once(), Ok(()));
     }
 
     #[test]

@@ -59,7 +59,12 @@ impl ConsoleError {
     /// The JSON answer.
     pub fn response(&self) -> Response<Full<Bytes>> {
         let (status, code) = self.parts();
-        let body = json!({ "code": code, "message": self.to_string() });
+        // As the Query API answers: the store's location stays in the operator's log.
+        let message = match self {
+            ConsoleError::Action(error) => error.client_message(),
+            other => other.to_string(),
+        };
+        let body = json!({ "code": code, "message": message });
         super::json_reply(status, &body, None)
     }
 }
