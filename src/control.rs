@@ -383,7 +383,20 @@ impl ControlApi {
         order: &mut Unlocked,
     ) -> Result<String, ControlError> {
         query.each_once()?;
-        match query.action()? {
+        let action = query.action()?;
+        // Every change is decided by the guardrails; these two in detail, by their own code.
+        if let Some(iam_action) = guardrails::iam_action(action) {
+            if !matches!(action, "RunInstances" | "ModifyInstanceMetadataOptions") {
+                let network = self.inventory.network();
+                let place = guardrails::Place {
+                    partition: &network.partition,
+                    region: &network.region,
+                    account: &network.owner_id,
+                };
+                self.check_policies(&guardrails::other_change(query, place, &iam_action))?;
+            }
+        }
+        match action {
             "DescribeInstances" => self.describe_instances(query, request_id),
             "RunInstances" => self.run_instances(query, request_id, order).await,
             "TerminateInstances" => {

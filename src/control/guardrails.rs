@@ -1,5 +1,6 @@
 //! Guardrails: the configured service control policies ([`super::policy`]), evaluated on the
-//! control path for `RunInstances` and `ModifyInstanceMetadataOptions` as IAM evaluates them:
+//! control path for every change (every action but the reads: `Describe*`, `Get*`, `List*`)
+//! as IAM evaluates them; `RunInstances` and `ModifyInstanceMetadataOptions` in detail:
 //! one request context per resource the Service Authorization Reference lists for the action,
 //! each ARN in this imds' partition, region and account, each with the condition keys of its
 //! resource type, filled from the request's own parameters (a key the request leaves out is
@@ -135,6 +136,80 @@ pub(super) fn run_instances(
         request = request.and(with_request_tags(create_tags, tags));
     }
     request
+}
+
+/// The IAM action a Query action is authorised as: EC2's own under `ec2:`, imds' test-kit
+/// actions (events, faults, key rotation) under `imds:`; `None` for a read, which guardrails
+/// do not decide.
+pub(super) fn iam_action(action: &str) -> Option<String> {
+    const IMDS_OWN: [&str; 8] = [
+        "ScheduleInstanceEvent",
+        "CompleteInstanceEvent",
+        "CancelInstanceEvent",
+        "SetTargetLifecycleState",
+        "ClearInstanceEvents",
+        "InjectFault",
+        "ClearFaults",
+        "RotateKeys",
+    ];
+    let read = ["Describe", "Get", "List"]
+        .iter()
+        .any(|prefix| action.starts_with(prefix));
+    match (read, IMDS_OWN.contains(&action)) {
+        (true, _) => None,
+        (false, true) => Some(format!("imds:{action}")),
+        (false, false) => Some(format!("ec2:{action}")),
+    }
+}
+
+/// Any other change, as IAM authorises it: `iam_action` on each resource the request names
+/// (instances by `InstanceId`/`InstanceId.N`, tagged resources by `ResourceId.N`, each as its
+/// ARN), or on `*` when it names none; the tags `CreateTags` applies as `aws:RequestTag/*` and
+/// `aws:TagKeys`.
+pub(super) fn other_change(query: &QueryRequest, place: Place<'_>, iam_action: &str) -> Request {
+    let mut ids: Vec<&str> = query.list("InstanceId");
+    ids.extend(query.get("InstanceId"));
+    ids.extend(query.list("ResourceId"));
+    let arns: Vec<String> = ids.iter().map(|id| resource_arn(place, id)).collect();
+    let mut tags = BTreeMap::new();
+    if iam_action == "ec2:CreateTags" {
+        for n in query.members("Tag") {
+            if let Some(key) = query.get(&format!("Tag.{n}.Key")) {
+                let value = query.get(&format!("Tag.{n}.Value")).unwrap_or("");
+                tags.insert(key.to_owned(), value.to_owned());
+            }
+        }
+    }
+    let context = |arn: Option<String>| {
+        let context = match arn {
+            Some(arn) => place.context(iam_action, arn),
+            None => RequestContext::new(iam_action)
+                .with_value(key::REGION, place.region)
+                .with_value(key::REQUESTED_REGION, place.region),
+        };
+        with_request_tags(context, &tags)
+    };
+    let mut arns = arns.into_iter();
+    let mut request = Request::new(context(arns.next()));
+    for arn in arns {
+        request = request.and(context(Some(arn)));
+    }
+    request
+}
+
+/// The ARN of the resource `id` names, by its prefix (`i-`, `subnet-`, `sg-`, `vpc-`, `key-`,
+/// `lt-`); any other id is the resource `*` of no type imds knows.
+fn resource_arn(place: Place<'_>, id: &str) -> String {
+    let kind = match id.split_once('-').map(|(prefix, _)| prefix) {
+        Some("i") => "instance",
+        Some("subnet") => "subnet",
+        Some("sg") => "security-group",
+        Some("vpc") => "vpc",
+        Some("key") => "key-pair",
+        Some("lt") => "launch-template",
+        _ => return "*".to_owned(),
+    };
+    place.arn(&format!("{kind}/{id}"))
 }
 
 fn with_request_tags(context: RequestContext, tags: &BTreeMap<String, String>) -> RequestContext {

@@ -412,27 +412,55 @@ async fn a_deny_on_create_tags_refuses_it() {
     .unwrap_err();
 }
 
-/// `max-hop-limit` (deny a launch whose hop limit is above 3) must hold for the hop limit the
-/// instance is launched with, not only for the one the request spells out: account defaults
-/// (which no guardrail decides) must not launch an instance with hop limit 64.
+/// As in IAM, a launch's condition keys are the request's own: one that relies on the
+/// account's defaults carries no `ec2:MetadataHttpPutResponseHopLimit`, so `max-hop-limit`
+/// alone does not see a hop limit of 64 set as the default (on AWS neither). A Deny on
+/// `ec2:ModifyInstanceMetadataDefaults` beside it closes that door, and it now applies.
 #[tokio::test]
-async fn the_max_hop_limit_example_holds_for_a_hop_limit_taken_from_the_account_defaults() {
-    let f = fleet_with(&[example("max-hop-limit")]).await;
+async fn max_hop_limit_with_a_deny_on_the_defaults_keeps_every_launch_within_three_hops() {
+    let f = fleet_with(&[
+        example("max-hop-limit"),
+        deny_all("ec2:ModifyInstanceMetadataDefaults"),
+    ])
+    .await;
     launch(&f, "&MetadataOptions.HttpPutResponseHopLimit=64")
         .await
         .unwrap_err();
     let (status, answer) = f
         .query("Action=ModifyInstanceMetadataDefaults&HttpPutResponseHopLimit=64")
         .await;
-    if status != StatusCode::OK {
-        return; // refused: the guardrail held
-    }
-    let _ = answer;
-    if let Ok(launched) = launch(&f, "").await {
-        assert_ne!(
-            element(&launched, "httpPutResponseHopLimit"),
-            Some("64"),
-            "launched with hop limit 64 while max-hop-limit is in force: {launched}"
-        );
-    }
+    assert_eq!(status, StatusCode::FORBIDDEN, "{answer}");
+    assert_eq!(element(&answer, "Code"), Some("UnauthorizedOperation"));
+    let launched = launch(&f, "").await.unwrap();
+    assert_eq!(element(&launched, "httpPutResponseHopLimit"), Some("1"));
+}
+
+#[tokio::test]
+async fn imds_own_actions_are_decided_as_imds_actions_and_reads_are_not_decided() {
+    let f = fleet_with(&[deny_all("ec2:*"), deny_all_named("imds:RotateKeys")]).await;
+    let (status, answer) = f.query("Action=RotateKeys").await;
+    assert_eq!(status, StatusCode::FORBIDDEN, "{answer}");
+    let (_, described) = f.query("Action=DescribeInstances").await;
+    let instance = element(&described, "instanceId")
+        .expect("reads are answered")
+        .to_owned();
+    let (status, answer) = f
+        .query(&format!(
+            "Action=InjectFault&InstanceId={instance}&Status=500"
+        ))
+        .await;
+    assert_eq!(
+        status,
+        StatusCode::OK,
+        "ec2:* does not cover imds' faults: {answer}"
+    );
+    let (status, answer) = f
+        .query(&format!("Action=StopInstances&InstanceId.1={instance}"))
+        .await;
+    assert_eq!(status, StatusCode::FORBIDDEN, "{answer}");
+}
+
+/// [`deny_all`] under another policy name, so that two can be attached together.
+fn deny_all_named(action: &str) -> (&'static str, String) {
+    ("deny-other-action", deny_all(action).1)
 }
