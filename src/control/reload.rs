@@ -145,6 +145,9 @@ impl ControlApi {
         drop(locks);
         self.inventory.set_network(network, &account);
         self.inventory.set_file_instances(listed, &account);
+        if let Err(error) = self.store_registry(&mut account).await {
+            tracing::warn!(%error, "the addresses the reloaded file holds could not be stored yet: other hosts learn them at the next registry write");
+        }
         self.inventory.notify_applied();
         Ok(reloaded)
     }

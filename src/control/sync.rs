@@ -166,6 +166,14 @@ impl ControlApi {
             true => POLL_SHARED,
             false => POLL_EMBEDDED,
         };
+        // Other hosts learn the addresses this host's file instances hold before they launch.
+        {
+            let mut order = Unlocked::task();
+            let mut account = self.account.lock(&mut order).await;
+            if let Err(error) = self.store_registry(&mut account).await {
+                tracing::warn!(%error, "the addresses of this host's file instances could not be stored yet; they are at the next registry write");
+            }
+        }
         let mut hints = store.hints();
         loop {
             match &mut hints {
@@ -183,6 +191,39 @@ impl ControlApi {
             }
             if let Err(error) = self.catch_up().await {
                 tracing::debug!(%error, "catching up with the store failed; trying again at the next hint");
+            }
+        }
+    }
+
+    /// Stores the network registry as this host holds it (its file instances' addresses
+    /// marked in use, merged with what other hosts stored), so that every host sees them
+    /// before it launches; on another host's newer registry, catches up and tries again.
+    pub(super) async fn store_registry(
+        &self,
+        account: &mut AccountGuard<'_>,
+    ) -> Result<(), ControlError> {
+        let mut attempt = 1;
+        loop {
+            let network = self.inventory.network();
+            let commit =
+                self.account_write(Commit::default(), super::vpc::NETWORK, to_json(&*network));
+            match self.persist(commit).await {
+                Ok(revision) => {
+                    self.account
+                        .set_revision(super::vpc::NETWORK, revision, account);
+                    return Ok(());
+                }
+                Err(ControlError::Conflict(what)) if attempt < ATTEMPTS => {
+                    attempt += 1;
+                    self.catch_up_locked(account)
+                        .await
+                        .map_err(|error| ControlError::Unavailable(error.to_string()))?;
+                    tracing::debug!(
+                        what,
+                        "storing the registry raced another host; again on the newer one"
+                    );
+                }
+                Err(error) => return Err(error),
             }
         }
     }

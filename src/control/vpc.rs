@@ -18,18 +18,13 @@ pub(super) const NETWORK: &str = "network";
 
 /// The registry to start from: the stored one, else the default one of the first instance's
 /// region; either way with every live instance's network objects and addresses in it. The
-/// addresses in use are recorded anew from the fleet index, their owner: this host's file
-/// instances and every launched instance the store keeps (hosts sharing a store serve the same
-/// file), so an address whose instance left the file while no imds ran is free again.
+/// stored addresses in use stay in use: another host's file instances may hold them (an
+/// instance leaves the file through a reload, which frees its addresses for every host).
 pub(super) fn initial_network(
     stored: Option<Network>,
     state: &State,
     template: &crate::fleet::instance::InstanceConfig,
 ) -> Arc<Network> {
-    let stored = stored.map(|mut network| {
-        network.release_all_addresses();
-        network
-    });
     let mut network = stored.unwrap_or_else(|| match state.first() {
         Some(first) => Network::default_for(&first.snapshot().instance),
         None => Network::default_for(

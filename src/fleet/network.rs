@@ -636,15 +636,6 @@ impl Network {
             .is_some_and(|s| s.ipv6.release(ip))
     }
 
-    /// Frees every address of every subnet, so that the addresses the live instances hold can
-    /// be recorded again from their owner (marks of instances gone while no one watched go).
-    pub fn release_all_addresses(&mut self) {
-        for subnet in self.subnets.values_mut() {
-            subnet.ipv4.release_all();
-            subnet.ipv6.release_all();
-        }
-    }
-
     /// Frees `ip` (either family) in subnet `subnet_id`; `false` when it was not in use there.
     pub fn release(&mut self, subnet_id: &str, ip: IpAddr) -> bool {
         match ip {

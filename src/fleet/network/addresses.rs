@@ -173,11 +173,6 @@ impl<A: Address> Pool<A> {
         self.in_use.insert(address);
     }
 
-    /// Frees every address (the owners' addresses are then recorded again).
-    pub fn release_all(&mut self) {
-        self.in_use.clear();
-    }
-
     /// Frees `address`; `false` when it was not in use.
     pub fn release(&mut self, address: A) -> bool {
         self.in_use.remove(&address)
