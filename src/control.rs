@@ -251,6 +251,9 @@ pub struct ControlApi {
     metrics: Arc<Metrics>,
     /// The web console's sessions and live streams.
     console: console::Console,
+    /// Refused signatures are logged at most once a minute (anyone can send them; each is
+    /// counted in `/metrics`).
+    refused_signatures: crate::log_limit::LogLimit,
 }
 
 impl ControlApi {
@@ -301,6 +304,7 @@ impl ControlApi {
             keys,
             metrics,
             console: console::Console::default(),
+            refused_signatures: crate::log_limit::LogLimit::new(Duration::from_secs(60)),
         }
     }
 
@@ -340,7 +344,9 @@ impl ControlApi {
                 time::OffsetDateTime::from_unix_timestamp((self.clock.now_millis() / 1000) as i64)
                     .unwrap_or(time::OffsetDateTime::UNIX_EPOCH);
             if let Err(why) = keys.verify(&parts, &body, now) {
-                tracing::warn!(reason = %why, "control request refused: bad signature");
+                if let Some(held_back) = self.refused_signatures.allow() {
+                    tracing::warn!(reason = %why, held_back, "control request refused: bad signature");
+                }
                 self.metrics
                     .control_action("(unauthenticated)", "AuthFailure");
                 if cloudwatch::operation(&parts).is_some() {

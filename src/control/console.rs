@@ -58,6 +58,8 @@ pub struct Console {
     changed: tokio::sync::watch::Sender<u64>,
     /// Whether the access log looks up IMDSv1 callers (without it, the page says so).
     callers_looked_up: AtomicBool,
+    /// Refused sign-ins are logged at most once a minute (anyone can send them).
+    refused_logins: crate::log_limit::LogLimit,
 }
 
 impl Default for Console {
@@ -67,6 +69,7 @@ impl Default for Console {
             streams: Arc::new(tokio::sync::Semaphore::new(live::MAX_STREAMS)),
             changed: tokio::sync::watch::Sender::new(0),
             callers_looked_up: AtomicBool::new(false),
+            refused_logins: crate::log_limit::LogLimit::new(std::time::Duration::from_secs(60)),
         }
     }
 }
@@ -216,7 +219,11 @@ impl ControlApi {
         };
         let login = session::Login::parse(headers, body)?;
         if !login.matches(keys) {
-            tracing::warn!("console login refused: wrong control keys");
+            self.metrics
+                .control_action("(console login)", "AuthFailure");
+            if let Some(held_back) = self.console.refused_logins.allow() {
+                tracing::warn!(held_back, "console login refused: wrong control keys");
+            }
             return Err(ConsoleError::WrongKeys);
         }
         let session = self.console.sessions.issue(self.clock.now_millis() / 1000);

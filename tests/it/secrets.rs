@@ -138,3 +138,37 @@ fn a_run_with_every_secret_set_prints_none_of_them() {
         );
     }
 }
+
+#[test]
+fn a_flood_of_bad_signatures_writes_one_log_line_and_is_counted_whole() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("imds.toml");
+    std::fs::write(
+        &config,
+        format!("[control]\naccess_key_id = \"AKIAIMDSSECRETSTEST1\"\nsecret_access_key = \"{CONTROL_SECRET}\"\n"),
+    )
+    .unwrap();
+    let served = crate::process::serve(&["--config", config.to_str().unwrap()]);
+    let forged = "POST / HTTP/1.1\r\nHost: {addr}\r\nAuthorization: AWS4-HMAC-SHA256 Credential=AKIAIMDSSECRETSTEST1/20260101/us-east-1/ec2/aws4_request, SignedHeaders=host, Signature=00\r\nContent-Length: 24\r\nConnection: close\r\n\r\nAction=DescribeInstances";
+    for _ in 0..200 {
+        assert_eq!(exchange(&served.control[0], forged).unwrap().0, 401);
+    }
+    let (status, metrics) = exchange(
+        &served.control[0],
+        "GET /metrics HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n",
+    )
+    .unwrap();
+    assert_eq!(status, 200);
+    assert!(
+        metrics.contains(
+            "imds_control_requests_total{action=\"(unauthenticated)\",outcome=\"AuthFailure\"} 200"
+        ),
+        "{metrics}"
+    );
+    let (_, stderr) = served.stop("TERM");
+    assert_eq!(
+        stderr.matches("bad signature").count(),
+        1,
+        "one line a minute: {stderr}"
+    );
+}
