@@ -1,13 +1,15 @@
-//! SIGHUP: the config file's instances reloaded as one change. Instances the file no longer
-//! lists stop being served and free their addresses (their stored changes are kept, should the
-//! file list them again). Instances served already are
-//! rebuilt with the control plane's changes over them, new ones are added with the changes
-//! stored for them (and their revision, so later changes write over the row they saw), all
-//! under the same
-//! locks as control changes (the account's, then each instance's), so a reload never overwrites
-//! an acknowledged change. The fleet index takes the whole set or refuses it: when an address
-//! would get a second live owner nothing is swapped and the running instances stay as they were.
-//! The network registry then records the addresses the file's instances hold now.
+//! SIGHUP: the config file's instances reloaded as one change, under the same locks as
+//! control changes (the account's, then each instance's), so a reload never overwrites an
+//! acknowledged change:
+//! - instances served already are rebuilt with the control plane's changes over them;
+//! - new ones are added with the changes stored for them (and their revision, so later changes
+//!   write over the row they saw);
+//! - instances the file no longer lists stop being served and free their addresses (their
+//!   stored changes are kept, should the file list them again).
+//!
+//! The fleet index takes the whole set or refuses it: when an address would get a second live
+//! owner nothing is swapped and the running instances stay as they were. The network registry
+//! then records the addresses the file's instances hold, and stores them for the other hosts.
 
 use std::collections::BTreeSet;
 use std::net::IpAddr;
