@@ -252,6 +252,7 @@ async fn serve(
             tracing::warn!(%error, "the token-less request history could not be restored")
         }
     }
+    app.control.publish_addresses().await;
     tokio::spawn(app.control.clone().follow_store());
     tokio::spawn(app.control.clone().keep_history());
     if rotation_hours > 0 {

@@ -166,14 +166,6 @@ impl ControlApi {
             true => POLL_SHARED,
             false => POLL_EMBEDDED,
         };
-        // Other hosts learn the addresses this host's file instances hold before they launch.
-        {
-            let mut order = Unlocked::task();
-            let mut account = self.account.lock(&mut order).await;
-            if let Err(error) = self.store_registry(&mut account).await {
-                tracing::warn!(%error, "the addresses of this host's file instances could not be stored yet; they are at the next registry write");
-            }
-        }
         let mut hints = store.hints();
         loop {
             match &mut hints {
@@ -192,6 +184,19 @@ impl ControlApi {
             if let Err(error) = self.catch_up().await {
                 tracing::debug!(%error, "catching up with the store failed; trying again at the next hint");
             }
+        }
+    }
+
+    /// Stores the addresses this host's file instances hold, so that other hosts learn them
+    /// before they launch (at start, before imds says where it listens).
+    pub async fn publish_addresses(&self) {
+        if self.store.is_none() {
+            return;
+        }
+        let mut order = Unlocked::task();
+        let mut account = self.account.lock(&mut order).await;
+        if let Err(error) = self.store_registry(&mut account).await {
+            tracing::warn!(%error, "the addresses of this host's file instances could not be stored yet; they are at the next registry write");
         }
     }
 
