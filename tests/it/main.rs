@@ -37,6 +37,7 @@ mod postgres;
 mod process;
 mod recordings;
 mod reload_race;
+mod review_races;
 mod secrets;
 mod slow_clients;
 mod ssrf;
