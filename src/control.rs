@@ -525,6 +525,16 @@ impl ControlApi {
             .ok_or_else(|| ControlError::InstanceNotFound(id.to_owned()))
     }
 
+    /// `InvalidInstanceID.NotFound` unless `slot` is still the one served for its id: a request
+    /// looks its instance up before it waits for the locks, and a reload may drop the instance
+    /// meanwhile (a change to the dropped record would be acknowledged, then lost).
+    pub(super) fn still_served(&self, slot: &InstanceSlot) -> Result<(), ControlError> {
+        match self.inventory.state.instance(slot.id()) {
+            Some(served) if std::ptr::eq(&*served, slot) => Ok(()),
+            _ => Err(ControlError::InstanceNotFound(slot.id().to_string())),
+        }
+    }
+
     /// The instance imds' own actions are about: their `InstanceId`, which single-instance
     /// mode lets them leave out.
     pub(super) fn target(&self, query: &QueryRequest) -> Result<Arc<InstanceSlot>, ControlError> {
@@ -563,6 +573,7 @@ impl ControlApi {
         edit: impl FnOnce(&Instance, &mut InstanceConfig) -> Result<(), ControlError>,
     ) -> Result<Instance, ControlError> {
         let held = slot.lock(before).await;
+        self.still_served(slot)?;
         let current = slot.current();
         let mut config = current.instance.config.clone();
         edit(&current.instance, &mut config)?;

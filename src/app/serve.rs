@@ -333,12 +333,7 @@ async fn reload(reloader: &Reloader, app: &App) {
     if loaded.server != reloader.running {
         tracing::warn!("[server] settings change only at restart; the running ones are kept");
     }
-    match PolicySet::load(&loaded.control.service_control_policies) {
-        Ok(policies) => app.control.set_policies(policies),
-        Err(error) => {
-            tracing::error!(%error, "guardrail policies not reloaded; the running ones are kept")
-        }
-    }
+    let policies = PolicySet::load(&loaded.control.service_control_policies);
     let instances = match app.state.is_single() {
         true => vec![loaded.instance.clone()],
         false => loaded.instances.clone(),
@@ -349,10 +344,20 @@ async fn reload(reloader: &Reloader, app: &App) {
         Ok(instances) => instances,
         Err(conflict) => {
             let error = loaded.address_conflict(&conflict);
-            tracing::error!(%error, "reload refused; still serving the previous instances");
+            tracing::error!(
+                %error,
+                "reload refused; still serving the previous instances and guardrail policies"
+            );
             return;
         }
     };
+    // The file's policies come with the rest of the file, or not at all.
+    match policies {
+        Ok(policies) => app.control.set_policies(policies),
+        Err(error) => {
+            tracing::error!(%error, "guardrail policies not reloaded; the running ones are kept")
+        }
+    }
     for instance in instances {
         let options = instance.options();
         tracing::info!(

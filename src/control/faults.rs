@@ -74,6 +74,7 @@ impl ControlApi {
         };
         let slot = self.target(query)?;
         let held = slot.lock(order).await;
+        self.still_served(&slot)?;
         let faults = slot
             .faults()
             .with(config)
@@ -117,6 +118,7 @@ impl ControlApi {
         let ids = query.list("FaultId");
         let slot = self.target(query)?;
         let held = slot.lock(order).await;
+        self.still_served(&slot)?;
         let (faults, unknown) = slot.faults().without(&ids);
         if let Some(id) = unknown.first() {
             return Err(ControlError::InvalidParameterValue(format!(

@@ -46,6 +46,9 @@ impl ControlApi {
             &mut account,
         )
         .await;
+        for slot in &slots {
+            self.still_served(slot)?;
+        }
         let now = self.clock.now_millis();
         let mut network = (*self.inventory.network()).clone();
         let mut answer = Vec::with_capacity(slots.len());

@@ -116,7 +116,7 @@ impl InstanceLock {
 
 /// Waits for several instances' locks, after whatever `before` holds, each in the order of
 /// `ids` sorted (every task takes them in the same order, so none waits for another in a
-/// circle). `locks` gives each id's lock.
+/// circle), each once however often it is named. `locks` gives each id's lock.
 pub async fn lock_instances<'a, K: Ord, B: BeforeInstances>(
     locks: impl IntoIterator<Item = (K, &'a InstanceLock)>,
     before: &'a mut B,
@@ -124,6 +124,8 @@ pub async fn lock_instances<'a, K: Ord, B: BeforeInstances>(
     let _ = before;
     let mut locks: Vec<(K, &'a InstanceLock)> = locks.into_iter().collect();
     locks.sort_by(|a, b| a.0.cmp(&b.0));
+    // A lock named twice is taken once: a task never waits for itself.
+    locks.dedup_by(|a, b| a.0 == b.0 || std::ptr::eq(a.1, b.1));
     let mut guards = Vec::with_capacity(locks.len());
     for (_, lock) in locks {
         guards.push(InstanceGuard {
