@@ -295,7 +295,7 @@ impl ControlApi {
                 persisted.defaults,
                 persisted.account_revisions,
                 tokens,
-                generations,
+                (generations, clock.now_millis()),
                 signing_generation,
             ),
             store: persisted.store,

@@ -41,10 +41,13 @@ impl Account {
         defaults: MetadataDefaults,
         revisions: BTreeMap<String, i64>,
         tokens: Arc<TokenSealer>,
-        generations: Vec<TokenGeneration>,
+        (generations, now_millis): (Vec<TokenGeneration>, u64),
         signing_generation: Option<u32>,
     ) -> Account {
-        tokens.set_generations(&generations);
+        tokens.set_generations(&generations, now_millis);
+        let accepted = tokens.accepted_generations(now_millis);
+        let mut generations = generations;
+        generations.retain(|g| accepted.contains(&g.number));
         Account {
             lock: AccountLock::default(),
             defaults: Mutex::new(defaults),
@@ -86,15 +89,18 @@ impl Account {
         &self.tokens
     }
 
-    /// Adds `learned` to the token key generations known and puts them all in force.
-    pub(super) fn learn_token_generations(&self, learned: Vec<TokenGeneration>) {
+    /// Adds `learned` to the token key generations known and puts them in force at
+    /// `now_millis`; the ones retired by then are forgotten (the newest is always kept).
+    pub(super) fn learn_token_generations(&self, learned: Vec<TokenGeneration>, now_millis: u64) {
         let mut known = held(&self.token_generations);
         for generation in learned {
             if !known.iter().any(|g| g.number == generation.number) {
                 known.push(generation);
             }
         }
-        self.tokens.set_generations(&known);
+        self.tokens.set_generations(&known, now_millis);
+        let accepted = self.tokens.accepted_generations(now_millis);
+        known.retain(|g| accepted.contains(&g.number));
     }
 
     /// When the newest token key generation was created (clock milliseconds), if it was.

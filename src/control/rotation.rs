@@ -75,12 +75,22 @@ impl ControlApi {
         _: &AccountGuard<'_>,
     ) -> Result<u32, ControlError> {
         let newest = self.account.tokens().newest_generation();
+        // A token carries its generation's low byte: two generations accepted at once must
+        // not share it, so 256 rotations within a token's longest life are too many.
+        let byte = (newest + 1) & 0xff;
+        let accepted = self.account.tokens().accepted_generations(now);
+        if let Some(clash) = accepted.iter().find(|g| *g & 0xff == byte) {
+            return Err(ControlError::Unsupported(format!(
+                "Too many rotations: token key generation {clash} is still accepted (tokens sealed with it may live until 6 hours after its successor appeared), and generation {} would be read as it. Rotate again later.",
+                newest + 1
+            )));
+        }
         let generation =
             crate::fleet::keys::add_token_generation(self.store.as_deref(), newest + 1, now)
                 .await
                 .map_err(|error| refused(error, "a new token key could not be stored"))?;
         let number = generation.number;
-        self.account.learn_token_generations(vec![generation]);
+        self.account.learn_token_generations(vec![generation], now);
         tracing::warn!(
             generation = number,
             "session token key rotated: new tokens are sealed with the new key; older ones stay valid until they expire"

@@ -294,7 +294,8 @@ impl ControlApi {
         let generations = crate::fleet::keys::token_generations(&changed.keys);
         if !generations.is_empty() {
             applied += generations.len();
-            self.account.learn_token_generations(generations);
+            self.account
+                .learn_token_generations(generations, self.clock.now_millis());
         }
         let mut lifecycles = false;
         let mut launched = Vec::new();

@@ -194,10 +194,12 @@ impl TokenSealer {
         }
     }
 
-    /// Puts `generations` (besides generation 0, which is always known) in force: the newest
-    /// seals from now on; each older one is retired [`MAX_TTL_SECONDS`] (plus the clock slack)
-    /// after the next one was created.
-    pub fn set_generations(&self, generations: &[TokenGeneration]) {
+    /// Puts `generations` (besides generation 0, which is always known) in force at
+    /// `now_millis`: the newest seals from now on; each older one is retired
+    /// [`MAX_TTL_SECONDS`] (plus the clock slack) after the next one was created, and one
+    /// retired by `now_millis` is forgotten, so a token's check looks at the few generations
+    /// that can still have live tokens, however many rotations came before.
+    pub fn set_generations(&self, generations: &[TokenGeneration], now_millis: u64) {
         let mut all: Vec<(u32, u64, Hmac<Sha256>)> = generations
             .iter()
             .filter(|g| g.number > 0)
@@ -222,6 +224,7 @@ impl TokenSealer {
             successor_created = Some(created);
         }
         let newest = sealings.remove(0);
+        sealings.retain(|sealing| now_millis < sealing.retired_at);
         self.generations.store(std::sync::Arc::new(Generations {
             newest,
             older: sealings,
@@ -392,7 +395,7 @@ mod tests {
         let sealer = sealer();
         let old = sealer.issue(ID, T0, TokenTtl(21600));
         let rotated = T0 + 1000;
-        sealer.set_generations(&[generation(1, rotated)]);
+        sealer.set_generations(&[generation(1, rotated)], rotated);
         assert_eq!(sealer.newest_generation(), 1);
         let new = sealer.issue(ID, rotated, TokenTtl(60));
         assert_eq!(sealer.verify(ID, new.as_bytes(), rotated), Ok(60));
@@ -414,10 +417,26 @@ mod tests {
     fn two_hosts_with_the_same_generations_accept_each_others_tokens() {
         let (a, b) = (sealer(), sealer());
         for host in [&a, &b] {
-            host.set_generations(&[generation(2, T0), generation(1, T0 - 1)]);
+            host.set_generations(&[generation(2, T0), generation(1, T0 - 1)], T0);
         }
         let token = a.issue(ID, T0, TokenTtl(100));
         assert_eq!(b.verify(ID, token.as_bytes(), T0), Ok(100));
+    }
+
+    #[test]
+    fn generations_retired_by_now_are_forgotten_however_many_rotations_came_before() {
+        let sealer = sealer();
+        let hour = 3_600_000;
+        // A rotation every hour for a year.
+        let rotations: Vec<TokenGeneration> = (1..=8760)
+            .map(|n| generation(n, T0 + u64::from(n) * hour))
+            .collect();
+        let now = T0 + 8760 * hour;
+        sealer.set_generations(&rotations, now);
+        let accepted = sealer.accepted_generations(now);
+        assert_eq!(accepted.first(), Some(&8760));
+        assert!(accepted.len() <= 8, "{accepted:?}");
+        assert_eq!(sealer.generations.load().older.len(), accepted.len() - 1);
     }
 
     #[test]

@@ -98,3 +98,32 @@ async fn rotate_keys_with_signing_key_signs_every_document_again() {
         "a refused request rotates nothing"
     );
 }
+
+#[tokio::test]
+async fn rotations_that_would_make_two_accepted_generations_share_a_byte_are_refused() {
+    let fixture = Fixture::new("");
+    let first = token(&fixture.app).await;
+    for number in 1..=255 {
+        let answer = fixture.query("Action=RotateKeys").await;
+        let xml = assert_ok(&answer, "RotateKeysResponse");
+        assert_eq!(text(xml, "tokenKeyGeneration"), number.to_string());
+    }
+    // Generation 0 is still accepted: 256 would be read as it.
+    let (status, refused) = fixture.query("Action=RotateKeys").await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{refused}");
+    assert!(refused.contains("Too many rotations"), "{refused}");
+    assert_eq!(read_with(&fixture, &first).await, StatusCode::OK);
+    // Once generation 0 is retired, the next rotation goes through, and tokens of the
+    // generations still accepted keep working.
+    fixture.advance(Duration::from_secs(21_600 + 301));
+    let newest = token(&fixture.app).await;
+    assert_eq!(generation(&newest), 255);
+    let answer = fixture.query("Action=RotateKeys").await;
+    let xml = assert_ok(&answer, "RotateKeysResponse");
+    assert_eq!(text(xml, "tokenKeyGeneration"), "256");
+    let wrapped = token(&fixture.app).await;
+    assert_eq!(generation(&wrapped), 0);
+    assert_eq!(read_with(&fixture, &wrapped).await, StatusCode::OK);
+    assert_eq!(read_with(&fixture, &newest).await, StatusCode::OK);
+    assert_eq!(read_with(&fixture, &first).await, StatusCode::UNAUTHORIZED);
+}
