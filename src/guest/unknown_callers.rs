@@ -1,38 +1,69 @@
 //! Callers whose address belongs to no instance (fleet mode) are logged at most once a minute
-//! per address, in bounded memory: a small table consulted only on the refusal path.
+//! per network (an IPv4 address, an IPv6 /64: one host can use a whole /64), in bounded
+//! memory: a small table consulted only on the refusal path. Past the table's size, networks
+//! it cannot remember share one line a minute, so a flood from ever new addresses never means a
+//! line per request.
 
 use std::collections::HashMap;
-use std::net::IpAddr;
+use std::net::{IpAddr, Ipv6Addr};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-/// How long an address stays quiet in the log after being logged.
+use crate::log_limit::LogLimit;
+
+/// How long a network stays quiet in the log after being logged.
 const QUIET: Duration = Duration::from_secs(60);
-/// Most addresses remembered; past that the table starts anew (more lines, never more memory).
+/// Most networks remembered.
 const REMEMBERED: usize = 4096;
 
-/// When each unknown caller was last logged.
-#[derive(Debug, Default)]
-pub struct UnknownCallers(Mutex<HashMap<IpAddr, Instant>>);
+/// When each unknown caller's network was last logged.
+#[derive(Debug)]
+pub struct UnknownCallers {
+    seen: Mutex<HashMap<IpAddr, Instant>>,
+    /// For the networks the table has no room for.
+    others: LogLimit,
+}
+
+impl Default for UnknownCallers {
+    fn default() -> Self {
+        UnknownCallers {
+            seen: Mutex::new(HashMap::new()),
+            others: LogLimit::new(QUIET),
+        }
+    }
+}
+
+/// The network a caller is logged under: its IPv4 address, or its IPv6 /64.
+fn network(caller: IpAddr) -> IpAddr {
+    match caller.to_canonical() {
+        IpAddr::V6(v6) => {
+            let prefix = u128::from(v6) & !((1u128 << 64) - 1);
+            IpAddr::V6(Ipv6Addr::from(prefix))
+        }
+        v4 => v4,
+    }
+}
 
 impl UnknownCallers {
-    /// Whether `caller` should be logged now (not logged within the last minute).
+    /// Whether `caller` should be logged now: its network was not logged within the last
+    /// minute (or, when the table is full, no other unremembered caller was).
     pub fn first_in_a_while(&self, caller: IpAddr) -> bool {
         let now = Instant::now();
-        let mut seen = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        let key = network(caller);
+        let mut seen = self.seen.lock().unwrap_or_else(|e| e.into_inner());
         if seen
-            .get(&caller)
+            .get(&key)
             .is_some_and(|at| now.duration_since(*at) < QUIET)
         {
             return false;
         }
         if seen.len() >= REMEMBERED {
             seen.retain(|_, at| now.duration_since(*at) < QUIET);
-            if seen.len() >= REMEMBERED {
-                seen.clear();
-            }
         }
-        seen.insert(caller, now);
+        if seen.len() >= REMEMBERED {
+            return self.others.allow().is_some();
+        }
+        seen.insert(key, now);
         true
     }
 }
@@ -42,14 +73,30 @@ mod tests {
     use super::*;
 
     #[test]
-    fn an_address_is_logged_once_a_minute_and_memory_stays_bounded() {
+    fn a_network_is_logged_once_a_minute_and_memory_stays_bounded() {
         let callers = UnknownCallers::default();
         let a: IpAddr = "10.0.0.9".parse().unwrap();
         assert!(callers.first_in_a_while(a));
         assert!(!callers.first_in_a_while(a));
+        let mut logged = 0;
         for i in 0..10_000u32 {
-            callers.first_in_a_while(IpAddr::from(i.to_be_bytes()));
+            logged += usize::from(callers.first_in_a_while(IpAddr::from(i.to_be_bytes())));
         }
-        assert!(callers.0.lock().unwrap().len() <= REMEMBERED);
+        assert!(callers.seen.lock().unwrap().len() <= REMEMBERED);
+        assert!(
+            logged <= REMEMBERED,
+            "{logged} lines for 10,000 new addresses"
+        );
+    }
+
+    #[test]
+    fn addresses_of_one_ipv6_64_share_one_line() {
+        let callers = UnknownCallers::default();
+        assert!(callers.first_in_a_while("2001:db8:1:2::1".parse().unwrap()));
+        for i in 2..1000u16 {
+            let address = Ipv6Addr::new(0x2001, 0xdb8, 1, 2, i, 0, 0, 1);
+            assert!(!callers.first_in_a_while(IpAddr::V6(address)));
+        }
+        assert!(callers.first_in_a_while("2001:db8:1:3::1".parse().unwrap()));
     }
 }
