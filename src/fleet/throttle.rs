@@ -185,8 +185,9 @@ impl OpenConnections {
         if waiting.len() < needed {
             return 0;
         }
-        // Longest waiting first.
-        waiting.sort_unstable_by(|a, b| b.cmp(a));
+        // Longest waiting first; of those that started waiting in the same millisecond, the
+        // one counted first.
+        waiting.sort_unstable_by(|a, b| b.0.cmp(&a.0).then(a.1.cmp(&b.1)));
         let mut evicted = 0;
         for (_, id) in waiting {
             if self.open.len() < max {
