@@ -219,6 +219,12 @@ impl ClientWait {
     }
 }
 
+impl Default for ClientWait {
+    fn default() -> ClientWait {
+        ClientWait::new()
+    }
+}
+
 impl Evictable for ClientWait {
     fn waiting(&self) -> Option<Duration> {
         match self.phase.load(Ordering::Acquire) {
