@@ -11,6 +11,7 @@ use std::time::Duration;
 use crate::fleet::changes::{Part, Skipped};
 use crate::fleet::state::InstanceSlot;
 use crate::fleet::throttle::ThrottleReason;
+use crate::server::Eviction;
 
 /// How a guest request identified itself.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -224,8 +225,8 @@ pub struct Metrics {
     access_log_dropped: AtomicU64,
     /// Open connections per surface.
     connections_open: [AtomicU64; 2],
-    /// Idle connections closed to make room, per surface.
-    connections_evicted: [AtomicU64; 2],
+    /// `[surface][reason]`: connections waiting for their client, closed to make room.
+    connections_evicted: [[AtomicU64; Eviction::ALL.len()]; 2],
     /// `[surface][reason]`: requests refused as a browser's.
     browser_refused: [[AtomicU64; 2]; 2],
     /// Acknowledged changes left out because they no longer fit a config file, per part.
@@ -294,9 +295,9 @@ impl Metrics {
         self.connections_open[surface as usize].fetch_sub(1, Ordering::Relaxed);
     }
 
-    /// Counts an idle connection closed on a full `surface` to make room.
-    pub fn connection_evicted(&self, surface: SurfaceKind) {
-        self.connections_evicted[surface as usize].fetch_add(1, Ordering::Relaxed);
+    /// Counts a connection waiting for its client on `surface`, closed to make room.
+    pub fn connection_evicted(&self, surface: SurfaceKind, why: Eviction) {
+        self.connections_evicted[surface as usize][why as usize].fetch_add(1, Ordering::Relaxed);
     }
 
     /// Counts a request refused on `surface` as a browser's.
@@ -399,13 +400,18 @@ impl Metrics {
             "Connections open, by surface.",
             &self.connections_open,
         );
-        per_surface(
-            &mut out,
-            "imds_connections_evicted_total",
-            "counter",
-            "Connections waiting for their client, closed because every slot was taken.",
-            &self.connections_evicted,
-        );
+        out.push_str("# HELP imds_connections_evicted_total Connections waiting for their client (idle keep-alive, no complete request head), closed to make room, by surface and reason (server_full: every slot of the server was taken; instance_cap: their instance had as many connections open as it may).\n# TYPE imds_connections_evicted_total counter\n");
+        for surface in SurfaceKind::ALL {
+            for why in Eviction::ALL {
+                let _ = writeln!(
+                    out,
+                    "imds_connections_evicted_total{{surface=\"{}\",reason=\"{}\"}} {}",
+                    surface.label(),
+                    why.label(),
+                    load(&self.connections_evicted[surface as usize][why as usize])
+                );
+            }
+        }
         out.push_str("# HELP imds_browser_requests_refused_total Requests refused as a web browser's (DNS rebinding, cross-site), by surface and reason.\n# TYPE imds_browser_requests_refused_total counter\n");
         for surface in SurfaceKind::ALL {
             for why in BrowserRefusal::ALL {

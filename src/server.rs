@@ -14,10 +14,12 @@
 //! When every connection slot is taken, the accept loop asks the connections that are waiting
 //! for a request head (idle keep-alive clients, slowloris clients, connections that never sent
 //! anything) to close, so a real request gets in promptly however many such clients there are.
+//! A surface may evict its own connections the same way ([`ClientWait::evict`]): the guest API
+//! does so at an instance's connection cap.
 
 pub mod browser;
 pub mod net;
-mod watchdog;
+pub mod watchdog;
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -35,7 +37,8 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{watch, Notify, Semaphore};
 
 pub use self::browser::{BrowserRefusal, HostGuard};
-use self::watchdog::{ClientWait, Overdue};
+use self::watchdog::Overdue;
+pub use self::watchdog::{ClientWait, Eviction};
 use crate::metrics::{Metrics, SurfaceKind};
 use crate::server::net::{HopLimitedStream, WantedHopLimit};
 
@@ -112,8 +115,14 @@ pub trait Surface: Send + Sync + Sized + 'static {
     /// Whether requests a browser marks as cross-site are refused.
     const REFUSES_CROSS_SITE: bool;
 
-    /// What to keep for a new connection from `peer` to `local`.
-    fn connect(&self, peer: SocketAddr, local: Option<SocketAddr>) -> Self::PerConnection;
+    /// What to keep for a new connection from `peer` to `local`, which the surface may evict
+    /// through `waiting` while it waits for its client.
+    fn connect(
+        &self,
+        peer: SocketAddr,
+        local: Option<SocketAddr>,
+        waiting: &Arc<ClientWait>,
+    ) -> Self::PerConnection;
 
     /// The answer to `request` on `connection` (or none, for an injected fault).
     fn respond(
@@ -176,9 +185,10 @@ impl Drop for Accepting {
     }
 }
 
-/// How long a connection must have waited for its client before a full server evicts it, so a
-/// client that has just connected gets the time to send its request.
-const EVICTABLE_AFTER: Duration = Duration::from_millis(100);
+/// How long a connection must have waited for its client before a full server (or its
+/// instance's cap) evicts it, so a client that has just connected gets the time to send its
+/// request.
+pub const EVICTABLE_AFTER: Duration = Duration::from_millis(100);
 
 impl<S: Surface> Server<S> {
     /// A server for `surface`; it accepts nothing until given listeners.
@@ -282,14 +292,14 @@ async fn serve_connection<S: Surface>(
     let local = stream.local_addr().ok();
     // DNS rebinding only reaches imds through a loopback address.
     let check_host = local.is_some_and(|local| local.ip().to_canonical().is_loopback());
+    let waiting = Arc::new(ClientWait::new());
     let connection = Arc::new(Connection {
         peer,
         local,
         hops: WantedHopLimit::default(),
         stop: stop.clone(),
-        surface: shared.surface.connect(peer, local),
+        surface: shared.surface.connect(peer, local, &waiting),
     });
-    let waiting = Arc::new(ClientWait::new());
     let marker = waiting.clone();
     let stream = HopLimitedStream::new(stream, connection.hops.clone());
     let surface = shared.surface.clone();
@@ -302,7 +312,10 @@ async fn serve_connection<S: Surface>(
         let this = this.clone();
         let marker = marker.clone();
         async move {
-            let answering = marker.request_arrived();
+            // An evicted connection answers nothing more; its watchdog is closing it.
+            let Some(answering) = marker.request_arrived() else {
+                return std::future::pending().await;
+            };
             let refused = match check(&request, check_host, &hosts, &*surface) {
                 Ok(()) => None,
                 Err(why) => Some(surface.refused(why)),
@@ -317,7 +330,9 @@ async fn serve_connection<S: Surface>(
                     Err(why) => return Ok(surface.refused(why)),
                 },
             };
-            answering.body_read();
+            if !answering.body_read() {
+                return std::future::pending().await;
+            }
             let result = surface
                 .respond(&this, Request::from_parts(parts, Full::new(body)))
                 .await;
@@ -331,8 +346,10 @@ async fn serve_connection<S: Surface>(
     let result = tokio::select! {
         result = serving.as_mut() => result,
         why = waiting.overdue(shared.deadline, &shared.full, EVICTABLE_AFTER) => {
-            if why == Overdue::Evicted {
-                shared.surface.metrics().connection_evicted(S::KIND);
+            // Counted by whoever claimed the eviction: here for a full server, by the surface
+            // for its own reasons.
+            if why == Overdue::Evicted(Eviction::ServerFull) {
+                shared.surface.metrics().connection_evicted(S::KIND, Eviction::ServerFull);
             }
             tracing::debug!(%peer, surface = S::KIND.label(), ?why, "client too slow or idle; closing");
             return;

@@ -14,7 +14,7 @@ use http_body_util::Full;
 use super::console::ServerStop;
 use super::{failure, request_id, ControlApi, ControlError, MAX_BODY};
 use crate::metrics::{Metrics, SurfaceKind};
-use crate::server::{Connection, NoAnswer, Refusal, Surface};
+use crate::server::{ClientWait, Connection, NoAnswer, Refusal, Surface};
 
 impl Surface for ControlApi {
     type PerConnection = ();
@@ -26,7 +26,7 @@ impl Surface for ControlApi {
     /// A cross-site form POST needs no answer to change an instance.
     const REFUSES_CROSS_SITE: bool = true;
 
-    fn connect(&self, _peer: SocketAddr, _local: Option<SocketAddr>) {}
+    fn connect(&self, _peer: SocketAddr, _local: Option<SocketAddr>, _waiting: &Arc<ClientWait>) {}
 
     fn respond(
         self: &Arc<Self>,

@@ -15,9 +15,18 @@
 //! rate), kept as the generic cell rate algorithm: one `AtomicU64`, the theoretical arrival
 //! time of the next request in nanoseconds, moved by a compare-and-swap loop. Lock-free, O(1),
 //! no allocation, and the reading and the refill can never tear apart as two words could.
+//!
+//! The connection cap is kept as the instance's open connections, each with a handle that can
+//! tell whether it is waiting for its client and close it ([`Evictable`]), in one map under one
+//! lock per instance. The lock is taken only when one of the instance's connections opens or
+//! closes, never per request. At the cap, a new connection makes room by evicting the
+//! instance's connections that have waited longest for their client (idle between requests,
+//! or with no complete request head yet), as a full server does; connections answering are
+//! never evicted, and other instances' connections are not the instance's to evict.
 
-use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
@@ -135,12 +144,81 @@ impl RequestBudget {
     }
 }
 
+/// An open connection as its instance's cap sees it.
+pub trait Evictable: Send + Sync {
+    /// How long it has been waiting for its client (idle since its last answer, or since it
+    /// opened with no complete request head yet); `None` while a request is being answered or
+    /// once it is closing.
+    fn waiting(&self) -> Option<Duration>;
+
+    /// Closes it to make room if it is still waiting for its client; false if it no longer is.
+    fn evict(&self) -> bool;
+}
+
+/// An instance's open connections, each counted against its cap.
+#[derive(Default)]
+struct OpenConnections {
+    next: u64,
+    open: HashMap<u64, Arc<dyn Evictable>>,
+}
+
+impl std::fmt::Debug for OpenConnections {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("OpenConnections")
+            .field("open", &self.open.len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl OpenConnections {
+    /// Evicts the connections that have waited longest for their client (at least `grace`)
+    /// until fewer than `max` are open; the number evicted. Evicts none when too few are
+    /// waiting to get below `max`.
+    fn make_room(&mut self, max: usize, grace: Duration) -> u32 {
+        let needed = self.open.len() + 1 - max;
+        let mut waiting: Vec<(Duration, u64)> = self
+            .open
+            .iter()
+            .filter_map(|(id, connection)| Some((connection.waiting()?, *id)))
+            .filter(|(waited, _)| *waited >= grace)
+            .collect();
+        if waiting.len() < needed {
+            return 0;
+        }
+        // Longest waiting first; of those that started waiting in the same millisecond, the
+        // one counted first.
+        waiting.sort_unstable_by(|a, b| b.0.cmp(&a.0).then(a.1.cmp(&b.1)));
+        let mut evicted = 0;
+        for (_, id) in waiting {
+            if self.open.len() < max {
+                break;
+            }
+            // A request may have arrived on it since: then it stays.
+            if self.open[&id].evict() {
+                self.open.remove(&id);
+                evicted += 1;
+            }
+        }
+        evicted
+    }
+}
+
+/// What counting a new connection against its instance's cap did.
+#[derive(Debug)]
+pub struct Admission {
+    /// The connection as counted; `None` when the instance had as many open as it may and not
+    /// enough of them were waiting for their client to make room.
+    pub counted: Option<ConnectionGuard>,
+    /// The instance's connections closed to make room.
+    pub evicted: u32,
+}
+
 /// One instance's throttle: its request budget, its open connections, what it throttled, and
 /// the log line it may write (once a minute).
 #[derive(Debug)]
 pub struct Throttle {
     budget: RequestBudget,
-    connections: Arc<AtomicU32>,
+    connections: Arc<Mutex<OpenConnections>>,
     throttled: [AtomicU64; ThrottleReason::ALL.len()],
     log: LogLimit,
 }
@@ -160,16 +238,22 @@ impl Default for Throttle {
 }
 
 /// A connection counted against its instance's cap, uncounted when dropped (when the
-/// connection closes).
+/// connection closes) or when it is evicted to make room, whichever comes first.
 #[derive(Debug)]
 pub struct ConnectionGuard {
-    open: Arc<AtomicU32>,
+    connections: Arc<Mutex<OpenConnections>>,
+    id: u64,
 }
 
 impl Drop for ConnectionGuard {
     fn drop(&mut self) {
-        self.open.fetch_sub(1, Ordering::Relaxed);
+        lock(&self.connections).open.remove(&self.id);
     }
+}
+
+/// The map holds no invariant a panic could break halfway: a poisoned lock is taken as is.
+fn lock(connections: &Mutex<OpenConnections>) -> MutexGuard<'_, OpenConnections> {
+    connections.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 impl Throttle {
@@ -178,22 +262,37 @@ impl Throttle {
         self.budget.admit(now_millis, per_second)
     }
 
-    /// Counts a new connection when fewer than `max` (0: unlimited) are open; `None` when
-    /// `max` are.
-    pub fn connect(&self, max: u32) -> Option<ConnectionGuard> {
-        self.connections
-            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |open| {
-                (max == 0 || open < max).then_some(open + 1)
-            })
-            .ok()?;
-        Some(ConnectionGuard {
-            open: self.connections.clone(),
-        })
+    /// Counts `connection` against a cap of `max` (0: unlimited). When `max` are open, first
+    /// evicts the connections that have waited longest for their client, if they have for at
+    /// least `grace`.
+    pub fn connect(&self, max: u32, connection: Arc<dyn Evictable>, grace: Duration) -> Admission {
+        let max = usize::try_from(max).unwrap_or(usize::MAX);
+        let mut connections = lock(&self.connections);
+        let evicted = match max != 0 && connections.open.len() >= max {
+            true => connections.make_room(max, grace),
+            false => 0,
+        };
+        if max != 0 && connections.open.len() >= max {
+            return Admission {
+                counted: None,
+                evicted,
+            };
+        }
+        let id = connections.next;
+        connections.next += 1;
+        connections.open.insert(id, connection);
+        Admission {
+            counted: Some(ConnectionGuard {
+                connections: self.connections.clone(),
+                id,
+            }),
+            evicted,
+        }
     }
 
     /// Connections open now.
     pub fn connections(&self) -> u32 {
-        self.connections.load(Ordering::Relaxed)
+        u32::try_from(lock(&self.connections).open.len()).unwrap_or(u32::MAX)
     }
 
     /// Counts a throttled request; `Some(lines held back)` when it may be logged (at most once
@@ -255,17 +354,156 @@ mod tests {
         assert_eq!(drain(&budget, 6_400_000, 10), 10, "an hour earlier");
     }
 
+    /// A connection that waits for its client for `waiting` ms (`None`: answering).
+    #[derive(Debug, Default)]
+    struct Fake {
+        waiting: std::sync::Mutex<Option<u64>>,
+        evicted: std::sync::atomic::AtomicBool,
+    }
+
+    impl Fake {
+        fn new(waiting: Option<u64>) -> Arc<Fake> {
+            Arc::new(Fake {
+                waiting: std::sync::Mutex::new(waiting),
+                evicted: Default::default(),
+            })
+        }
+
+        fn evicted(&self) -> bool {
+            self.evicted.load(Ordering::Relaxed)
+        }
+    }
+
+    impl Evictable for Fake {
+        fn waiting(&self) -> Option<Duration> {
+            let waiting = (*self.waiting.lock().unwrap())?;
+            (!self.evicted()).then(|| Duration::from_millis(waiting))
+        }
+
+        fn evict(&self) -> bool {
+            self.waiting().is_some() && !self.evicted.swap(true, Ordering::Relaxed)
+        }
+    }
+
+    const GRACE: Duration = Duration::from_millis(100);
+
+    fn connect(throttle: &Throttle, max: u32, connection: &Arc<Fake>) -> Admission {
+        throttle.connect(max, connection.clone(), GRACE)
+    }
+
     #[test]
-    fn connections_beyond_the_cap_are_refused_until_one_closes() {
+    fn connections_beyond_the_cap_are_refused_while_all_are_answering_until_one_closes() {
         let throttle = Throttle::default();
-        let first = throttle.connect(2).unwrap();
-        let _second = throttle.connect(2).unwrap();
-        assert!(throttle.connect(2).is_none());
+        let answering = Fake::new(None);
+        let first = connect(&throttle, 2, &answering).counted.unwrap();
+        let _second = connect(&throttle, 2, &answering).counted.unwrap();
+        let refused = connect(&throttle, 2, &Fake::new(Some(5000)));
+        assert!(refused.counted.is_none());
+        assert_eq!(refused.evicted, 0);
         assert_eq!(throttle.connections(), 2);
         drop(first);
         assert_eq!(throttle.connections(), 1);
-        assert!(throttle.connect(2).is_some());
-        assert!((0..1000).map(|_| throttle.connect(0)).all(|g| g.is_some()));
+        assert!(connect(&throttle, 2, &answering).counted.is_some());
+        assert!((0..1000)
+            .map(|_| connect(&throttle, 0, &answering))
+            .all(|a| a.counted.is_some() && a.evicted == 0));
+    }
+
+    #[test]
+    fn at_the_cap_the_connection_waiting_longest_for_its_client_makes_room() {
+        let throttle = Throttle::default();
+        let answering = Fake::new(None);
+        let idle = Fake::new(Some(200));
+        let idle_longest = Fake::new(Some(30_000));
+        let headless = Fake::new(Some(1_000));
+        let guards: Vec<_> = [&answering, &idle, &idle_longest, &headless]
+            .into_iter()
+            .map(|c| connect(&throttle, 4, c).counted.unwrap())
+            .collect();
+
+        let newcomer = connect(&throttle, 4, &Fake::new(Some(0)));
+        assert!(newcomer.counted.is_some());
+        assert_eq!(newcomer.evicted, 1);
+        assert!(idle_longest.evicted());
+        assert!(!idle.evicted() && !headless.evicted() && !answering.evicted());
+        assert_eq!(throttle.connections(), 4, "the newcomer took its place");
+
+        assert_eq!(connect(&throttle, 4, &Fake::new(Some(0))).evicted, 1);
+        assert!(headless.evicted(), "the next longest");
+        // The evicted connection closing later uncounts nothing more.
+        drop(guards);
+        assert_eq!(throttle.connections(), 1, "only the first newcomer is left");
+    }
+
+    #[test]
+    fn a_connection_that_has_just_connected_is_given_the_grace_to_send_its_request() {
+        let throttle = Throttle::default();
+        let just_connected = Fake::new(Some(20));
+        let _held = connect(&throttle, 1, &just_connected).counted.unwrap();
+        let refused = connect(&throttle, 1, &Fake::new(Some(0)));
+        assert!(refused.counted.is_none());
+        assert!(!just_connected.evicted());
+        *just_connected.waiting.lock().unwrap() = Some(100);
+        assert!(connect(&throttle, 1, &Fake::new(Some(0))).counted.is_some());
+        assert!(just_connected.evicted());
+    }
+
+    #[test]
+    fn a_connection_whose_request_arrives_first_is_not_evicted() {
+        let throttle = Throttle::default();
+        // Waiting as seen, but already answering when asked to close.
+        struct Racing;
+        impl Evictable for Racing {
+            fn waiting(&self) -> Option<Duration> {
+                Some(Duration::from_secs(9))
+            }
+            fn evict(&self) -> bool {
+                false
+            }
+        }
+        let _held = throttle
+            .connect(1, Arc::new(Racing), GRACE)
+            .counted
+            .unwrap();
+        let refused = connect(&throttle, 1, &Fake::new(Some(0)));
+        assert!(refused.counted.is_none());
+        assert_eq!(throttle.connections(), 1);
+    }
+
+    #[test]
+    fn below_a_lowered_cap_evicts_only_when_enough_are_waiting_to_fit() {
+        let throttle = Throttle::default();
+        let idle = Fake::new(Some(500));
+        let answering = Fake::new(None);
+        let _guards: Vec<_> = [&idle, &answering, &answering]
+            .into_iter()
+            .map(|c| connect(&throttle, 0, c).counted.unwrap())
+            .collect();
+        let refused = connect(&throttle, 2, &Fake::new(Some(0)));
+        assert!(refused.counted.is_none());
+        assert!(!idle.evicted(), "evicting it would not have made room");
+        let two_idle = Throttle::default();
+        let others: Vec<_> = (0..3).map(|_| Fake::new(Some(500))).collect();
+        let _guards: Vec<_> = others
+            .iter()
+            .map(|c| connect(&two_idle, 0, c).counted.unwrap())
+            .collect();
+        let admitted = connect(&two_idle, 2, &Fake::new(Some(0)));
+        assert!(admitted.counted.is_some());
+        assert_eq!(admitted.evicted, 2);
+        assert_eq!(two_idle.connections(), 2);
+    }
+
+    #[test]
+    fn one_instance_at_its_cap_evicts_none_of_another_instance_s_connections() {
+        let busy = Throttle::default();
+        let idle_elsewhere = Fake::new(Some(60_000));
+        let quiet = Throttle::default();
+        let _theirs = connect(&quiet, 1, &idle_elsewhere).counted.unwrap();
+        let _held = connect(&busy, 1, &Fake::new(None)).counted.unwrap();
+        assert!(connect(&busy, 1, &Fake::new(Some(0))).counted.is_none());
+        assert!(!idle_elsewhere.evicted());
+        assert_eq!(quiet.connections(), 1);
     }
 
     #[test]

@@ -1,11 +1,12 @@
 //! The guest API as a [`Surface`] of the shared server: per connection it counts the
-//! connection against its instance's cap and keeps the access log's view of the connection; per
-//! request it throttles, applies an injected fault, if one fires, marks the answer's hop limit,
-//! and looks up an IMDSv1 caller before answering.
+//! connection against its instance's cap (making room by evicting the instance's connections
+//! that wait for their client) and keeps the access log's view of the connection; per request
+//! it throttles, applies an injected fault, if one fires, marks the answer's hop limit, and
+//! looks up an IMDSv1 caller before answering.
 
 use std::future::Future;
 use std::net::{IpAddr, SocketAddr};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use bytes::Bytes;
 use http::{Request, Response};
@@ -13,28 +14,44 @@ use http_body_util::Full;
 
 use super::{GuestApi, GuestError};
 use crate::fleet::faults::Effect;
+use crate::fleet::state::InstanceSlot;
 use crate::fleet::throttle::ConnectionGuard;
 use crate::guest::access_log::ConnectionLog;
 use crate::metrics::{Metrics, SurfaceKind};
 use crate::server::net::{ResponseHopLimit, IMDS_IPV6};
-use crate::server::{stopping, Connection, NoAnswer, Refusal, Surface};
+use crate::server::{stopping, ClientWait, Connection, NoAnswer, Refusal, Surface};
 
 /// What the guest API keeps per connection.
 pub struct GuestConnection {
     /// Only with an access log: where the connection arrived, to find an IMDSv1 caller.
     log: Option<Arc<ConnectionLog>>,
-    /// The connection as counted against its instance's cap, until it closes.
-    _counted: Option<ConnectionGuard>,
-    /// Whether it came when its instance had as many connections open as it may: each of its
-    /// requests is then throttled.
-    over_cap: bool,
+    /// The connection as counted against its instance's cap, until it closes (or is evicted).
+    /// Unset while its instance has as many connections open as it may: each request first
+    /// tries again to count it, and is throttled if that fails.
+    counted: OnceLock<ConnectionGuard>,
+    /// Its wait for its client, by which its instance's cap may evict it.
+    waiting: Arc<ClientWait>,
+}
+
+impl GuestConnection {
+    /// Whether the connection counts against `slot`'s cap, counting it now if there is (or
+    /// eviction makes) room. One atomic load once counted.
+    fn counted(&self, api: &GuestApi, slot: &InstanceSlot) -> bool {
+        if self.counted.get().is_some() {
+            return true;
+        }
+        match api.count_connection(slot, &self.waiting) {
+            Some(guard) => self.counted.set(guard).is_ok(),
+            None => false,
+        }
+    }
 }
 
 impl std::fmt::Debug for GuestConnection {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("GuestConnection")
             .field("logged", &self.log.is_some())
-            .field("over_cap", &self.over_cap)
+            .field("counted", &self.counted.get().is_some())
             .finish_non_exhaustive()
     }
 }
@@ -51,16 +68,25 @@ impl Surface for GuestApi {
     /// DNS rebinding, which the `Host` check stops.
     const REFUSES_CROSS_SITE: bool = false;
 
-    fn connect(&self, peer: SocketAddr, local: Option<SocketAddr>) -> Self::PerConnection {
-        let counted = self
+    fn connect(
+        &self,
+        peer: SocketAddr,
+        local: Option<SocketAddr>,
+        waiting: &Arc<ClientWait>,
+    ) -> Self::PerConnection {
+        let counted = OnceLock::new();
+        if let Some(guard) = self
             .instance_for(peer)
-            .map(|slot| self.count_connection(&slot));
+            .and_then(|slot| self.count_connection(&slot, waiting))
+        {
+            let _ = counted.set(guard);
+        }
         GuestConnection {
             log: self
                 .access_log()
                 .map(|log| Arc::new(log.connection(peer, local))),
-            over_cap: matches!(counted, Some(None)),
-            _counted: counted.flatten(),
+            counted,
+            waiting: waiting.clone(),
         }
     }
 
@@ -84,10 +110,10 @@ impl Surface for GuestApi {
                 .as_deref()
                 .is_some_and(|s| !s.snapshot().options.http_protocol_ipv6.is_enabled()))
         .then(|| connection.clone());
-        let over_cap = connection.surface.over_cap;
-        let throttled = slot
-            .as_deref()
-            .and_then(|slot| self.throttle(slot, &request, peer, over_cap));
+        let throttled = slot.as_deref().and_then(|slot| {
+            let over_cap = !connection.surface.counted(self, slot);
+            self.throttle(slot, &request, peer, over_cap)
+        });
         // A throttled request meets no fault (and takes none of a fault's count).
         let fault = match throttled {
             Some(_) => None,

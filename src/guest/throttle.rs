@@ -13,8 +13,12 @@
 //! 401s, so a 429 fails its call (it caches credentials for hours, so it rarely asks). A connection beyond the instance's cap gets the same 429, with
 //! `Connection: close`, on each request: an answer clients understand rather than a reset
 //! that botocore would retry at once and `aws-config` would report as a dispatch failure.
+//! Before refusing a connection or a request at the cap, the instance's connections that wait
+//! for their client (idle keep-alive, or no complete request head) make room, longest waiting
+//! first, so idle connections cannot lock their own instance out.
 
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Instant;
 
 use bytes::Bytes;
@@ -24,7 +28,8 @@ use http_body_util::Full;
 use super::{version_of, GuestApi, GuestError, CLOSE};
 use crate::fleet::state::{InstanceSlot, Snapshot};
 use crate::fleet::throttle::{ConnectionGuard, ThrottleLimits, ThrottleReason};
-use crate::metrics::RouteClass;
+use crate::metrics::{RouteClass, SurfaceKind};
+use crate::server::{ClientWait, Eviction, EVICTABLE_AFTER};
 
 impl GuestApi {
     /// The throttle in force for `snapshot`'s instance.
@@ -32,11 +37,30 @@ impl GuestApi {
         ThrottleLimits::of(&snapshot.instance.config.throttle, self.throttle_defaults)
     }
 
-    /// Counts a new connection against `slot`'s cap; `None` when the instance already has as
-    /// many open as it may.
-    pub fn count_connection(&self, slot: &InstanceSlot) -> Option<ConnectionGuard> {
+    /// Counts a connection (its wait for its client: `waiting`) against `slot`'s cap, evicting
+    /// the instance's connections that have waited longest for their client to make room;
+    /// `None` when the instance has as many open as it may and too few of them are waiting.
+    pub fn count_connection(
+        &self,
+        slot: &InstanceSlot,
+        waiting: &Arc<ClientWait>,
+    ) -> Option<ConnectionGuard> {
         let max = self.limits(&slot.snapshot()).max_connections;
-        slot.throttle().connect(max)
+        let admission = slot
+            .throttle()
+            .connect(max, waiting.clone(), EVICTABLE_AFTER);
+        for _ in 0..admission.evicted {
+            self.metrics
+                .connection_evicted(SurfaceKind::Guest, Eviction::InstanceCap);
+        }
+        if admission.evicted > 0 {
+            tracing::debug!(
+                instance = %slot.id(),
+                evicted = admission.evicted,
+                "closed connections waiting for their client to make room under the instance's cap"
+            );
+        }
+        admission.counted
     }
 
     /// The 429 for a request from `peer` to `slot`'s instance when it is throttled: on a

@@ -166,7 +166,11 @@ fn a_signed_control_request_gets_through_a_thousand_idle_and_slowloris_connectio
     assert_eq!(status, 200);
     let evicted = metrics
         .lines()
-        .find_map(|l| l.strip_prefix("imds_connections_evicted_total{surface=\"control\"} "))
+        .find_map(|l| {
+            l.strip_prefix(
+                "imds_connections_evicted_total{surface=\"control\",reason=\"server_full\"} ",
+            )
+        })
         .map(|n| n.parse::<u64>().unwrap())
         .unwrap();
     assert!(evicted > 0, "{metrics}");
