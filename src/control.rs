@@ -399,7 +399,7 @@ impl ControlApi {
                     region: &network.region,
                     account: &network.owner_id,
                 };
-                self.check_policies(&guardrails::other_change(query, place, &iam_action))?;
+                self.check_policies(&guardrails::other_change(query, place, &iam_action)?)?;
             }
         }
         match action {
