@@ -36,8 +36,6 @@ pub struct QueryRequest {
     repeated: Option<usize>,
     /// The prefix tree; node 0 is the root, whose children are the names' first segments.
     nodes: Vec<Node>,
-    /// A node's child by its segment.
-    children: HashMap<(usize, Box<str>), usize>,
 }
 
 /// What the parameters under one prefix hold.
@@ -47,6 +45,8 @@ struct Node {
     items: Vec<(u32, usize)>,
     /// `N` of each `prefix.N.<anything>` parameter, in parameter order (repeats included).
     members: Vec<u32>,
+    /// The node of each longer prefix, by the segment it adds.
+    children: HashMap<Box<str>, usize>,
 }
 
 impl PartialEq for QueryRequest {
@@ -70,7 +70,6 @@ impl QueryRequest {
             first: HashMap::with_capacity(params.len()),
             repeated: None,
             nodes: vec![Node::default()],
-            children: HashMap::new(),
             params: Vec::new(),
         };
         for (position, (name, _)) in params.iter().enumerate() {
@@ -109,24 +108,25 @@ impl QueryRequest {
             if at == last_index {
                 break;
             }
-            let next = self.nodes.len();
-            node = *self
-                .children
-                .entry((node, Box::from(*segment)))
-                .or_insert(next);
-            if node == next {
-                self.nodes.push(Node::default());
-            }
+            node = match self.nodes[node].children.get(*segment) {
+                Some(&child) => child,
+                None => {
+                    let child = self.nodes.len();
+                    self.nodes[node].children.insert(Box::from(*segment), child);
+                    self.nodes.push(Node::default());
+                    child
+                }
+            };
         }
     }
 
     /// The node of `prefix`, if any parameter has an index after it.
     fn node(&self, prefix: &str) -> Option<&Node> {
-        let mut node = 0;
+        let mut node = &self.nodes[0];
         for segment in prefix.split('.') {
-            node = *self.children.get(&(node, Box::from(segment)))?;
+            node = &self.nodes[*node.children.get(segment)?];
         }
-        Some(&self.nodes[node])
+        Some(node)
     }
 
     /// The single value of `name`.
