@@ -22,6 +22,11 @@
 //!   `DeleteSecurityGroup`, `DescribeSecurityGroups` (see `vpc`), `ImportKeyPair`,
 //!   `DescribeKeyPairs`, `DeleteKeyPair` (see `key_pairs`)
 //!
+//! EC2's limits on one request hold: at most 200 filter values (255 characters each) and 200
+//! filters (`FilterLimitExceeded`), 1000 instance or resource ids (100 for
+//! `DescribeInstanceStatus`; `InvalidRequest`); a request is indexed once when it is parsed (see
+//! `query`), a large one beside the runtime's threads, so no body keeps guests waiting.
+//!
 //! With `[control]` keys configured, every Query request must carry a valid SigV4 signature
 //! made with them (`AuthFailure` otherwise); without them the listener is loopback-only.
 //!
@@ -98,6 +103,8 @@ use crate::store::{Changed, Store, StoreError};
 
 /// Largest request body read.
 pub const MAX_BODY: usize = 1024 * 1024;
+/// Largest body parsed on the runtime's threads; larger ones are parsed on the blocking pool.
+const PARSED_INLINE: usize = 64 * 1024;
 /// How long a metadata options change reads `pending` before `applied`.
 const APPLYING: Duration = Duration::from_millis(500);
 
@@ -360,7 +367,16 @@ impl ControlApi {
         }
         let query = match parts.method {
             Method::GET => QueryRequest::parse(parts.uri.query().unwrap_or("").as_bytes()),
-            _ => QueryRequest::parse(&body),
+            _ if body.len() <= PARSED_INLINE => QueryRequest::parse(&body),
+            // Indexing up to 1 MiB of parameters takes long enough to hold up the guests this
+            // runtime's threads also answer: it is done beside them.
+            _ => match tokio::task::spawn_blocking(move || QueryRequest::parse(&body)).await {
+                Ok(query) => query,
+                Err(error) => {
+                    tracing::error!(%error, "indexing a control request failed");
+                    return failure(&ControlError::InternalError, &request_id);
+                }
+            },
         };
         let result = self.dispatch_retrying(&query, &request_id).await;
         // Only actions imds knows become labels, so clients cannot grow the metrics.
@@ -399,7 +415,7 @@ impl ControlApi {
                     region: &network.region,
                     account: &network.owner_id,
                 };
-                self.check_policies(&guardrails::other_change(query, place, &iam_action))?;
+                self.check_policies(&guardrails::other_change(query, place, &iam_action)?)?;
             }
         }
         match action {

@@ -42,6 +42,12 @@ pub enum ControlError {
     /// A guardrail policy refused the request.
     #[error("{0}")]
     UnauthorizedOperation(String),
+    /// More filters or filter values than EC2 takes in one request, or a value too long.
+    #[error("{0}")]
+    FilterLimitExceeded(String),
+    /// A request EC2 refuses whole, such as one naming more instances than it takes at once.
+    #[error("{0}")]
+    InvalidRequest(String),
     /// A filter name imds does not know.
     #[error("The filter '{0}' is invalid")]
     InvalidFilter(String),
@@ -108,6 +114,8 @@ impl ControlError {
             ControlError::IdempotentParameterMismatch(_) => "IdempotentParameterMismatch",
             ControlError::InstanceLimitExceeded(_) => "InstanceLimitExceeded",
             ControlError::UnauthorizedOperation(_) => "UnauthorizedOperation",
+            ControlError::FilterLimitExceeded(_) => "FilterLimitExceeded",
+            ControlError::InvalidRequest(_) => "InvalidRequest",
             ControlError::InvalidFilter(_) => "InvalidParameterValue",
             ControlError::InvalidAction(_) => "InvalidAction",
             ControlError::Unsupported(_) => "UnsupportedOperation",
@@ -140,6 +148,8 @@ impl ControlError {
             | ControlError::InstanceNotFound(_)
             | ControlError::InstanceIdMalformed(_)
             | ControlError::InvalidFilter(_)
+            | ControlError::FilterLimitExceeded(_)
+            | ControlError::InvalidRequest(_)
             | ControlError::IncorrectInstanceState(_)
             | ControlError::IdempotentParameterMismatch(_)
             | ControlError::InstanceLimitExceeded(_)

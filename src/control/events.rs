@@ -36,6 +36,8 @@ const INTERRUPTION_RANGE: (Duration, Duration) =
     (Duration::from_secs(120), Duration::from_secs(900));
 /// How far ahead a rescheduled event must start (EC2's rule).
 const RESCHEDULE_LEAD: u64 = 60 * 60_000;
+/// Most instance ids one `DescribeInstanceStatus` may name, as on EC2.
+const MAX_STATUS_IDS: usize = 100;
 
 impl ControlApi {
     /// Applies `edit` to the instance's events, with every time fixed, as one control change.
@@ -312,7 +314,7 @@ impl ControlApi {
         request_id: &str,
     ) -> Result<String, ControlError> {
         let filters = query.filters()?;
-        let candidates = self.named_or_all(query)?;
+        let candidates = self.named_or_all(query, MAX_STATUS_IDS)?;
         let now = self.clock.now_millis();
         let include_all = query.get("IncludeAllInstances") == Some("true");
         let mut xml = Xml::response("DescribeInstanceStatusResponse", request_id);

@@ -13,7 +13,7 @@ use std::sync::Arc;
 
 use super::error::ControlError;
 use super::policy::{key, PolicySet, Request, RequestContext};
-use super::query::QueryRequest;
+use super::query::{QueryRequest, MAX_IDS};
 use super::ControlApi;
 
 /// Tags a request applies on create, by `TagSpecification` `ResourceType` (`instance`,
@@ -165,11 +165,15 @@ pub(super) fn iam_action(action: &str) -> Option<String> {
 /// Any other change, as IAM authorises it: `iam_action` on each resource the request names
 /// (instances by `InstanceId`/`InstanceId.N`, tagged resources by `ResourceId.N`, each as its
 /// ARN), or on `*` when it names none; the tags `CreateTags` applies as `aws:RequestTag/*` and
-/// `aws:TagKeys`.
-pub(super) fn other_change(query: &QueryRequest, place: Place<'_>, iam_action: &str) -> Request {
-    let mut ids: Vec<&str> = query.list("InstanceId");
+/// `aws:TagKeys`. More ids than EC2 takes in one request are refused before any is looked at.
+pub(super) fn other_change(
+    query: &QueryRequest,
+    place: Place<'_>,
+    iam_action: &str,
+) -> Result<Request, ControlError> {
+    let mut ids: Vec<&str> = query.list_at_most("InstanceId", MAX_IDS, "instance IDs")?;
     ids.extend(query.get("InstanceId"));
-    ids.extend(query.list("ResourceId"));
+    ids.extend(query.list_at_most("ResourceId", MAX_IDS, "resource IDs")?);
     let arns: Vec<String> = ids.iter().map(|id| resource_arn(place, id)).collect();
     let mut tags = BTreeMap::new();
     if iam_action == "ec2:CreateTags" {
@@ -194,7 +198,7 @@ pub(super) fn other_change(query: &QueryRequest, place: Place<'_>, iam_action: &
     for arn in arns {
         request = request.and(context(Some(arn)));
     }
-    request
+    Ok(request)
 }
 
 /// The ARN of the resource `id` names, by its prefix (`i-`, `subnet-`, `sg-`, `vpc-`, `key-`,

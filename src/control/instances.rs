@@ -1,7 +1,7 @@
 //! `DescribeInstances` and `ModifyInstanceMetadataOptions`.
 
 use super::error::ControlError;
-use super::query::QueryRequest;
+use super::query::{QueryRequest, MAX_IDS};
 use super::xml::Xml;
 use super::{Change, ControlApi};
 use crate::fleet::events::SpotAction;
@@ -155,13 +155,15 @@ fn page_token(id: &str) -> String {
 }
 
 impl ControlApi {
-    /// The instances `InstanceId.N` names (each must exist), or every instance without any.
+    /// The instances `InstanceId.N` names (each must exist, and at most `most` of them), or
+    /// every instance without any.
     pub(super) fn named_or_all(
         &self,
         query: &QueryRequest,
+        most: usize,
     ) -> Result<Vec<Arc<InstanceSlot>>, ControlError> {
         let named = query
-            .list("InstanceId")
+            .list_at_most("InstanceId", most, "instance IDs")?
             .into_iter()
             .map(|id| self.slot(id))
             .collect::<Result<Vec<_>, _>>()?;
@@ -180,7 +182,7 @@ impl ControlApi {
     ) -> Result<String, ControlError> {
         let filters = Filters::new(query, INSTANCE_FILTERS)?;
         let page = Page::of(query, !query.list("InstanceId").is_empty())?;
-        let candidates = self.named_or_all(query)?;
+        let candidates = self.named_or_all(query, MAX_IDS)?;
         let now = self.clock.now_millis();
         let mut shown = Vec::new();
         let mut next_token = None;

@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use super::error::ControlError;
 use super::instances::instance_state;
-use super::query::QueryRequest;
+use super::query::{QueryRequest, MAX_IDS};
 use super::xml::Xml;
 use super::ControlApi;
 use crate::fleet::lifecycle::{Lifecycle, Transition};
@@ -30,7 +30,7 @@ impl ControlApi {
                 "instance lifecycle actions need fleet mode (imds serve --fleet)".into(),
             ));
         }
-        let ids = query.list("InstanceId");
+        let ids = query.list_at_most("InstanceId", MAX_IDS, "instance IDs")?;
         if ids.is_empty() {
             return Err(ControlError::MissingParameter("InstanceId".into()));
         }
@@ -121,7 +121,7 @@ impl ControlApi {
         query: &QueryRequest,
         request_id: &str,
     ) -> Result<String, ControlError> {
-        let ids = query.list("InstanceId");
+        let ids = query.list_at_most("InstanceId", MAX_IDS, "instance IDs")?;
         if ids.is_empty() {
             return Err(ControlError::MissingParameter("InstanceId".into()));
         }

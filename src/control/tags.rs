@@ -3,7 +3,7 @@
 //! cannot show are refused, as EC2 does.
 
 use super::error::ControlError;
-use super::query::QueryRequest;
+use super::query::{QueryRequest, MAX_IDS};
 use super::xml::Xml;
 use super::{Change, ControlApi};
 use std::sync::Arc;
@@ -118,7 +118,7 @@ impl ControlApi {
 impl ControlApi {
     /// The instances `ResourceId.N` names (at least one), each checked before any changes.
     fn resources(&self, query: &QueryRequest) -> Result<Vec<Arc<InstanceSlot>>, ControlError> {
-        let ids = query.list("ResourceId");
+        let ids = query.list_at_most("ResourceId", MAX_IDS, "resource IDs")?;
         if ids.is_empty() {
             return Err(ControlError::MissingParameter("ResourceId".into()));
         }

@@ -13,6 +13,7 @@ mod conformance;
 mod connections;
 mod console;
 mod control;
+mod control_bounds;
 mod control_router;
 mod ctl_fleet;
 mod events;
