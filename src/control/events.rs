@@ -40,7 +40,8 @@ const RESCHEDULE_LEAD: u64 = 60 * 60_000;
 const MAX_STATUS_IDS: usize = 100;
 
 impl ControlApi {
-    /// Applies `edit` to the instance's events, with every time fixed, as one control change.
+    /// Applies `edit` to the instance's events, with every time fixed, as one control change;
+    /// what can no longer be shown is dropped ([`EventsConfig::bounded`]).
     async fn change_events(
         &self,
         order: &mut Unlocked,
@@ -58,6 +59,10 @@ impl ControlApi {
                 |current, config: &mut InstanceConfig| {
                     let mut events = config.events.fixed(started, current.id());
                     edit(&mut events, now)?;
+                    // What can no longer show goes; more in force than allowed is refused.
+                    events
+                        .bounded(started, now)
+                        .map_err(ControlError::InvalidParameterValue)?;
                     if query.dry_run() {
                         return Err(ControlError::DryRunOperation);
                     }

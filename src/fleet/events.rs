@@ -297,7 +297,85 @@ pub struct EventsConfig {
     pub client_limit: Option<usize>,
 }
 
+/// Most maintenance events in force (not yet completed, canceled or past their window) one
+/// instance may have.
+pub const MAX_SCHEDULED: usize = 50;
+/// Most ended maintenance events kept for `events/maintenance/history`: the latest ones.
+pub const MAX_HISTORY: usize = 20;
+/// Most target lifecycle states still to come one instance may have.
+pub const MAX_PENDING_LIFECYCLE: usize = 50;
+
+impl MaintenanceConfig {
+    /// When the event ended by `now` (completed, canceled, or its window closed), if it has;
+    /// times count from `started` where relative.
+    fn ended(&self, started: u64, now: u64) -> Option<u64> {
+        let at = |w: When| w.resolve(started);
+        let closes = self
+            .not_after
+            .map_or(at(self.not_before).saturating_add(2 * 3_600_000), at);
+        [self.completed.map(at), self.canceled.map(at), Some(closes)]
+            .into_iter()
+            .flatten()
+            .filter(|end| *end <= now)
+            .min()
+    }
+}
+
 impl EventsConfig {
+    /// Keeps what can still be shown at `now` or later, so an instance's events (and the trees
+    /// prebuilt for them) grow with the events in force, not with its history: every
+    /// maintenance event in force and the latest [`MAX_HISTORY`] ended ones, the target
+    /// lifecycle state in force and those still to come. An error when more are in force than
+    /// [`MAX_SCHEDULED`] or still to come than [`MAX_PENDING_LIFECYCLE`].
+    pub fn bounded(&mut self, started: u64, now: u64) -> Result<(), String> {
+        let in_force = self
+            .maintenance
+            .iter()
+            .filter(|event| event.ended(started, now).is_none())
+            .count();
+        if in_force > MAX_SCHEDULED {
+            return Err(format!(
+                "an instance has at most {MAX_SCHEDULED} scheduled events that are not completed or canceled"
+            ));
+        }
+        let mut ended: Vec<u64> = self
+            .maintenance
+            .iter()
+            .filter_map(|event| event.ended(started, now))
+            .collect();
+        ended.sort_unstable_by(|a, b| b.cmp(a));
+        if let Some(oldest_kept) = ended.get(MAX_HISTORY.saturating_sub(1)).copied() {
+            // Ended at the same time as the oldest kept: as many as leave MAX_HISTORY in all.
+            let mut ties = MAX_HISTORY - ended.iter().filter(|end| **end > oldest_kept).count();
+            self.maintenance
+                .retain(|event| match event.ended(started, now) {
+                    None => true,
+                    Some(end) if end > oldest_kept => true,
+                    Some(end) if end == oldest_kept && ties > 0 => {
+                        ties -= 1;
+                        true
+                    }
+                    Some(_) => false,
+                });
+        }
+        self.target_lifecycle
+            .sort_by_key(|change| change.at.resolve(started));
+        let shown = self
+            .target_lifecycle
+            .iter()
+            .rposition(|change| change.at.resolve(started) <= now);
+        if let Some(shown) = shown {
+            self.target_lifecycle.drain(..shown);
+        }
+        let to_come = self.target_lifecycle.len() - usize::from(shown.is_some());
+        if to_come > MAX_PENDING_LIFECYCLE {
+            return Err(format!(
+                "an instance has at most {MAX_PENDING_LIFECYCLE} target lifecycle states still to come"
+            ));
+        }
+        Ok(())
+    }
+
     /// The same events with every delay fixed to a time, for a service started at `started`:
     /// what the control plane keeps, so a restart does not move them. Events get the ids they
     /// have on the instance `instance_id`.
@@ -562,6 +640,59 @@ mod tests {
 
     fn config(toml_text: &str) -> EventsConfig {
         toml::from_str(toml_text).unwrap()
+    }
+
+    fn maintenance(n: u64, ended: Option<u64>) -> MaintenanceConfig {
+        MaintenanceConfig {
+            id: Some(format!("instance-event-{n:017x}")),
+            code: EventCode::SystemReboot,
+            description: None,
+            not_before: When::at_millis(START + 3_600_000 + n),
+            not_after: None,
+            not_before_deadline: None,
+            announced: None,
+            completed: ended.map(When::at_millis),
+            canceled: None,
+        }
+    }
+
+    #[test]
+    fn events_keep_what_is_in_force_and_the_latest_history() {
+        let now = START + 1_000_000;
+        let mut events = EventsConfig {
+            maintenance: (0..100)
+                .map(|n| maintenance(n, (n < 60).then_some(START + n)))
+                .collect(),
+            target_lifecycle: (0..30)
+                .map(|n| LifecycleConfig {
+                    state: LifecycleState::InService,
+                    at: When::at_millis(START + n * 60_000),
+                })
+                .collect(),
+            ..EventsConfig::default()
+        };
+        events.bounded(START, now).unwrap();
+        let ids: Vec<u64> = events
+            .maintenance
+            .iter()
+            .map(|e| u64::from_str_radix(&e.id.as_ref().unwrap()[15..], 16).unwrap())
+            .collect();
+        // The 40 in force, and the 20 that ended last (40 to 59).
+        assert_eq!(ids, (40..100).collect::<Vec<_>>());
+        // The state shown now (minute 16, the last at or before now), and the 13 to come.
+        assert_eq!(events.target_lifecycle.len(), 14);
+        assert_eq!(
+            events.target_lifecycle[0].at.resolve(0),
+            START + 16 * 60_000
+        );
+
+        let mut crowded = EventsConfig {
+            maintenance: (0..=MAX_SCHEDULED as u64)
+                .map(|n| maintenance(n, None))
+                .collect(),
+            ..EventsConfig::default()
+        };
+        assert!(crowded.bounded(START, now).is_err());
     }
 
     #[test]

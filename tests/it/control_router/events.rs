@@ -434,3 +434,54 @@ async fn clear_instance_events_keeps_the_limit_on_the_clients_that_see_events() 
     assert_eq!(from_other(REBALANCE), StatusCode::NOT_FOUND);
     assert_eq!(from_other(SPOT), StatusCode::NOT_FOUND);
 }
+
+#[tokio::test]
+async fn an_instance_keeps_fifty_scheduled_events_and_the_latest_twenty_ended() {
+    let f = Fixture::new("");
+    let mut ids = Vec::new();
+    for _ in 0..50 {
+        let answer = f
+            .query(&format!(
+                "Action=ScheduleInstanceEvent&InstanceId={INSTANCE}&Code=system-reboot&NotBefore=1h"
+            ))
+            .await;
+        let xml = assert_ok(&answer, "ScheduleInstanceEventResponse");
+        ids.push(text(xml, "instanceEventId").to_owned());
+    }
+    let message = assert_error(
+        &f.query(&format!(
+            "Action=ScheduleInstanceEvent&InstanceId={INSTANCE}&Code=system-reboot&NotBefore=1h"
+        ))
+        .await,
+        StatusCode::BAD_REQUEST,
+        "InvalidParameterValue",
+    );
+    assert!(message.contains("at most 50"), "{message}");
+    for id in &ids[..30] {
+        f.advance(Duration::from_secs(1));
+        assert_ok(
+            &f.query(&format!(
+                "Action=CancelInstanceEvent&InstanceId={INSTANCE}&InstanceEventId={id}"
+            ))
+            .await,
+            "CancelInstanceEventResponse",
+        );
+    }
+    let (status, history) = f
+        .guest("/latest/meta-data/events/maintenance/history")
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    let shown: Vec<serde_json::Value> = serde_json::from_str(&history).unwrap();
+    assert_eq!(shown.len(), 20, "{history}");
+    let (_, scheduled) = f.guest(SCHEDULED).await;
+    let scheduled: Vec<serde_json::Value> = serde_json::from_str(&scheduled).unwrap();
+    assert_eq!(scheduled.len(), 20);
+    // Room again: 20 in force, so more can be scheduled.
+    assert_ok(
+        &f.query(&format!(
+            "Action=ScheduleInstanceEvent&InstanceId={INSTANCE}&Code=system-reboot&NotBefore=1h"
+        ))
+        .await,
+        "ScheduleInstanceEventResponse",
+    );
+}
