@@ -304,13 +304,25 @@ fn signed_fixture() -> Fixture {
 
 /// A form POST of `body` signed with SigV4 for EC2 (as the AWS CLI signs) at `at` with `secret`.
 fn signed(body: &str, at: SystemTime, secret: &str) -> Request<Full<Bytes>> {
+    let request = Request::post("/").header(
+        header::CONTENT_TYPE,
+        "application/x-www-form-urlencoded; charset=utf-8",
+    );
+    signed_request(request, "/", body, at, secret)
+}
+
+/// `request` to `uri` with `body`, signed with SigV4 for EC2 at `at` with `secret`.
+fn signed_request(
+    request: http::request::Builder,
+    uri: &str,
+    body: &str,
+    at: SystemTime,
+    secret: &str,
+) -> Request<Full<Bytes>> {
     use aws_sigv4::http_request::{sign, SignableBody, SignableRequest, SigningSettings};
-    let mut request = Request::post("/")
+    let mut request = request
+        .uri(uri)
         .header(header::HOST, "127.0.0.1:8770")
-        .header(
-            header::CONTENT_TYPE,
-            "application/x-www-form-urlencoded; charset=utf-8",
-        )
         .body(Full::new(Bytes::from(body.to_owned())))
         .unwrap();
     let identity =
@@ -328,8 +340,9 @@ fn signed(body: &str, at: SystemTime, secret: &str) -> Request<Full<Bytes>> {
         .headers()
         .iter()
         .map(|(name, value)| (name.as_str(), value.to_str().unwrap()));
+    let method = request.method().as_str().to_owned();
     let signable =
-        SignableRequest::new("POST", "/", headers, SignableBody::Bytes(body.as_bytes())).unwrap();
+        SignableRequest::new(&method, uri, headers, SignableBody::Bytes(body.as_bytes())).unwrap();
     let (instructions, _) = sign(signable, &params).unwrap().into_parts();
     instructions.apply_to_request_http1x(&mut request);
     request
@@ -484,31 +497,7 @@ async fn no_debug_output_of_a_running_imds_shows_a_credential_or_the_control_sec
 
 /// A GET of `/?{query}` signed with SigV4 for EC2 at `at`.
 fn signed_get(query: &str, at: SystemTime) -> Request<Full<Bytes>> {
-    use aws_sigv4::http_request::{sign, SignableBody, SignableRequest, SigningSettings};
-    let uri = format!("/?{query}");
-    let mut request = Request::get(&uri)
-        .header(header::HOST, "127.0.0.1:8770")
-        .body(Full::default())
-        .unwrap();
-    let identity =
-        aws_credential_types::Credentials::new(KEY_ID, SECRET, None, None, "test").into();
-    let params = aws_sigv4::sign::v4::SigningParams::builder()
-        .identity(&identity)
-        .region("us-east-1")
-        .name("ec2")
-        .time(at)
-        .settings(SigningSettings::default())
-        .build()
-        .unwrap()
-        .into();
-    let headers = request
-        .headers()
-        .iter()
-        .map(|(name, value)| (name.as_str(), value.to_str().unwrap()));
-    let signable = SignableRequest::new("GET", &uri, headers, SignableBody::Bytes(b"")).unwrap();
-    let (instructions, _) = sign(signable, &params).unwrap().into_parts();
-    instructions.apply_to_request_http1x(&mut request);
-    request
+    signed_request(Request::get("/"), &format!("/?{query}"), "", at, SECRET)
 }
 
 /// SigV4 sorts the query's parameters, so a captured GET with a parameter given twice verifies
