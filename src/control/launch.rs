@@ -27,6 +27,8 @@ use crate::store::{ClientToken, StoreError};
 
 /// Most instances one `RunInstances` launches.
 const MAX_COUNT: u32 = 1000;
+/// Longest `ClientToken` EC2 accepts, in ASCII characters.
+const MAX_CLIENT_TOKEN: usize = 64;
 /// Largest user data EC2 accepts, once decoded.
 const MAX_USER_DATA: usize = 16 * 1024;
 
@@ -64,6 +66,14 @@ impl ControlApi {
         }
         let (min, max) = counts(query)?;
         let token = query.get("ClientToken").map(str::to_owned);
+        if let Some(token) = &token {
+            // EC2's rule, and what keeps each remembered token small.
+            if token.len() > MAX_CLIENT_TOKEN || !token.is_ascii() {
+                return Err(ControlError::InvalidParameterValue(format!(
+                    "Value for parameter ClientToken is invalid: it must be at most {MAX_CLIENT_TOKEN} ASCII characters"
+                )));
+            }
+        }
         let request_sha256 = request_digest(query);
         let mut account = self.account.lock(order).await;
         if let Some(token) = &token {

@@ -332,3 +332,23 @@ async fn a_dry_run_of_modify_instance_metadata_options_answers_412_and_changes_n
         "InvalidParameterValue",
     );
 }
+
+#[tokio::test]
+async fn a_client_token_is_at_most_64_ascii_characters() {
+    let f = Fixture::new("[server]\nfleet = true\n");
+    let launch = |token: &str| {
+        format!("Action=RunInstances&ImageId=ami-0abcdef1234567890&MinCount=1&MaxCount=1&ClientToken={token}")
+    };
+    assert_ok(
+        &f.query(&launch(&"t".repeat(64))).await,
+        "RunInstancesResponse",
+    );
+    for token in ["t".repeat(65), "caf%C3%A9".to_owned(), "x".repeat(100_000)] {
+        let message = assert_error(
+            &f.query(&launch(&token)).await,
+            StatusCode::BAD_REQUEST,
+            "InvalidParameterValue",
+        );
+        assert!(message.contains("at most 64 ASCII"), "{message}");
+    }
+}
