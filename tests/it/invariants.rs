@@ -601,11 +601,11 @@ async fn apply(fleet: &mut Fleet, model: &mut Model, step: &Step, what: &str) ->
             // So may an address a file instance of another host held: that host frees it in
             // its own registry when its file drops the instance, and the others when they next
             // learn that registry or restart (`an_address_a_file_instance_held_is_free_once_a_reload_dropped_it_even_after_a_restart`).
-            if expected == Answer::Ok
-                && wanted.is_some_and(|ip| {
-                    held_elsewhere(&before, h, ip) || before.file_addresses.contains(&ip)
-                })
-                && answer(&got) == Answer::Refused("InvalidIPAddress.InUse")
+            // The host may refuse on such an address before it meets a newer row (the defaults
+            // another host changed) that the model's retry would have decided on.
+            if wanted.is_some_and(|ip| {
+                held_elsewhere(&before, h, ip) || before.file_addresses.contains(&ip)
+            }) && answer(&got) == Answer::Refused("InvalidIPAddress.InUse")
             {
                 *model = before;
                 fleet.apps[h].control.catch_up().await.unwrap();
