@@ -60,6 +60,7 @@ mod defaults;
 mod error;
 mod events;
 mod faults;
+mod forget;
 mod guardrails;
 mod iam;
 mod instances;

@@ -255,6 +255,7 @@ async fn serve(
     app.control.publish_addresses().await;
     tokio::spawn(app.control.clone().follow_store());
     tokio::spawn(app.control.clone().keep_history());
+    tokio::spawn(app.control.clone().forget_gone_on_schedule());
     if rotation_hours > 0 {
         let every = std::time::Duration::from_secs(u64::from(rotation_hours) * 3600);
         tokio::spawn(app.control.clone().rotate_on_schedule(every));

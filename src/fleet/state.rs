@@ -217,6 +217,14 @@ impl SnapshotBuilder {
         })
     }
 
+    /// Forgets the instance `id`'s STS-backed role, which ends its renewals.
+    pub fn forget(&self, id: &str) {
+        self.assumed_roles
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(id);
+    }
+
     /// The key identity documents are signed with now.
     pub fn signer(&self) -> Arc<crate::fleet::identity::IdentitySigner> {
         self.keys.load().signer.clone()

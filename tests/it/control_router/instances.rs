@@ -352,3 +352,56 @@ async fn a_client_token_is_at_most_64_ascii_characters() {
         assert!(message.contains("at most 64 ASCII"), "{message}");
     }
 }
+
+#[tokio::test]
+async fn a_terminated_instance_is_forgotten_an_hour_later_slot_metrics_and_all() {
+    let f = Fixture::new("[server]\nfleet = true\n");
+    let launched = f
+        .query("Action=RunInstances&ImageId=ami-0abcdef1234567890&MinCount=2&MaxCount=2")
+        .await;
+    let ids: Vec<String> = elements(assert_ok(&launched, "RunInstancesResponse"), "instanceId")
+        .into_iter()
+        .map(str::to_owned)
+        .collect();
+    assert_eq!(ids.len(), 2);
+    let served = |f: &Fixture| f.app.state.instances().len();
+    let before = served(&f);
+    let terminate = format!(
+        "Action=TerminateInstances&InstanceId.1={}&InstanceId.2={}",
+        ids[0], ids[1]
+    );
+    assert_ok(&f.query(&terminate).await, "TerminateInstancesResponse");
+    // Still shown (terminated) within the hour, and kept.
+    f.advance(Duration::from_secs(59 * 60));
+    assert_eq!(f.app.control.forget_gone().await, 0);
+    assert_eq!(served(&f), before);
+    // Then forgotten by the minute's sweep: no slot, no series, no answer.
+    f.advance(Duration::from_secs(2 * 60));
+    let sweep = tokio::spawn(f.app.control.clone().forget_gone_on_schedule());
+    tokio::task::yield_now().await;
+    f.advance(Duration::from_secs(61));
+    for _ in 0..100 {
+        if served(&f) == before - 2 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    sweep.abort();
+    assert_eq!(served(&f), before - 2);
+    let (_, metrics) = super::control(
+        &f.app,
+        http::Request::get("/metrics")
+            .body(http_body_util::Full::default())
+            .unwrap(),
+    )
+    .await;
+    for id in &ids {
+        assert!(!metrics.contains(id.as_str()), "{id} in /metrics");
+        assert_error(
+            &f.query(&format!("Action=DescribeInstances&InstanceId.1={id}"))
+                .await,
+            StatusCode::BAD_REQUEST,
+            "InvalidInstanceID.NotFound",
+        );
+    }
+}
