@@ -592,10 +592,7 @@ async fn apply(fleet: &mut Fleet, model: &mut Model, step: &Step, what: &str) ->
                 params.push_str("&MetadataOptions.HttpTokens=required");
             }
             let got = query(&fleet.apps[h], &params).await;
-            let expected = match decided {
-                Err(code) => Answer::Refused(code),
-                Ok(()) => Answer::Ok,
-            };
+            let expected = predicted(&decided);
             // An address a live instance of another host's file holds may be refused too, when
             // the network registry has learned it from that host.
             // So may an address a file instance of another host held: that host frees it in
@@ -679,10 +676,7 @@ async fn apply(fleet: &mut Fleet, model: &mut Model, step: &Step, what: &str) ->
                 &format!("Action={action}&InstanceId.1={id}"),
             )
             .await;
-            let expected = match &decided {
-                Err(code) => Answer::Refused(code),
-                Ok(_) => Answer::Ok,
-            };
+            let expected = predicted(&decided);
             assert_eq!(answer(&got), expected, "{what}: {}", got.1);
             if let Ok(changed) = decided {
                 let rows = changed.into_iter().map(|row| (id.clone(), row)).collect();
@@ -722,10 +716,7 @@ async fn apply(fleet: &mut Fleet, model: &mut Model, step: &Step, what: &str) ->
                 &format!("Action=ModifyInstanceMetadataOptions&InstanceId={id}&HttpTokens={value}"),
             )
             .await;
-            let expected = match &decided {
-                Err(code) => Answer::Refused(code),
-                Ok(_) => Answer::Ok,
-            };
+            let expected = predicted(&decided);
             assert_eq!(answer(&got), expected, "{what}: {}", got.1);
             if let Ok(row) = decided {
                 assert!(
@@ -786,10 +777,7 @@ async fn apply(fleet: &mut Fleet, model: &mut Model, step: &Step, what: &str) ->
                 &format!("Action=CreateTags&ResourceId.1={id}&Tag.1.Key={key}&Tag.1.Value={value}"),
             )
             .await;
-            let expected = match &decided {
-                Err(code) => Answer::Refused(code),
-                Ok(_) => Answer::Ok,
-            };
+            let expected = predicted(&decided);
             assert_eq!(answer(&got), expected, "{what}: {}", got.1);
             if let Ok(row) = decided {
                 model.commit(h, vec![(id, row)], None, false);
@@ -862,6 +850,14 @@ async fn apply(fleet: &mut Fleet, model: &mut Model, step: &Step, what: &str) ->
             model.catch_up(h);
             Answer::Ok
         }
+    }
+}
+
+/// The answer the model predicts for a decision.
+fn predicted<T>(decided: &Result<T, &'static str>) -> Answer {
+    match decided {
+        Err(code) => Answer::Refused(code),
+        Ok(_) => Answer::Ok,
     }
 }
 

@@ -15,6 +15,7 @@ use crate::control::aws;
 use crate::fleet::{fleet_config, get, SUBNET};
 use crate::many_hosts::{control, eventually, health, host, CONFIGURED, CONFIGURED_IP};
 use crate::postgres::Postgres;
+use crate::process::Served;
 
 /// Where the proxy cuts the write transaction it is armed for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -246,15 +247,22 @@ fn described_tokens(served: &crate::process::Served, instance: &str) -> String {
         .to_owned()
 }
 
+/// A PostgreSQL cluster with database `db`, a proxy in front of it, and one fleet host that
+/// reaches the database through the proxy (dropped in reverse: the host stops first).
+fn one_host_behind_a_proxy(db: &str) -> (Postgres, Proxy, tempfile::TempDir, Served) {
+    let pg = Postgres::start();
+    pg.database(db);
+    let proxy = Proxy::start(pg.port);
+    let url = format!("postgres://imds@127.0.0.1:{}/{db}", proxy.port);
+    let dir = tempfile::tempdir().unwrap();
+    let a = host(&fleet_config(dir.path(), ""), &url);
+    (pg, proxy, dir, a)
+}
+
 #[test]
 #[ignore = "needs the AWS CLI and PostgreSQL: run scripts/test"]
 fn a_change_cut_at_its_commit_is_reported_unknown_and_imds_follows_what_the_store_holds() {
-    let pg = Postgres::start();
-    pg.database("cutdb");
-    let proxy = Proxy::start(pg.port);
-    let url = format!("postgres://imds@127.0.0.1:{}/cutdb", proxy.port);
-    let dir = tempfile::tempdir().unwrap();
-    let a = host(&fleet_config(dir.path(), ""), &url);
+    let (pg, proxy, _dir, a) = one_host_behind_a_proxy("cutdb");
     let (pg_port, proxy_port) = (pg.port.to_string(), proxy.port.to_string());
     let hidden = [
         pg_port.as_str(),
@@ -343,12 +351,7 @@ fn a_change_cut_at_its_commit_is_reported_unknown_and_imds_follows_what_the_stor
 #[test]
 #[ignore = "needs PostgreSQL: run scripts/test"]
 fn a_run_instances_cut_after_its_commit_and_retried_with_its_client_token_launches_once() {
-    let pg = Postgres::start();
-    pg.database("launchdb");
-    let proxy = Proxy::start(pg.port);
-    let url = format!("postgres://imds@127.0.0.1:{}/launchdb", proxy.port);
-    let dir = tempfile::tempdir().unwrap();
-    let a = host(&fleet_config(dir.path(), ""), &url);
+    let (pg, proxy, _dir, a) = one_host_behind_a_proxy("launchdb");
     let launch = format!("Action=RunInstances&ImageId=ami-0abcdef1234567890&MinCount=1&MaxCount=1&SubnetId={SUBNET}&ClientToken=cut-once");
     let launched = || {
         pg.psql(
