@@ -58,10 +58,11 @@ impl ControlApi {
                 Change::Events,
                 |current, config: &mut InstanceConfig| {
                     let mut events = config.events.fixed(started, current.id());
+                    let before = events.in_force(started, now);
                     edit(&mut events, now)?;
-                    // What can no longer show goes; more in force than allowed is refused.
+                    // What can no longer show goes; adding past the limits is refused.
                     events
-                        .bounded(started, now)
+                        .bounded(started, now, before)
                         .map_err(ControlError::InvalidParameterValue)?;
                     if query.dry_run() {
                         return Err(ControlError::DryRunOperation);

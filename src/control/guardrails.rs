@@ -162,6 +162,9 @@ pub(super) fn iam_action(action: &str) -> Option<String> {
     }
 }
 
+/// Most tags EC2 lets a resource have, and so one `CreateTags` apply.
+const MAX_TAGS: usize = 50;
+
 /// Any other change, as IAM authorises it: `iam_action` on each resource the request names
 /// (instances by `InstanceId`/`InstanceId.N`, tagged resources by `ResourceId.N`, each as its
 /// ARN), or on `*` when it names none; the tags `CreateTags` applies as `aws:RequestTag/*` and
@@ -177,7 +180,14 @@ pub(super) fn other_change(
     let arns: Vec<String> = ids.iter().map(|id| resource_arn(place, id)).collect();
     let mut tags = BTreeMap::new();
     if iam_action == "ec2:CreateTags" {
-        for n in query.members("Tag") {
+        // EC2's limit, checked before any context carries the tags.
+        let members = query.members("Tag");
+        if members.len() > MAX_TAGS {
+            return Err(ControlError::TagLimitExceeded(format!(
+                "The maximum number of tags per resource is {MAX_TAGS}"
+            )));
+        }
+        for n in members {
             if let Some(key) = query.get(&format!("Tag.{n}.Key")) {
                 let value = query.get(&format!("Tag.{n}.Value")).unwrap_or("");
                 tags.insert(key.to_owned(), value.to_owned());

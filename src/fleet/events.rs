@@ -322,18 +322,37 @@ impl MaintenanceConfig {
 }
 
 impl EventsConfig {
-    /// Keeps what can still be shown at `now` or later, so an instance's events (and the trees
-    /// prebuilt for them) grow with the events in force, not with its history: every
-    /// maintenance event in force and the latest [`MAX_HISTORY`] ended ones, the target
-    /// lifecycle state in force and those still to come. An error when more are in force than
-    /// [`MAX_SCHEDULED`] or still to come than [`MAX_PENDING_LIFECYCLE`].
-    pub fn bounded(&mut self, started: u64, now: u64) -> Result<(), String> {
-        let in_force = self
+    /// How many maintenance events are in force at `now`, and how many target lifecycle
+    /// states are still to come.
+    pub fn in_force(&self, started: u64, now: u64) -> (usize, usize) {
+        let scheduled = self
             .maintenance
             .iter()
             .filter(|event| event.ended(started, now).is_none())
             .count();
-        if in_force > MAX_SCHEDULED {
+        let to_come = self
+            .target_lifecycle
+            .iter()
+            .filter(|change| change.at.resolve(started) > now)
+            .count();
+        (scheduled, to_come)
+    }
+
+    /// Keeps what can still be shown at `now` or later, so an instance's events (and the trees
+    /// prebuilt for them) grow with the events in force, not with its history: every
+    /// maintenance event in force and the latest [`MAX_HISTORY`] ended ones, the target
+    /// lifecycle state in force and those still to come. An error when a change (which had
+    /// `before` in force, see [`EventsConfig::in_force`]) leaves more in force than
+    /// [`MAX_SCHEDULED`] or still to come than [`MAX_PENDING_LIFECYCLE`]: one that lowers the
+    /// count is never refused, whatever the count.
+    pub fn bounded(
+        &mut self,
+        started: u64,
+        now: u64,
+        before: (usize, usize),
+    ) -> Result<(), String> {
+        let (in_force, to_come) = self.in_force(started, now);
+        if in_force > MAX_SCHEDULED && in_force > before.0 {
             return Err(format!(
                 "an instance has at most {MAX_SCHEDULED} scheduled events that are not completed or canceled"
             ));
@@ -367,8 +386,7 @@ impl EventsConfig {
         if let Some(shown) = shown {
             self.target_lifecycle.drain(..shown);
         }
-        let to_come = self.target_lifecycle.len() - usize::from(shown.is_some());
-        if to_come > MAX_PENDING_LIFECYCLE {
+        if to_come > MAX_PENDING_LIFECYCLE && to_come > before.1 {
             return Err(format!(
                 "an instance has at most {MAX_PENDING_LIFECYCLE} target lifecycle states still to come"
             ));
@@ -671,7 +689,7 @@ mod tests {
                 .collect(),
             ..EventsConfig::default()
         };
-        events.bounded(START, now).unwrap();
+        events.bounded(START, now, (0, 0)).unwrap();
         let ids: Vec<u64> = events
             .maintenance
             .iter()
@@ -692,7 +710,12 @@ mod tests {
                 .collect(),
             ..EventsConfig::default()
         };
-        assert!(crowded.bounded(START, now).is_err());
+        assert!(crowded.bounded(START, now, (MAX_SCHEDULED, 0)).is_err());
+        // Already over the cap (from a config file): a change that does not add is allowed.
+        let over = crowded.in_force(START, now);
+        assert!(crowded.bounded(START, now, over).is_ok());
+        crowded.maintenance.pop();
+        assert!(crowded.bounded(START, now, over).is_ok());
     }
 
     #[test]

@@ -19,15 +19,23 @@ const REMEMBERED: usize = 4096;
 /// When each unknown caller's network was last logged.
 #[derive(Debug)]
 pub struct UnknownCallers {
-    seen: Mutex<HashMap<IpAddr, Instant>>,
+    seen: Mutex<Seen>,
     /// For the networks the table has no room for.
     others: LogLimit,
+}
+
+/// The networks logged, and when the full table may next be swept of quiet ones (a sweep is a
+/// scan of the whole table: at most once per [`QUIET`], however many callers come).
+#[derive(Debug, Default)]
+struct Seen {
+    at: HashMap<IpAddr, Instant>,
+    next_sweep: Option<Instant>,
 }
 
 impl Default for UnknownCallers {
     fn default() -> Self {
         UnknownCallers {
-            seen: Mutex::new(HashMap::new()),
+            seen: Mutex::new(Seen::default()),
             others: LogLimit::new(QUIET),
         }
     }
@@ -52,18 +60,20 @@ impl UnknownCallers {
         let key = network(caller);
         let mut seen = self.seen.lock().unwrap_or_else(|e| e.into_inner());
         if seen
+            .at
             .get(&key)
             .is_some_and(|at| now.duration_since(*at) < QUIET)
         {
             return false;
         }
-        if seen.len() >= REMEMBERED {
-            seen.retain(|_, at| now.duration_since(*at) < QUIET);
+        if seen.at.len() >= REMEMBERED && seen.next_sweep.is_none_or(|due| now >= due) {
+            seen.at.retain(|_, at| now.duration_since(*at) < QUIET);
+            seen.next_sweep = Some(now + QUIET);
         }
-        if seen.len() >= REMEMBERED {
+        if seen.at.len() >= REMEMBERED {
             return self.others.allow().is_some();
         }
-        seen.insert(key, now);
+        seen.at.insert(key, now);
         true
     }
 }
@@ -82,7 +92,7 @@ mod tests {
         for i in 0..10_000u32 {
             logged += usize::from(callers.first_in_a_while(IpAddr::from(i.to_be_bytes())));
         }
-        assert!(callers.seen.lock().unwrap().len() <= REMEMBERED);
+        assert!(callers.seen.lock().unwrap().at.len() <= REMEMBERED);
         assert!(
             logged <= REMEMBERED,
             "{logged} lines for 10,000 new addresses"

@@ -275,3 +275,31 @@ async fn a_dry_run_of_create_or_delete_tags_answers_412_and_changes_nothing() {
     );
     assert_eq!(tags(&f), before);
 }
+
+#[tokio::test]
+async fn create_tags_with_more_than_fifty_tags_is_refused_before_any_work() {
+    let f = Fixture::new("");
+    let mut params = format!("Action=CreateTags&ResourceId.1={INSTANCE}");
+    for n in 1..=51 {
+        params.push_str(&format!("&Tag.{n}.Key=k{n}&Tag.{n}.Value=v"));
+    }
+    assert_error(
+        &f.query(&params).await,
+        StatusCode::BAD_REQUEST,
+        "TagLimitExceeded",
+    );
+    // A hostile one: a thousand resources and ten thousand tags, refused before a guardrail
+    // context is built for each resource.
+    let mut hostile = String::from("Action=CreateTags");
+    for n in 1..=1000 {
+        hostile.push_str(&format!("&ResourceId.{n}=i-{n:017x}"));
+    }
+    for n in 1..=10_000 {
+        hostile.push_str(&format!("&Tag.{n}.Key=k{n}"));
+    }
+    assert_error(
+        &f.query(&hostile).await,
+        StatusCode::BAD_REQUEST,
+        "TagLimitExceeded",
+    );
+}
