@@ -32,6 +32,8 @@
 //! ([`Imds::set_options`], [`Imds::spot_interrupt`], [`Imds::add_fault`], ...), exactly as
 //! `aws ec2 ... --endpoint-url` would make them.
 
+pub mod soak;
+
 use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::{Arc, OnceLock};

@@ -41,6 +41,7 @@ mod reload_drop_races;
 mod reload_race;
 mod secrets;
 mod slow_clients;
+mod soak;
 mod ssrf;
 mod sts;
 #[cfg(feature = "testing")]
