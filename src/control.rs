@@ -53,6 +53,8 @@
 //! [`crate::fleet::lock_order::Unlocked`] and takes its locks through it, account first.
 
 mod account;
+mod attributes;
+mod catalog;
 mod cloudwatch;
 mod connection;
 mod console;
@@ -63,12 +65,15 @@ mod faults;
 mod forget;
 mod guardrails;
 mod iam;
+mod instance_xml;
 mod instances;
 mod inventory;
 mod kept_history;
 mod key_pairs;
 mod launch;
+mod launch_templates;
 mod lifecycle;
+mod paging;
 pub mod policy;
 mod query;
 mod reload;
@@ -117,6 +122,8 @@ enum Change {
     Events,
     /// A new association (its id and when it was made), or none.
     Role(Option<(String, time::OffsetDateTime)>),
+    /// The instance's attributes as they are after the change.
+    Attributes(crate::fleet::changes::InstanceAttributes),
 }
 
 /// The account defaults' name in the store.
@@ -137,6 +144,8 @@ pub struct Persisted {
     pub defaults: MetadataDefaults,
     /// The region's VPCs, subnets, security groups and key pairs, when stored.
     pub network: Option<crate::fleet::network::Network>,
+    /// The account's launch templates.
+    pub templates: crate::fleet::launch_templates::LaunchTemplates,
     /// The revision of each stored account value.
     pub account_revisions: BTreeMap<String, i64>,
     /// The newest revision read.
@@ -197,6 +206,10 @@ impl Persisted {
                         serde_json::from_str(&value.value)
                             .map_err(|e| corrupt(value.name.clone(), e))?,
                     )
+                }
+                launch_templates::TEMPLATES => {
+                    persisted.templates = serde_json::from_str(&value.value)
+                        .map_err(|e| corrupt(value.name.clone(), e))?
                 }
                 _ => continue,
             }
@@ -300,7 +313,7 @@ impl ControlApi {
                 state, snapshots, template, network, unplaced, from_file,
             ),
             account: account::Account::new(
-                persisted.defaults,
+                (persisted.defaults, persisted.templates),
                 persisted.account_revisions,
                 tokens,
                 (generations, clock.now_millis()),
@@ -524,9 +537,32 @@ impl ControlApi {
             "DeleteSecurityGroup" => self.delete_security_group(query, request_id, order).await,
             "DescribeSecurityGroups" => self.describe_security_groups(query, request_id),
             "ImportKeyPair" => self.import_key_pair(query, request_id, order).await,
+            "CreateKeyPair" => self.create_key_pair(query, request_id, order).await,
             "RotateKeys" => self.rotate_keys(query, request_id, order).await,
             "DescribeKeyPairs" => self.describe_key_pairs(query, request_id),
             "DeleteKeyPair" => self.delete_key_pair(query, request_id, order).await,
+            "CreateLaunchTemplate" => self.create_launch_template(query, request_id, order).await,
+            "CreateLaunchTemplateVersion" => {
+                self.create_launch_template_version(query, request_id, order)
+                    .await
+            }
+            "ModifyLaunchTemplate" => self.modify_launch_template(query, request_id, order).await,
+            "DeleteLaunchTemplate" => self.delete_launch_template(query, request_id, order).await,
+            "DescribeInstanceAttribute" => self.describe_instance_attribute(query, request_id),
+            "ModifyInstanceAttribute" => {
+                self.modify_instance_attribute(query, request_id, order)
+                    .await
+            }
+            "GetConsoleOutput" => self.get_console_output(query, request_id),
+            "DescribeRegions" => self.describe_regions(query, request_id),
+            "DescribeAvailabilityZones" => self.describe_availability_zones(query, request_id),
+            "DescribeAccountAttributes" => self.describe_account_attributes(query, request_id),
+            "DescribeInstanceTypes" => self.describe_instance_types(query, request_id),
+            "DescribeImages" => self.describe_images(query, request_id),
+            "DescribeLaunchTemplates" => self.describe_launch_templates(query, request_id),
+            "DescribeLaunchTemplateVersions" => {
+                self.describe_launch_template_versions(query, request_id)
+            }
             other => Err(ControlError::InvalidAction(other.to_owned())),
         }
     }
@@ -591,6 +627,10 @@ impl ControlApi {
     ) -> Result<Instance, ControlError> {
         let held = slot.lock(before).await;
         self.still_served(slot)?;
+        // A terminated instance keeps only its tags changeable, as on EC2.
+        if !matches!(what, Change::Tags) {
+            not_terminated(slot)?;
+        }
         let current = slot.current();
         let mut config = current.instance.config.clone();
         edit(&current.instance, &mut config)?;
@@ -601,6 +641,7 @@ impl ControlApi {
             Change::Options => changes.metadata_options = Some(instance.config.metadata_options),
             Change::Tags => changes.tags = Some(instance.config.tags.clone()),
             Change::Events => changes.events = Some(instance.config.events.clone()),
+            Change::Attributes(attributes) => changes.attributes = Some(attributes.clone()),
             Change::Role(association) => {
                 changes.role = Some(RoleAssociation {
                     role: instance.config.iam.role.clone(),
@@ -646,6 +687,18 @@ impl ControlApi {
             true => "pending",
             false => "applied",
         }
+    }
+}
+
+/// `IncorrectInstanceState` when `slot` is terminated (or shutting down).
+fn not_terminated(slot: &InstanceSlot) -> Result<(), ControlError> {
+    let lifecycle = slot.changes().lifecycle;
+    match lifecycle.map(|l| l.last) {
+        Some(Transition::Terminate) => Err(ControlError::IncorrectInstanceState(format!(
+            "The instance '{}' is not in a state from which it can be modified: it is terminated.",
+            slot.id()
+        ))),
+        _ => Ok(()),
     }
 }
 

@@ -103,8 +103,12 @@ impl ControlApi {
                 return Ok(self.reservation_xml("RunInstancesResponse", request_id, &slots));
             }
         }
+        // A template's parameters under the request's own: then decided as a direct launch.
+        let from_template = self.with_launch_template(query)?;
+        let query = from_template.as_ref().unwrap_or(query);
         let mut network = (*self.inventory.network()).clone();
         let plan = self.plan(query, &network)?;
+        let attributes = super::attributes::at_launch(query, token.as_deref())?;
         let place = Place {
             partition: &network.partition,
             region: &network.region,
@@ -149,6 +153,7 @@ impl ControlApi {
             .admits(&instances.iter().collect::<Vec<_>>())?;
         let lifecycle = InstanceChanges {
             lifecycle: Some(Lifecycle::new(Transition::Launch, now)),
+            attributes: Some(attributes),
             ..InstanceChanges::default()
         };
         let changes_json = super::sync::to_json(&lifecycle);

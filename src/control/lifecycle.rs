@@ -59,6 +59,16 @@ impl ControlApi {
             let lifecycle = slot.changes().lifecycle;
             let terminated = lifecycle.is_some_and(|l| l.last == Transition::Terminate);
             let stopped = lifecycle.is_some_and(|l| l.last == Transition::Stop);
+            let protected = slot
+                .changes()
+                .attributes
+                .is_some_and(|a| a.disable_api_termination);
+            if transition == Transition::Terminate && protected && !terminated {
+                return Err(ControlError::OperationNotPermitted(format!(
+                    "The instance '{}' may not be terminated. Modify its 'disableApiTermination' instance attribute and try again.",
+                    slot.id()
+                )));
+            }
             let effect = match (transition, terminated, stopped) {
                 (Transition::Terminate, true, _) => None,
                 (_, true, _) => {

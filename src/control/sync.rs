@@ -277,6 +277,8 @@ impl ControlApi {
                 super::vpc::NETWORK => {
                     serde_json::from_str(&value.value).map(|n| network = Some(n))
                 }
+                super::launch_templates::TEMPLATES => serde_json::from_str(&value.value)
+                    .map(|templates| self.account.set_templates(templates, account)),
                 _ => continue,
             };
             match learned {

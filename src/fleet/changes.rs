@@ -32,6 +32,31 @@ pub struct InstanceChanges {
     /// Set by `RunInstances`, `StopInstances`, `StartInstances` and `TerminateInstances`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub lifecycle: Option<crate::fleet::lifecycle::Lifecycle>,
+    /// Set by `RunInstances` and `ModifyInstanceAttribute`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub attributes: Option<InstanceAttributes>,
+}
+
+/// What EC2 keeps of an instance beside its metadata, set at launch or with
+/// `ModifyInstanceAttribute`; the instance type and user data, once changed, replace the config
+/// file's (and so what the guest API serves).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct InstanceAttributes {
+    /// The `ClientToken` the instance was launched with.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_token: Option<String>,
+    /// `DisableApiTermination`: `TerminateInstances` is refused while it is set.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub disable_api_termination: bool,
+    /// `InstanceInitiatedShutdownBehavior`: `terminate` (else `stop`).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub terminate_on_shutdown: bool,
+    /// The instance type, when changed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub instance_type: Option<String>,
+    /// The user data (text), when changed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user_data: Option<String>,
 }
 
 /// The instance profile association the control plane left an instance with.
@@ -59,6 +84,8 @@ pub enum Part {
     Role,
     /// `events`.
     Events,
+    /// `attributes` (the instance type and user data).
+    Attributes,
     /// `tags` (or, when no tags were changed, the config file's tags).
     Tags,
 }
@@ -66,7 +93,13 @@ pub enum Part {
 impl Part {
     /// Every part, in the order they are layered: security-relevant parts first, so a part
     /// that conflicts with them is the one skipped.
-    pub const ALL: [Part; 4] = [Part::MetadataOptions, Part::Role, Part::Events, Part::Tags];
+    pub const ALL: [Part; 5] = [
+        Part::MetadataOptions,
+        Part::Role,
+        Part::Events,
+        Part::Attributes,
+        Part::Tags,
+    ];
 
     /// Its name in logs and metric labels.
     pub fn label(self) -> &'static str {
@@ -74,6 +107,7 @@ impl Part {
             Part::MetadataOptions => "metadata_options",
             Part::Role => "role",
             Part::Events => "events",
+            Part::Attributes => "attributes",
             Part::Tags => "tags",
         }
     }
@@ -140,7 +174,12 @@ impl InstanceChanges {
             tags: BTreeMap::new(),
             ..file.clone()
         };
-        for part in [Part::MetadataOptions, Part::Role, Part::Events] {
+        for part in [
+            Part::MetadataOptions,
+            Part::Role,
+            Part::Events,
+            Part::Attributes,
+        ] {
             let mut candidate = config.clone();
             self.apply_part(part, &mut candidate);
             match Instance::new(candidate.clone()) {
@@ -196,6 +235,15 @@ impl InstanceChanges {
             Part::Events => {
                 if let Some(events) = &self.events {
                     config.events = events.clone();
+                }
+            }
+            Part::Attributes => {
+                let attributes = self.attributes.as_ref();
+                if let Some(instance_type) = attributes.and_then(|a| a.instance_type.as_ref()) {
+                    config.instance_type = instance_type.clone();
+                }
+                if let Some(user_data) = attributes.and_then(|a| a.user_data.as_ref()) {
+                    config.user_data = user_data.clone();
                 }
             }
             Part::Tags => {

@@ -574,6 +574,25 @@ impl Network {
         Ok(self.key_pairs.entry(name.to_owned()).or_insert(pair))
     }
 
+    /// `CreateKeyPair`: the public half of a key imds just made, with EC2's fingerprint of a
+    /// created key (not of an imported one).
+    pub fn add_created_key_pair(
+        &mut self,
+        name: &str,
+        openssh_key: &str,
+        fingerprint: String,
+        created: OffsetDateTime,
+        tags: Tags,
+    ) -> Result<&KeyPair, NetworkError> {
+        self.import_key_pair(name, openssh_key, created, tags)?;
+        let pair = self
+            .key_pairs
+            .get_mut(name)
+            .ok_or_else(|| NetworkError::KeyPairNotFound(name.to_owned()))?;
+        pair.fingerprint = fingerprint;
+        Ok(pair)
+    }
+
     /// `DeleteKeyPair` by name or id: the pair removed, `None` when there was none (EC2
     /// succeeds then too).
     pub fn delete_key_pair(&mut self, name: Option<&str>, id: Option<&str>) -> Option<KeyPair> {
@@ -660,6 +679,24 @@ impl Network {
             IpAddr::V6(v6) => subnet.ipv6.mark(v6),
         }
         Ok(())
+    }
+
+    /// The tags of the VPC, subnet, security group or key pair (by `key-...` id) `id`, to
+    /// change them; `None` when no such object exists.
+    pub fn tags_mut(&mut self, id: &str) -> Option<&mut Tags> {
+        if let Some(vpc) = self.vpcs.get_mut(id) {
+            return Some(&mut vpc.tags);
+        }
+        if let Some(subnet) = self.subnets.get_mut(id) {
+            return Some(&mut subnet.tags);
+        }
+        if let Some(group) = self.security_groups.get_mut(id) {
+            return Some(&mut group.tags);
+        }
+        self.key_pairs
+            .values_mut()
+            .find(|pair| pair.id == id)
+            .map(|pair| &mut pair.tags)
     }
 
     fn subnet_mut(&mut self, id: &str) -> Result<&mut Subnet, NetworkError> {

@@ -3,6 +3,7 @@
 //! names as in botocore's EC2 model), EC2's error codes, and what the guest API then answers
 //! (through `GuestApi::handle`, faults decided as the guest listener does).
 
+mod automation;
 mod console;
 mod defaults;
 mod events;

@@ -692,6 +692,10 @@ async fn apply(fleet: &mut Fleet, model: &mut Model, step: &Step, what: &str) ->
                 if !host.serves(&id) {
                     return Err("InvalidInstanceID.NotFound");
                 }
+                // A terminated instance's options cannot change, as on EC2.
+                if host.row(&id).life == Some(Life::Terminate) {
+                    return Err("IncorrectInstanceState");
+                }
                 if !*required && host.known.enforced.0 {
                     return Err("UnsupportedOperation");
                 }

@@ -4,6 +4,7 @@ mod access_log;
 mod acknowledged;
 mod addresses;
 mod aemm;
+mod automation;
 mod browsers;
 mod cli;
 mod clock;
