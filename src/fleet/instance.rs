@@ -383,7 +383,7 @@ impl Instance {
         let iam = check_iam(&config)?;
         check_public_keys(&config.public_keys)?;
         if config.metadata_options.instance_metadata_tags.is_enabled() {
-            for (key, value) in &config.tags {
+            for (key, value) in config.tags.iter().filter(|(k, _)| !is_system_tag(k)) {
                 check_imds_tag(key, value)?;
             }
         }
@@ -838,6 +838,13 @@ fn check_public_keys(keys: &[PublicKeyConfig]) -> Result<(), InstanceError> {
         }
     }
     Ok(())
+}
+
+/// Whether tag `key` is one of EC2's own (`aws:` in any case: `aws:ec2launchtemplate:id`,
+/// ...), which IMDS does not show under `tags/instance/` and users cannot change.
+pub fn is_system_tag(key: &str) -> bool {
+    key.get(..4)
+        .is_some_and(|prefix| prefix.eq_ignore_ascii_case("aws:"))
 }
 
 /// Checks a tag against what IMDS can show: keys of `[a-zA-Z0-9+-=._:@]` up to 128 characters,

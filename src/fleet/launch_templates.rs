@@ -93,8 +93,12 @@ pub struct LaunchTemplate {
     pub created_by: String,
     /// The version `$Default` names.
     pub default_version: u64,
-    /// The version `$Latest` names (the highest ever made).
+    /// The version `$Latest` names: the highest there is.
     pub latest_version: u64,
+    /// The highest version number ever made (0: `latest_version`): numbers of deleted
+    /// versions are never given again, as on EC2.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub highest_made: u64,
     /// Its tags.
     #[serde(default)]
     pub tags: Tags,
@@ -103,6 +107,11 @@ pub struct LaunchTemplate {
 }
 
 impl LaunchTemplate {
+    /// The number the next version gets.
+    fn next_number(&self) -> u64 {
+        self.latest_version.max(self.highest_made) + 1
+    }
+
     /// The version `version` names: `$Latest`, `$Default`, a number, or (`None`) the default.
     pub fn version(&self, version: Option<&str>) -> Result<&TemplateVersion, TemplateError> {
         let number = match version {
@@ -208,6 +217,7 @@ impl LaunchTemplates {
             created_by,
             default_version: 1,
             latest_version: 1,
+            highest_made: 1,
             tags,
             versions: BTreeMap::from([(1, version)]),
         };
@@ -225,13 +235,14 @@ impl LaunchTemplates {
             .templates
             .get_mut(id)
             .ok_or_else(|| TemplateError::IdNotFound(id.to_owned()))?;
-        if template.latest_version >= MAX_VERSIONS {
+        if template.versions.len() as u64 >= MAX_VERSIONS {
             return Err(TemplateError::InvalidParameterValue(format!(
                 "The launch template {id} has reached the maximum of {MAX_VERSIONS} versions."
             )));
         }
-        let number = template.latest_version + 1;
+        let number = template.next_number();
         template.latest_version = number;
+        template.highest_made = number;
         let version = TemplateVersion {
             number,
             description: new.description.map(str::to_owned),
@@ -256,12 +267,64 @@ impl LaunchTemplates {
         Ok(template)
     }
 
+    /// One version of a `DeleteLaunchTemplateVersions` on template `id`: removed, unless it is
+    /// the default version or does not exist (EC2's per-version error, see [`VersionRefused`]).
+    /// `$Latest` then names the highest version left; numbers are never given again.
+    pub fn delete_version(&mut self, id: &str, number: u64) -> Result<(), VersionRefused> {
+        let template = self.templates.get_mut(id).ok_or_else(|| VersionRefused {
+            code: "launchTemplateIdDoesNotExist",
+            message: format!(
+                "The specified launch template, with template ID {id}, does not exist."
+            ),
+        })?;
+        if !template.versions.contains_key(&number) {
+            return Err(VersionRefused {
+                code: "launchTemplateVersionDoesNotExist",
+                message: format!(
+                    "Could not find launch template version {number} for launch template ID {id}"
+                ),
+            });
+        }
+        if number == template.default_version {
+            return Err(VersionRefused {
+                code: "unexpectedError",
+                message: format!(
+                    "Version {number} is the default version of launch template {id} and cannot be deleted: make another version the default first, or delete the whole template with DeleteLaunchTemplate."
+                ),
+            });
+        }
+        template.versions.remove(&number);
+        template.highest_made = template.highest_made.max(template.latest_version);
+        template.latest_version = template
+            .versions
+            .keys()
+            .next_back()
+            .copied()
+            .unwrap_or(template.default_version);
+        Ok(())
+    }
+
     /// `DeleteLaunchTemplate`: the template removed.
     pub fn delete(&mut self, id: &str) -> Result<LaunchTemplate, TemplateError> {
         self.templates
             .remove(id)
             .ok_or_else(|| TemplateError::IdNotFound(id.to_owned()))
     }
+}
+
+/// Why one version of a `DeleteLaunchTemplateVersions` was not deleted: a code of botocore's
+/// `LaunchTemplateErrorCode` (`launchTemplateVersionDoesNotExist`, ...; the default version is
+/// `unexpectedError`, the model having no code of its own for it) and a message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VersionRefused {
+    /// The `ResponseError` code.
+    pub code: &'static str,
+    /// The `ResponseError` message.
+    pub message: String,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }
 
 fn check_name(name: &str) -> Result<(), TemplateError> {
@@ -366,5 +429,52 @@ mod tests {
             .is_err());
         templates.delete(&id).unwrap();
         assert!(templates.by_name("web").is_err());
+    }
+
+    #[test]
+    fn deleting_versions_keeps_the_default_and_never_reuses_a_number() {
+        let mut templates = LaunchTemplates::default();
+        let id = templates
+            .create(
+                "web",
+                "arn".into(),
+                new(&[("ImageId", "ami-1")]),
+                Tags::new(),
+            )
+            .unwrap()
+            .id
+            .clone();
+        for image in ["ami-2", "ami-3"] {
+            templates
+                .add_version(&id, new(&[("ImageId", image)]))
+                .unwrap();
+        }
+        let refused = templates.delete_version(&id, 1).unwrap_err();
+        assert_eq!(refused.code, "unexpectedError");
+        assert!(refused.message.contains("default version"), "{refused:?}");
+        assert_eq!(
+            templates.delete_version(&id, 9).unwrap_err().code,
+            "launchTemplateVersionDoesNotExist"
+        );
+        templates.delete_version(&id, 3).unwrap();
+        let template = templates.by_id(&id).unwrap();
+        assert_eq!(template.latest_version, 2, "$Latest is the highest left");
+        assert_eq!(
+            template.version(Some("3")).unwrap_err().code(),
+            "InvalidLaunchTemplateId.VersionNotFound"
+        );
+        let added = templates
+            .add_version(&id, new(&[("ImageId", "ami-4")]))
+            .unwrap();
+        assert_eq!(added.number, 4, "3 is never given again");
+        assert_eq!(
+            templates.delete_version(&id, 3).unwrap_err().code,
+            "launchTemplateVersionDoesNotExist"
+        );
+        // A template stored before the highest number was kept reads as before.
+        let mut stored = serde_json::to_value(templates.by_id(&id).unwrap()).unwrap();
+        stored.as_object_mut().unwrap().remove("highest_made");
+        let old: LaunchTemplate = serde_json::from_value(stored).unwrap();
+        assert_eq!(old.next_number(), 5);
     }
 }
