@@ -65,6 +65,7 @@ mod faults;
 mod forget;
 mod guardrails;
 mod iam;
+mod instance_status;
 mod instance_xml;
 mod instances;
 mod inventory;

@@ -617,6 +617,20 @@ impl Filters {
         Ok(Filters(filters))
     }
 
+    /// [`Filters::new`] for an action whose answers carry no tags (`DescribeInstanceStatus`):
+    /// `tag:KEY`, `tag-key` and `tag-value` are EC2's `InvalidParameterValue` as well.
+    pub(super) fn untagged(query: &QueryRequest, known: &[&str]) -> Result<Filters, ControlError> {
+        let filters = Filters::new(query, known)?;
+        match filters
+            .0
+            .iter()
+            .find(|(name, _)| !known.contains(&name.as_str()))
+        {
+            Some((name, _)) => Err(ControlError::InvalidFilter(name.clone())),
+            None => Ok(filters),
+        }
+    }
+
     /// Whether every filter has a value matching one of the resource's: `field(name)` gives
     /// them for the names the action knows. Values may use `*` and `?` wildcards.
     pub(super) fn matches(&self, tags: &Tags, field: impl Fn(&str) -> Vec<String>) -> bool {

@@ -424,10 +424,27 @@ fn seeds() -> Vec<(&'static str, Vec<Call>, Vec<u16>)> {
                 ("Filter.3.Value.1", "running"),
                 ("Filter.4.Name", "availability-zone"),
                 ("Filter.4.Value.1", "us-east-1a"),
-                ("Filter.5.Name", "instance-id"),
-                ("Filter.5.Value.1", i),
+                ("Filter.5.Name", "system-status.status"),
+                ("Filter.5.Value.1", "ok"),
             ])],
             vec![200],
+        ),
+        (
+            "describe-instance-status-paged",
+            vec![
+                post(&[
+                    ("Action", "DescribeInstanceStatus"),
+                    ("MaxResults", "5"),
+                    ("Filter.1.Name", "instance-status.reachability"),
+                    ("Filter.1.Value.1", "passed"),
+                ]),
+                post(&[
+                    ("Action", "DescribeInstanceStatus"),
+                    ("MaxResults", "5"),
+                    ("InstanceId.1", i),
+                ]),
+            ],
+            vec![200, 400],
         ),
         (
             "modify-instance-event-start-time",

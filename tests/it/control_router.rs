@@ -10,6 +10,7 @@ mod events;
 mod faults;
 mod guardrails;
 mod iam;
+mod instance_status;
 mod instances;
 mod maintenance;
 mod rotation;
