@@ -4,23 +4,30 @@
 //! `Version=2016-11-15`, XML answers in the EC2 namespace with a `requestId`, errors as
 //! `<Response><Errors><Error>` with EC2's codes.
 //!
-//! Actions:
-//! - `DescribeInstances` (ids; filters `instance-id`, `metadata-options.http-tokens`,
-//!   `metadata-options.http-endpoint`, `instance-state-name`, `availability-zone`, `tag:KEY`,
-//!   `tag-key`)
-//! - `ModifyInstanceMetadataOptions` (every option; omitted ones unchanged; `DryRun`)
-//! - `CreateTags` (at most 50 tags, as on EC2), `DeleteTags`, `DescribeTags`
+//! Actions (each Describe action takes its filters by the names EC2 documents, legacy camelCase
+//! spellings too, and refuses a name it does not know with EC2's `InvalidParameterValue`):
+//! - instances: `RunInstances` (also from a launch template), `DescribeInstances`,
+//!   `StartInstances`, `StopInstances`, `RebootInstances`, `TerminateInstances`,
+//!   `ModifyInstanceMetadataOptions`, `DescribeInstanceAttribute`, `ModifyInstanceAttribute`,
+//!   `GetConsoleOutput`, `DescribeInstanceStatus` (see `instance_status`)
+//! - tags on every resource kind: `CreateTags` (at most 50, as on EC2), `DeleteTags`,
+//!   `DescribeTags`; EC2's own `aws:` tags are neither created nor deleted by users
 //! - `AssociateIamInstanceProfile`, `ReplaceIamInstanceProfileAssociation`,
 //!   `DisassociateIamInstanceProfile`, `DescribeIamInstanceProfileAssociations`
 //! - `GetInstanceMetadataDefaults`, `ModifyInstanceMetadataDefaults` (with `HttpTokensEnforced`,
 //!   which makes `ModifyInstanceMetadataOptions` refuse `HttpTokens=optional`)
-//! - `DescribeInstanceStatus`, `ModifyInstanceEventStartTime`, and imds' own event actions
+//! - `ModifyInstanceEventStartTime`, and imds' own event actions
 //!   `SendSpotInstanceInterruptions`, `ScheduleInstanceEvent`, `CompleteInstanceEvent`,
 //!   `CancelInstanceEvent`, `SetTargetLifecycleState`, `ClearInstanceEvents` (see `events`)
 //! - imds' fault actions `InjectFault`, `DescribeFaults`, `ClearFaults` (see `faults`)
 //! - `DescribeVpcs`, `CreateSubnet`, `DeleteSubnet`, `DescribeSubnets`, `CreateSecurityGroup`,
 //!   `DeleteSecurityGroup`, `DescribeSecurityGroups` (see `vpc`), `ImportKeyPair`,
-//!   `DescribeKeyPairs`, `DeleteKeyPair` (see `key_pairs`)
+//!   `CreateKeyPair`, `DescribeKeyPairs`, `DeleteKeyPair` (see `key_pairs`)
+//! - `CreateLaunchTemplate`, `CreateLaunchTemplateVersion`, `ModifyLaunchTemplate`,
+//!   `DescribeLaunchTemplates`, `DescribeLaunchTemplateVersions`,
+//!   `DeleteLaunchTemplateVersions`, `DeleteLaunchTemplate` (see `launch_templates`)
+//! - the catalog tools ask for first: `DescribeRegions`, `DescribeAvailabilityZones`,
+//!   `DescribeAccountAttributes`, `DescribeInstanceTypes`, `DescribeImages` (see `catalog`)
 //!
 //! EC2's limits on one request hold: at most 200 filter values (255 characters each) and 200
 //! filters (`FilterLimitExceeded`), 1000 instance or resource ids (100 for
@@ -430,7 +437,18 @@ impl ControlApi {
                     region: &network.region,
                     account: &network.owner_id,
                 };
-                self.check_policies(&guardrails::other_change(query, place, &iam_action)?)?;
+                // A launch template named by name is decided on its ARN, as one named by id.
+                let templates = self.account.templates();
+                let named_template = query
+                    .get("LaunchTemplateName")
+                    .and_then(|name| templates.by_name(name).ok())
+                    .map(|template| template.id.as_str());
+                self.check_policies(&guardrails::other_change(
+                    query,
+                    place,
+                    &iam_action,
+                    named_template,
+                )?)?;
             }
         }
         match action {
@@ -549,6 +567,10 @@ impl ControlApi {
             }
             "ModifyLaunchTemplate" => self.modify_launch_template(query, request_id, order).await,
             "DeleteLaunchTemplate" => self.delete_launch_template(query, request_id, order).await,
+            "DeleteLaunchTemplateVersions" => {
+                self.delete_launch_template_versions(query, request_id, order)
+                    .await
+            }
             "DescribeInstanceAttribute" => self.describe_instance_attribute(query, request_id),
             "ModifyInstanceAttribute" => {
                 self.modify_instance_attribute(query, request_id, order)

@@ -105,9 +105,12 @@ impl ControlApi {
         }
         // A template's parameters under the request's own: then decided as a direct launch.
         let from_template = self.with_launch_template(query)?;
-        let query = from_template.as_ref().unwrap_or(query);
+        let (query, template) = match &from_template {
+            Some((merged, template)) => (merged, Some(template)),
+            None => (query, None),
+        };
         let mut network = (*self.inventory.network()).clone();
-        let plan = self.plan(query, &network)?;
+        let mut plan = self.plan(query, &network)?;
         let attributes = super::attributes::at_launch(query, token.as_deref())?;
         let place = Place {
             partition: &network.partition,
@@ -121,8 +124,14 @@ impl ControlApi {
             security_group_ids: plan.groups.iter().map(|g| g.id.as_str()).collect(),
             key_name: plan.key.as_ref().map(|k| k.name.as_str()),
             tags: &plan.tags,
+            template,
         };
         self.check_policies(&super::guardrails::run_instances(query, place, &launch))?;
+        // EC2's system tags, which no request gives (nor any policy sees as a request tag).
+        if let Some(template) = template {
+            let tags = plan.tags.entry("instance".to_owned()).or_default();
+            tags.extend(template.system_tags());
+        }
         if query.dry_run() {
             return Err(ControlError::DryRunOperation);
         }

@@ -1,10 +1,15 @@
 //! `CreateLaunchTemplate`, `CreateLaunchTemplateVersion`, `DescribeLaunchTemplates`,
-//! `DescribeLaunchTemplateVersions`, `ModifyLaunchTemplate` (the default version) and
-//! `DeleteLaunchTemplate`, over the account's [`LaunchTemplates`], changed on a copy under the
-//! account lock, stored whole (the account value `launch-templates`) before the answer, then
-//! swapped in; and `RunInstances` with `LaunchTemplate`: the template version's parameters
-//! under the request's own (a parameter the request gives replaces the template's whole, e.g.
-//! all of `MetadataOptions`), decided and guarded as a direct launch with those parameters.
+//! `DescribeLaunchTemplateVersions`, `ModifyLaunchTemplate` (the default version),
+//! `DeleteLaunchTemplateVersions` and `DeleteLaunchTemplate`, over the account's
+//! [`LaunchTemplates`], changed on a copy under the account lock, stored whole (the account
+//! value `launch-templates`) before the answer, then swapped in; and `RunInstances` with
+//! `LaunchTemplate`: the template version's parameters under the request's own (a parameter the
+//! request gives replaces the template's whole, e.g. all of `MetadataOptions`), decided and
+//! guarded as a direct launch with those parameters, plus the template's own guardrail context
+//! ([`TemplateLaunch`]); the instances carry EC2's system tags `aws:ec2launchtemplate:id` and
+//! `aws:ec2launchtemplate:version`.
+
+use std::collections::BTreeSet;
 
 use base64::Engine;
 
@@ -15,12 +20,44 @@ use super::vpc::{dry_run, tag_set, tag_specifications, Filters};
 use super::xml::Xml;
 use super::ControlApi;
 use crate::fleet::launch_templates::{
-    LaunchTemplate, LaunchTemplates, NewVersion, TemplateError, TemplateVersion,
+    LaunchTemplate, LaunchTemplates, NewVersion, TemplateError, TemplateVersion, VersionRefused,
 };
 use crate::fleet::lock_order::Unlocked;
+use crate::fleet::network::Tags;
 
 /// The registry's name in the store's account values.
 pub(super) const TEMPLATES: &str = "launch-templates";
+
+/// The system tag EC2 puts on an instance launched from a template: the template's id.
+pub(super) const SYSTEM_TAG_ID: &str = "aws:ec2launchtemplate:id";
+/// The system tag EC2 puts on an instance launched from a template: the version's number.
+pub(super) const SYSTEM_TAG_VERSION: &str = "aws:ec2launchtemplate:version";
+/// Most versions one `DeleteLaunchTemplateVersions` deletes, as on EC2.
+const MAX_DELETED_VERSIONS: usize = 200;
+
+/// A `RunInstances` from a launch template, as the guardrails and the new instances see it.
+#[derive(Debug, Clone)]
+pub(super) struct TemplateLaunch {
+    /// The template's id (`lt-...`).
+    pub(super) id: String,
+    /// The version launched from.
+    pub(super) version: u64,
+    /// The template's tags (its `aws:ResourceTag/*` in the guardrails).
+    pub(super) tags: Tags,
+    /// The top-level parameters the request itself gives (`ImageId`, `SubnetId`, ...): what
+    /// they decide is not the template's (`ec2:IsLaunchTemplateResource` is `false` there).
+    pub(super) given: BTreeSet<String>,
+}
+
+impl TemplateLaunch {
+    /// The system tags of an instance launched this way.
+    pub(super) fn system_tags(&self) -> [(String, String); 2] {
+        [
+            (SYSTEM_TAG_ID.to_owned(), self.id.clone()),
+            (SYSTEM_TAG_VERSION.to_owned(), self.version.to_string()),
+        ]
+    }
+}
 
 /// The `LaunchTemplateData` parameters imds keeps and launches with: the names `RunInstances`
 /// shares. Others (accelerators, licenses, market options, ...) are refused by name rather
@@ -43,6 +80,48 @@ const TEMPLATE_PARAMETERS: &[&str] = &[
     "EbsOptimized",
 ];
 
+/// The members of `MetadataOptions` a template keeps.
+const OPTIONS: &[&str] = &[
+    "HttpTokens",
+    "HttpPutResponseHopLimit",
+    "HttpEndpoint",
+    "HttpProtocolIpv6",
+    "InstanceMetadataTags",
+];
+
+/// The members of a `NetworkInterface.N` a template keeps (and `SecurityGroupId.M`).
+const INTERFACE: &[&str] = &[
+    "AssociatePublicIpAddress",
+    "DeleteOnTermination",
+    "Description",
+    "DeviceIndex",
+    "Ipv6AddressCount",
+    "PrivateIpAddress",
+    "SecondaryPrivateIpAddressCount",
+    "SubnetId",
+];
+
+/// Whether `name` (a `LaunchTemplateData.` parameter, that prefix cut off) is one a template
+/// keeps and `DescribeLaunchTemplateVersions` shows: a member of a structure imds does not
+/// model (`Placement.HostId`, `NetworkInterface.1.InterfaceType`) is refused like a
+/// parameter imds does not model, never kept and ignored.
+fn modelled(name: &str) -> bool {
+    let index = |s: &str| s.parse::<u32>().is_ok();
+    match name.split('.').collect::<Vec<_>>().as_slice() {
+        [scalar] => TEMPLATE_PARAMETERS.contains(scalar),
+        ["SecurityGroupId" | "SecurityGroup", n] => index(n),
+        ["MetadataOptions", member] => OPTIONS.contains(member),
+        ["IamInstanceProfile", "Arn" | "Name"] => true,
+        ["Placement", "AvailabilityZone" | "GroupName" | "Tenancy"] => true,
+        ["Monitoring", "Enabled"] => true,
+        ["NetworkInterface", n, "SecurityGroupId", m] => index(n) && index(m),
+        ["NetworkInterface", n, member] => index(n) && INTERFACE.contains(member),
+        ["TagSpecification", n, "ResourceType"] => index(n),
+        ["TagSpecification", n, "Tag", m, "Key" | "Value"] => index(n) && index(m),
+        _ => false,
+    }
+}
+
 /// The top-level parameter a parameter name belongs to (`MetadataOptions.HttpTokens`:
 /// `MetadataOptions`).
 fn top_level(name: &str) -> &str {
@@ -58,6 +137,20 @@ fn template_data(query: &QueryRequest) -> Result<Vec<(String, String)>, ControlE
             return Err(ControlError::Unsupported(format!(
                 "LaunchTemplateData.{top} is not modelled by imds; a launch template may hold {}",
                 TEMPLATE_PARAMETERS.join(", ")
+            )));
+        }
+        if !modelled(name) {
+            return Err(ControlError::Unsupported(format!(
+                "LaunchTemplateData.{name} is not modelled by imds; of {top} a launch template keeps {}",
+                match top {
+                    "MetadataOptions" => OPTIONS.join(", "),
+                    "NetworkInterface" => format!("{}, SecurityGroupId", INTERFACE.join(", ")),
+                    "IamInstanceProfile" => "Arn, Name".to_owned(),
+                    "Placement" => "AvailabilityZone, GroupName, Tenancy".to_owned(),
+                    "Monitoring" => "Enabled".to_owned(),
+                    "TagSpecification" => "ResourceType, Tag".to_owned(),
+                    _ => "the value".to_owned(),
+                }
             )));
         }
         match name.as_str() {
@@ -84,6 +177,9 @@ fn template_data(query: &QueryRequest) -> Result<Vec<(String, String)>, ControlE
                     .map_err(|_| {
                         ControlError::InvalidParameterValue("Invalid user data: not base64".into())
                     })?;
+            }
+            tag if tag.starts_with("TagSpecification.") && tag.ends_with(".Key") => {
+                super::tags::check_tag(value, "")?;
             }
             "InstanceInitiatedShutdownBehavior" if value != "stop" && value != "terminate" => {
                 return Err(ControlError::InvalidParameterValue(format!(
@@ -130,12 +226,12 @@ impl ControlApi {
     }
 
     /// `RunInstances`' parameters with the template version `LaunchTemplate.*` names under
-    /// them; `None` for a launch without a template. An unknown template or version is
-    /// EC2's error, never a launch without it.
+    /// them, and what the launch takes from the template; `None` for a launch without a
+    /// template. An unknown template or version is EC2's error, never a launch without it.
     pub(super) fn with_launch_template(
         &self,
         query: &QueryRequest,
-    ) -> Result<Option<QueryRequest>, ControlError> {
+    ) -> Result<Option<(QueryRequest, TemplateLaunch)>, ControlError> {
         let id = query.get("LaunchTemplate.LaunchTemplateId");
         let name = query.get("LaunchTemplate.LaunchTemplateName");
         if id.is_none() && name.is_none() {
@@ -156,7 +252,17 @@ impl ControlApi {
         let template = templates.find(id, name)?;
         let version = template.version(query.get("LaunchTemplate.Version"))?;
         let params = overlay(&version.data, query.params());
-        Ok(Some(QueryRequest::from_params(params)))
+        let launch = TemplateLaunch {
+            id: template.id.clone(),
+            version: version.number,
+            tags: template.tags.clone(),
+            given: query
+                .params()
+                .iter()
+                .map(|(name, _)| top_level(name).to_owned())
+                .collect(),
+        };
+        Ok(Some((QueryRequest::from_params(params), launch)))
     }
 
     /// `CreateLaunchTemplate` (`LaunchTemplateName`, `VersionDescription`,
@@ -289,6 +395,106 @@ impl ControlApi {
         tracing::info!(template = template.id, "launch template deleted");
         let mut xml = Xml::response("DeleteLaunchTemplateResponse", request_id);
         template_xml(&mut xml, "launchTemplate", &template);
+        Ok(xml.finish())
+    }
+
+    /// `DeleteLaunchTemplateVersions` (`LaunchTemplateId` or `LaunchTemplateName`,
+    /// `LaunchTemplateVersion.N` of at most 200 version numbers, `DryRun`): each version
+    /// deleted or answered with its own error, as EC2 answers (the default version cannot be
+    /// deleted; an unknown template fails every version).
+    pub(super) async fn delete_launch_template_versions(
+        &self,
+        query: &QueryRequest,
+        request_id: &str,
+        order: &mut Unlocked,
+    ) -> Result<String, ControlError> {
+        let (id, name) = (
+            query.get("LaunchTemplateId"),
+            query.get("LaunchTemplateName"),
+        );
+        if id.is_some() && name.is_some() {
+            return Err(ControlError::InvalidParameterCombination(
+                "Specify either the launch template ID or the launch template name, not both."
+                    .into(),
+            ));
+        }
+        let versions = query.list_at_most(
+            "LaunchTemplateVersion",
+            MAX_DELETED_VERSIONS,
+            "launch template versions",
+        )?;
+        if versions.is_empty() {
+            return Err(ControlError::MissingParameter(
+                "LaunchTemplateVersion".into(),
+            ));
+        }
+        let numbers = versions
+            .iter()
+            .map(|v| {
+                v.parse::<u64>()
+                    .map_err(|_| TemplateError::VersionMalformed((*v).to_owned()).into())
+            })
+            .collect::<Result<Vec<u64>, ControlError>>()?;
+        let outcomes = self
+            .change_templates(order, |templates| {
+                let found = match templates.find(id, name) {
+                    Ok(template) => Ok((template.id.clone(), template.name.clone())),
+                    Err(error @ TemplateError::InvalidParameterValue(_)) => {
+                        return Err(error.into())
+                    }
+                    Err(error) => Err(error),
+                };
+                dry_run(query)?;
+                Ok(numbers
+                    .iter()
+                    .map(|&number| match &found {
+                        Ok((id, name)) => Deleted {
+                            id: Some(id.clone()),
+                            name: Some(name.clone()),
+                            number,
+                            refused: templates.delete_version(id, number).err(),
+                        },
+                        Err(error) => Deleted {
+                            id: id.map(str::to_owned),
+                            name: name.map(str::to_owned),
+                            number,
+                            refused: Some(template_refused(error)),
+                        },
+                    })
+                    .collect::<Vec<Deleted>>())
+            })
+            .await?;
+        tracing::info!(
+            template = id.or(name),
+            deleted = outcomes.iter().filter(|o| o.refused.is_none()).count(),
+            refused = outcomes.iter().filter(|o| o.refused.is_some()).count(),
+            "launch template versions deleted"
+        );
+        let mut xml = Xml::response("DeleteLaunchTemplateVersionsResponse", request_id);
+        for (set, deleted) in [
+            ("successfullyDeletedLaunchTemplateVersionSet", true),
+            ("unsuccessfullyDeletedLaunchTemplateVersionSet", false),
+        ] {
+            xml.open(set);
+            for outcome in outcomes.iter().filter(|o| o.refused.is_none() == deleted) {
+                xml.open("item");
+                if let Some(id) = &outcome.id {
+                    xml.leaf("launchTemplateId", id);
+                }
+                if let Some(name) = &outcome.name {
+                    xml.leaf("launchTemplateName", name);
+                }
+                xml.leaf("versionNumber", outcome.number);
+                if let Some(refused) = &outcome.refused {
+                    xml.open("responseError")
+                        .leaf("code", refused.code)
+                        .leaf("message", &refused.message)
+                        .close();
+                }
+                xml.close();
+            }
+            xml.close();
+        }
         Ok(xml.finish())
     }
 
@@ -447,6 +653,29 @@ impl ControlApi {
     }
 }
 
+/// One version a `DeleteLaunchTemplateVersions` names, and why it was not deleted.
+struct Deleted {
+    id: Option<String>,
+    name: Option<String>,
+    number: u64,
+    refused: Option<VersionRefused>,
+}
+
+/// A template lookup's error as the per-version error of `DeleteLaunchTemplateVersions`.
+fn template_refused(error: &TemplateError) -> VersionRefused {
+    let code = match error {
+        TemplateError::IdMalformed(_) => "launchTemplateIdMalformed",
+        TemplateError::NameNotFound(_) => "launchTemplateNameDoesNotExist",
+        TemplateError::NameMalformed(_) => "launchTemplateNameMalformed",
+        TemplateError::IdNotFound(_) => "launchTemplateIdDoesNotExist",
+        _ => "unexpectedError",
+    };
+    VersionRefused {
+        code,
+        message: error.to_string(),
+    }
+}
+
 impl From<TemplateError> for ControlError {
     fn from(error: TemplateError) -> ControlError {
         ControlError::Template(error)
@@ -463,6 +692,7 @@ fn template_xml(xml: &mut Xml, element: &'static str, template: &LaunchTemplate)
         .leaf("defaultVersionNumber", template.default_version)
         .leaf("latestVersionNumber", template.latest_version);
     tag_set(xml, &template.tags);
+    operator(xml);
     xml.close();
 }
 
@@ -484,7 +714,13 @@ fn version_xml(
         .leaf("createdBy", &template.created_by)
         .leaf("defaultVersion", version.number == template.default_version);
     data_xml(xml, &QueryRequest::from_params(version.data.clone()));
+    operator(xml);
     xml.close();
+}
+
+/// `<operator>`: no service provider manages the templates imds keeps.
+fn operator(xml: &mut Xml) {
+    xml.open("operator").leaf("managed", false).close();
 }
 
 /// `<launchTemplateData>` of the parameters in `data`.
@@ -610,6 +846,7 @@ fn data_xml(xml: &mut Xml, data: &QueryRequest) {
         }
         xml.close();
     }
+    operator(xml);
     xml.close();
 }
 
@@ -698,5 +935,26 @@ mod tests {
         let refused = template_data(&unmodelled).unwrap_err();
         assert_eq!(refused.code(), "UnsupportedOperation");
         assert!(refused.to_string().contains("ElasticGpuSpecification"));
+        for member in [
+            "Placement.HostId=h-1",
+            "NetworkInterface.1.InterfaceType=efa",
+            "MetadataOptions.HttpTokenz=required",
+            "ImageId.1=ami-1",
+            "SecurityGroupId.x=sg-1",
+        ] {
+            let body = format!("LaunchTemplateData.{member}");
+            let refused = template_data(&QueryRequest::parse(body.as_bytes())).unwrap_err();
+            assert_eq!(refused.code(), "UnsupportedOperation", "{member}");
+            let name = member.split('=').next().unwrap();
+            assert!(refused.to_string().contains(name), "{refused}");
+        }
+        let kept = QueryRequest::parse(
+            b"LaunchTemplateData.NetworkInterface.1.SecurityGroupId.1=sg-1\
+              &LaunchTemplateData.NetworkInterface.1.DeviceIndex=0\
+              &LaunchTemplateData.Placement.Tenancy=default\
+              &LaunchTemplateData.TagSpecification.1.Tag.1.Value=web\
+              &LaunchTemplateData.SecurityGroup.1=default",
+        );
+        assert_eq!(template_data(&kept).unwrap().len(), 5);
     }
 }

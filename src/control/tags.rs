@@ -1,7 +1,10 @@
 //! `CreateTags`, `DeleteTags` and `DescribeTags` on instances, VPCs, subnets, security
 //! groups, key pairs and launch templates. An instance's tags show under
 //! `meta-data/tags/instance/` at once when `InstanceMetadataTags` is enabled; then keys IMDS
-//! cannot show are refused, as EC2 does.
+//! cannot show are refused, as EC2 does. EC2's own tags (`aws:ec2launchtemplate:id`, ...) are
+//! listed with the others but never shown in IMDS; users can neither create nor delete them
+//! (`DeleteTags` without keys deletes only the user's), and they do not count toward the limit
+//! of 50.
 
 use super::error::ControlError;
 use super::query::{QueryRequest, MAX_IDS};
@@ -10,6 +13,7 @@ use super::{Change, ControlApi};
 
 use super::paging::Page;
 use super::vpc::{canonical_filter, glob};
+use crate::fleet::instance::is_system_tag as is_system;
 use crate::fleet::launch_templates::TemplateError;
 use crate::fleet::lock_order::Unlocked;
 use crate::fleet::network::Tags;
@@ -61,22 +65,27 @@ fn edited(
     create: bool,
 ) -> Result<Tags, ControlError> {
     let mut after = tags.clone();
+    // EC2's own tags (`aws:...`) do not count toward the limit, and only EC2 changes them.
+    let users = |tags: &Tags| tags.keys().filter(|key| !is_system(key)).count();
     match create {
         true => {
             for (key, value) in given {
                 check_tag(key, value.as_deref().unwrap_or(""))?;
                 after.insert(key.clone(), value.clone().unwrap_or_default());
             }
-            if after.len() > MAX_TAGS && after.len() > tags.len() {
+            if users(&after) > MAX_TAGS && users(&after) > users(tags) {
                 return Err(ControlError::TagLimitExceeded(format!(
                     "The maximum number of tags per resource is {MAX_TAGS}; {id} would have {}",
-                    after.len()
+                    users(&after)
                 )));
             }
         }
-        false if given.is_empty() => after.clear(),
+        false if given.is_empty() => after.retain(|key, _| is_system(key)),
         false => {
             for (key, value) in given {
+                if is_system(key) {
+                    return Err(reserved(key));
+                }
                 if value.as_ref().is_none_or(|v| after.get(key) == Some(v)) {
                     after.remove(key);
                 }
@@ -306,12 +315,17 @@ pub(super) fn check_tag(key: &str, value: &str) -> Result<(), ControlError> {
             "Tag value exceeds the maximum length of {MAX_VALUE} characters"
         )));
     }
-    if key.to_ascii_lowercase().starts_with("aws:") {
-        return Err(ControlError::InvalidParameterValue(
-            "Tag keys starting with 'aws:' are reserved for internal use".into(),
-        ));
+    if is_system(key) {
+        return Err(reserved(key));
     }
     Ok(())
+}
+
+/// EC2's answer to a tag `key` of its own in a user's request.
+fn reserved(key: &str) -> ControlError {
+    ControlError::InvalidParameterValue(format!(
+        "Value ( {key} ) for parameter key is invalid. Tag keys starting with 'aws:' are reserved for internal use"
+    ))
 }
 
 fn dry_run(query: &QueryRequest) -> Result<(), ControlError> {

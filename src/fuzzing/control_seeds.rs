@@ -447,6 +447,35 @@ fn seeds() -> Vec<(&'static str, Vec<Call>, Vec<u16>)> {
             vec![200, 400],
         ),
         (
+            "launch-template-versions",
+            vec![
+                post(&[
+                    ("Action", "CreateLaunchTemplate"),
+                    ("LaunchTemplateName", "web"),
+                    ("LaunchTemplateData.ImageId", "ami-0abcdef1234567890"),
+                    ("LaunchTemplateData.MetadataOptions.HttpTokens", "required"),
+                ]),
+                post(&[
+                    ("Action", "CreateLaunchTemplateVersion"),
+                    ("LaunchTemplateName", "web"),
+                    ("SourceVersion", "1"),
+                    ("LaunchTemplateData.InstanceType", "t3.micro"),
+                ]),
+                post(&[
+                    ("Action", "DeleteLaunchTemplateVersions"),
+                    ("LaunchTemplateName", "web"),
+                    ("LaunchTemplateVersion.1", "1"),
+                    ("LaunchTemplateVersion.2", "2"),
+                    ("LaunchTemplateVersion.3", "9"),
+                ]),
+                post(&[
+                    ("Action", "DescribeLaunchTemplateVersions"),
+                    ("LaunchTemplateName", "web"),
+                ]),
+            ],
+            vec![200, 200, 200, 200],
+        ),
+        (
             "modify-instance-event-start-time",
             vec![post(&[
                 ("Action", "ModifyInstanceEventStartTime"),
