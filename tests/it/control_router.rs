@@ -15,6 +15,7 @@ mod instances;
 mod maintenance;
 mod rotation;
 mod tags;
+mod template_launches;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
