@@ -5,6 +5,7 @@ mod acknowledged;
 mod addresses;
 mod aemm;
 mod automation;
+mod botocore_shapes;
 mod browsers;
 mod cli;
 mod clock;
