@@ -266,7 +266,8 @@ async fn an_instance_holds_at_most_fifty_faults_and_clearing_one_makes_room() {
     assert_eq!(described(&f).await.len(), 50);
     let first = text(&described(&f).await[0], "faultId").to_owned();
     assert_ok(
-        &f.query(&format!("Action=ClearFaults&FaultId.1={first}")).await,
+        &f.query(&format!("Action=ClearFaults&FaultId.1={first}"))
+            .await,
         "ClearFaultsResponse",
     );
     let answer = inject(&f, "&Path=/latest/meta-data/50&Status=503").await;
