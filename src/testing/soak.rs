@@ -131,10 +131,12 @@ impl Sample {
             .into_iter()
             .zip(later.bounded())
             .map(|((name, from), (_, to))| {
-                let percent = match (from, to) {
-                    (f, t) if f == 0.0 && t == 0.0 => 0.0,
-                    (f, _) if f == 0.0 => 100.0,
-                    (f, t) => (t - f) / f * 100.0,
+                let percent = if from != 0.0 {
+                    (to - from) / from * 100.0
+                } else if to == 0.0 {
+                    0.0
+                } else {
+                    100.0
                 };
                 (name, (percent * 10.0).round() / 10.0)
             })
