@@ -3,7 +3,13 @@
 //! which guests are answered), the snapshot builder, the network registry (the subnets whose
 //! pools addresses come from, changed only under the account's lock), the instance that
 //! `RunInstances` starts from, the `ClientToken`s seen, the stored changes of config-file
-//! instances not served yet, and the count of applied changes others wait on.
+//! instances not served yet, the terminated instances the store still has but this process
+//! does not serve, and the count of applied changes others wait on.
+//!
+//! Bounds: at most [`MAX_CLIENT_TOKENS`] `ClientToken`s are remembered (with a store they are
+//! read again from it when needed; without one, the oldest beyond the bound are forgotten
+//! early), each until [`crate::store::CLIENT_TOKEN_RETENTION`] after the last instance it
+//! launched was forgotten.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -14,7 +20,11 @@ use crate::fleet::instance_id::InstanceId;
 use crate::fleet::lock_order::AccountGuard;
 use crate::fleet::network::Network;
 use crate::fleet::state::{InstanceSlot, SnapshotBuilder, State};
-use crate::store::ClientToken;
+use crate::store::{ClientToken, CLIENT_TOKEN_RETENTION};
+
+/// Most `ClientToken`s remembered in memory (each is its digest and instance ids: about
+/// 200 bytes and 40 per instance).
+pub(super) const MAX_CLIENT_TOKENS: usize = 10_000;
 
 /// The instances served and what binds them.
 #[derive(Debug)]
@@ -29,6 +39,10 @@ pub(super) struct Inventory {
     network: Mutex<Arc<Network>>,
     /// `RunInstances`' client tokens and what they launched.
     client_tokens: Mutex<BTreeMap<String, ClientToken>>,
+    /// Launched instances gone (terminated an hour ago) that the store still has but this
+    /// process does not serve (gone before it started, or when it learned them), by id, with
+    /// their row's revision: the next sweep deletes their rows.
+    gone_unserved: Mutex<BTreeMap<String, i64>>,
     /// Stored changes (and their row's revision) of config-file instances not served yet:
     /// an instance a SIGHUP adds starts from them.
     unplaced: Mutex<BTreeMap<String, (InstanceChanges, i64)>>,
@@ -66,6 +80,7 @@ impl Inventory {
             template,
             network: Mutex::new(network),
             client_tokens: Mutex::new(BTreeMap::new()),
+            gone_unserved: Mutex::new(BTreeMap::new()),
             unplaced: Mutex::new(unplaced),
             applied: tokio::sync::watch::Sender::new(0),
         }
@@ -81,9 +96,67 @@ impl Inventory {
         *held(&self.network) = Arc::new(network);
     }
 
-    /// The `ClientToken`s this process launched with or looked up, and what they launched.
-    pub(super) fn client_tokens(&self) -> MutexGuard<'_, BTreeMap<String, ClientToken>> {
-        held(&self.client_tokens)
+    /// What the `ClientToken` `token` launched, when this process remembers it.
+    pub(super) fn client_token(&self, token: &str) -> Option<ClientToken> {
+        held(&self.client_tokens).get(token).cloned()
+    }
+
+    /// Remembers `token` (launched with, or read from the store); the oldest beyond
+    /// [`MAX_CLIENT_TOKENS`] are forgotten.
+    pub(super) fn remember_client_token(&self, token: ClientToken) {
+        let mut tokens = held(&self.client_tokens);
+        tokens.insert(token.token.clone(), token);
+        while tokens.len() > MAX_CLIENT_TOKENS {
+            let oldest = tokens
+                .values()
+                .min_by_key(|t| (t.created_millis, t.token.clone()))
+                .map(|t| t.token.clone())
+                .expect("more tokens than the bound");
+            tokens.remove(&oldest);
+        }
+    }
+
+    /// Starts the retention of the remembered tokens none of whose instances is served any
+    /// more (`served` says which are), now that `forgotten` were, and forgets the tokens whose
+    /// retention ended by `now_millis`; how many were forgotten.
+    pub(super) fn expire_client_tokens(
+        &self,
+        forgotten: &BTreeSet<String>,
+        served: impl Fn(&str) -> bool,
+        now_millis: i64,
+    ) -> usize {
+        let mut tokens = held(&self.client_tokens);
+        for token in tokens.values_mut() {
+            let affected = token.instance_ids.iter().any(|id| forgotten.contains(id));
+            if token.expires_millis.is_none()
+                && affected
+                && !token.instance_ids.iter().any(|id| served(id))
+            {
+                token.expires_millis = Some(now_millis + CLIENT_TOKEN_RETENTION.as_millis() as i64);
+            }
+        }
+        let before = tokens.len();
+        tokens.retain(|_, t| t.expires_millis.is_none_or(|at| at > now_millis));
+        before - tokens.len()
+    }
+
+    /// Records that the store still has `id`'s rows (at `revision`), a gone instance this
+    /// process does not serve.
+    pub(super) fn keep_gone_unserved(&self, id: String, revision: i64) {
+        held(&self.gone_unserved).insert(id, revision);
+    }
+
+    /// The gone instances not served whose rows the store still has.
+    pub(super) fn gone_unserved(&self) -> BTreeMap<String, i64> {
+        held(&self.gone_unserved).clone()
+    }
+
+    /// Forgets `ids` among the gone instances not served (their rows are gone).
+    pub(super) fn forget_gone_unserved<'a>(&self, ids: impl IntoIterator<Item = &'a String>) {
+        let mut gone = held(&self.gone_unserved);
+        for id in ids {
+            gone.remove(id);
+        }
     }
 
     /// The changes stored for `id`, a config-file instance not served yet, and their revision

@@ -12,7 +12,11 @@
 //! deleted. The pools here record addresses for subnets and for other hosts; who holds an
 //! address is owned by the fleet index ([`crate::fleet::state`]), which allocation consults
 //! (`held`) and which refuses a second owner, so a pool that lags behind (a learned registry,
-//! a reloaded file) never hands out an address a live instance holds. The registry is plain serde data: the control API keeps it as one JSON value.
+//! a reloaded file) never hands out an address a live instance holds. The registry's objects
+//! are plain serde data, which the control API stores as one JSON value; the pools are not part
+//! of it (the store keeps one row per address in use, so launches through different hosts write
+//! different rows): [`Network::clear_pools`], [`Network::adopt_pools`] and
+//! [`Network::mark_in_use`] rebuild them from those rows.
 
 pub mod addresses;
 mod default_vpc;
@@ -187,11 +191,12 @@ pub struct Subnet {
     /// Its tags.
     #[serde(default)]
     pub tags: Tags,
-    /// IPv4 addresses in use.
-    #[serde(default)]
+    /// IPv4 addresses in use (never stored with the registry: the store keeps one row per
+    /// address; an older imds's stored pools are read once, when the store migrates them).
+    #[serde(default, skip_serializing)]
     ipv4: Pool<Ipv4Addr>,
-    /// IPv6 addresses in use.
-    #[serde(default)]
+    /// IPv6 addresses in use (likewise).
+    #[serde(default, skip_serializing)]
     ipv6: Pool<Ipv6Addr>,
 }
 
@@ -660,6 +665,38 @@ impl Network {
             IpAddr::V6(v6) => subnet.ipv6.mark(v6),
         }
         Ok(())
+    }
+
+    /// Forgets every address in use (before marking the ones the store and the live instances
+    /// say are).
+    pub fn clear_pools(&mut self) {
+        for subnet in self.subnets.values_mut() {
+            subnet.ipv4 = Pool::default();
+            subnet.ipv6 = Pool::default();
+        }
+    }
+
+    /// Takes the pools of `from`'s subnets (the addresses in use this process knows) for the
+    /// same subnets here: a registry learned from the store carries objects, not pools.
+    pub fn adopt_pools(&mut self, from: &Network) {
+        for (id, subnet) in &mut self.subnets {
+            if let Some(known) = from.subnets.get(id) {
+                subnet.ipv4 = known.ipv4.clone();
+                subnet.ipv6 = known.ipv6.clone();
+            }
+        }
+    }
+
+    /// Every address in use, with its subnet.
+    pub fn addresses_in_use(&self) -> impl Iterator<Item = (&str, IpAddr)> {
+        self.subnets.values().flat_map(|subnet| {
+            subnet
+                .ipv4
+                .iter()
+                .map(IpAddr::V4)
+                .chain(subnet.ipv6.iter().map(IpAddr::V6))
+                .map(move |ip| (subnet.id.as_str(), ip))
+        })
     }
 
     fn subnet_mut(&mut self, id: &str) -> Result<&mut Subnet, NetworkError> {

@@ -192,6 +192,11 @@ impl<A: Address> Pool<A> {
     pub fn is_empty(&self) -> bool {
         self.in_use.is_empty()
     }
+
+    /// The addresses in use, in order.
+    pub fn iter(&self) -> impl Iterator<Item = A> + '_ {
+        self.in_use.iter().copied()
+    }
 }
 
 #[cfg(test)]

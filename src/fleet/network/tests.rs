@@ -96,12 +96,31 @@ fn the_default_registry_is_the_same_each_time() {
 }
 
 #[test]
-fn the_registry_survives_a_json_round_trip() {
+fn the_registry_survives_a_json_round_trip_without_its_pools() {
     let mut network = network();
-    network.allocate_ipv4(SUBNET, None, |_| false).unwrap();
+    let ip = network.allocate_ipv4(SUBNET, None, |_| false).unwrap();
     let json = serde_json::to_string(&network).unwrap();
-    let back: Network = serde_json::from_str(&json).unwrap();
+    assert!(!json.contains(&format!("\"{ip}\"")), "{json}");
+    let mut back: Network = serde_json::from_str(&json).unwrap();
+    assert!(!back.subnet(SUBNET).unwrap().is_in_use(IpAddr::V4(ip)));
+    back.adopt_pools(&network);
     assert_eq!(back, network);
+    assert!(back
+        .addresses_in_use()
+        .any(|in_use| in_use == (SUBNET, IpAddr::V4(ip))));
+    back.clear_pools();
+    assert_eq!(back.addresses_in_use().count(), 0);
+}
+
+#[test]
+fn an_older_registry_with_its_pools_is_still_read() {
+    let mut network = network();
+    let ip = network.allocate_ipv4(SUBNET, None, |_| false).unwrap();
+    let mut json: serde_json::Value = serde_json::to_value(&network).unwrap();
+    json["subnets"][SUBNET]["ipv4"] =
+        serde_json::json!({ "in_use": [ip.to_string()], "next": null });
+    let back: Network = serde_json::from_value(json).unwrap();
+    assert!(back.subnet(SUBNET).unwrap().is_in_use(IpAddr::V4(ip)));
 }
 
 #[test]
