@@ -320,3 +320,108 @@ fn runtime() -> tokio::runtime::Runtime {
         .build()
         .unwrap()
 }
+
+/// The rows of `table` in the state directory's database (read beside the running server).
+fn count(state: &Path, table: &str) -> i64 {
+    let db = rusqlite::Connection::open(state.join("state.db")).unwrap();
+    db.busy_timeout(Duration::from_secs(10)).unwrap();
+    db.query_row(&format!("SELECT count(*) FROM {table}"), [], |r| r.get(0))
+        .unwrap()
+}
+
+fn sql(state: &Path, statement: &str) {
+    let db = rusqlite::Connection::open(state.join("state.db")).unwrap();
+    db.busy_timeout(Duration::from_secs(10)).unwrap();
+    db.execute_batch(statement).unwrap();
+}
+
+#[test]
+#[ignore = "needs the AWS CLI: run scripts/test"]
+fn the_aws_cli_retrying_with_its_client_token_after_restarts_launches_once_until_the_token_expires()
+{
+    use crate::control::aws;
+    use crate::fleet::serve_fleet;
+
+    let dir = tempfile::tempdir().unwrap();
+    let config = fleet_config(dir.path(), "");
+    let state = dir.path().join("state");
+    let launch = [
+        "run-instances",
+        "--image-id",
+        "ami-0abcdef1234567890",
+        "--count",
+        "1",
+        "--subnet-id",
+        SUBNET,
+        "--client-token",
+        "cli-once",
+    ];
+    let served = serve_fleet(&config, &state);
+    let first = aws(&served, &launch).unwrap();
+    let id = first["Instances"][0]["InstanceId"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let reservation = first["ReservationId"].as_str().unwrap().to_owned();
+    aws(&served, &["terminate-instances", "--instance-ids", &id]).unwrap();
+    served.signal("KILL");
+    drop(served);
+
+    // An hour passes while imds is stopped (its termination is made an hour and a minute old):
+    // the sweep at start deletes the instance's rows.
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64;
+    let long_ago = now - AN_HOUR_LATER.as_millis() as u64;
+    sql(
+        &state,
+        &format!(
+            "UPDATE instance_changes SET changes = json_set(changes, '$.lifecycle.at_millis', {long_ago})
+             WHERE instance_id = '{id}'"
+        ),
+    );
+    let served = serve_fleet(&config, &state);
+    crate::many_hosts::eventually(
+        "the start's sweep deletes the forgotten instance's rows",
+        || count(&state, "launched_instances") == 0,
+    );
+    assert_eq!(count(&state, "instance_changes"), 0);
+    // The retry is answered as the first launch was, its instance terminated; nothing new.
+    let again = aws(&served, &launch).unwrap();
+    assert_eq!(again["ReservationId"], reservation.as_str(), "{again}");
+    assert_eq!(again["Instances"][0]["InstanceId"], id.as_str(), "{again}");
+    assert_eq!(
+        again["Instances"][0]["State"]["Name"], "terminated",
+        "{again}"
+    );
+    let all = aws(&served, &["describe-instances"]).unwrap();
+    let shown: Vec<&str> = all["Reservations"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|r| r["Instances"].as_array().unwrap())
+        .map(|i| i["InstanceId"].as_str().unwrap())
+        .collect();
+    assert_eq!(shown, vec![CONFIGURED], "{all}");
+    let mut other = launch.to_vec();
+    other.extend(["--instance-type", "t3.large"]);
+    let (_, error) = aws(&served, &other).unwrap_err();
+    assert!(error.contains("IdempotentParameterMismatch"), "{error}");
+    served.signal("KILL");
+    drop(served);
+
+    // A day after its instance was forgotten the token is pruned: a retry launches anew.
+    sql(
+        &state,
+        "UPDATE client_tokens SET expires_at_ms = 1 WHERE token = 'cli-once'",
+    );
+    let served = serve_fleet(&config, &state);
+    crate::many_hosts::eventually("the start's sweep prunes the token", || {
+        count(&state, "client_tokens") == 0
+    });
+    let third = aws(&served, &launch).unwrap();
+    let new = third["Instances"][0]["InstanceId"].as_str().unwrap();
+    assert_ne!(new, id);
+    assert_eq!(count(&state, "client_tokens"), 1);
+}

@@ -44,6 +44,8 @@ mod reload_race;
 mod secrets;
 mod slow_clients;
 mod ssrf;
+mod store_history;
+mod store_migration;
 mod store_properties;
 mod sts;
 #[cfg(feature = "testing")]
