@@ -53,6 +53,7 @@
 //! [`crate::fleet::lock_order::Unlocked`] and takes its locks through it, account first.
 
 mod account;
+mod client_tokens;
 mod cloudwatch;
 mod connection;
 mod console;
@@ -322,8 +323,17 @@ impl ControlApi {
                 (id, revision)
             })
             .collect();
-        let network =
-            vpc::initial_network(persisted.network, &persisted.addresses, &state, &template);
+        let shared = persisted
+            .store
+            .as_ref()
+            .is_some_and(|store| store.is_shared());
+        let network = vpc::initial_network(
+            persisted.network,
+            &persisted.addresses,
+            shared,
+            &state,
+            &template,
+        );
         let store_stats = store_stats::StoreStats::default();
         store_stats.corrupt_rows(persisted.corrupt);
         let signing_generation =

@@ -81,6 +81,7 @@ impl ControlApi {
         self.inventory.forget_gone_unserved(&forgotten);
         let ids: Vec<InstanceId> = forgotten.iter().filter_map(|id| id.parse().ok()).collect();
         let count = self.forget_in_memory(&ids, &account);
+        drop(account);
         if count > 0 {
             tracing::info!(
                 instances = count,

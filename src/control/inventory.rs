@@ -5,26 +5,19 @@
 //! `RunInstances` starts from, the `ClientToken`s seen, the stored changes of config-file
 //! instances not served yet, the terminated instances the store still has but this process
 //! does not serve, and the count of applied changes others wait on.
-//!
-//! Bounds: at most [`MAX_CLIENT_TOKENS`] `ClientToken`s are remembered (with a store they are
-//! read again from it when needed; without one, the oldest beyond the bound are forgotten
-//! early), each until [`crate::store::CLIENT_TOKEN_RETENTION`] after the last instance it
-//! launched was forgotten.
+//! The `ClientToken`s remembered are bounded (see [`super::client_tokens`]).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex, MutexGuard};
 
+use super::client_tokens::ClientTokens;
 use crate::fleet::changes::InstanceChanges;
 use crate::fleet::instance::InstanceConfig;
 use crate::fleet::instance_id::InstanceId;
 use crate::fleet::lock_order::AccountGuard;
 use crate::fleet::network::Network;
 use crate::fleet::state::{InstanceSlot, SnapshotBuilder, State};
-use crate::store::{ClientToken, CLIENT_TOKEN_RETENTION};
-
-/// Most `ClientToken`s remembered in memory (each is its digest and instance ids: about
-/// 200 bytes and 40 per instance).
-pub(super) const MAX_CLIENT_TOKENS: usize = 10_000;
+use crate::store::ClientToken;
 
 /// The instances served and what binds them.
 #[derive(Debug)]
@@ -38,7 +31,7 @@ pub(super) struct Inventory {
     /// The region's VPCs, subnets, security groups and key pairs (changed on a copy, swapped).
     network: Mutex<Arc<Network>>,
     /// `RunInstances`' client tokens and what they launched.
-    client_tokens: Mutex<BTreeMap<String, ClientToken>>,
+    client_tokens: Mutex<ClientTokens>,
     /// Launched instances gone (terminated an hour ago) that the store still has but this
     /// process does not serve (gone before it started, or when it learned them), by id, with
     /// their row's revision: the next sweep deletes their rows.
@@ -79,7 +72,7 @@ impl Inventory {
             snapshots,
             template,
             network: Mutex::new(network),
-            client_tokens: Mutex::new(BTreeMap::new()),
+            client_tokens: Mutex::new(ClientTokens::default()),
             gone_unserved: Mutex::new(BTreeMap::new()),
             unplaced: Mutex::new(unplaced),
             applied: tokio::sync::watch::Sender::new(0),
@@ -101,43 +94,20 @@ impl Inventory {
         held(&self.client_tokens).get(token).cloned()
     }
 
-    /// Remembers `token` (launched with, or read from the store); the oldest beyond
-    /// [`MAX_CLIENT_TOKENS`] are forgotten.
+    /// Remembers `token` (launched with, or read from the store).
     pub(super) fn remember_client_token(&self, token: ClientToken) {
-        let mut tokens = held(&self.client_tokens);
-        tokens.insert(token.token.clone(), token);
-        while tokens.len() > MAX_CLIENT_TOKENS {
-            let oldest = tokens
-                .values()
-                .min_by_key(|t| (t.created_millis, t.token.clone()))
-                .map(|t| t.token.clone())
-                .expect("more tokens than the bound");
-            tokens.remove(&oldest);
-        }
+        held(&self.client_tokens).remember(token);
     }
 
-    /// Starts the retention of the remembered tokens none of whose instances is served any
-    /// more (`served` says which are), now that `forgotten` were, and forgets the tokens whose
-    /// retention ended by `now_millis`; how many were forgotten.
+    /// Starts the retention of the remembered tokens whose instances are all forgotten, now
+    /// that `forgotten` were, and forgets the tokens whose retention ended by `now_millis`.
     pub(super) fn expire_client_tokens(
         &self,
         forgotten: &BTreeSet<String>,
         served: impl Fn(&str) -> bool,
         now_millis: i64,
     ) -> usize {
-        let mut tokens = held(&self.client_tokens);
-        for token in tokens.values_mut() {
-            let affected = token.instance_ids.iter().any(|id| forgotten.contains(id));
-            if token.expires_millis.is_none()
-                && affected
-                && !token.instance_ids.iter().any(|id| served(id))
-            {
-                token.expires_millis = Some(now_millis + CLIENT_TOKEN_RETENTION.as_millis() as i64);
-            }
-        }
-        let before = tokens.len();
-        tokens.retain(|_, t| t.expires_millis.is_none_or(|at| at > now_millis));
-        before - tokens.len()
+        held(&self.client_tokens).expire(forgotten, served, now_millis)
     }
 
     /// Records that the store still has `id`'s rows (at `revision`), a gone instance this

@@ -525,9 +525,7 @@ impl ControlApi {
         xml.close();
         xml.finish()
     }
-}
 
-impl ControlApi {
     /// The answer to a retry of the launch that `launched` recorded: its reservation with each
     /// instance as it is now, or as terminated, with what the request (the same as the first)
     /// said of it, once EC2 no longer shows it (forgotten an hour after it terminated).

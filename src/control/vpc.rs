@@ -21,9 +21,11 @@ pub(super) const NETWORK: &str = "network";
 /// region; either way with every live instance's network objects and addresses in it. The
 /// stored addresses in use (`addresses`) stay in use: other hosts' instances may hold them (an
 /// instance leaves a host's file through a reload, which frees its addresses for every host).
+/// A host `shared` with others looks for free addresses from a random place of each subnet.
 pub(super) fn initial_network(
     stored: Option<Network>,
     addresses: &[crate::store::StoredAddress],
+    shared: bool,
     state: &State,
     template: &crate::fleet::instance::InstanceConfig,
 ) -> Arc<Network> {
@@ -40,6 +42,9 @@ pub(super) fn initial_network(
         mark_stored(&mut network, &row.subnet_id, &row.address);
     }
     mark_held(&mut network, state);
+    if shared {
+        network.spread_allocations(rand::random::<u64>().max(1));
+    }
     Arc::new(network)
 }
 

@@ -302,6 +302,11 @@ pub struct Network {
     security_groups: BTreeMap<String, SecurityGroup>,
     /// By name.
     key_pairs: BTreeMap<String, KeyPair>,
+    /// Where this process starts looking for free addresses in each subnet, as a number the
+    /// subnet's size divides (0: at its first usable address). Processes sharing a store start
+    /// at different places, so launches through different hosts rarely want the same address.
+    #[serde(skip)]
+    spread: u64,
 }
 
 impl Network {
@@ -590,6 +595,12 @@ impl Network {
         self.key_pairs.remove(&name)
     }
 
+    /// Starts this process's searches for free addresses at a place of each subnet derived
+    /// from `seed` rather than at its first usable address (see [`Network`]'s `spread`).
+    pub fn spread_allocations(&mut self, seed: u64) {
+        self.spread = seed;
+    }
+
     /// Takes `wanted` (EC2's `PrivateIpAddress`) or the next free address of subnet
     /// `subnet_id`, never one of the five EC2 reserves nor one `held` says a live instance
     /// holds (the fleet index's answer, whatever this registry recorded).
@@ -599,8 +610,10 @@ impl Network {
         wanted: Option<Ipv4Addr>,
         held: impl Fn(IpAddr) -> bool,
     ) -> Result<Ipv4Addr, NetworkError> {
+        let spread = self.spread;
         let subnet = self.subnet_mut(subnet_id)?;
         let block = Block::v4(subnet.cidr);
+        subnet.ipv4.start_search_at(block, u128::from(spread));
         subnet
             .ipv4
             .allocate(block, wanted, |ip| held(IpAddr::V4(ip)))
@@ -622,12 +635,16 @@ impl Network {
         wanted: Option<Ipv6Addr>,
         held: impl Fn(IpAddr) -> bool,
     ) -> Result<Ipv6Addr, NetworkError> {
+        let spread = self.spread;
         let subnet = self.subnet_mut(subnet_id)?;
         let Some(cidr) = subnet.ipv6_cidr else {
             return Err(NetworkError::InvalidParameterValue(format!(
                 "The subnet '{subnet_id}' has no IPv6 CIDR block, so instances in it cannot have IPv6 addresses."
             )));
         };
+        subnet
+            .ipv6
+            .start_search_at(Block::v6(cidr), u128::from(spread));
         subnet
             .ipv6
             .allocate(Block::v6(cidr), wanted, |ip| held(IpAddr::V6(ip)))
@@ -677,26 +694,16 @@ impl Network {
     }
 
     /// Takes the pools of `from`'s subnets (the addresses in use this process knows) for the
-    /// same subnets here: a registry learned from the store carries objects, not pools.
+    /// same subnets here, and where its searches start: a registry learned from the store
+    /// carries objects, not pools.
     pub fn adopt_pools(&mut self, from: &Network) {
+        self.spread = from.spread;
         for (id, subnet) in &mut self.subnets {
             if let Some(known) = from.subnets.get(id) {
                 subnet.ipv4 = known.ipv4.clone();
                 subnet.ipv6 = known.ipv6.clone();
             }
         }
-    }
-
-    /// Every address in use, with its subnet.
-    pub fn addresses_in_use(&self) -> impl Iterator<Item = (&str, IpAddr)> {
-        self.subnets.values().flat_map(|subnet| {
-            subnet
-                .ipv4
-                .iter()
-                .map(IpAddr::V4)
-                .chain(subnet.ipv6.iter().map(IpAddr::V6))
-                .map(move |ip| (subnet.id.as_str(), ip))
-        })
     }
 
     fn subnet_mut(&mut self, id: &str) -> Result<&mut Subnet, NetworkError> {
