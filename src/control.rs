@@ -62,6 +62,7 @@
 mod account;
 mod attributes;
 mod catalog;
+mod client_tokens;
 mod cloudwatch;
 mod connection;
 mod console;
@@ -87,6 +88,7 @@ mod query;
 mod reload;
 mod rotation;
 mod sigv4;
+mod store_stats;
 mod sync;
 mod tags;
 mod vpc;
@@ -154,6 +156,10 @@ pub struct Persisted {
     pub network: Option<crate::fleet::network::Network>,
     /// The account's launch templates.
     pub templates: crate::fleet::launch_templates::LaunchTemplates,
+    /// The addresses in use, as stored.
+    pub addresses: Vec<crate::store::StoredAddress>,
+    /// Stored rows that do not parse, reported and skipped.
+    pub corrupt: u64,
     /// The revision of each stored account value.
     pub account_revisions: BTreeMap<String, i64>,
     /// The newest revision read.
@@ -166,7 +172,9 @@ pub struct Persisted {
 
 impl Persisted {
     /// What `store` held at the start (`changed`: every row); nothing without a store. A row
-    /// that does not parse is an error: starting without it would lose it at the next write.
+    /// that does not parse is reported (a warning, and `imds_store_corrupt_rows_total`) and
+    /// skipped, never a reason not to start; its revision is kept, so that a later change of
+    /// the same instance or value replaces it.
     pub fn from_store(
         store: Option<Arc<Store>>,
         changed: Changed,
@@ -174,11 +182,7 @@ impl Persisted {
         let Some(store) = store else {
             return Ok(Persisted::default());
         };
-        let corrupt = |what: String, error: serde_json::Error| StoreError::Corrupt {
-            location: store.describe(),
-            what,
-            reason: error.to_string(),
-        };
+        let location = store.describe();
         let signing = crate::fleet::keys::rotated_signer(&changed.keys)
             .ok()
             .flatten()
@@ -186,40 +190,50 @@ impl Persisted {
         let mut persisted = Persisted {
             seen: changed.revision,
             signing_generation: signing,
+            addresses: changed.addresses,
             ..Persisted::default()
+        };
+        let corrupt = |persisted: &mut Persisted, what: String, error: serde_json::Error| {
+            tracing::warn!(store = location, what, %error, "a stored row is unreadable: skipped (a later change replaces it)");
+            persisted.corrupt += 1;
         };
         for row in changed.instances {
             let id = row.instance_id;
-            let changes: InstanceChanges = serde_json::from_str(&row.changes)
-                .map_err(|e| corrupt(format!("changes of {id}"), e))?;
-            if let Some(config) = row.config {
-                let config: InstanceConfig = serde_json::from_str(&config)
-                    .map_err(|e| corrupt(format!("launched instance {id}"), e))?;
-                persisted.launched.push(config);
-            }
             persisted.revisions.insert(id.clone(), row.revision);
+            let changes: InstanceChanges = match serde_json::from_str(&row.changes) {
+                Ok(changes) => changes,
+                Err(error) => {
+                    corrupt(&mut persisted, format!("changes of {id}"), error);
+                    continue;
+                }
+            };
+            if let Some(config) = row.config {
+                match serde_json::from_str::<InstanceConfig>(&config) {
+                    Ok(config) => persisted.launched.push(config),
+                    Err(error) => {
+                        corrupt(&mut persisted, format!("launched instance {id}"), error);
+                        continue;
+                    }
+                }
+            }
             persisted.changes.insert(id, changes);
         }
         persisted
             .launched
             .sort_by(|a, b| a.instance_id.cmp(&b.instance_id));
         for value in changed.account {
-            match value.name.as_str() {
-                DEFAULTS => {
-                    persisted.defaults = serde_json::from_str(&value.value)
-                        .map_err(|e| corrupt(value.name.clone(), e))?
-                }
+            let parsed = match value.name.as_str() {
+                DEFAULTS => serde_json::from_str(&value.value).map(|d| persisted.defaults = d),
                 vpc::NETWORK => {
-                    persisted.network = Some(
-                        serde_json::from_str(&value.value)
-                            .map_err(|e| corrupt(value.name.clone(), e))?,
-                    )
+                    serde_json::from_str(&value.value).map(|n| persisted.network = Some(n))
                 }
                 launch_templates::TEMPLATES => {
-                    persisted.templates = serde_json::from_str(&value.value)
-                        .map_err(|e| corrupt(value.name.clone(), e))?
+                    serde_json::from_str(&value.value).map(|t| persisted.templates = t)
                 }
                 _ => continue,
+            };
+            if let Err(error) = parsed {
+                corrupt(&mut persisted, value.name.clone(), error);
             }
             persisted
                 .account_revisions
@@ -283,6 +297,8 @@ pub struct ControlApi {
     /// Refused signatures are logged at most once a minute (anyone can send them; each is
     /// counted in `/metrics`).
     refused_signatures: crate::log_limit::LogLimit,
+    /// What the store's upkeep counts.
+    store_stats: store_stats::StoreStats,
 }
 
 impl ControlApi {
@@ -313,10 +329,36 @@ impl ControlApi {
                     .any(|l| l.instance_id == id.as_str())
             })
             .collect();
-        let network = vpc::initial_network(persisted.network, &state, &template);
+        let now = clock.now_millis();
+        let gone: Vec<(String, i64)> = persisted
+            .launched
+            .iter()
+            .filter(|config| {
+                let lifecycle = persisted.changes_of(&config.instance_id).lifecycle;
+                lifecycle.is_some_and(|l| l.is_gone(now))
+            })
+            .map(|config| {
+                let id = config.instance_id.clone();
+                let revision = persisted.revision_of(&id);
+                (id, revision)
+            })
+            .collect();
+        let shared = persisted
+            .store
+            .as_ref()
+            .is_some_and(|store| store.is_shared());
+        let network = vpc::initial_network(
+            persisted.network,
+            &persisted.addresses,
+            shared,
+            &state,
+            &template,
+        );
+        let store_stats = store_stats::StoreStats::default();
+        store_stats.corrupt_rows(persisted.corrupt);
         let signing_generation =
             (!persisted.signing_key_from_files).then_some(persisted.signing_generation);
-        ControlApi {
+        let api = ControlApi {
             inventory: inventory::Inventory::new(
                 state, snapshots, template, network, unplaced, from_file,
             ),
@@ -334,7 +376,14 @@ impl ControlApi {
             metrics,
             console: console::Console::default(),
             refused_signatures: crate::log_limit::LogLimit::new(Duration::from_secs(60)),
+            store_stats,
+        };
+        // Launched instances gone before this start: not served, their rows deleted at the
+        // first sweep.
+        for (id, revision) in gone {
+            api.inventory.keep_gone_unserved(id, revision);
         }
+        api
     }
 
     /// Answers one request (from a socket, or in-process: any body will do).

@@ -1,7 +1,8 @@
 //! `StopInstances`, `StartInstances`, `RebootInstances` and `TerminateInstances` (fleet mode),
 //! with EC2's state machine ([`crate::fleet::lifecycle`]): a stopped or terminated instance
 //! answers no guest but keeps its private addresses (as on EC2: nobody else gets them), a
-//! terminated one gives its addresses back to its subnet and stays visible for an hour. Every change of one request is stored in one transaction before the answer.
+//! terminated one gives its addresses back to its subnet (their rows deleted) and stays visible
+//! for an hour. Every change of one request is stored in one transaction before the answer.
 
 use std::sync::Arc;
 
@@ -53,6 +54,7 @@ impl ControlApi {
         let mut network = (*self.inventory.network()).clone();
         let mut answer = Vec::with_capacity(slots.len());
         let mut changed = Vec::new();
+        let mut commit = crate::store::Commit::default();
         for slot in &slots {
             let snapshot = slot.current();
             let before = instance_state(slot, &snapshot, now);
@@ -88,6 +90,7 @@ impl ControlApi {
                 if transition == Transition::Terminate {
                     for (subnet, ip) in super::launch::addresses(&snapshot.instance) {
                         network.release(&subnet, ip);
+                        commit = commit.release(&subnet, ip, slot.id().as_str());
                     }
                 }
                 changed.push((slot.clone(), changes));
@@ -97,12 +100,9 @@ impl ControlApi {
         if query.dry_run() {
             return Err(ControlError::DryRunOperation);
         }
-        let mut commit = crate::store::Commit::default();
         for (slot, changes) in &changed {
             commit = commit.instance(super::sync::instance_write(slot, changes));
         }
-        let commit =
-            self.account_write(commit, super::vpc::NETWORK, super::sync::to_json(&network));
         let revision = self.persist(commit).await?;
         for (slot, changes) in changed {
             let held = slot.guard_in(&locks).expect("every slot changed is locked");
@@ -115,8 +115,6 @@ impl ControlApi {
         }
         drop(locks);
         self.inventory.set_network(network, &account);
-        self.account
-            .set_revision(super::vpc::NETWORK, revision, &account);
         tracing::info!(
             ?transition,
             instances = answer.len(),

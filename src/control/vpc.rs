@@ -1,7 +1,8 @@
 //! The networking objects instances launch into: `DescribeVpcs`, `CreateSubnet`,
 //! `DeleteSubnet`, `DescribeSubnets`, `CreateSecurityGroup`, `DeleteSecurityGroup` and
 //! `DescribeSecurityGroups`, over the region's [`Network`] registry. A change is made on a
-//! copy under the change lock, stored whole (the account value `network`), then swapped in.
+//! copy under the change lock, stored whole (the account value `network`: its objects; the
+//! addresses in use are rows of their own), then swapped in.
 
 use std::sync::Arc;
 
@@ -18,10 +19,13 @@ pub(super) const NETWORK: &str = "network";
 
 /// The registry to start from: the stored one, else the default one of the first instance's
 /// region; either way with every live instance's network objects and addresses in it. The
-/// stored addresses in use stay in use: another host's file instances may hold them (an
-/// instance leaves the file through a reload, which frees its addresses for every host).
+/// stored addresses in use (`addresses`) stay in use: other hosts' instances may hold them (an
+/// instance leaves a host's file through a reload, which frees its addresses for every host).
+/// A host `shared` with others looks for free addresses from a random place of each subnet.
 pub(super) fn initial_network(
     stored: Option<Network>,
+    addresses: &[crate::store::StoredAddress],
+    shared: bool,
     state: &State,
     template: &crate::fleet::instance::InstanceConfig,
 ) -> Arc<Network> {
@@ -32,8 +36,40 @@ pub(super) fn initial_network(
                 .expect("the built-in instance is valid"),
         ),
     });
+    // The rows say which addresses are in use (an older imds's pools were migrated to them).
+    network.clear_pools();
+    for row in addresses {
+        mark_stored(&mut network, &row.subnet_id, &row.address);
+    }
     mark_held(&mut network, state);
+    if shared {
+        network.spread_allocations(rand::random::<u64>().max(1));
+    }
     Arc::new(network)
+}
+
+/// Marks the stored address `address` of `subnet_id` in use; one that does not parse or is
+/// outside the registry's subnets is left out, at debug level (a subnet another host's file
+/// instances live in, which it stores with its registry).
+pub(super) fn mark_stored(network: &mut Network, subnet_id: &str, address: &str) {
+    let marked = address
+        .parse::<std::net::IpAddr>()
+        .map_err(|e| e.to_string())
+        .and_then(|ip| {
+            network
+                .mark_in_use(subnet_id, ip)
+                .map_err(|e| e.to_string())
+        });
+    if let Err(error) = marked {
+        tracing::debug!(subnet = subnet_id, address, %error, "a stored address in use is not counted");
+    }
+}
+
+/// Gives the stored address `address` of `subnet_id` back (its row was deleted).
+pub(super) fn release_stored(network: &mut Network, subnet_id: &str, address: &str) {
+    if let Ok(ip) = address.parse::<std::net::IpAddr>() {
+        network.release(subnet_id, ip);
+    }
 }
 
 /// Records in `network` every address a live instance of `state` holds (the fleet index owns
@@ -67,13 +103,21 @@ impl ControlApi {
         edit: impl FnOnce(&mut Network) -> Result<T, ControlError>,
     ) -> Result<T, ControlError> {
         let account = self.account.lock(order).await;
-        let mut network = (*self.inventory.network()).clone();
+        let before = self.inventory.network();
+        let mut network = (*before).clone();
         let out = edit(&mut network)?;
-        let commit = self.account_write(
+        let mut commit = self.account_write(
             crate::store::Commit::default(),
             NETWORK,
             super::sync::to_json(&network),
         );
+        // A subnet deleted must still have no address in use when this commits (a launch
+        // through another host may have taken one since this host last learned).
+        for subnet in before.subnets() {
+            if network.subnet(&subnet.id).is_err() {
+                commit = commit.vacant(&subnet.id);
+            }
+        }
         let revision = self.persist(commit).await?;
         self.inventory.set_network(network, &account);
         self.account.set_revision(NETWORK, revision, &account);

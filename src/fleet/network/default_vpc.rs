@@ -37,6 +37,7 @@ impl Network {
             subnets: BTreeMap::new(),
             security_groups: BTreeMap::new(),
             key_pairs: BTreeMap::new(),
+            spread: 0,
         };
         network.add_instance(instance);
         network.add_default_subnets();
