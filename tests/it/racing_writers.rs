@@ -176,3 +176,39 @@ async fn create_tags_racing_on_one_instance_from_two_hosts_on_one_sqlite_store_a
         }
     }
 }
+
+#[tokio::test]
+async fn a_subnet_deleted_through_a_host_that_missed_a_launch_into_it_stays() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = fleet_config(dir.path(), "");
+    let state = dir.path().join("state");
+    let clock = Arc::new(ManualClock::at_millis(START));
+    let a = open(&config, &state, clock.clone()).await;
+    let b = open(&config, &state, clock.clone()).await;
+    let created = query(
+        &a,
+        "Action=CreateSubnet&VpcId=vpc-0c4f6a8e2b1d35792&CidrBlock=127.17.0.0/24",
+    )
+    .await;
+    assert_eq!(created.0, StatusCode::OK, "{}", created.1);
+    let subnet = element(&created.1, "subnetId").unwrap().to_owned();
+    b.control.catch_up().await.unwrap();
+    let launched = query(
+        &a,
+        &format!("Action=RunInstances&ImageId=ami-0abcdef1234567890&MinCount=1&MaxCount=1&SubnetId={subnet}"),
+    )
+    .await;
+    assert_eq!(launched.0, StatusCode::OK, "{}", launched.1);
+    // B has not learned the launch: its registry has the subnet empty, yet the store refuses
+    // the deletion, and B answers as it would have once caught up.
+    let deleted = query(&b, &format!("Action=DeleteSubnet&SubnetId={subnet}")).await;
+    assert_eq!(
+        element(&deleted.1, "Code"),
+        Some("DependencyViolation"),
+        "{}",
+        deleted.1
+    );
+    a.control.catch_up().await.unwrap();
+    let described = query(&a, &format!("Action=DescribeSubnets&SubnetId.1={subnet}")).await;
+    assert_eq!(described.0, StatusCode::OK, "{}", described.1);
+}
