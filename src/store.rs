@@ -645,9 +645,15 @@ impl Store {
         replaced_before_millis: i64,
     ) -> Result<u64, StoreError> {
         match self {
-            Store::Sqlite(store) => store.prune_replaced_keys(prefix, replaced_before_millis).await,
+            Store::Sqlite(store) => {
+                store
+                    .prune_replaced_keys(prefix, replaced_before_millis)
+                    .await
+            }
             Store::Postgres(store) => {
-                store.prune_replaced_keys(prefix, replaced_before_millis).await
+                store
+                    .prune_replaced_keys(prefix, replaced_before_millis)
+                    .await
             }
         }
     }

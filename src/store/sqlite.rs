@@ -174,11 +174,8 @@ impl SqliteStore {
     ) -> Result<u64, StoreError> {
         let prefix = prefix.to_owned();
         self.blocking(move |c| {
-            c.execute(
-                PRUNE_REPLACED_KEYS,
-                params![replaced_before_millis, prefix],
-            )
-            .map(|n| n as u64)
+            c.execute(PRUNE_REPLACED_KEYS, params![replaced_before_millis, prefix])
+                .map(|n| n as u64)
         })
         .await
     }
@@ -631,13 +628,33 @@ mod tests {
                 names
             }
         };
-        assert_eq!(store.prune_replaced_keys("token-key/", 999).await.unwrap(), 0);
-        assert_eq!(store.prune_replaced_keys("token-key/", 1_000).await.unwrap(), 1);
+        assert_eq!(
+            store.prune_replaced_keys("token-key/", 999).await.unwrap(),
+            0
+        );
+        assert_eq!(
+            store
+                .prune_replaced_keys("token-key/", 1_000)
+                .await
+                .unwrap(),
+            1
+        );
         assert_eq!(
             names(&store).await,
-            ["signing-key/1", "signing-key/2", "token-key/2", "token-key/3"]
+            [
+                "signing-key/1",
+                "signing-key/2",
+                "token-key/2",
+                "token-key/3"
+            ]
         );
-        assert_eq!(store.prune_replaced_keys("token-key/", i64::MAX).await.unwrap(), 1);
+        assert_eq!(
+            store
+                .prune_replaced_keys("token-key/", i64::MAX)
+                .await
+                .unwrap(),
+            1
+        );
         assert_eq!(
             names(&store).await,
             ["signing-key/1", "signing-key/2", "token-key/3"],
