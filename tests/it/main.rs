@@ -4,6 +4,7 @@ mod access_log;
 mod acknowledged;
 mod addresses;
 mod aemm;
+mod aemm_examples;
 mod browsers;
 mod cli;
 mod clock;
