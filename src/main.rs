@@ -16,12 +16,12 @@ fn main() -> ExitCode {
         .and_then(|arg0| std::path::Path::new(arg0).file_name())
         .map(|name| name.to_string_lossy().into_owned());
     if invoked_as.as_deref() == Some("ec2-metadata-mock") {
-        return report(init_logging("info").and_then(|()| Ok(imds::app::aemm::run(args)?)));
+        return report(init_logging(None).and_then(|()| Ok(imds::app::aemm::run(args)?)));
     }
     let cli = Cli::parse_from(args.clone());
     let result: Result<(), Box<dyn std::error::Error>> = match cli.command {
         Command::Serve(args) => {
-            init_logging(&args.log_level).and_then(|()| Ok(imds::app::serve::run(&args)?))
+            init_logging(args.log_level.as_deref()).and_then(|()| Ok(imds::app::serve::run(&args)?))
         }
         Command::PrintConfig => {
             print!("{DEFAULT_CONFIG_TOML}");
@@ -34,7 +34,7 @@ fn main() -> ExitCode {
             // AEMM's own parser reads everything after `aemm`.
             args.drain(1..=aemm_position(&args));
             args[0] = "ec2-metadata-mock".into();
-            init_logging("info").and_then(|()| Ok(imds::app::aemm::run(args)?))
+            init_logging(None).and_then(|()| Ok(imds::app::aemm::run(args)?))
         }
         Command::LinkLocal { to, .. } => {
             print!("{}", imds::app::link_local::dnat_rules(to));
@@ -107,9 +107,17 @@ fn print_certificate(args: &CertArgs) -> Result<(), Box<dyn std::error::Error>> 
     Ok(())
 }
 
-fn init_logging(level: &str) -> Result<(), Box<dyn std::error::Error>> {
+/// Logs to stderr at `flag` (--log-level or IMDS_LOG_LEVEL), else at RUST_LOG as the Rust
+/// ecosystem reads it, else at info.
+fn init_logging(flag: Option<&str>) -> Result<(), Box<dyn std::error::Error>> {
+    let rust_log = std::env::var("RUST_LOG").ok().filter(|v| !v.is_empty());
+    let (level, source) = match (flag, &rust_log) {
+        (Some(level), _) => (level, "--log-level (or IMDS_LOG_LEVEL)"),
+        (None, Some(level)) => (level.as_str(), "RUST_LOG"),
+        (None, None) => ("info", "the default"),
+    };
     let filter = tracing_subscriber::EnvFilter::try_new(level)
-        .map_err(|e| format!("invalid --log-level `{level}`: {e}"))?;
+        .map_err(|e| format!("invalid {source} `{level}`: {e}"))?;
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)

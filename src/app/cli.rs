@@ -159,14 +159,9 @@ pub struct ServeArgs {
     #[arg(long, env = "IMDS_ACCESS_LOG", value_name = "FILE|-")]
     pub access_log: Option<PathBuf>,
     /// Log verbosity on stderr: error, warn, info, debug (one line per request) or trace; or a
-    /// tracing filter such as `imds=debug`.
-    #[arg(
-        long,
-        env = "IMDS_LOG_LEVEL",
-        default_value = "info",
-        value_name = "LEVEL"
-    )]
-    pub log_level: String,
+    /// tracing filter such as `imds=debug`. Default: RUST_LOG when it is set, else info.
+    #[arg(long, env = "IMDS_LOG_LEVEL", value_name = "LEVEL")]
+    pub log_level: Option<String>,
 }
 
 /// Flags naming the key material kept across restarts, shared by `serve` and `cert`.
@@ -457,8 +452,8 @@ pub enum EventCommand {
     Reschedule {
         /// Its `instance-event-...` id.
         id: String,
-        /// The new start, RFC 3339.
-        #[arg(long, value_name = "TIME")]
+        /// The new start: RFC 3339, or a delay from now (`+2h`).
+        #[arg(long, value_name = "WHEN")]
         not_before: String,
     },
     /// Remove every event, spot interruption and lifecycle state (ClearInstanceEvents).

@@ -337,6 +337,28 @@ fn debug_logging_shows_each_request_without_its_token() {
 }
 
 #[test]
+fn rust_log_sets_the_log_level_unless_the_flag_says_otherwise() {
+    let served = serve(&["--listen", "127.0.0.1:0"], &[("RUST_LOG", "imds=debug")]);
+    http_get(&served.endpoints[0], "/latest/meta-data/instance-id", &[]);
+    let (_, stderr) = served.stop("TERM");
+    assert!(stderr.contains("guest request"), "{stderr}");
+    let served = serve(
+        &["--listen", "127.0.0.1:0", "--log-level", "info"],
+        &[("RUST_LOG", "imds=debug")],
+    );
+    http_get(&served.endpoints[0], "/latest/meta-data/instance-id", &[]);
+    let (_, stderr) = served.stop("TERM");
+    assert!(!stderr.contains("guest request"), "{stderr}");
+    let output = Command::new(IMDS)
+        .args(["serve", "--listen", "127.0.0.1:0"])
+        .env("RUST_LOG", "imds=loud")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("invalid RUST_LOG `imds=loud`"), "{stderr}");
+}
+
+#[test]
 fn role_credentials_served_to_imdsv1_callers_are_reported_at_info_level() {
     let served = serve(&["--listen", "127.0.0.1:0"], &[]);
     let role = "/latest/meta-data/iam/security-credentials/imds-default-role";

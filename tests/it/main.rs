@@ -10,6 +10,7 @@ mod cli;
 mod clock;
 mod cloudwatch;
 mod conformance;
+mod docs;
 
 mod connections;
 mod console;
