@@ -61,17 +61,47 @@ fn report(result: Result<(), Box<dyn std::error::Error>>) -> ExitCode {
     }
 }
 
+/// Checks `file` and says what it serves: its instance, or every `[[instances]]` entry.
 fn check_config(file: &std::path::Path) -> Result<(), ConfigError> {
     let loaded = Config::load(Some(file))?.resolve(&Overrides::default(), Some(file))?;
-    let instance = &loaded.instance;
+    let line = |instance: &imds::fleet::instance::Instance| {
+        let options = instance.options();
+        format!(
+            "{} ({}, {}, {}), HttpTokens={}, HttpEndpoint={}, hop limit {}",
+            instance.id(),
+            instance.config.instance_type,
+            instance.config.placement.availability_zone,
+            instance.primary_interface().config.private_ipv4s[0],
+            options.http_tokens,
+            options.http_endpoint,
+            options.http_put_response_hop_limit,
+        )
+    };
+    let instances = &loaded.instances;
+    if instances.is_empty() {
+        let fleet = match loaded.server.fleet {
+            true => " (fleet mode: more come with RunInstances)",
+            false => "",
+        };
+        println!(
+            "{}: ok: instance {}{fleet}",
+            file.display(),
+            line(&loaded.instance)
+        );
+        return Ok(());
+    }
+    let mode = match loaded.server.fleet {
+        true => "served in fleet mode",
+        false => "served with --fleet (or [server] fleet = true); without it, [instance] answers every caller",
+    };
     println!(
-        "{}: ok: instance {} ({}, {}), HttpTokens={:?}",
+        "{}: ok: {} [[instances]], {mode}:",
         file.display(),
-        instance.id(),
-        instance.config.instance_type,
-        instance.config.placement.availability_zone,
-        instance.options().http_tokens,
+        instances.len()
     );
+    for (index, instance) in instances.iter().enumerate() {
+        println!("  entry {}: {}", index + 1, line(instance));
+    }
     Ok(())
 }
 
@@ -80,6 +110,19 @@ fn print_certificate(args: &CertArgs) -> Result<(), Box<dyn std::error::Error>> 
     let loaded = Config::load(file)?.resolve(&args.overrides(), file)?;
     let server = &loaded.server;
     let location = server.store_location()?;
+    // A mistyped directory would get a new key, and a certificate that verifies nothing.
+    if let (Some(imds::store::Location::StateDir(dir)), None) =
+        (&location, &server.signing_key_file)
+    {
+        if !dir.is_dir() {
+            return Err(format!(
+                "state directory {} does not exist: give the one `imds serve --state-dir` uses (it creates it at its first start), or create it (mkdir {}) to make the key here first",
+                dir.display(),
+                dir.display()
+            )
+            .into());
+        }
+    }
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;

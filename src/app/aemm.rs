@@ -25,7 +25,7 @@ use self::cli::{AemmCli, AemmCommand};
 use self::instance::Values;
 use self::settings::{Origin, Settings};
 use crate::app::config::{Config, Loaded, Overrides};
-use crate::app::serve::{self, ServeError};
+use crate::app::serve::{self, Listener, ServeError};
 use crate::clock::{Clock, SystemClock};
 use crate::fleet::events::{
     EventCode, EventsConfig, LifecycleConfig, LifecycleState, MaintenanceConfig, SpotAction,
@@ -62,7 +62,33 @@ pub fn run(args: Vec<OsString>) -> Result<(), ServeError> {
         tracing::warn!("-w/--watch-config-file: imds reloads its configuration on SIGHUP instead");
     }
     let load = move || plan(&cli, &env, started);
-    serve::run_with(Box::new(load), false)
+    serve::run_with(Box::new(load), false).map_err(|error| match error {
+        ServeError::Bind {
+            addr,
+            listener: Listener::Guest,
+            source,
+            ..
+        } => ServeError::Bind {
+            addr,
+            listener: Listener::Guest,
+            source,
+            moved_by:
+                "-p/--port PORT and -n/--hostname ADDR (AEMM_SERVER_PORT, AEMM_SERVER_HOSTNAME)"
+                    .into(),
+        },
+        ServeError::Bind {
+            addr,
+            listener: Listener::Control,
+            source,
+            ..
+        } => ServeError::Bind {
+            addr,
+            listener: Listener::Control,
+            source,
+            moved_by: "IMDS_CONTROL_LISTEN=ADDR:PORT (or leave it unset: AEMM has none)".into(),
+        },
+        other => other,
+    })
 }
 
 /// The settings of every layer.

@@ -44,8 +44,9 @@ pub enum Command {
     ///
     /// imds signs dynamic/instance-identity/{signature,pkcs7,rsa2048} with its own RSA key. Give
     /// the same --state-dir (or --signing-key/--signing-cert, or --config) as `imds serve`; with
-    /// --state-dir the key is created here if the server has not created it yet. Without any of
-    /// them the server uses a key per process, which no other process can print.
+    /// --state-dir the key is created here if the server has not created it yet (the directory
+    /// must exist: a mistyped one is refused). Without any of them the server uses a key per
+    /// process, which no other process can print.
     Cert(CertArgs),
     /// Run with amazon-ec2-metadata-mock's command line, AEMM_* environment and JSON config
     /// file (`imds aemm spot -a stop`); the same as invoking imds as `ec2-metadata-mock`.
