@@ -107,7 +107,7 @@ pub use self::error::ControlError;
 use self::query::QueryRequest;
 pub use self::sigv4::ControlKeys;
 use crate::clock::Clock;
-use crate::fleet::changes::{InstanceChanges, RoleAssociation};
+use crate::fleet::changes::{InstanceChanges, OptionFields, RoleAssociation};
 use crate::fleet::instance::{Instance, InstanceConfig};
 use crate::fleet::instance_id::InstanceId;
 use crate::fleet::lifecycle::Transition;
@@ -127,13 +127,27 @@ const APPLYING: Duration = Duration::from_millis(500);
 /// What a control change touched.
 #[derive(Debug, Clone)]
 enum Change {
-    Options,
+    /// The metadata options the request named.
+    Options(OptionFields),
     Tags,
     Events,
     /// A new association (its id and when it was made), or none.
     Role(Option<(String, time::OffsetDateTime)>),
     /// The instance's attributes as they are after the change.
     Attributes(crate::fleet::changes::InstanceAttributes),
+}
+
+impl Change {
+    /// The part changed, as the log names it.
+    fn label(&self) -> &'static str {
+        match self {
+            Change::Options(_) => "metadata_options",
+            Change::Tags => "tags",
+            Change::Events => "events",
+            Change::Role(_) => "role",
+            Change::Attributes(_) => "attributes",
+        }
+    }
 }
 
 /// The account defaults' name in the store.
@@ -436,6 +450,15 @@ impl ControlApi {
         if let Some(operation) = cloudwatch::operation(&parts) {
             return self.cloudwatch(operation, &body, &request_id);
         }
+        // A request signed for another region is not answered with this region's instances.
+        if let Some(region) = sigv4::scope_region(&parts) {
+            let served = self.inventory.network().region.clone();
+            if region != served {
+                let error = ControlError::RegionScope(region.to_owned(), served);
+                self.metrics.control_action("(wrong region)", error.code());
+                return failure(&error, &request_id);
+            }
+        }
         let query = match parts.method {
             Method::GET => QueryRequest::parse(parts.uri.query().unwrap_or("").as_bytes()),
             _ if body.len() <= PARSED_INLINE => QueryRequest::parse(&body),
@@ -710,7 +733,11 @@ impl ControlApi {
             .map_err(|e| ControlError::InvalidParameterValue(e.to_string()))?;
         let mut changes = slot.changes();
         match &what {
-            Change::Options => changes.metadata_options = Some(instance.config.metadata_options),
+            Change::Options(named) => {
+                changes.metadata_options = Some(instance.config.metadata_options);
+                let before = changes.metadata_options_set.unwrap_or_default();
+                changes.metadata_options_set = Some(before.union(*named));
+            }
             Change::Tags => changes.tags = Some(instance.config.tags.clone()),
             Change::Events => changes.events = Some(instance.config.events.clone()),
             Change::Attributes(attributes) => changes.attributes = Some(attributes.clone()),
@@ -726,7 +753,7 @@ impl ControlApi {
         let revision = self.persist(commit).await?;
         slot.set_changes(changes, &held);
         slot.set_revision(revision, &held);
-        if let Change::Options = what {
+        if let Change::Options(_) = what {
             let until = self.clock.now_millis() + APPLYING.as_millis() as u64;
             slot.set_pending_until(until);
         }
@@ -736,7 +763,11 @@ impl ControlApi {
             .build_after(Some(&current), instance.clone());
         self.inventory.state.replace(built)?;
         self.inventory.notify_applied();
-        tracing::info!(instance = instance.id(), change = ?what, "control change applied");
+        tracing::info!(
+            instance = instance.id(),
+            change = what.label(),
+            "control change applied"
+        );
         Ok(instance)
     }
 

@@ -69,6 +69,10 @@ pub enum ControlError {
     /// A request EC2 refuses in the current state (e.g. enabling IMDSv1 while enforced).
     #[error("{0}")]
     Unsupported(String),
+    /// The request was signed for another region (its credential scope's), which this
+    /// endpoint does not serve.
+    #[error("Credential should be scoped to a valid region, not '{0}'. This endpoint serves {1}.")]
+    RegionScope(String, String),
     /// The request is not signed with the configured keys.
     #[error("AWS was not able to validate the provided access credentials")]
     AuthFailure,
@@ -139,6 +143,7 @@ impl ControlError {
             ControlError::InvalidAction(_) => "InvalidAction",
             ControlError::Unsupported(_) => "UnsupportedOperation",
             ControlError::AuthFailure => "AuthFailure",
+            ControlError::RegionScope(..) => "SignatureDoesNotMatch",
             ControlError::DryRunOperation => "DryRunOperation",
             ControlError::MethodNotAllowed => "UnsupportedOperation",
             ControlError::BrowserRequest => "UnauthorizedOperation",
@@ -156,6 +161,7 @@ impl ControlError {
         match self {
             ControlError::DryRunOperation => http::StatusCode::PRECONDITION_FAILED,
             ControlError::AuthFailure => http::StatusCode::UNAUTHORIZED,
+            ControlError::RegionScope(..) => http::StatusCode::FORBIDDEN,
             ControlError::BrowserRequest => http::StatusCode::FORBIDDEN,
             ControlError::UnauthorizedOperation(_) => http::StatusCode::FORBIDDEN,
             ControlError::InternalError => http::StatusCode::INTERNAL_SERVER_ERROR,

@@ -4,6 +4,7 @@ use super::error::ControlError;
 use super::query::{QueryRequest, MAX_IDS};
 use super::xml::Xml;
 use super::{Change, ControlApi};
+use crate::fleet::changes::OptionFields;
 use crate::fleet::events::SpotAction;
 use crate::fleet::instance::{Instance, InstanceConfig};
 use std::sync::Arc;
@@ -518,6 +519,7 @@ impl ControlApi {
                 Ok(())
             }
         };
+        let named = OptionFields::named(|name| query.get(name).is_some());
         let applied = match query.get("HttpTokens") == Some("optional") {
             // Turning IMDSv1 on is decided on HttpTokensEnforced: under the account lock
             // (which ModifyInstanceMetadataDefaults and learning from the store take), and
@@ -526,11 +528,17 @@ impl ControlApi {
                 let mut account = self.account.lock(order).await;
                 let enforced = self.account.defaults().http_tokens_enforced == Some(true);
                 let checks = self.decided_on_defaults(crate::store::Commit::default());
-                self.change_checked(&mut account, &slot, Change::Options, checks, edit(enforced))
-                    .await?
+                self.change_checked(
+                    &mut account,
+                    &slot,
+                    Change::Options(named),
+                    checks,
+                    edit(enforced),
+                )
+                .await?
             }
             false => {
-                self.change(order, &slot, Change::Options, edit(false))
+                self.change(order, &slot, Change::Options(named), edit(false))
                     .await?
             }
         };

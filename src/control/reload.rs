@@ -77,7 +77,9 @@ impl ControlApi {
             .into_iter()
             .map(|(slot, base)| {
                 let before = slot.current().instance.clone();
-                let instance = self.layer(&slot.changes(), base);
+                let changes = slot.changes();
+                changes.log_shadowed(&base);
+                let instance = self.layer(&changes, base);
                 (slot, before, instance)
             })
             .collect();
