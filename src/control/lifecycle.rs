@@ -115,8 +115,14 @@ impl ControlApi {
         }
         drop(locks);
         self.inventory.set_network(network, &account);
+        let action = match transition {
+            Transition::Launch => "RunInstances",
+            Transition::Start => "StartInstances",
+            Transition::Stop => "StopInstances",
+            Transition::Terminate => "TerminateInstances",
+        };
         tracing::info!(
-            ?transition,
+            action,
             instances = answer.len(),
             "instance lifecycle changed"
         );
