@@ -28,6 +28,7 @@ const DOCS: &[&str] = &[
     "docs/aemm.md",
     "docs/deploy.md",
     "docs/fleet.md",
+    "docs/limits.md",
     "docs/security.md",
     "docs/throttling.md",
     "python/README.md",
