@@ -104,7 +104,7 @@ pub struct Builder {
 
 /// The one instance `fleet(true)` starts with: the built-in instance, on 127.0.0.1 so that
 /// local callers are answered as it, in a loopback subnet `RunInstances` takes addresses from.
-const FLEET_TOML: &str = r#"
+pub(crate) const FLEET_TOML: &str = r#"
 [server]
 fleet = true
 

@@ -66,24 +66,6 @@ const HOUR: Duration = Duration::from_secs(3600);
 /// The sweeps run as the clock passes each of these.
 const STEP: Duration = Duration::from_secs(600);
 
-/// One host with its fleet file: the built-in instance on 127.0.0.1, in a loopback /8 that
-/// `RunInstances` takes addresses from.
-const FLEET_TOML: &str = r#"
-[server]
-fleet = true
-
-[[instances]]
-[[instances.network_interfaces]]
-mac = "0e:8c:1f:6b:2d:35"
-interface_id = "eni-0d9a1b7c3e5f24680"
-subnet_id = "subnet-0a3e5c7b9d1f24681"
-subnet_ipv4_cidr_block = "127.0.0.0/8"
-vpc_id = "vpc-0c4f6a8e2b1d35792"
-vpc_ipv4_cidr_blocks = ["127.0.0.0/8"]
-private_ipv4s = ["127.0.0.1"]
-security_groups = [{ name = "default", id = "sg-0e1f2a3b4c5d6e7f8" }]
-"#;
-
 /// What one [`Soak::sample`] measured.
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct Sample {
@@ -177,7 +159,7 @@ impl Soak {
         let persisted =
             Persisted::from_store(Some(opened), everything).map_err(|e| e.to_string())?;
         let source = PathBuf::from("soak-fleet.toml");
-        let loaded = Config::from_text(&source, FLEET_TOML)
+        let loaded = Config::from_text(&source, super::FLEET_TOML)
             .and_then(|config| config.resolve(&Overrides::default(), Some(&source)))
             .map_err(|e| e.to_string())?;
         let clock = Arc::new(ManualClock::at_millis(START_MILLIS));
