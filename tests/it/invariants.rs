@@ -837,14 +837,25 @@ async fn apply(fleet: &mut Fleet, model: &mut Model, step: &Step, what: &str) ->
                 true => vec![*host],
                 false => (0..HOSTS).collect(),
             };
-            let mut outcome = Answer::Ok;
-            for h in hosts {
+            // Refused when every host refused it; each refusal must leave the store as it was
+            // (a host that accepted may change it in the same step).
+            let mut refused = 0;
+            for &h in &hosts {
+                let before = format!("{:?}", model.store);
                 if reload(fleet, model, h, &entries, what).await == Answer::Refused("AddressInUse")
                 {
-                    outcome = Answer::Refused("AddressInUse");
+                    refused += 1;
+                    assert_eq!(
+                        before,
+                        format!("{:?}", model.store),
+                        "{what}: host {h} refused, yet the store changed"
+                    );
                 }
             }
-            outcome
+            match refused == hosts.len() {
+                true => Answer::Refused("AddressInUse"),
+                false => Answer::Ok,
+            }
         }
         Restart { .. } => {
             let host = &model.hosts[h];
@@ -1240,4 +1251,30 @@ async fn a_launch_through_one_host_never_takes_an_address_another_hosts_file_ins
         on_a.is_none() || on_b.is_none() || on_a == on_b,
         "{address} answers as {on_a:?} on host A and as {on_b:?} on host B (launch: {launched:?})"
     );
+}
+
+/// A sequence the property once reported as failing: both hosts reloading, one with an empty
+/// file, and a launch between.
+#[tokio::test]
+async fn reloads_on_both_hosts_around_a_launch_keep_every_invariant() {
+    run(&[
+        Reload {
+            host: 2,
+            file: vec![(0, 3)],
+        },
+        Reload {
+            host: 0,
+            file: vec![],
+        },
+        Run {
+            host: 0,
+            ip: Some(4),
+            required: false,
+        },
+        Reload {
+            host: 2,
+            file: vec![(0, 3)],
+        },
+    ])
+    .await;
 }
