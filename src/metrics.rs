@@ -1,10 +1,17 @@
 //! The app's metrics, owned by it (no global registry), counted with relaxed atomics in fixed
 //! arrays indexed by enums (no lock, no allocation on the guest hot path), and rendered as
 //! Prometheus text for `GET /metrics` on the control listener.
+//!
+//! The counters every guest request or connection moves are kept in [`SHARDS`] copies, each on
+//! cache lines of its own, and a thread adds to the copy it was given on its first count: two
+//! cores answering at once never write the same cache line, where one shared counter would make
+//! every request wait for the line to come back from the other core. A reading sums the copies
+//! (a gauge's increments and decrements may land in different copies: wrapping sums come out
+//! right).
 
 use std::collections::BTreeMap;
 use std::fmt::Write;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -209,22 +216,44 @@ const BUCKETS: [f64; 9] = [
     0.000_01, 0.000_025, 0.000_05, 0.000_1, 0.000_25, 0.000_5, 0.001, 0.005, 0.025,
 ];
 
+/// Copies of the per-request counters: more than the threads that answer requests at once
+/// (tokio's workers, one per core) on most machines; threads beyond share copies, still exactly.
+pub const SHARDS: usize = 16;
+
+/// The counters moved by every guest request or connection, one copy per [`SHARDS`]. Aligned
+/// to 128 bytes (two cache lines, as adjacent-line prefetching pairs them), so that no two
+/// copies share a line.
+#[derive(Debug, Default)]
+#[repr(align(128))]
+struct Shard {
+    /// `[version][route][status]`; the last status slot is `other`.
+    guest: [[[AtomicU64; STATUSES.len() + 1]; RouteClass::ALL.len()]; 2],
+    /// Counts per bucket (last: +Inf), and the sum in nanoseconds.
+    latency: [AtomicU64; BUCKETS.len() + 1],
+    latency_sum_nanos: AtomicU64,
+    tokens_issued: AtomicU64,
+    /// Open connections per surface: opened minus closed in this copy (wrapping).
+    connections_open: [AtomicU64; 2],
+}
+
+/// The copy the next thread to count is given.
+static NEXT_SHARD: AtomicUsize = AtomicUsize::new(0);
+
+thread_local! {
+    /// This thread's copy, given on its first count.
+    static SHARD: usize = NEXT_SHARD.fetch_add(1, Ordering::Relaxed) % SHARDS;
+}
+
 /// Counters of one app.
 #[derive(Debug, Default)]
 pub struct Metrics {
-    /// `[version][route][status]`; the last status slot is `other`.
-    guest: [[[AtomicU64; STATUSES.len() + 1]; RouteClass::ALL.len()]; 2],
-    tokens_issued: AtomicU64,
+    /// What every guest request or connection counts, per thread.
+    shards: [Shard; SHARDS],
     tokens_rejected: [AtomicU64; TokenRejection::ALL.len()],
-    /// Cumulative counts per bucket (last: +Inf), and the sum in nanoseconds.
-    latency: [AtomicU64; BUCKETS.len() + 1],
-    latency_sum_nanos: AtomicU64,
     /// Fleet mode: requests from addresses that belong to no instance.
     unknown_callers: AtomicU64,
     /// Access-log entries dropped because the writer fell behind.
     access_log_dropped: AtomicU64,
-    /// Open connections per surface.
-    connections_open: [AtomicU64; 2],
     /// `[surface][reason]`: connections waiting for their client, closed to make room.
     connections_evicted: [[AtomicU64; Eviction::ALL.len()]; 2],
     /// `[surface][reason]`: requests refused as a browser's.
@@ -236,6 +265,18 @@ pub struct Metrics {
 }
 
 impl Metrics {
+    /// This thread's copy of the per-request counters.
+    fn shard(&self) -> &Shard {
+        &self.shards[SHARD.with(|shard| *shard)]
+    }
+
+    /// The sum over the copies of the counter `pick` chooses.
+    fn sum(&self, pick: impl Fn(&Shard) -> &AtomicU64) -> u64 {
+        self.shards.iter().fold(0u64, |sum, shard| {
+            sum.wrapping_add(pick(shard).load(Ordering::Relaxed))
+        })
+    }
+
     /// Counts one guest request.
     pub fn guest_request(
         &self,
@@ -249,20 +290,22 @@ impl Metrics {
             .position(|s| *s == status)
             .unwrap_or(STATUSES.len());
         let route_slot = route as usize;
-        self.guest[version as usize][route_slot][status_slot].fetch_add(1, Ordering::Relaxed);
+        let shard = self.shard();
+        shard.guest[version as usize][route_slot][status_slot].fetch_add(1, Ordering::Relaxed);
         let seconds = took.as_secs_f64();
         let bucket = BUCKETS
             .iter()
             .position(|b| seconds <= *b)
             .unwrap_or(BUCKETS.len());
-        self.latency[bucket].fetch_add(1, Ordering::Relaxed);
-        self.latency_sum_nanos
+        shard.latency[bucket].fetch_add(1, Ordering::Relaxed);
+        shard
+            .latency_sum_nanos
             .fetch_add(took.as_nanos() as u64, Ordering::Relaxed);
     }
 
     /// Counts an issued token.
     pub fn token_issued(&self) {
-        self.tokens_issued.fetch_add(1, Ordering::Relaxed);
+        self.shard().tokens_issued.fetch_add(1, Ordering::Relaxed);
     }
 
     /// Counts a refused token or token request.
@@ -287,12 +330,12 @@ impl Metrics {
 
     /// Counts a connection opened on `surface`.
     pub fn connection_opened(&self, surface: SurfaceKind) {
-        self.connections_open[surface as usize].fetch_add(1, Ordering::Relaxed);
+        self.shard().connections_open[surface as usize].fetch_add(1, Ordering::Relaxed);
     }
 
     /// Counts a connection closed on `surface`.
     pub fn connection_closed(&self, surface: SurfaceKind) {
-        self.connections_open[surface as usize].fetch_sub(1, Ordering::Relaxed);
+        self.shard().connections_open[surface as usize].fetch_sub(1, Ordering::Relaxed);
     }
 
     /// Counts a connection waiting for its client on `surface`, closed to make room.
@@ -325,11 +368,8 @@ impl Metrics {
         out.push_str("# HELP imds_requests_total Guest requests by IMDS version, route class and status.\n# TYPE imds_requests_total counter\n");
         for version in [ImdsVersion::V1, ImdsVersion::V2] {
             for route in RouteClass::ALL {
-                for (s, count) in self.guest[version as usize][route as usize]
-                    .iter()
-                    .enumerate()
-                {
-                    let count = load(count);
+                for s in 0..=STATUSES.len() {
+                    let count = self.sum(|shard| &shard.guest[version as usize][route as usize][s]);
                     if count == 0 {
                         continue;
                     }
@@ -381,7 +421,7 @@ impl Metrics {
         let _ = write!(
             out,
             "# HELP imds_tokens_issued_total Session tokens issued.\n# TYPE imds_tokens_issued_total counter\nimds_tokens_issued_total {}\n",
-            load(&self.tokens_issued)
+            self.sum(|shard| &shard.tokens_issued)
         );
         out.push_str("# HELP imds_tokens_rejected_total Session tokens and token requests refused, by IMDS version and reason.\n# TYPE imds_tokens_rejected_total counter\n");
         for why in TokenRejection::ALL {
@@ -393,12 +433,14 @@ impl Metrics {
                 load(&self.tokens_rejected[why as usize])
             );
         }
+        let open = SurfaceKind::ALL
+            .map(|surface| self.sum(|shard| &shard.connections_open[surface as usize]));
         per_surface(
             &mut out,
             "imds_connections_open",
             "gauge",
             "Connections open, by surface.",
-            &self.connections_open,
+            open,
         );
         out.push_str("# HELP imds_connections_evicted_total Connections waiting for their client (idle keep-alive, no complete request head), closed to make room, by surface and reason (server_full: every slot of the server was taken; instance_cap: their instance had as many connections open as it may).\n# TYPE imds_connections_evicted_total counter\n");
         for surface in SurfaceKind::ALL {
@@ -465,27 +507,27 @@ impl Metrics {
         out.push_str("# HELP imds_request_duration_seconds Time to answer a guest request.\n# TYPE imds_request_duration_seconds histogram\n");
         let mut cumulative = 0;
         for (i, bound) in BUCKETS.iter().enumerate() {
-            cumulative += load(&self.latency[i]);
+            cumulative += self.sum(|shard| &shard.latency[i]);
             let _ = writeln!(
                 out,
                 "imds_request_duration_seconds_bucket{{le=\"{bound}\"}} {cumulative}"
             );
         }
-        cumulative += load(&self.latency[BUCKETS.len()]);
+        cumulative += self.sum(|shard| &shard.latency[BUCKETS.len()]);
         let _ = write!(
             out,
             "imds_request_duration_seconds_bucket{{le=\"+Inf\"}} {cumulative}\nimds_request_duration_seconds_sum {}\nimds_request_duration_seconds_count {cumulative}\n",
-            load(&self.latency_sum_nanos) as f64 / 1e9
+            self.sum(|shard| &shard.latency_sum_nanos) as f64 / 1e9
         );
         out
     }
 }
 
 /// One series per surface, with its help and type lines.
-fn per_surface(out: &mut String, name: &str, kind: &str, help: &str, counts: &[AtomicU64; 2]) {
+fn per_surface(out: &mut String, name: &str, kind: &str, help: &str, counts: [u64; 2]) {
     let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
     for surface in SurfaceKind::ALL {
-        let count = counts[surface as usize].load(Ordering::Relaxed);
+        let count = counts[surface as usize];
         let _ = writeln!(out, "{name}{{surface=\"{}\"}} {count}", surface.label());
     }
 }
