@@ -4,7 +4,6 @@
 //! it throttles, applies an injected fault, if one fires, marks the answer's hop limit, and
 //! looks up an IMDSv1 caller before answering.
 
-use std::future::Future;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, OnceLock};
 
@@ -19,7 +18,7 @@ use crate::fleet::throttle::ConnectionGuard;
 use crate::guest::access_log::ConnectionLog;
 use crate::metrics::{Metrics, SurfaceKind};
 use crate::server::net::{ResponseHopLimit, IMDS_IPV6};
-use crate::server::{stopping, ClientWait, Connection, NoAnswer, Refusal, Surface};
+use crate::server::{stopping, Answer, ClientWait, Connection, NoAnswer, Refusal, Surface};
 
 /// What the guest API keeps per connection.
 pub struct GuestConnection {
@@ -94,7 +93,7 @@ impl Surface for GuestApi {
         self: &Arc<Self>,
         connection: &Arc<Connection<Self::PerConnection>>,
         request: Request<Full<Bytes>>,
-    ) -> impl Future<Output = Result<Response<Full<Bytes>>, NoAnswer>> + Send + 'static {
+    ) -> Answer<'static> {
         let peer = connection.peer;
         let slot = self.instance_for(peer);
         // At [fd00:ec2::254] only instances with HttpProtocolIpv6 enabled get an answer. In a
@@ -141,8 +140,13 @@ impl Surface for GuestApi {
             .zip(response.as_mut())
             .and_then(|(log, response)| Some((log.clone(), log.take_awaiting(response)?)))
             .map(|(log, entry)| (log, entry, slot.clone()));
+        // Most answers are ready now; the rest wait for a fault's delay or an IMDSv1 caller.
+        let response = match (response, &v1_entry, &fault, &ipv6_refused) {
+            (Some(response), None, None, None) => return Answer::now(Ok(response)),
+            (response, ..) => response,
+        };
         let faulty = fault.map(|fault| (fault, connection.clone()));
-        async move {
+        Answer::later(async move {
             // An IMDSv1 caller is looked up while it still holds its socket: before answering.
             if let Some((log, entry, slot)) = v1_entry {
                 let caller = log.finish(entry).await;
@@ -173,7 +177,7 @@ impl Surface for GuestApi {
                 return Err(NoAnswer::Reset);
             }
             Ok(response.expect("every request but a reset or a silent one has an answer"))
-        }
+        })
     }
 
     /// 403 with IMDS' headers and no body, whatever the reason.
