@@ -26,6 +26,7 @@ pub mod browser;
 pub mod net;
 pub mod watchdog;
 
+use std::cell::RefCell;
 use std::future::{Future, Ready};
 use std::net::SocketAddr;
 use std::pin::Pin;
@@ -43,7 +44,7 @@ use hyper_util::rt::TokioIo;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{watch, Semaphore};
 
-pub use self::browser::{BrowserRefusal, HostGuard};
+pub use self::browser::{BrowserRefusal, HostGuard, PassedHost};
 use self::watchdog::{Answering, Signal, Watchdog};
 pub use self::watchdog::{ClientWait, Eviction};
 use crate::metrics::{Metrics, SurfaceKind};
@@ -389,8 +390,11 @@ async fn serve_connection<S: Surface>(
     let stream = HopLimitedStream::new(stream, connection.hops.clone());
     let this = &connection;
     let wait = &*waiting;
+    // A loopback client's `Host` that passed, to pass its next requests without parsing it.
+    let passed = check_host.then(|| RefCell::new(PassedHost::default()));
     let service = service_fn(move |request: Request<Incoming>| {
-        answer(shared, this, wait, check_host, request)
+        let mut passed = passed.as_ref().map(RefCell::borrow_mut);
+        answer(shared, this, wait, passed.as_deref_mut(), request)
     });
     let serving = shared.http.serve_connection(TokioIo::new(stream), service);
     tokio::pin!(serving);
@@ -422,7 +426,7 @@ fn answer<'a, S: Surface>(
     shared: &'a Shared<S>,
     connection: &'a Arc<Connection<S::PerConnection>>,
     waiting: &'a ClientWait,
-    check_host: bool,
+    passed: Option<&mut PassedHost>,
     request: Request<Incoming>,
 ) -> Reply<'a> {
     // A connection given up answers nothing more; its task is closing it.
@@ -433,7 +437,7 @@ fn answer<'a, S: Surface>(
         };
     };
     let surface = &shared.surface;
-    if let Err(why) = check(&request, check_host, &shared.hosts, &**surface) {
+    if let Err(why) = check(&request, passed, &shared.hosts, &**surface) {
         return Reply {
             answer: Answer::now(Ok(surface.refused(why))),
             answering: Some(answering),
@@ -487,17 +491,18 @@ impl Future for Reply<'_> {
     }
 }
 
-/// The server's own checks before a request reaches its surface: on a loopback connection the
-/// `Host`, and on a surface that refuses them, cross-site requests.
+/// The server's own checks before a request reaches its surface: on a loopback connection
+/// (which remembers the `Host` that `passed`) the `Host`, and on a surface that refuses them,
+/// cross-site requests.
 fn check<S: Surface>(
     request: &Request<Incoming>,
-    check_host: bool,
+    passed: Option<&mut PassedHost>,
     hosts: &HostGuard,
     surface: &S,
 ) -> Result<(), Refusal> {
     let headers = request.headers();
-    if check_host {
-        hosts.check_host(headers, S::KIND, surface.metrics())?;
+    if let Some(passed) = passed {
+        hosts.check_host_again(headers, S::KIND, surface.metrics(), passed)?;
     }
     if S::REFUSES_CROSS_SITE {
         hosts.check_site(headers, S::KIND, surface.metrics())?;
