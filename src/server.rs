@@ -308,6 +308,12 @@ async fn accept_loop<S: Surface>(
     shared: Arc<Shared<S>>,
     stop: watch::Receiver<bool>,
 ) {
+    // Bound to one address, the listener's address is every connection's local address (no
+    // system call to ask for it).
+    let bound = listener
+        .local_addr()
+        .ok()
+        .filter(|addr| !addr.ip().is_unspecified());
     loop {
         let permit = match shared.permits.clone().try_acquire_owned() {
             Ok(permit) => permit,
@@ -343,7 +349,8 @@ async fn accept_loop<S: Surface>(
         tokio::spawn(async move {
             let metrics = shared.surface.metrics();
             metrics.connection_opened(S::KIND);
-            serve_connection(stream, peer, &shared, stop).await;
+            let local = bound.or_else(|| stream.local_addr().ok());
+            serve_connection(stream, peer, local, &shared, stop).await;
             shared.surface.metrics().connection_closed(S::KIND);
             drop(permit);
         });
@@ -371,11 +378,11 @@ async fn sweep<S: Surface>(shared: Weak<Shared<S>>) {
 async fn serve_connection<S: Surface>(
     stream: TcpStream,
     peer: SocketAddr,
+    local: Option<SocketAddr>,
     shared: &Shared<S>,
     stop: watch::Receiver<bool>,
 ) {
     let _ = stream.set_nodelay(true);
-    let local = stream.local_addr().ok();
     // DNS rebinding only reaches imds through a loopback address.
     let check_host = local.is_some_and(|local| local.ip().to_canonical().is_loopback());
     let (waiting, mut closing) = ClientWait::new();
@@ -387,7 +394,7 @@ async fn serve_connection<S: Surface>(
         stop,
         surface: shared.surface.connect(peer, local, &waiting),
     });
-    let stream = HopLimitedStream::new(stream, connection.hops.clone());
+    let stream = HopLimitedStream::new(stream, local, connection.hops.clone());
     let this = &connection;
     let wait = &*waiting;
     // A loopback client's `Host` that passed, to pass its next requests without parsing it.

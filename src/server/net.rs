@@ -54,27 +54,26 @@ pub struct HopLimitedStream {
     inner: TcpStream,
     wanted: WantedHopLimit,
     applied: u8,
-    system_default: u32,
+    /// The socket's own TTL, read before the first change (so a connection that never
+    /// answers a token request costs no system call for it).
+    system_default: Option<u32>,
     ipv6: bool,
 }
 
 impl HopLimitedStream {
-    /// Wraps an accepted stream; `wanted` is shared with the connection's service.
-    pub fn new(inner: TcpStream, wanted: WantedHopLimit) -> HopLimitedStream {
-        let ipv6 = inner.local_addr().is_ok_and(|a| a.is_ipv6());
-        let socket = socket2::SockRef::from(&inner);
-        let system_default = if ipv6 {
-            socket.unicast_hops_v6()
-        } else {
-            socket.ttl_v4()
-        }
-        .unwrap_or(64);
+    /// Wraps an accepted stream whose local address is `local`; `wanted` is shared with the
+    /// connection's service.
+    pub fn new(
+        inner: TcpStream,
+        local: Option<std::net::SocketAddr>,
+        wanted: WantedHopLimit,
+    ) -> HopLimitedStream {
         HopLimitedStream {
             inner,
             wanted,
             applied: 0,
-            system_default,
-            ipv6,
+            system_default: None,
+            ipv6: local.is_some_and(|a| a.is_ipv6()),
         }
     }
 
@@ -83,12 +82,20 @@ impl HopLimitedStream {
         if wanted == self.applied || wanted == RESET {
             return;
         }
+        let socket = socket2::SockRef::from(&self.inner);
+        let ipv6 = self.ipv6;
+        let system_default = *self.system_default.get_or_insert_with(|| {
+            match ipv6 {
+                true => socket.unicast_hops_v6(),
+                false => socket.ttl_v4(),
+            }
+            .unwrap_or(64)
+        });
         let ttl = if wanted == 0 {
-            self.system_default
+            system_default
         } else {
             u32::from(wanted)
         };
-        let socket = socket2::SockRef::from(&self.inner);
         let result = if self.ipv6 {
             socket.set_unicast_hops_v6(ttl)
         } else {
@@ -167,8 +174,9 @@ mod tests {
             .unwrap();
         let (server, _) = listener.accept().await.unwrap();
         let wanted = WantedHopLimit::default();
+        let local = server.local_addr().ok();
         (
-            HopLimitedStream::new(server, wanted.clone()),
+            HopLimitedStream::new(server, local, wanted.clone()),
             wanted,
             client,
         )
