@@ -121,6 +121,15 @@ impl Responder {
     }
 }
 
+/// What an answer carries besides its response.
+#[derive(Debug, Default)]
+struct Carried {
+    /// The remaining TTL of the valid token the request carried.
+    token_ttl: Option<u32>,
+    /// The IP TTL the answer leaves with (a token's: the instance's hop limit).
+    hops: Option<ResponseHopLimit>,
+}
+
 /// Answers guest requests.
 pub struct GuestApi {
     state: Arc<State>,
@@ -305,10 +314,21 @@ impl GuestApi {
         request: &Request<B>,
         peer: SocketAddr,
     ) -> Response<Full<Bytes>> {
-        let snapshot = slot.snapshot();
+        self.answer_with(slot, &slot.snapshot(), request, peer).0
+    }
+
+    /// [`GuestApi::answer`] from `snapshot` (the slot's, loaded once for the request), and the
+    /// IP TTL the answer must leave with (a token's: the instance's hop limit).
+    fn answer_with<B>(
+        &self,
+        slot: &InstanceSlot,
+        snapshot: &Snapshot,
+        request: &Request<B>,
+        peer: SocketAddr,
+    ) -> (Response<Full<Bytes>>, Option<ResponseHopLimit>) {
         let started = Instant::now();
-        let mut token_ttl = None;
-        let result = self.route(slot, &snapshot, request, peer, &mut token_ttl);
+        let mut carried = Carried::default();
+        let result = self.route(slot, snapshot, request, peer, &mut carried);
         if let Err(error) = &result {
             let rejection = match error {
                 GuestError::ForwardedTokenRequest => Some(TokenRejection::Forwarded),
@@ -324,12 +344,12 @@ impl GuestApi {
                 | GuestError::MethodNotAllowed { .. } => None,
             };
             if let Some(rejection) = rejection {
-                self.token_refused(rejection, &snapshot, peer);
+                self.token_refused(rejection, snapshot, peer);
             }
         }
         let refused_without_token = matches!(result, Err(GuestError::MissingToken));
         let mut response =
-            result.unwrap_or_else(|error| error.into_response(&self.responder, token_ttl));
+            result.unwrap_or_else(|error| error.into_response(&self.responder, carried.token_ttl));
         let version = version_of(request);
         let took = started.elapsed();
         if version == ImdsVersion::V1 {
@@ -353,7 +373,7 @@ impl GuestApi {
             method = %request.method(),
             path = request.uri().path(),
             status = response.status().as_u16(),
-            imds_version = if token_ttl.is_some() { "v2" } else { "v1" },
+            imds_version = if carried.token_ttl.is_some() { "v2" } else { "v1" },
             "guest request"
         );
         if let Some(log) = &self.access_log {
@@ -369,7 +389,7 @@ impl GuestApi {
             };
             log.answered(entry, &mut response);
         }
-        response
+        (response, carried.hops)
     }
 
     fn route<B>(
@@ -378,7 +398,7 @@ impl GuestApi {
         snapshot: &Snapshot,
         request: &Request<B>,
         peer: SocketAddr,
-        token_ttl: &mut Option<u32>,
+        carried: &mut Carried,
     ) -> Result<Response<Full<Bytes>>, GuestError> {
         if !snapshot.options.http_endpoint.is_enabled() {
             return Err(GuestError::EndpointDisabled);
@@ -387,7 +407,14 @@ impl GuestApi {
         let method = request.method();
         if *method == Method::PUT {
             return match parsed {
-                Ok(GuestPath::TokenEndpoint) => self.issue_token(snapshot, request.headers()),
+                Ok(GuestPath::TokenEndpoint) => {
+                    let response = self.issue_token(slot, request.headers())?;
+                    // Only this answer leaves with the instance's hop limit as its IP TTL (see
+                    // `net`).
+                    let limit = snapshot.options.http_put_response_hop_limit.get();
+                    carried.hops = Some(ResponseHopLimit(limit));
+                    Ok(response)
+                }
                 _ => Err(GuestError::TokenPutOnWrongPath),
             };
         }
@@ -408,8 +435,8 @@ impl GuestApi {
             };
             return Err(GuestError::MethodNotAllowed { allow });
         }
-        *token_ttl = self.check_token(slot, snapshot, request.headers())?;
-        let ttl = *token_ttl;
+        carried.token_ttl = self.check_token(slot, snapshot, request.headers())?;
+        let ttl = carried.token_ttl;
         let modified = &snapshot.last_modified;
         let found = match parsed {
             Ok(GuestPath::VersionList) => {
@@ -524,7 +551,7 @@ impl GuestApi {
 
     fn issue_token(
         &self,
-        snapshot: &Snapshot,
+        slot: &InstanceSlot,
         headers: &HeaderMap,
     ) -> Result<Response<Full<Bytes>>, GuestError> {
         if headers.contains_key(X_FORWARDED_FOR) {
@@ -537,20 +564,17 @@ impl GuestApi {
             }
             _ => return Err(GuestError::InvalidTokenTtl),
         };
+        let binding = slot.token_binding(|| self.tokens.binding(slot.id().as_str()));
         let token = self
             .tokens
-            .issue(snapshot.instance.id(), self.clock.now_millis(), ttl);
+            .issue_bound(binding, self.clock.now_millis(), ttl);
         self.metrics.token_issued();
         let plain = &self.responder.plain;
-        let mut response = self.responder.response(
+        Ok(self.responder.response(
             StatusCode::OK,
             plain,
             Bytes::from(token),
             Some(ttl.seconds()),
-        );
-        // Only this answer leaves with the instance's hop limit as its IP TTL (see `net`).
-        let hops = ResponseHopLimit(snapshot.options.http_put_response_hop_limit.get());
-        response.extensions_mut().insert(hops);
-        Ok(response)
+        ))
     }
 }

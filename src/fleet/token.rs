@@ -258,13 +258,18 @@ impl TokenSealer {
 
     /// A token for `instance_id` valid for `ttl` from `now_millis`.
     pub fn issue(&self, instance_id: &str, now_millis: u64, ttl: TokenTtl) -> String {
+        self.issue_bound(&self.binding(instance_id), now_millis, ttl)
+    }
+
+    /// [`TokenSealer::issue`] for the instance whose binding is `binding`.
+    pub fn issue_bound(&self, binding: &TokenBinding, now_millis: u64, ttl: TokenTtl) -> String {
         let generations = self.generations.load();
         let sealing = &generations.newest;
         let mut raw = [0u8; TOKEN_LEN];
         raw[0] = VERSION;
         let expiry = now_millis + u64::from(ttl.seconds()) * 1000;
         raw[1..9].copy_from_slice(&expiry.to_be_bytes());
-        raw[BINDING].copy_from_slice(&self.binding(instance_id).0);
+        raw[BINDING].copy_from_slice(&binding.0);
         raw[GENERATION] = sealing.number as u8;
         rand::thread_rng().fill_bytes(&mut raw[GENERATION + 1..BODY_LEN]);
         let mut mac = sealing.keyed.clone();

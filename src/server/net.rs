@@ -3,8 +3,8 @@
 //! EC2 sends the answer to `PUT /latest/api/token` with `HttpPutResponseHopLimit` as its IP TTL,
 //! so a caller more router hops away (a container behind a bridge, a proxy) never receives the
 //! token. Every other answer leaves with the system default. [`HopLimitedStream`] applies the TTL
-//! a response asks for just before hyper writes it: the guest API marks token answers with a
-//! [`ResponseHopLimit`] extension, the connection stores it, and the next write sets the socket
+//! a response asks for just before hyper writes it: the guest API gives a token answer's
+//! [`ResponseHopLimit`] to the connection, which stores it, and the next write sets the socket
 //! option only when it changes. The same shared value can ask for the connection to end with a
 //! reset (an injected fault, see [`crate::fleet::faults`]): the stream then closes with `SO_LINGER` 0.
 
@@ -23,7 +23,7 @@ pub const IMDS_IPV4: std::net::Ipv4Addr = std::net::Ipv4Addr::new(169, 254, 169,
 pub const IMDS_IPV6: std::net::Ipv6Addr =
     std::net::Ipv6Addr::new(0xfd00, 0xec2, 0, 0, 0, 0, 0, 0x254);
 
-/// Response extension: send this response with this IP TTL / hop limit.
+/// Send a response with this IP TTL / hop limit.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ResponseHopLimit(pub u8);
 
