@@ -31,7 +31,7 @@ use crate::fleet::metadata::{render, CredentialsLeaf, Found, Leaf};
 use crate::fleet::options::HttpTokens;
 use crate::fleet::state::{InstanceSlot, Snapshot, State};
 use crate::fleet::throttle::ThrottleLimits;
-use crate::fleet::token::{TokenError, TokenSealer, TokenTtl};
+use crate::fleet::token::{TokenError, TokenSealer, TokenTtl, MAX_TTL_SECONDS};
 use crate::guest::access_log::{AccessLog, Entry};
 use crate::log_limit::LogLimit;
 use crate::metrics::{ImdsVersion, Metrics, RouteClass, TokenRejection};
@@ -51,23 +51,34 @@ const OCTET_STREAM: &str = "application/octet-stream";
 const ALLOW_METADATA: &str = "GET, HEAD";
 const ALLOW_TOKEN: &str = "OPTIONS, PUT";
 
-/// Builds responses from header templates made once, so an answer costs a clone rather than a
-/// hash insert per header.
+/// Builds responses from header templates made once, whole and in IMDS' order, with a slot for
+/// the token TTL (and for `Last-Modified` in answers with data): an answer clones its template
+/// and fills the slots in place, so no header name is hashed for it and its map never grows.
 #[derive(Debug, Clone)]
 struct Responder {
-    /// `Server`, `Connection: close` (unless keep-alive), `Content-Type: text/plain`.
-    plain: HeaderMap,
+    /// `Server`, `Content-Type: text/plain`, `Connection: close` (unless keep-alive).
+    plain: Template,
     /// The same with `Content-Type: text/html` (the 404 page).
-    html: HeaderMap,
-    /// `plain` plus `Accept-Ranges: none`: 200s with data.
-    data: HeaderMap,
+    html: Template,
+    /// `plain` plus `Accept-Ranges: none` and `Last-Modified`: 200s with data.
+    data: Template,
     /// `data` with `Content-Type: application/octet-stream` (user data).
-    octets: HeaderMap,
+    octets: Template,
 }
 
-impl Responder {
-    fn new(connection_close: bool) -> Responder {
-        let template = |content_type: &'static str, data: bool| {
+/// The headers of one kind of answer, without and with the token TTL.
+#[derive(Debug, Clone)]
+struct Template {
+    without_ttl: HeaderMap,
+    with_ttl: HeaderMap,
+}
+
+/// What a template's slots hold until an answer fills them (never sent).
+const SLOT: HeaderValue = HeaderValue::from_static("");
+
+impl Template {
+    fn new(content_type: &'static str, data: bool, connection_close: bool) -> Template {
+        let headers = |ttl: bool| {
             let mut headers = HeaderMap::with_capacity(8);
             headers.insert(header::SERVER, SERVER);
             headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
@@ -77,48 +88,115 @@ impl Responder {
             if data {
                 headers.insert(header::ACCEPT_RANGES, NONE);
             }
+            if ttl {
+                headers.insert(TOKEN_TTL_HEADER, SLOT);
+            }
+            if data {
+                headers.insert(header::LAST_MODIFIED, SLOT);
+            }
             headers
         };
+        Template {
+            without_ttl: headers(false),
+            with_ttl: headers(true),
+        }
+    }
+
+    /// The headers of an answer with `token_ttl` and, in an answer with data, `last_modified`.
+    fn headers(&self, token_ttl: Option<u32>, last_modified: Option<&HeaderValue>) -> HeaderMap {
+        let mut headers = match token_ttl {
+            Some(_) => self.with_ttl.clone(),
+            None => self.without_ttl.clone(),
+        };
+        for (name, value) in headers.iter_mut() {
+            if *name == header::LAST_MODIFIED {
+                if let Some(last_modified) = last_modified {
+                    *value = last_modified.clone();
+                }
+            } else if *name == TOKEN_TTL_HEADER {
+                if let Some(ttl) = token_ttl {
+                    *value = ttl_value(ttl);
+                }
+            }
+        }
+        headers
+    }
+}
+
+impl Responder {
+    fn new(connection_close: bool) -> Responder {
         Responder {
-            plain: template(TEXT_PLAIN, false),
-            html: template("text/html", false),
-            data: template(TEXT_PLAIN, true),
-            octets: template(OCTET_STREAM, true),
+            plain: Template::new(TEXT_PLAIN, false, connection_close),
+            html: Template::new("text/html", false, connection_close),
+            data: Template::new(TEXT_PLAIN, true, connection_close),
+            octets: Template::new(OCTET_STREAM, true, connection_close),
         }
     }
 
     fn response(
         &self,
         status: StatusCode,
-        headers: &HeaderMap,
+        template: &Template,
         body: Bytes,
         token_ttl: Option<u32>,
     ) -> Response<Full<Bytes>> {
         let mut response = Response::new(Full::new(body));
         *response.status_mut() = status;
-        *response.headers_mut() = headers.clone();
-        if let Some(ttl) = token_ttl {
-            response
-                .headers_mut()
-                .insert(TOKEN_TTL_HEADER, HeaderValue::from(ttl));
-        }
+        *response.headers_mut() = template.headers(token_ttl, None);
         response
     }
 
     /// A 200 with data: `Accept-Ranges: none` and `Last-Modified` besides the usual headers.
     fn data(
         &self,
-        headers: &HeaderMap,
+        template: &Template,
         body: Bytes,
         last_modified: &HeaderValue,
         token_ttl: Option<u32>,
     ) -> Response<Full<Bytes>> {
-        let mut response = self.response(StatusCode::OK, headers, body, token_ttl);
-        response
-            .headers_mut()
-            .insert(header::LAST_MODIFIED, last_modified.clone());
+        let mut response = Response::new(Full::new(body));
+        *response.headers_mut() = template.headers(token_ttl, Some(last_modified));
         response
     }
+}
+
+/// Every TTL IMDS reports (0 to [`MAX_TTL_SECONDS`]) in decimal, each in 5 bytes with leading
+/// zeros, built at compile time: the TTL header of an answer is a slice of it, where formatting
+/// the number would allocate (and free) a buffer per answer.
+static TTL_DIGITS: [u8; TTL_WIDTH * (MAX_TTL_SECONDS as usize + 1)] = ttl_digits();
+
+/// Bytes per number in [`TTL_DIGITS`].
+const TTL_WIDTH: usize = 5;
+
+const fn ttl_digits() -> [u8; TTL_WIDTH * (MAX_TTL_SECONDS as usize + 1)] {
+    let mut digits = [b'0'; TTL_WIDTH * (MAX_TTL_SECONDS as usize + 1)];
+    let mut n = 0;
+    while n <= MAX_TTL_SECONDS as usize {
+        let mut rest = n;
+        let mut i = TTL_WIDTH;
+        while rest > 0 {
+            i -= 1;
+            digits[n * TTL_WIDTH + i] = b'0' + (rest % 10) as u8;
+            rest /= 10;
+        }
+        n += 1;
+    }
+    digits
+}
+
+/// `seconds` as the value of `X-aws-ec2-metadata-token-ttl-seconds`.
+fn ttl_value(seconds: u32) -> HeaderValue {
+    let n = seconds as usize;
+    if n > MAX_TTL_SECONDS as usize {
+        return HeaderValue::from(seconds);
+    }
+    let slot = &TTL_DIGITS[n * TTL_WIDTH..(n + 1) * TTL_WIDTH];
+    let first = slot
+        .iter()
+        .position(|digit| *digit != b'0')
+        .unwrap_or(TTL_WIDTH - 1);
+    HeaderValue::from_maybe_shared(Bytes::from_static(&slot[first..]))
+        .unwrap_or_else(|_| HeaderValue::from(seconds))
 }
 
 /// What an answer carries besides its response.
