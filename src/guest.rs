@@ -5,6 +5,7 @@
 pub mod access_log;
 mod connection;
 mod error;
+mod recent_paths;
 mod throttle;
 mod unknown_callers;
 
@@ -25,7 +26,7 @@ use crate::clock::Clock;
 use crate::fleet::credentials::Delivery;
 use crate::fleet::faults::Decision;
 use crate::fleet::history::NoTokenMetric;
-use crate::fleet::metadata::path::{self, GuestPath, MetadataPath};
+use crate::fleet::metadata::path::{GuestPath, MetadataPath, PathError};
 use crate::fleet::metadata::version::API_VERSIONS;
 use crate::fleet::metadata::{render, CredentialsLeaf, Found, Leaf};
 use crate::fleet::options::HttpTokens;
@@ -34,7 +35,7 @@ use crate::fleet::throttle::ThrottleLimits;
 use crate::fleet::token::{TokenError, TokenSealer, TokenTtl, MAX_TTL_SECONDS};
 use crate::guest::access_log::{AccessLog, Entry};
 use crate::log_limit::LogLimit;
-use crate::metrics::{ImdsVersion, Metrics, RouteClass, TokenRejection};
+use crate::metrics::{ImdsVersion, Metrics, TokenRejection};
 use crate::server::net::ResponseHopLimit;
 
 /// `X-aws-ec2-metadata-token`: the session token on a GET.
@@ -199,6 +200,13 @@ fn ttl_value(seconds: u32) -> HeaderValue {
         .unwrap_or_else(|_| HeaderValue::from(seconds))
 }
 
+/// A request as the guest API reads it: its path parsed, and its token headers.
+struct Asked<'r, B> {
+    request: &'r Request<B>,
+    path: Result<GuestPath<'r>, PathError>,
+    tokens: TokenHeaders<'r>,
+}
+
 /// What an answer carries besides its response.
 #[derive(Debug, Default)]
 struct Carried {
@@ -250,9 +258,44 @@ fn report_v1_delivery(slot: &InstanceSlot, peer: SocketAddr) {
 
 /// How a request identifies itself: a token PUT or a request carrying a token is IMDSv2.
 fn version_of<B>(request: &Request<B>) -> ImdsVersion {
-    match *request.method() == Method::PUT || request.headers().contains_key(TOKEN_HEADER) {
+    version_with(request, &TokenHeaders::find_in(request.headers()))
+}
+
+/// [`version_of`] for a request whose token headers are `tokens`.
+fn version_with<B>(request: &Request<B>, tokens: &TokenHeaders<'_>) -> ImdsVersion {
+    match *request.method() == Method::PUT || tokens.first.is_some() {
         true => ImdsVersion::V2,
         false => ImdsVersion::V1,
+    }
+}
+
+/// The session token headers of a request: the first, and whether there is another.
+#[derive(Debug, Clone, Copy)]
+struct TokenHeaders<'a> {
+    first: Option<&'a HeaderValue>,
+    repeated: bool,
+}
+
+impl<'a> TokenHeaders<'a> {
+    /// Found by comparing the names of the request's few headers, where looking the name up
+    /// would hash its 24 bytes.
+    fn find_in(headers: &'a HeaderMap) -> TokenHeaders<'a> {
+        let mut tokens = TokenHeaders {
+            first: None,
+            repeated: false,
+        };
+        for (name, value) in headers {
+            if *name == TOKEN_HEADER {
+                match tokens.first {
+                    Some(_) => {
+                        tokens.repeated = true;
+                        break;
+                    }
+                    None => tokens.first = Some(value),
+                }
+            }
+        }
+        tokens
     }
 }
 
@@ -406,7 +449,14 @@ impl GuestApi {
     ) -> (Response<Full<Bytes>>, Option<ResponseHopLimit>) {
         let started = Instant::now();
         let mut carried = Carried::default();
-        let result = self.route(slot, snapshot, request, peer, &mut carried);
+        let (path, class) = recent_paths::parse(request.uri().path());
+        let asked = Asked {
+            request,
+            path,
+            // Looked up once, for the token check and the version.
+            tokens: TokenHeaders::find_in(request.headers()),
+        };
+        let result = self.route(slot, snapshot, &asked, peer, &mut carried);
         if let Err(error) = &result {
             let rejection = match error {
                 GuestError::ForwardedTokenRequest => Some(TokenRejection::Forwarded),
@@ -428,7 +478,7 @@ impl GuestApi {
         let refused_without_token = matches!(result, Err(GuestError::MissingToken));
         let mut response =
             result.unwrap_or_else(|error| error.into_response(&self.responder, carried.token_ttl));
-        let version = version_of(request);
+        let version = version_with(request, &asked.tokens);
         let took = started.elapsed();
         if version == ImdsVersion::V1 {
             slot.counters().no_token.fetch_add(1, Ordering::Relaxed);
@@ -440,12 +490,8 @@ impl GuestApi {
                 .no_token_history
                 .count(metric, self.clock.now_millis());
         }
-        self.metrics.guest_request(
-            version,
-            RouteClass::of(request.uri().path()),
-            response.status().as_u16(),
-            took,
-        );
+        self.metrics
+            .guest_request(version, class, response.status().as_u16(), took);
         tracing::debug!(
             %peer,
             method = %request.method(),
@@ -474,14 +520,15 @@ impl GuestApi {
         &self,
         slot: &InstanceSlot,
         snapshot: &Snapshot,
-        request: &Request<B>,
+        asked: &Asked<'_, B>,
         peer: SocketAddr,
         carried: &mut Carried,
     ) -> Result<Response<Full<Bytes>>, GuestError> {
         if !snapshot.options.http_endpoint.is_enabled() {
             return Err(GuestError::EndpointDisabled);
         }
-        let parsed = path::parse(request.uri().path());
+        let request = asked.request;
+        let parsed = asked.path;
         let method = request.method();
         if *method == Method::PUT {
             return match parsed {
@@ -513,7 +560,7 @@ impl GuestApi {
             };
             return Err(GuestError::MethodNotAllowed { allow });
         }
-        carried.token_ttl = self.check_token(slot, snapshot, request.headers())?;
+        carried.token_ttl = self.check_token(slot, snapshot, &asked.tokens)?;
         let ttl = carried.token_ttl;
         let modified = &snapshot.last_modified;
         let found = match parsed {
@@ -528,9 +575,8 @@ impl GuestApi {
                     Some(quiet) if !Self::sees_events(slot, snapshot, peer.ip(), &path) => quiet,
                     _ => &snapshot.timeline,
                 };
-                timeline
-                    .current(&*self.clock)
-                    .find(path.version, path.segments())
+                let tree = timeline.current(&*self.clock);
+                recent_paths::find(tree, request.uri().path(), &path)
             }
             Err(_) => None,
         };
@@ -599,12 +645,11 @@ impl GuestApi {
         &self,
         slot: &InstanceSlot,
         snapshot: &Snapshot,
-        headers: &HeaderMap,
+        tokens: &TokenHeaders<'_>,
     ) -> Result<Option<u32>, GuestError> {
-        let mut tokens = headers.get_all(TOKEN_HEADER).iter();
-        match (tokens.next(), tokens.next()) {
-            (Some(_), Some(_)) => Err(GuestError::InvalidToken(TokenRejection::Ambiguous)),
-            (Some(token), None) => self
+        match (tokens.first, tokens.repeated) {
+            (Some(_), true) => Err(GuestError::InvalidToken(TokenRejection::Ambiguous)),
+            (Some(token), false) => self
                 .tokens
                 .verify_bound(
                     slot.token_binding(|| self.tokens.binding(slot.id().as_str())),

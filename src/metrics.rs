@@ -69,23 +69,50 @@ impl RouteClass {
         RouteClass::Other,
     ];
 
-    /// The class of a request path (a few substring checks, no parsing).
+    /// The class of a request path, from the names it contains, in this order: `/` alone,
+    /// `/api/token`, `security-credentials`, `/meta-data`, `/dynamic`, `/user-data`. One pass over
+    /// the path, comparing only where a name can start (a `/` followed by its second letter, or
+    /// an `s`).
     pub fn of(path: &str) -> RouteClass {
         if path == "/" {
-            RouteClass::Versions
-        } else if path.contains("/api/token") {
-            RouteClass::Token
-        } else if path.contains("security-credentials") {
-            RouteClass::Credentials
-        } else if path.contains("/meta-data") {
-            RouteClass::MetaData
-        } else if path.contains("/dynamic") {
-            RouteClass::Dynamic
-        } else if path.contains("/user-data") {
-            RouteClass::UserData
-        } else {
-            RouteClass::Other
+            return RouteClass::Versions;
         }
+        let bytes = path.as_bytes();
+        let mut found = RouteClass::Other;
+        let mut at = 0;
+        while let Some(offset) = bytes[at..].iter().position(|b| *b == b'/' || *b == b's') {
+            at += offset;
+            let rest = &bytes[at..];
+            at += 1;
+            let class = match rest {
+                [b'/', b'a', ..] if rest.starts_with(b"/api/token") => RouteClass::Token,
+                [b'/', b'm', ..] if rest.starts_with(b"/meta-data") => RouteClass::MetaData,
+                [b'/', b'd', ..] if rest.starts_with(b"/dynamic") => RouteClass::Dynamic,
+                [b'/', b'u', ..] if rest.starts_with(b"/user-data") => RouteClass::UserData,
+                [b's', b'e', ..] if rest.starts_with(b"security-credentials") => {
+                    RouteClass::Credentials
+                }
+                _ => continue,
+            };
+            if class.precedes(found) {
+                found = class;
+            }
+        }
+        found
+    }
+
+    /// Whether a path containing both names is of this class rather than `other`.
+    fn precedes(self, other: RouteClass) -> bool {
+        let rank = |class: RouteClass| match class {
+            RouteClass::Versions => 0,
+            RouteClass::Token => 1,
+            RouteClass::Credentials => 2,
+            RouteClass::MetaData => 3,
+            RouteClass::Dynamic => 4,
+            RouteClass::UserData => 5,
+            RouteClass::Other => 6,
+        };
+        rank(self) < rank(other)
     }
 
     fn label(self) -> &'static str {
@@ -535,6 +562,77 @@ fn per_surface(out: &mut String, name: &str, kind: &str, help: &str, counts: [u6
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::prelude::*;
+
+    /// What [`RouteClass::of`] must agree with: substring checks in order.
+    fn class_by_substrings(path: &str) -> RouteClass {
+        if path == "/" {
+            RouteClass::Versions
+        } else if path.contains("/api/token") {
+            RouteClass::Token
+        } else if path.contains("security-credentials") {
+            RouteClass::Credentials
+        } else if path.contains("/meta-data") {
+            RouteClass::MetaData
+        } else if path.contains("/dynamic") {
+            RouteClass::Dynamic
+        } else if path.contains("/user-data") {
+            RouteClass::UserData
+        } else {
+            RouteClass::Other
+        }
+    }
+
+    #[test]
+    fn route_classes_of_real_paths() {
+        for (path, class) in [
+            ("/", RouteClass::Versions),
+            ("/latest/api/token", RouteClass::Token),
+            ("/latest/meta-data/instance-id", RouteClass::MetaData),
+            (
+                "/latest/meta-data/iam/security-credentials/role",
+                RouteClass::Credentials,
+            ),
+            (
+                "/latest/meta-data/identity-credentials/ec2/security-credentials/ec2-instance",
+                RouteClass::Credentials,
+            ),
+            (
+                "/latest/dynamic/instance-identity/document",
+                RouteClass::Dynamic,
+            ),
+            ("/latest/user-data", RouteClass::UserData),
+            ("/latest/user-data/meta-data", RouteClass::MetaData),
+            ("/latest", RouteClass::Other),
+            ("//", RouteClass::Other),
+        ] {
+            assert_eq!(RouteClass::of(path), class, "{path}");
+            assert_eq!(class_by_substrings(path), class, "{path}");
+        }
+    }
+
+    proptest! {
+        #[test]
+        fn route_class_is_decided_by_the_names_in_the_path(
+            parts in proptest::collection::vec(
+                prop_oneof![
+                    Just("/api/token"), Just("/api/toke"), Just("security-credentials"),
+                    Just("security-credential"), Just("/meta-data"), Just("/meta"),
+                    Just("/dynamic"), Just("/user-data"), Just("/"), Just("s"), Just("a"),
+                    Just("latest"), Just("-"), Just("é"),
+                ],
+                0..8,
+            )
+        ) {
+            let path: String = parts.concat();
+            prop_assert_eq!(RouteClass::of(&path), class_by_substrings(&path), "{}", path);
+        }
+
+        #[test]
+        fn route_class_of_any_path_agrees(path in "[/a-z-]{0,40}") {
+            prop_assert_eq!(RouteClass::of(&path), class_by_substrings(&path));
+        }
+    }
 
     #[test]
     fn counts_render_as_prometheus_text() {
