@@ -17,7 +17,6 @@
 //! only while it waits for its client and a request that arrives meanwhile is never answered
 //! on a connection already given up.
 
-use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
@@ -26,6 +25,7 @@ use tokio::sync::oneshot;
 use tokio::time::Instant;
 
 use crate::fleet::throttle::Evictable;
+use crate::id_map::IdMap;
 
 /// Why a connection waiting for its client was closed to make room.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -258,7 +258,7 @@ pub struct Watchdog {
 #[derive(Debug, Default)]
 struct Open {
     next: u64,
-    waits: HashMap<u64, Arc<ClientWait>>,
+    waits: IdMap<Arc<ClientWait>>,
     stopping: bool,
 }
 
