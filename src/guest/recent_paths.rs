@@ -92,6 +92,7 @@ pub(super) fn parse(path: &str) -> (Result<GuestPath<'_>, PathError>, RouteClass
     let at = slot(bytes);
     let known = RECENT.with_borrow(|recent| {
         recent[at]
+            .as_ref()
             .filter(|entry| entry.text.get(..entry.len) == Some(bytes))
             .map(|entry| (entry.parsed, entry.class))
     });
@@ -128,6 +129,7 @@ pub(super) fn find<'t>(
     let at = slot(bytes);
     let known = RECENT.with_borrow(|recent| {
         recent[at]
+            .as_ref()
             .filter(|entry| entry.text.get(..entry.len) == Some(bytes))
             .and_then(|entry| entry.found)
             .filter(|(id, _)| *id == tree.id() && tree.id() != 0)
