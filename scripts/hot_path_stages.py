@@ -2,10 +2,10 @@
 
 Used by `scripts/bench`: `record` samples a running server's call stacks (with inlined frames,
 from the release build's line tables) while load runs, and `attribute` gives each sample to the
-stage of the innermost frame a rule knows. Multiplied by the CPU time per request measured
-without `perf`, the shares become microseconds per request. A sample inside a system call
-counts for the stage that made the call (a `writev` for the write, an `epoll_wait` for the
-runtime). The rules name functions, so they follow the code: a stage whose functions are
+stage of the innermost user-space frame a rule knows. Multiplied by the CPU time per request
+measured without `perf`, the shares become microseconds per request. A sample inside the kernel
+counts for the stage whose system call it is in (a `writev` for the write, an `epoll_wait` for
+the runtime), preemption at the system call's return included. The rules name functions, so they follow the code: a stage whose functions are
 renamed falls into "other" until its rule is updated here.
 """
 
@@ -90,7 +90,7 @@ RULES = _rules()
 
 
 def classify(frames):
-    """The stage of one sample, from its frames, innermost first."""
+    """The stage of one sample, from its user-space frames, innermost first."""
     shorts = [_short(f) for f in frames]
     for i, (name, full) in enumerate(shorts):
         parent = shorts[i + 1][0] if i + 1 < len(shorts) else None
@@ -131,8 +131,10 @@ def attribute(data):
             fields = line.split()
             period = int(fields[1]) if len(fields) > 1 and fields[1].isdigit() else 1
         else:
-            _, _, symbol = line.strip().partition(" ")
-            frames.append(symbol)
+            address, _, symbol = line.strip().partition(" ")
+            # Kernel frames are left to the user-space frame that entered the kernel.
+            if not address.startswith("ffffffff"):
+                frames.append(symbol)
     return counts
 
 
