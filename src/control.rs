@@ -4,23 +4,30 @@
 //! `Version=2016-11-15`, XML answers in the EC2 namespace with a `requestId`, errors as
 //! `<Response><Errors><Error>` with EC2's codes.
 //!
-//! Actions:
-//! - `DescribeInstances` (ids; filters `instance-id`, `metadata-options.http-tokens`,
-//!   `metadata-options.http-endpoint`, `instance-state-name`, `availability-zone`, `tag:KEY`,
-//!   `tag-key`)
-//! - `ModifyInstanceMetadataOptions` (every option; omitted ones unchanged; `DryRun`)
-//! - `CreateTags` (at most 50 tags, as on EC2), `DeleteTags`, `DescribeTags`
+//! Actions (each Describe action takes its filters by the names EC2 documents, legacy camelCase
+//! spellings too, and refuses a name it does not know with EC2's `InvalidParameterValue`):
+//! - instances: `RunInstances` (also from a launch template), `DescribeInstances`,
+//!   `StartInstances`, `StopInstances`, `RebootInstances`, `TerminateInstances`,
+//!   `ModifyInstanceMetadataOptions`, `DescribeInstanceAttribute`, `ModifyInstanceAttribute`,
+//!   `GetConsoleOutput`, `DescribeInstanceStatus` (see `instance_status`)
+//! - tags on every resource kind: `CreateTags` (at most 50, as on EC2), `DeleteTags`,
+//!   `DescribeTags`; EC2's own `aws:` tags are neither created nor deleted by users
 //! - `AssociateIamInstanceProfile`, `ReplaceIamInstanceProfileAssociation`,
 //!   `DisassociateIamInstanceProfile`, `DescribeIamInstanceProfileAssociations`
 //! - `GetInstanceMetadataDefaults`, `ModifyInstanceMetadataDefaults` (with `HttpTokensEnforced`,
 //!   which makes `ModifyInstanceMetadataOptions` refuse `HttpTokens=optional`)
-//! - `DescribeInstanceStatus`, `ModifyInstanceEventStartTime`, and imds' own event actions
+//! - `ModifyInstanceEventStartTime`, and imds' own event actions
 //!   `SendSpotInstanceInterruptions`, `ScheduleInstanceEvent`, `CompleteInstanceEvent`,
 //!   `CancelInstanceEvent`, `SetTargetLifecycleState`, `ClearInstanceEvents` (see `events`)
 //! - imds' fault actions `InjectFault`, `DescribeFaults`, `ClearFaults` (see `faults`)
 //! - `DescribeVpcs`, `CreateSubnet`, `DeleteSubnet`, `DescribeSubnets`, `CreateSecurityGroup`,
 //!   `DeleteSecurityGroup`, `DescribeSecurityGroups` (see `vpc`), `ImportKeyPair`,
-//!   `DescribeKeyPairs`, `DeleteKeyPair` (see `key_pairs`)
+//!   `CreateKeyPair`, `DescribeKeyPairs`, `DeleteKeyPair` (see `key_pairs`)
+//! - `CreateLaunchTemplate`, `CreateLaunchTemplateVersion`, `ModifyLaunchTemplate`,
+//!   `DescribeLaunchTemplates`, `DescribeLaunchTemplateVersions`,
+//!   `DeleteLaunchTemplateVersions`, `DeleteLaunchTemplate` (see `launch_templates`)
+//! - the catalog tools ask for first: `DescribeRegions`, `DescribeAvailabilityZones`,
+//!   `DescribeAccountAttributes`, `DescribeInstanceTypes`, `DescribeImages` (see `catalog`)
 //!
 //! EC2's limits on one request hold: at most 200 filter values (255 characters each) and 200
 //! filters (`FilterLimitExceeded`), 1000 instance or resource ids (100 for
@@ -53,6 +60,9 @@
 //! [`crate::fleet::lock_order::Unlocked`] and takes its locks through it, account first.
 
 mod account;
+mod attributes;
+mod catalog;
+mod client_tokens;
 mod cloudwatch;
 mod connection;
 mod console;
@@ -63,17 +73,22 @@ mod faults;
 mod forget;
 mod guardrails;
 mod iam;
+mod instance_status;
+mod instance_xml;
 mod instances;
 mod inventory;
 mod kept_history;
 mod key_pairs;
 mod launch;
+mod launch_templates;
 mod lifecycle;
+mod paging;
 pub mod policy;
 mod query;
 mod reload;
 mod rotation;
 mod sigv4;
+mod store_stats;
 mod sync;
 mod tags;
 mod vpc;
@@ -92,7 +107,7 @@ pub use self::error::ControlError;
 use self::query::QueryRequest;
 pub use self::sigv4::ControlKeys;
 use crate::clock::Clock;
-use crate::fleet::changes::{InstanceChanges, RoleAssociation};
+use crate::fleet::changes::{InstanceChanges, OptionFields, RoleAssociation};
 use crate::fleet::instance::{Instance, InstanceConfig};
 use crate::fleet::instance_id::InstanceId;
 use crate::fleet::lifecycle::Transition;
@@ -112,11 +127,27 @@ const APPLYING: Duration = Duration::from_millis(500);
 /// What a control change touched.
 #[derive(Debug, Clone)]
 enum Change {
-    Options,
+    /// The metadata options the request named.
+    Options(OptionFields),
     Tags,
     Events,
     /// A new association (its id and when it was made), or none.
     Role(Option<(String, time::OffsetDateTime)>),
+    /// The instance's attributes as they are after the change.
+    Attributes(crate::fleet::changes::InstanceAttributes),
+}
+
+impl Change {
+    /// The part changed, as the log names it.
+    fn label(&self) -> &'static str {
+        match self {
+            Change::Options(_) => "metadata_options",
+            Change::Tags => "tags",
+            Change::Events => "events",
+            Change::Role(_) => "role",
+            Change::Attributes(_) => "attributes",
+        }
+    }
 }
 
 /// The account defaults' name in the store.
@@ -137,6 +168,12 @@ pub struct Persisted {
     pub defaults: MetadataDefaults,
     /// The region's VPCs, subnets, security groups and key pairs, when stored.
     pub network: Option<crate::fleet::network::Network>,
+    /// The account's launch templates.
+    pub templates: crate::fleet::launch_templates::LaunchTemplates,
+    /// The addresses in use, as stored.
+    pub addresses: Vec<crate::store::StoredAddress>,
+    /// Stored rows that do not parse, reported and skipped.
+    pub corrupt: u64,
     /// The revision of each stored account value.
     pub account_revisions: BTreeMap<String, i64>,
     /// The newest revision read.
@@ -149,7 +186,9 @@ pub struct Persisted {
 
 impl Persisted {
     /// What `store` held at the start (`changed`: every row); nothing without a store. A row
-    /// that does not parse is an error: starting without it would lose it at the next write.
+    /// that does not parse is reported (a warning, and `imds_store_corrupt_rows_total`) and
+    /// skipped, never a reason not to start; its revision is kept, so that a later change of
+    /// the same instance or value replaces it.
     pub fn from_store(
         store: Option<Arc<Store>>,
         changed: Changed,
@@ -157,11 +196,7 @@ impl Persisted {
         let Some(store) = store else {
             return Ok(Persisted::default());
         };
-        let corrupt = |what: String, error: serde_json::Error| StoreError::Corrupt {
-            location: store.describe(),
-            what,
-            reason: error.to_string(),
-        };
+        let location = store.describe();
         let signing = crate::fleet::keys::rotated_signer(&changed.keys)
             .ok()
             .flatten()
@@ -169,36 +204,50 @@ impl Persisted {
         let mut persisted = Persisted {
             seen: changed.revision,
             signing_generation: signing,
+            addresses: changed.addresses,
             ..Persisted::default()
+        };
+        let corrupt = |persisted: &mut Persisted, what: String, error: serde_json::Error| {
+            tracing::warn!(store = location, what, %error, "a stored row is unreadable: skipped (a later change replaces it)");
+            persisted.corrupt += 1;
         };
         for row in changed.instances {
             let id = row.instance_id;
-            let changes: InstanceChanges = serde_json::from_str(&row.changes)
-                .map_err(|e| corrupt(format!("changes of {id}"), e))?;
-            if let Some(config) = row.config {
-                let config: InstanceConfig = serde_json::from_str(&config)
-                    .map_err(|e| corrupt(format!("launched instance {id}"), e))?;
-                persisted.launched.push(config);
-            }
             persisted.revisions.insert(id.clone(), row.revision);
+            let changes: InstanceChanges = match serde_json::from_str(&row.changes) {
+                Ok(changes) => changes,
+                Err(error) => {
+                    corrupt(&mut persisted, format!("changes of {id}"), error);
+                    continue;
+                }
+            };
+            if let Some(config) = row.config {
+                match serde_json::from_str::<InstanceConfig>(&config) {
+                    Ok(config) => persisted.launched.push(config),
+                    Err(error) => {
+                        corrupt(&mut persisted, format!("launched instance {id}"), error);
+                        continue;
+                    }
+                }
+            }
             persisted.changes.insert(id, changes);
         }
         persisted
             .launched
             .sort_by(|a, b| a.instance_id.cmp(&b.instance_id));
         for value in changed.account {
-            match value.name.as_str() {
-                DEFAULTS => {
-                    persisted.defaults = serde_json::from_str(&value.value)
-                        .map_err(|e| corrupt(value.name.clone(), e))?
-                }
+            let parsed = match value.name.as_str() {
+                DEFAULTS => serde_json::from_str(&value.value).map(|d| persisted.defaults = d),
                 vpc::NETWORK => {
-                    persisted.network = Some(
-                        serde_json::from_str(&value.value)
-                            .map_err(|e| corrupt(value.name.clone(), e))?,
-                    )
+                    serde_json::from_str(&value.value).map(|n| persisted.network = Some(n))
+                }
+                launch_templates::TEMPLATES => {
+                    serde_json::from_str(&value.value).map(|t| persisted.templates = t)
                 }
                 _ => continue,
+            };
+            if let Err(error) = parsed {
+                corrupt(&mut persisted, value.name.clone(), error);
             }
             persisted
                 .account_revisions
@@ -262,6 +311,8 @@ pub struct ControlApi {
     /// Refused signatures are logged at most once a minute (anyone can send them; each is
     /// counted in `/metrics`).
     refused_signatures: crate::log_limit::LogLimit,
+    /// What the store's upkeep counts.
+    store_stats: store_stats::StoreStats,
 }
 
 impl ControlApi {
@@ -292,15 +343,41 @@ impl ControlApi {
                     .any(|l| l.instance_id == id.as_str())
             })
             .collect();
-        let network = vpc::initial_network(persisted.network, &state, &template);
+        let now = clock.now_millis();
+        let gone: Vec<(String, i64)> = persisted
+            .launched
+            .iter()
+            .filter(|config| {
+                let lifecycle = persisted.changes_of(&config.instance_id).lifecycle;
+                lifecycle.is_some_and(|l| l.is_gone(now))
+            })
+            .map(|config| {
+                let id = config.instance_id.clone();
+                let revision = persisted.revision_of(&id);
+                (id, revision)
+            })
+            .collect();
+        let shared = persisted
+            .store
+            .as_ref()
+            .is_some_and(|store| store.is_shared());
+        let network = vpc::initial_network(
+            persisted.network,
+            &persisted.addresses,
+            shared,
+            &state,
+            &template,
+        );
+        let store_stats = store_stats::StoreStats::default();
+        store_stats.corrupt_rows(persisted.corrupt);
         let signing_generation =
             (!persisted.signing_key_from_files).then_some(persisted.signing_generation);
-        ControlApi {
+        let api = ControlApi {
             inventory: inventory::Inventory::new(
                 state, snapshots, template, network, unplaced, from_file,
             ),
             account: account::Account::new(
-                persisted.defaults,
+                (persisted.defaults, persisted.templates),
                 persisted.account_revisions,
                 tokens,
                 (generations, clock.now_millis()),
@@ -313,7 +390,14 @@ impl ControlApi {
             metrics,
             console: console::Console::default(),
             refused_signatures: crate::log_limit::LogLimit::new(Duration::from_secs(60)),
+            store_stats,
+        };
+        // Launched instances gone before this start: not served, their rows deleted at the
+        // first sweep.
+        for (id, revision) in gone {
+            api.inventory.keep_gone_unserved(id, revision);
         }
+        api
     }
 
     /// Answers one request (from a socket, or in-process: any body will do).
@@ -366,6 +450,15 @@ impl ControlApi {
         if let Some(operation) = cloudwatch::operation(&parts) {
             return self.cloudwatch(operation, &body, &request_id);
         }
+        // A request signed for another region is not answered with this region's instances.
+        if let Some(region) = sigv4::scope_region(&parts) {
+            let served = self.inventory.network().region.clone();
+            if region != served {
+                let error = ControlError::RegionScope(region.to_owned(), served);
+                self.metrics.control_action("(wrong region)", error.code());
+                return failure(&error, &request_id);
+            }
+        }
         let query = match parts.method {
             Method::GET => QueryRequest::parse(parts.uri.query().unwrap_or("").as_bytes()),
             _ if body.len() <= PARSED_INLINE => QueryRequest::parse(&body),
@@ -416,7 +509,18 @@ impl ControlApi {
                     region: &network.region,
                     account: &network.owner_id,
                 };
-                self.check_policies(&guardrails::other_change(query, place, &iam_action)?)?;
+                // A launch template named by name is decided on its ARN, as one named by id.
+                let templates = self.account.templates();
+                let named_template = query
+                    .get("LaunchTemplateName")
+                    .and_then(|name| templates.by_name(name).ok())
+                    .map(|template| template.id.as_str());
+                self.check_policies(&guardrails::other_change(
+                    query,
+                    place,
+                    &iam_action,
+                    named_template,
+                )?)?;
             }
         }
         match action {
@@ -524,9 +628,36 @@ impl ControlApi {
             "DeleteSecurityGroup" => self.delete_security_group(query, request_id, order).await,
             "DescribeSecurityGroups" => self.describe_security_groups(query, request_id),
             "ImportKeyPair" => self.import_key_pair(query, request_id, order).await,
+            "CreateKeyPair" => self.create_key_pair(query, request_id, order).await,
             "RotateKeys" => self.rotate_keys(query, request_id, order).await,
             "DescribeKeyPairs" => self.describe_key_pairs(query, request_id),
             "DeleteKeyPair" => self.delete_key_pair(query, request_id, order).await,
+            "CreateLaunchTemplate" => self.create_launch_template(query, request_id, order).await,
+            "CreateLaunchTemplateVersion" => {
+                self.create_launch_template_version(query, request_id, order)
+                    .await
+            }
+            "ModifyLaunchTemplate" => self.modify_launch_template(query, request_id, order).await,
+            "DeleteLaunchTemplate" => self.delete_launch_template(query, request_id, order).await,
+            "DeleteLaunchTemplateVersions" => {
+                self.delete_launch_template_versions(query, request_id, order)
+                    .await
+            }
+            "DescribeInstanceAttribute" => self.describe_instance_attribute(query, request_id),
+            "ModifyInstanceAttribute" => {
+                self.modify_instance_attribute(query, request_id, order)
+                    .await
+            }
+            "GetConsoleOutput" => self.get_console_output(query, request_id),
+            "DescribeRegions" => self.describe_regions(query, request_id),
+            "DescribeAvailabilityZones" => self.describe_availability_zones(query, request_id),
+            "DescribeAccountAttributes" => self.describe_account_attributes(query, request_id),
+            "DescribeInstanceTypes" => self.describe_instance_types(query, request_id),
+            "DescribeImages" => self.describe_images(query, request_id),
+            "DescribeLaunchTemplates" => self.describe_launch_templates(query, request_id),
+            "DescribeLaunchTemplateVersions" => {
+                self.describe_launch_template_versions(query, request_id)
+            }
             other => Err(ControlError::InvalidAction(other.to_owned())),
         }
     }
@@ -591,6 +722,10 @@ impl ControlApi {
     ) -> Result<Instance, ControlError> {
         let held = slot.lock(before).await;
         self.still_served(slot)?;
+        // A terminated instance keeps only its tags changeable, as on EC2.
+        if !matches!(what, Change::Tags) {
+            not_terminated(slot)?;
+        }
         let current = slot.current();
         let mut config = current.instance.config.clone();
         edit(&current.instance, &mut config)?;
@@ -598,9 +733,14 @@ impl ControlApi {
             .map_err(|e| ControlError::InvalidParameterValue(e.to_string()))?;
         let mut changes = slot.changes();
         match &what {
-            Change::Options => changes.metadata_options = Some(instance.config.metadata_options),
+            Change::Options(named) => {
+                changes.metadata_options = Some(instance.config.metadata_options);
+                let before = changes.metadata_options_set.unwrap_or_default();
+                changes.metadata_options_set = Some(before.union(*named));
+            }
             Change::Tags => changes.tags = Some(instance.config.tags.clone()),
             Change::Events => changes.events = Some(instance.config.events.clone()),
+            Change::Attributes(attributes) => changes.attributes = Some(attributes.clone()),
             Change::Role(association) => {
                 changes.role = Some(RoleAssociation {
                     role: instance.config.iam.role.clone(),
@@ -613,7 +753,7 @@ impl ControlApi {
         let revision = self.persist(commit).await?;
         slot.set_changes(changes, &held);
         slot.set_revision(revision, &held);
-        if let Change::Options = what {
+        if let Change::Options(_) = what {
             let until = self.clock.now_millis() + APPLYING.as_millis() as u64;
             slot.set_pending_until(until);
         }
@@ -623,7 +763,11 @@ impl ControlApi {
             .build_after(Some(&current), instance.clone());
         self.inventory.state.replace(built)?;
         self.inventory.notify_applied();
-        tracing::info!(instance = instance.id(), change = ?what, "control change applied");
+        tracing::info!(
+            instance = instance.id(),
+            change = what.label(),
+            "control change applied"
+        );
         Ok(instance)
     }
 
@@ -646,6 +790,18 @@ impl ControlApi {
             true => "pending",
             false => "applied",
         }
+    }
+}
+
+/// `IncorrectInstanceState` when `slot` is terminated (or shutting down).
+fn not_terminated(slot: &InstanceSlot) -> Result<(), ControlError> {
+    let lifecycle = slot.changes().lifecycle;
+    match lifecycle.map(|l| l.last) {
+        Some(Transition::Terminate) => Err(ControlError::IncorrectInstanceState(format!(
+            "The instance '{}' is not in a state from which it can be modified: it is terminated.",
+            slot.id()
+        ))),
+        _ => Ok(()),
     }
 }
 

@@ -4,7 +4,8 @@
 //! rotating credentials per delivery ([`credentials`]); the signed identity document
 //! ([`identity`]) and the keys behind both ([`keys`], [`secret`]); what EC2 announces as a
 //! schedule ([`events`]); injected [`faults`]; the VPCs, subnets, security groups, key pairs
-//! and address pools instances launch into ([`network`]); each instance's id ([`instance_id`]),
+//! and address pools instances launch into ([`network`]); the instance types imds knows
+//! ([`instance_types`]); each instance's id ([`instance_id`]),
 //! EC2 lifecycle ([`lifecycle`]), throttle ([`throttle`]), token-less request history
 //! ([`history`]) and recent IMDSv1 callers ([`callers`]); role credentials from STS
 //! ([`sts`]); and the fleet index of instance slots whose snapshots the guest API reads
@@ -19,7 +20,10 @@ pub mod history;
 pub mod identity;
 pub mod instance;
 pub mod instance_id;
+pub mod instance_types;
+pub mod key_material;
 pub mod keys;
+pub mod launch_templates;
 pub mod lifecycle;
 pub mod lock_order;
 pub mod metadata;

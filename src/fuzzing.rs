@@ -384,20 +384,24 @@ fn xml_char(c: char) -> bool {
 /// 2027-01-15T08:00:00Z, and is sent to two control APIs: one with control keys (so every
 /// request's SigV4 signature is verified; the seeds are signed with them) and one without (so
 /// every action's parameters are parsed and applied, even when the signature is wrong); their
-/// changes are dropped after the input. Never panics, answers only 200, 400, 401 and 412, each
-/// XML answer with characters XML allows only, and the API with keys answers a request it
-/// accepts as the one without does.
+/// changes are dropped after the input. Never panics, answers only 200, 400, 401, 403 (a
+/// request signed for another region) and 412, each XML answer with characters XML allows
+/// only, and the API with keys answers a request it accepts as the one without does.
 pub fn control_request(data: &[u8]) {
     let mut diverged = false;
     for exchange in control_exchanges(data) {
         let (signed, open) = (&exchange.signed, &exchange.open);
         for (status, body) in [signed, open] {
             assert!(
-                [200, 400, 401, 412].contains(&status.as_u16()),
+                [200, 400, 401, 403, 412].contains(&status.as_u16()),
                 "answered {status}: {body:?}"
             );
             let text = std::str::from_utf8(body).expect("answers are UTF-8");
             assert!(text.chars().all(xml_char), "not XML: {text:?}");
+            assert!(
+                status.as_u16() != 403 || text.contains("<Code>SignatureDoesNotMatch</Code>"),
+                "403 only for another region: {text:?}"
+            );
         }
         assert_ne!(open.0, StatusCode::UNAUTHORIZED, "refused without keys");
         if !diverged && signed.0 != StatusCode::UNAUTHORIZED {

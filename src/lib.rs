@@ -156,6 +156,7 @@ impl App {
             .into_iter()
             .zip(&changes)
             .map(|(instance, changes)| {
+                changes.log_shadowed(&instance);
                 let layered = changes.layered(instance).logged();
                 metrics.changes_skipped(&layered.skipped);
                 layered.instance

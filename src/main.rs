@@ -16,12 +16,12 @@ fn main() -> ExitCode {
         .and_then(|arg0| std::path::Path::new(arg0).file_name())
         .map(|name| name.to_string_lossy().into_owned());
     if invoked_as.as_deref() == Some("ec2-metadata-mock") {
-        return report(init_logging("info").and_then(|()| Ok(imds::app::aemm::run(args)?)));
+        return report(init_logging(None).and_then(|()| Ok(imds::app::aemm::run(args)?)));
     }
     let cli = Cli::parse_from(args.clone());
     let result: Result<(), Box<dyn std::error::Error>> = match cli.command {
         Command::Serve(args) => {
-            init_logging(&args.log_level).and_then(|()| Ok(imds::app::serve::run(&args)?))
+            init_logging(args.log_level.as_deref()).and_then(|()| Ok(imds::app::serve::run(&args)?))
         }
         Command::PrintConfig => {
             print!("{DEFAULT_CONFIG_TOML}");
@@ -34,7 +34,7 @@ fn main() -> ExitCode {
             // AEMM's own parser reads everything after `aemm`.
             args.drain(1..=aemm_position(&args));
             args[0] = "ec2-metadata-mock".into();
-            init_logging("info").and_then(|()| Ok(imds::app::aemm::run(args)?))
+            init_logging(None).and_then(|()| Ok(imds::app::aemm::run(args)?))
         }
         Command::LinkLocal { to, .. } => {
             print!("{}", imds::app::link_local::dnat_rules(to));
@@ -61,17 +61,47 @@ fn report(result: Result<(), Box<dyn std::error::Error>>) -> ExitCode {
     }
 }
 
+/// Checks `file` and says what it serves: its instance, or every `[[instances]]` entry.
 fn check_config(file: &std::path::Path) -> Result<(), ConfigError> {
     let loaded = Config::load(Some(file))?.resolve(&Overrides::default(), Some(file))?;
-    let instance = &loaded.instance;
+    let line = |instance: &imds::fleet::instance::Instance| {
+        let options = instance.options();
+        format!(
+            "{} ({}, {}, {}), HttpTokens={}, HttpEndpoint={}, hop limit {}",
+            instance.id(),
+            instance.config.instance_type,
+            instance.config.placement.availability_zone,
+            instance.primary_interface().config.private_ipv4s[0],
+            options.http_tokens,
+            options.http_endpoint,
+            options.http_put_response_hop_limit,
+        )
+    };
+    let instances = &loaded.instances;
+    if instances.is_empty() {
+        let fleet = match loaded.server.fleet {
+            true => " (fleet mode: more come with RunInstances)",
+            false => "",
+        };
+        println!(
+            "{}: ok: instance {}{fleet}",
+            file.display(),
+            line(&loaded.instance)
+        );
+        return Ok(());
+    }
+    let mode = match loaded.server.fleet {
+        true => "served in fleet mode",
+        false => "served with --fleet (or [server] fleet = true); without it, [instance] answers every caller",
+    };
     println!(
-        "{}: ok: instance {} ({}, {}), HttpTokens={:?}",
+        "{}: ok: {} [[instances]], {mode}:",
         file.display(),
-        instance.id(),
-        instance.config.instance_type,
-        instance.config.placement.availability_zone,
-        instance.options().http_tokens,
+        instances.len()
     );
+    for (index, instance) in instances.iter().enumerate() {
+        println!("  entry {}: {}", index + 1, line(instance));
+    }
     Ok(())
 }
 
@@ -80,6 +110,19 @@ fn print_certificate(args: &CertArgs) -> Result<(), Box<dyn std::error::Error>> 
     let loaded = Config::load(file)?.resolve(&args.overrides(), file)?;
     let server = &loaded.server;
     let location = server.store_location()?;
+    // A mistyped directory would get a new key, and a certificate that verifies nothing.
+    if let (Some(imds::store::Location::StateDir(dir)), None) =
+        (&location, &server.signing_key_file)
+    {
+        if !dir.is_dir() {
+            return Err(format!(
+                "state directory {} does not exist: give the one `imds serve --state-dir` uses (it creates it at its first start), or create it (mkdir {}) to make the key here first",
+                dir.display(),
+                dir.display()
+            )
+            .into());
+        }
+    }
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
@@ -107,9 +150,17 @@ fn print_certificate(args: &CertArgs) -> Result<(), Box<dyn std::error::Error>> 
     Ok(())
 }
 
-fn init_logging(level: &str) -> Result<(), Box<dyn std::error::Error>> {
+/// Logs to stderr at `flag` (--log-level or IMDS_LOG_LEVEL), else at RUST_LOG as the Rust
+/// ecosystem reads it, else at info.
+fn init_logging(flag: Option<&str>) -> Result<(), Box<dyn std::error::Error>> {
+    let rust_log = std::env::var("RUST_LOG").ok().filter(|v| !v.is_empty());
+    let (level, source) = match (flag, &rust_log) {
+        (Some(level), _) => (level, "--log-level (or IMDS_LOG_LEVEL)"),
+        (None, Some(level)) => (level.as_str(), "RUST_LOG"),
+        (None, None) => ("info", "the default"),
+    };
     let filter = tracing_subscriber::EnvFilter::try_new(level)
-        .map_err(|e| format!("invalid --log-level `{level}`: {e}"))?;
+        .map_err(|e| format!("invalid {source} `{level}`: {e}"))?;
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)

@@ -6,8 +6,9 @@
 //! - [`postgres`]: one PostgreSQL database shared by every host (`--store postgres://...`).
 //!
 //! What is kept: the service's keys, each instance's control-plane changes, the instances
-//! launched through `RunInstances`, the account's values (instance metadata defaults, the
-//! network registry) and the token-less request history.
+//! launched through `RunInstances` (with their `ClientToken`s), the account's values (instance
+//! metadata defaults, the network registry), one row per address in use, and the token-less
+//! request history.
 //!
 //! Every write is one transaction that first takes the next *revision* from a single counter
 //! row (so revisions commit in order) and stamps every row it writes with it. A process that
@@ -16,15 +17,29 @@
 //! last saw ([`Expected`]), so two hosts changing one instance at once never overwrite each
 //! other: the second gets [`StoreError::Conflict`], catches up and retries.
 //!
+//! Rows are deleted too: a terminated instance forgotten ([`Store::forget`]) takes its rows
+//! with it, an address given back its row. Each deletion leaves a *tombstone* stamped with the
+//! revision that deleted it, so a process catching up learns deletions as it learns writes.
+//! Tombstones are pruned after [`TOMBSTONE_RETENTION`] ([`Store::prune`]); a process that has
+//! not caught up since the newest one pruned gets every row instead ([`Changed::complete`]), and
+//! forgets what it holds that is not among them.
+//!
+//! Bounds, so that months of churn keep the store the size of the live fleet: instance rows
+//! live until an hour after their instance terminated (then [`Store::forget`]), tombstones
+//! [`TOMBSTONE_RETENTION`], `ClientToken`s [`CLIENT_TOKEN_RETENTION`] after the last instance
+//! they launched is forgotten, token-less history 24 hours.
+//!
 //! The guest API never touches the store: guests are served from memory, so the database can
 //! be away without any guest noticing. Control writes need it, and fail fast while it is.
 
 mod migrations;
 pub mod postgres;
 mod redact;
+mod sql;
 pub mod sqlite;
 
 use std::path::PathBuf;
+use std::time::Duration;
 
 use zeroize::Zeroizing;
 
@@ -33,6 +48,14 @@ pub use self::redact::{redact, StoreUrl};
 /// The revision a writer last saw of a row: the row is written only if it still has it. `0`
 /// for a row it has never seen (new, or still as an older imds stored it).
 pub type Expected = i64;
+
+/// How long tombstones are kept: a process that has not caught up for longer reloads every
+/// row (processes following the store catch up at least every 30 s).
+pub const TOMBSTONE_RETENTION: Duration = Duration::from_secs(3600);
+/// How long a `ClientToken` is kept once the last instance it launched is forgotten (an hour
+/// after it terminated): a retry is answered as the first request was at least 25 hours after
+/// termination (EC2 keeps a token at least 24 hours after).
+pub const CLIENT_TOKEN_RETENTION: Duration = Duration::from_secs(24 * 3600);
 
 /// Where the store lives, as `--state-dir` or `--store` say.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -118,6 +141,70 @@ impl std::fmt::Debug for StoredKey {
     }
 }
 
+/// An address in use, as stored.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredAddress {
+    /// Its subnet.
+    pub subnet_id: String,
+    /// The address (IPv4 or IPv6, as text).
+    pub address: String,
+    /// The instance holding it (empty: not known, as an older imds stored it).
+    pub holder: String,
+    /// The revision that last wrote it.
+    pub revision: i64,
+}
+
+/// What a tombstone says was deleted.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Deleted {
+    /// A forgotten instance: its rows are gone.
+    Instance(String),
+    /// An address given back.
+    Address {
+        /// Its subnet.
+        subnet_id: String,
+        /// The address, as text.
+        address: String,
+    },
+}
+
+impl Deleted {
+    /// The tombstone's kind and name columns.
+    fn key(&self) -> (&'static str, String) {
+        match self {
+            Deleted::Instance(id) => (TOMBSTONE_INSTANCE, id.clone()),
+            Deleted::Address { subnet_id, address } => {
+                (TOMBSTONE_ADDRESS, format!("{subnet_id} {address}"))
+            }
+        }
+    }
+
+    /// The deletion a tombstone's kind and name columns say; `None` for a kind this imds does
+    /// not know.
+    fn from_key(kind: &str, name: String) -> Option<Deleted> {
+        match kind {
+            TOMBSTONE_INSTANCE => Some(Deleted::Instance(name)),
+            TOMBSTONE_ADDRESS => {
+                let (subnet_id, address) = name.split_once(' ')?;
+                Some(Deleted::Address {
+                    subnet_id: subnet_id.to_owned(),
+                    address: address.to_owned(),
+                })
+            }
+            _ => None,
+        }
+    }
+}
+
+/// A deletion and the revision that made it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Tombstone {
+    /// What was deleted.
+    pub deleted: Deleted,
+    /// The revision of the write that deleted it.
+    pub revision: i64,
+}
+
 /// What changed after a revision.
 #[derive(Debug, Clone, Default)]
 pub struct Changed {
@@ -127,6 +214,13 @@ pub struct Changed {
     pub account: Vec<StoredValue>,
     /// Keys written after it.
     pub keys: Vec<StoredKey>,
+    /// Addresses taken after it.
+    pub addresses: Vec<StoredAddress>,
+    /// Rows deleted after it.
+    pub tombstones: Vec<Tombstone>,
+    /// Every row there is (a first load, or the tombstones after the revision asked for were
+    /// pruned): what the reader holds that is not here was deleted.
+    pub complete: bool,
     /// The newest revision committed when these were read: load after it next time.
     pub revision: i64,
 }
@@ -164,6 +258,17 @@ pub struct ValueCheck {
     pub expected: Expected,
 }
 
+/// An address row to write.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AddressWrite {
+    /// Its subnet.
+    pub subnet_id: String,
+    /// The address, as text.
+    pub address: String,
+    /// The instance holding it.
+    pub holder: String,
+}
+
 /// Rows written in one transaction: all of them, or none.
 #[derive(Debug, Clone, Default)]
 pub struct Commit {
@@ -177,6 +282,20 @@ pub struct Commit {
     /// The `ClientToken` of the launch this commit makes; a token stored already makes the
     /// whole commit a conflict.
     pub client_token: Option<ClientToken>,
+    /// Addresses taken (a launch): one stored already makes the whole commit a conflict.
+    pub taken: Vec<AddressWrite>,
+    /// Addresses given back by their holder (a termination, a config-file instance dropped);
+    /// a row held by another instance stays.
+    pub released: Vec<AddressWrite>,
+    /// Addresses a host's config-file instances hold: stored unless another instance holds
+    /// them (which the host's own fleet index refuses anyway).
+    pub published: Vec<AddressWrite>,
+    /// Subnets that must have no address in use (`DeleteSubnet`): one that has makes the
+    /// whole commit a conflict.
+    pub vacant: Vec<String>,
+    /// When the change is made (milliseconds since the epoch, on the writer's clock): the
+    /// tombstones it leaves are pruned [`TOMBSTONE_RETENTION`] after.
+    pub at_millis: i64,
 }
 
 /// A `RunInstances` `ClientToken` and what it launched.
@@ -190,6 +309,47 @@ pub struct ClientToken {
     pub instance_ids: Vec<String>,
     /// When it was first used (milliseconds since the epoch).
     pub created_millis: i64,
+    /// The reservation it launched (a retry once its instances are forgotten names it).
+    pub reservation_id: String,
+    /// The account owning the reservation.
+    pub owner_id: String,
+    /// When it may be forgotten (milliseconds since the epoch): `None` while an instance it
+    /// launched is stored.
+    pub expires_millis: Option<i64>,
+}
+
+/// One instance to forget, as the forgetting process last saw its row.
+#[derive(Debug, Clone)]
+pub struct ForgetInstance {
+    /// The instance id.
+    pub instance_id: String,
+    /// The revision of its row it saw: a row changed since is kept (for the next sweep).
+    pub expected: Expected,
+    /// Its reservation and owner, recorded on its `ClientToken` when the token does not have
+    /// them (stored by an older imds).
+    pub reservation_id: String,
+    /// Its account.
+    pub owner_id: String,
+}
+
+/// What [`Store::forget`] did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Forgotten {
+    /// The revision of the write (0: nothing was deleted).
+    pub revision: i64,
+    /// The instances whose rows are gone now (deleted by this write, or before).
+    pub gone: Vec<String>,
+    /// The instances whose rows changed since they were seen: kept.
+    pub kept: Vec<String>,
+}
+
+/// What [`Store::prune`] removed.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Pruned {
+    /// Tombstones older than [`TOMBSTONE_RETENTION`].
+    pub tombstones: u64,
+    /// `ClientToken`s past their [`CLIENT_TOKEN_RETENTION`].
+    pub client_tokens: u64,
 }
 
 impl Commit {
@@ -215,6 +375,33 @@ impl Commit {
         self
     }
 
+    /// Takes `address` of `subnet_id` for `holder` (a conflict when it is taken already).
+    pub fn take(mut self, subnet_id: &str, address: std::net::IpAddr, holder: &str) -> Commit {
+        self.taken
+            .push(AddressWrite::new(subnet_id, address, holder));
+        self
+    }
+
+    /// Gives `address` of `subnet_id` back, when `holder` (or nobody known) holds it.
+    pub fn release(mut self, subnet_id: &str, address: std::net::IpAddr, holder: &str) -> Commit {
+        self.released
+            .push(AddressWrite::new(subnet_id, address, holder));
+        self
+    }
+
+    /// Records `address` of `subnet_id` as held by the config-file instance `holder`.
+    pub fn publish(mut self, subnet_id: &str, address: std::net::IpAddr, holder: &str) -> Commit {
+        self.published
+            .push(AddressWrite::new(subnet_id, address, holder));
+        self
+    }
+
+    /// Requires subnet `subnet_id` to have no address in use when the commit is made.
+    pub fn vacant(mut self, subnet_id: &str) -> Commit {
+        self.vacant.push(subnet_id.to_owned());
+        self
+    }
+
     /// Adds an account value.
     pub fn value(mut self, name: &str, value: String, expected: Expected) -> Commit {
         self.account.push(ValueWrite {
@@ -223,6 +410,17 @@ impl Commit {
             expected,
         });
         self
+    }
+}
+
+impl AddressWrite {
+    /// The row of `address` in `subnet_id`, held by `holder`.
+    pub fn new(subnet_id: &str, address: std::net::IpAddr, holder: &str) -> AddressWrite {
+        AddressWrite {
+            subnet_id: subnet_id.to_owned(),
+            address: address.to_string(),
+            holder: holder.to_owned(),
+        }
     }
 }
 
@@ -405,6 +603,61 @@ impl Store {
         }
     }
 
+    /// Deletes the rows of `instances` (terminated ones EC2 no longer shows) in one
+    /// transaction that leaves a tombstone for each, and starts the retention of the
+    /// `ClientToken`s whose last instance goes (until `now_millis` + [`CLIENT_TOKEN_RETENTION`]).
+    /// A row changed since it was seen is kept; a row already gone counts as forgotten.
+    pub async fn forget(
+        &self,
+        instances: Vec<ForgetInstance>,
+        now_millis: i64,
+    ) -> Result<Forgotten, StoreError> {
+        match self {
+            Store::Sqlite(store) => store.forget(instances, now_millis).await,
+            Store::Postgres(store) => store.forget(instances, now_millis).await,
+        }
+    }
+
+    /// Removes the tombstones older than [`TOMBSTONE_RETENTION`] and the `ClientToken`s past
+    /// their retention, at `now_millis`.
+    pub async fn prune(&self, now_millis: i64) -> Result<Pruned, StoreError> {
+        match self {
+            Store::Sqlite(store) => store.prune(now_millis).await,
+            Store::Postgres(store) => store.prune(now_millis).await,
+        }
+    }
+
+    /// How many rows each table has (for `/metrics`, and to see that the store stays the size
+    /// of the live fleet).
+    pub async fn row_counts(&self) -> Result<Vec<(&'static str, i64)>, StoreError> {
+        match self {
+            Store::Sqlite(store) => store.row_counts().await,
+            Store::Postgres(store) => store.row_counts().await,
+        }
+    }
+
+    /// Deletes the keys named `prefix…` replaced by a later key of that prefix created at or
+    /// before `replaced_before_millis` (session token generations retired everywhere); how
+    /// many. The newest key of a prefix is never deleted.
+    pub async fn prune_replaced_keys(
+        &self,
+        prefix: &str,
+        replaced_before_millis: i64,
+    ) -> Result<u64, StoreError> {
+        match self {
+            Store::Sqlite(store) => {
+                store
+                    .prune_replaced_keys(prefix, replaced_before_millis)
+                    .await
+            }
+            Store::Postgres(store) => {
+                store
+                    .prune_replaced_keys(prefix, replaced_before_millis)
+                    .await
+            }
+        }
+    }
+
     /// Stores `value` as the key `name` (created at `created_millis`) unless one is stored
     /// already, and returns the stored one: two processes creating a key at once agree on the
     /// first committed.
@@ -459,60 +712,18 @@ impl Store {
     }
 }
 
-/// The newest revision committed (both backends: `$1`-style parameters work in SQLite too).
-const SELECT_REVISION: &str = "SELECT value FROM revision WHERE id = 1";
-/// Takes the next revision, inside a write's transaction: writers queue on this one row, so
-/// revisions commit in order.
-const NEXT_REVISION: &str = "UPDATE revision SET value = value + 1 WHERE id = 1 RETURNING value";
-/// Instance rows after revision `$1`, with the configuration of launched ones.
-const SELECT_INSTANCES: &str = "SELECT c.instance_id, l.config, c.changes, c.revision
-     FROM instance_changes c LEFT JOIN launched_instances l USING (instance_id)
-     WHERE c.revision > $1 ORDER BY c.revision, c.instance_id";
-/// The revision of the account value `$1` (0 when it was never stored).
-const SELECT_VALUE_REVISION: &str =
-    "SELECT coalesce(max(revision), 0) FROM account WHERE name = $1";
-/// Stores a `ClientToken` unless it is stored already.
-const INSERT_CLIENT_TOKEN: &str = "INSERT INTO client_tokens
-     (token, request_sha256, instance_ids, created_at_ms, revision) VALUES ($1, $2, $3, $4, $5)
-     ON CONFLICT (token) DO NOTHING";
-/// The `ClientToken` `$1`.
-const SELECT_CLIENT_TOKEN: &str = "SELECT token, request_sha256, instance_ids, created_at_ms
-     FROM client_tokens WHERE token = $1";
+/// The tombstone kind of a forgotten instance.
+const TOMBSTONE_INSTANCE: &str = "instance";
+/// The tombstone kind of an address given back.
+const TOMBSTONE_ADDRESS: &str = "address";
 
-/// The row a `ClientToken` conflict names in errors.
-fn client_token_row(token: &str) -> String {
-    format!("client token {token}")
-}
-
-/// The stored JSON array of a token's instance ids, or the reason it does not parse.
-fn instance_ids(json: &str) -> Result<Vec<String>, String> {
-    serde_json::from_str(json).map_err(|e| e.to_string())
-}
-
-/// A token's instance ids as stored.
-fn instance_ids_json(ids: &[String]) -> String {
-    serde_json::to_string(ids).expect("a list of strings serialises to JSON")
-}
-
-/// Account values after revision `$1`.
-const SELECT_ACCOUNT: &str =
-    "SELECT name, value, revision FROM account WHERE revision > $1 ORDER BY revision";
-/// Keys after revision `$1`.
-const SELECT_KEYS: &str =
-    "SELECT name, value, created_at_ms FROM keys WHERE revision > $1 ORDER BY name";
-
-/// Token-less request counts from minute `$1` on.
-const SELECT_HISTORY: &str = "SELECT instance_id, metric, minute, count FROM no_token_history
-     WHERE minute >= $1 ORDER BY instance_id, metric, minute";
-
-/// The rows a conflict check names in errors.
-fn instance_row(id: &str) -> String {
-    format!("instance {id}")
-}
-
-/// The account value a conflict check names in errors.
-fn account_row(name: &str) -> String {
-    format!("account value {name}")
+/// The tombstone kind and name of `address` of `subnet_id`.
+fn address_tombstone(write: &AddressWrite) -> (&'static str, String) {
+    Deleted::Address {
+        subnet_id: write.subnet_id.clone(),
+        address: write.address.clone(),
+    }
+    .key()
 }
 
 #[cfg(test)]

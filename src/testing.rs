@@ -32,6 +32,8 @@
 //! ([`Imds::set_options`], [`Imds::spot_interrupt`], [`Imds::add_fault`], ...), exactly as
 //! `aws ec2 ... --endpoint-url` would make them.
 
+pub mod soak;
+
 use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::{Arc, OnceLock};
@@ -102,7 +104,7 @@ pub struct Builder {
 
 /// The one instance `fleet(true)` starts with: the built-in instance, on 127.0.0.1 so that
 /// local callers are answered as it, in a loopback subnet `RunInstances` takes addresses from.
-const FLEET_TOML: &str = r#"
+pub(crate) const FLEET_TOML: &str = r#"
 [server]
 fleet = true
 

@@ -43,6 +43,11 @@ CLEARED_ENVIRONMENT = (
     "AWS_ROLE_ARN",
 )
 
+#: Variables naming the shared credentials and config files, pointed at files that do not exist
+#: while a server is active (so the machine's ~/.aws files cannot take imds' place), and restored
+#: afterwards.
+_SHARED_FILES = ("AWS_SHARED_CREDENTIALS_FILE", "AWS_CONFIG_FILE")
+
 _EC2_API_VERSION = "2016-11-15"
 _LONGEST_NOTICE_DELAY = 13 * 60  # EC2 interrupts at most 15 minutes ahead, the notice 2 before.
 
@@ -388,10 +393,15 @@ class Imds:
         return instance_id  # a fleet may start empty
 
     def _point_environment(self) -> None:
-        names = ("AWS_EC2_METADATA_SERVICE_ENDPOINT", *CLEARED_ENVIRONMENT)
+        names = ("AWS_EC2_METADATA_SERVICE_ENDPOINT", *CLEARED_ENVIRONMENT, *_SHARED_FILES)
         self._saved_environment = {name: os.environ.get(name) for name in names}
         for name in CLEARED_ENVIRONMENT:
             os.environ.pop(name, None)
+        # The machine's ~/.aws/credentials and ~/.aws/config come before IMDS in every SDK's
+        # chain: files that do not exist stand in for them while the server is active.
+        work = Path(self._started(self._workdir.name if self._workdir else None))
+        for name in _SHARED_FILES:
+            os.environ[name] = str(work / f"no-{name.lower()}")
         os.environ["AWS_EC2_METADATA_SERVICE_ENDPOINT"] = self.url
 
     def _restore_environment(self) -> None:
@@ -609,8 +619,18 @@ class Imds:
             self._instance_id = instance_id
         return Instance(instance_id, _text(answer, "instancesSet", "privateIpAddress"))
 
+    @property
+    def region(self) -> str:
+        """The region imds serves: the instance's (`us-east-1` unless `config` places it
+        elsewhere). The control API refuses requests signed for another region."""
+        placement = self.config.get("instance", {}).get("placement", {})
+        if placement.get("region"):
+            return str(placement["region"])
+        zone = placement.get("availability_zone")
+        return str(zone)[:-1] if zone else "us-east-1"
+
     def ec2(self) -> Any:
-        """A boto3 EC2 client on the control API (region us-east-1, dummy credentials)."""
+        """A boto3 EC2 client on the control API (the region imds serves, dummy credentials)."""
         try:
             import boto3
         except ImportError as error:
@@ -618,7 +638,7 @@ class Imds:
         return boto3.client(
             "ec2",
             endpoint_url=self.control_url,
-            region_name="us-east-1",
+            region_name=self.region,
             aws_access_key_id="AKIAIMDSTESTCONTROL1",
             aws_secret_access_key="pytest-imds-control",
         )

@@ -7,12 +7,14 @@
 //! lists where AEMM differs.
 
 pub mod cli;
+pub mod defaults;
+pub mod instance;
 pub mod settings;
 
 use std::collections::BTreeMap;
 use std::ffi::OsString;
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use base64::Engine;
@@ -20,15 +22,16 @@ use clap::Parser;
 use time::OffsetDateTime;
 
 use self::cli::{AemmCli, AemmCommand};
+use self::instance::Values;
 use self::settings::{Origin, Settings};
 use crate::app::config::{Config, Loaded, Overrides};
-use crate::app::serve::{self, ServeError};
+use crate::app::serve::{self, Listener, ServeError};
 use crate::clock::{Clock, SystemClock};
 use crate::fleet::events::{
     EventCode, EventsConfig, LifecycleConfig, LifecycleState, MaintenanceConfig, SpotAction,
     SpotConfig, When,
 };
-use crate::fleet::options::{HttpTokens, Switch};
+use crate::fleet::options::HttpTokens;
 
 /// An AEMM-style setting imds cannot use, with the key and where it came from.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -40,51 +43,6 @@ impl From<AemmError> for ServeError {
         ServeError::Settings(Box::new(error))
     }
 }
-
-/// AEMM's metadata value keys that map onto the instance's configuration (a JSON pointer into
-/// `[instance]`), and whether the value is a number.
-const METADATA: &[(&str, &str, bool)] = &[
-    ("instance-id", "/instance_id", false),
-    ("instance-type", "/instance_type", false),
-    ("ami-id", "/ami_id", false),
-    ("ami-launch-index", "/ami_launch_index", true),
-    ("ami-manifest-path", "/ami_manifest_path", false),
-    ("reservation-id", "/reservation_id", false),
-    ("instance-life-cycle", "/instance_life_cycle", false),
-    ("kernel-id", "/kernel_id", false),
-    ("ramdisk-id", "/ramdisk_id", false),
-    (
-        "placement-availability-zone",
-        "/placement/availability_zone",
-        false,
-    ),
-    (
-        "placement-availability-zone-id",
-        "/placement/availability_zone_id",
-        false,
-    ),
-    ("placement-group-name", "/placement/group_name", false),
-    (
-        "placement-partition-number",
-        "/placement/partition_number",
-        true,
-    ),
-    ("placement-host-id", "/placement/host_id", false),
-    ("placement-region", "/placement/region", false),
-    ("mac", "/network_interfaces/0/mac", false),
-    ("mac-mac", "/network_interfaces/0/mac", false),
-    ("local-ipv4", "/network_interfaces/0/private_ipv4s/0", false),
-    ("public-ipv4", "/network_interfaces/0/public_ipv4", false),
-    ("mac-subnet-id", "/network_interfaces/0/subnet_id", false),
-    ("mac-vpc-id", "/network_interfaces/0/vpc_id", false),
-    (
-        "mac-network-interface-id",
-        "/network_interfaces/0/interface_id",
-        false,
-    ),
-    ("tags-instance-name", "/tags/Name", false),
-    ("tags-instance-test", "/tags/Test", false),
-];
 
 /// Runs `ec2-metadata-mock ARGS` (`args[0]` is the program name) until SIGINT or SIGTERM.
 pub fn run(args: Vec<OsString>) -> Result<(), ServeError> {
@@ -104,7 +62,33 @@ pub fn run(args: Vec<OsString>) -> Result<(), ServeError> {
         tracing::warn!("-w/--watch-config-file: imds reloads its configuration on SIGHUP instead");
     }
     let load = move || plan(&cli, &env, started);
-    serve::run_with(Box::new(load), false)
+    serve::run_with(Box::new(load), false).map_err(|error| match error {
+        ServeError::Bind {
+            addr,
+            listener: Listener::Guest,
+            source,
+            ..
+        } => ServeError::Bind {
+            addr,
+            listener: Listener::Guest,
+            source,
+            moved_by:
+                "-p/--port PORT and -n/--hostname ADDR (AEMM_SERVER_PORT, AEMM_SERVER_HOSTNAME)"
+                    .into(),
+        },
+        ServeError::Bind {
+            addr,
+            listener: Listener::Control,
+            source,
+            ..
+        } => ServeError::Bind {
+            addr,
+            listener: Listener::Control,
+            source,
+            moved_by: "IMDS_CONTROL_LISTEN=ADDR:PORT (or leave it unset: AEMM has none)".into(),
+        },
+        other => other,
+    })
 }
 
 /// The settings of every layer.
@@ -177,55 +161,43 @@ pub fn from_settings(
     started: u64,
 ) -> Result<Loaded, ServeError> {
     let mut config = Config::load(None)?;
-    let mut instance =
-        serde_json::to_value(&config.instance).expect("the instance config serialises");
-    let mut ignored = Vec::new();
-    for (key, value, origin) in settings.under("metadata.values.") {
-        let Some((_, pointer, number)) = METADATA.iter().find(|(k, _, _)| *k == key) else {
-            if key != "event-id" {
-                ignored.push(key.to_owned());
-            }
-            continue;
-        };
-        let value = match number {
-            true => value
-                .parse::<u64>()
-                .map(serde_json::Value::from)
-                .map_err(|_| {
-                    invalid(&format!("metadata.values.{key}"), value, origin, "a number")
-                })?,
-            false => serde_json::Value::String(value.to_owned()),
-        };
-        set(&mut instance, pointer, value);
-    }
-    if !ignored.is_empty() {
+    let values = Values::of(settings);
+    let (derived, unknown) = values.not_applied();
+    if !derived.is_empty() {
         tracing::warn!(
-            keys = ignored.join(", "),
+            keys = derived.join(", "),
             "metadata values imds derives from the instance instead (see docs/aemm.md)"
         );
     }
-    if settings.get("metadata.values.tags-instance-name").is_some()
-        || settings.get("metadata.values.tags-instance-test").is_some()
-    {
-        set(
-            &mut instance,
-            "/metadata_options/instance_metadata_tags",
-            serde_json::Value::String("enabled".into()),
+    if !unknown.is_empty() {
+        tracing::warn!(
+            keys = unknown.join(", "),
+            "metadata values imds does not serve (see docs/aemm.md)"
         );
     }
-    config.instance =
-        serde_json::from_value(instance).map_err(|e| AemmError(format!("metadata values: {e}")))?;
-    if let Some((data, origin)) = settings.get("userdata.values.userdata") {
-        let bytes = base64::engine::general_purpose::STANDARD
-            .decode(data.trim())
-            .map_err(|_| invalid("userdata.values.userdata", data, origin, "base64"))?;
-        config.instance.user_data = String::from_utf8(bytes).map_err(|_| {
-            AemmError(format!(
-                "userdata.values.userdata ({origin}): the decoded user data is not UTF-8 text"
-            ))
-        })?;
+    let paths: Vec<&str> = settings
+        .under("metadata.paths.")
+        .map(|(k, _, _)| k)
+        .collect();
+    if !paths.is_empty() {
+        tracing::warn!(
+            keys = paths.join(", "),
+            "metadata paths are EC2's in imds; these are not applied (see docs/aemm.md)"
+        );
     }
-    config.instance.events = events(settings, command, started)?;
+    config.instance = instance::build(&values, config.instance)?;
+    let (data, origin) = settings
+        .get("userdata.values.userdata")
+        .unwrap_or((defaults::USER_DATA, &Origin::Default));
+    let bytes = base64::engine::general_purpose::STANDARD
+        .decode(data.trim())
+        .map_err(|_| invalid("userdata.values.userdata", data, origin, "base64"))?;
+    config.instance.user_data = String::from_utf8(bytes).map_err(|_| {
+        AemmError(format!(
+            "userdata.values.userdata ({origin}): the decoded user data is not UTF-8 text"
+        ))
+    })?;
+    config.instance.events = events(settings, &values, command, started)?;
     let hostname = settings.get("server.hostname").map_or("0.0.0.0", |v| v.0);
     let port = settings.get("server.port").map_or("1338", |v| v.0);
     let listen = listen_addresses(hostname, port)?;
@@ -233,15 +205,18 @@ pub fn from_settings(
     let overrides = Overrides {
         listen,
         http_tokens: imdsv2.then_some(HttpTokens::Required),
-        instance_metadata_tags: None::<Switch>,
         ..Overrides::default()
     };
-    Ok(config.resolve(&overrides, None)?)
+    Ok(config.resolve(&overrides, Some(Path::new(SOURCE)))?)
 }
+
+/// How errors found after the AEMM settings became imds' configuration name their source.
+const SOURCE: &str = "ec2-metadata-mock settings";
 
 /// The events AEMM's settings describe: all of them without a command, else the command's.
 fn events(
     s: &Settings,
+    values: &Values<'_>,
     command: Option<&AemmCommand>,
     started: u64,
 ) -> Result<EventsConfig, AemmError> {
@@ -298,7 +273,7 @@ fn events(
             .map_or(("active", None), |(v, o)| (v, Some(o)));
         let day = 24 * 3_600_000;
         let mut event = MaintenanceConfig {
-            id: s.get("metadata.values.event-id").map(|(v, _)| v.to_owned()),
+            id: values.get("event-id").map(|(v, _)| v.to_owned()),
             code,
             description: None,
             not_before: at(time(s, "events.not-before")?.unwrap_or(started)),
@@ -392,47 +367,11 @@ fn flag(s: &Settings, key: &str) -> Result<bool, AemmError> {
     }
 }
 
+/// A value under `key` that is not what it should be.
 fn invalid(key: &str, value: &str, origin: &Origin, expected: &str) -> AemmError {
     AemmError(format!(
         "invalid value \"{value}\" for {key} (from the {origin}): expected {expected}"
     ))
-}
-
-/// Sets `pointer` in `json`, creating object members on the way.
-fn set(json: &mut serde_json::Value, pointer: &str, value: serde_json::Value) {
-    let mut node = json;
-    let parts: Vec<&str> = pointer.trim_start_matches('/').split('/').collect();
-    for part in &parts[..parts.len() - 1] {
-        node = match node {
-            serde_json::Value::Array(items) => {
-                match part.parse::<usize>().ok().and_then(|i| items.get_mut(i)) {
-                    Some(item) => item,
-                    None => return,
-                }
-            }
-            other => {
-                if other.is_null() {
-                    *other = serde_json::Value::Object(Default::default());
-                }
-                match other.as_object_mut() {
-                    Some(map) => map.entry(*part).or_insert(serde_json::Value::Null),
-                    None => return,
-                }
-            }
-        };
-    }
-    let last = parts[parts.len() - 1];
-    match node {
-        serde_json::Value::Array(items) => {
-            if let Some(item) = last.parse::<usize>().ok().and_then(|i| items.get_mut(i)) {
-                *item = value;
-            }
-        }
-        serde_json::Value::Object(map) => {
-            map.insert(last.to_owned(), value);
-        }
-        _ => {}
-    }
 }
 
 /// `hostname:port` (AEMM's default 0.0.0.0:1338). The hostname must be an IP address or

@@ -44,8 +44,9 @@ pub enum Command {
     ///
     /// imds signs dynamic/instance-identity/{signature,pkcs7,rsa2048} with its own RSA key. Give
     /// the same --state-dir (or --signing-key/--signing-cert, or --config) as `imds serve`; with
-    /// --state-dir the key is created here if the server has not created it yet. Without any of
-    /// them the server uses a key per process, which no other process can print.
+    /// --state-dir the key is created here if the server has not created it yet (the directory
+    /// must exist: a mistyped one is refused). Without any of them the server uses a key per
+    /// process, which no other process can print.
     Cert(CertArgs),
     /// Run with amazon-ec2-metadata-mock's command line, AEMM_* environment and JSON config
     /// file (`imds aemm spot -a stop`); the same as invoking imds as `ec2-metadata-mock`.
@@ -159,14 +160,9 @@ pub struct ServeArgs {
     #[arg(long, env = "IMDS_ACCESS_LOG", value_name = "FILE|-")]
     pub access_log: Option<PathBuf>,
     /// Log verbosity on stderr: error, warn, info, debug (one line per request) or trace; or a
-    /// tracing filter such as `imds=debug`.
-    #[arg(
-        long,
-        env = "IMDS_LOG_LEVEL",
-        default_value = "info",
-        value_name = "LEVEL"
-    )]
-    pub log_level: String,
+    /// tracing filter such as `imds=debug`. Default: RUST_LOG when it is set, else info.
+    #[arg(long, env = "IMDS_LOG_LEVEL", value_name = "LEVEL")]
+    pub log_level: Option<String>,
 }
 
 /// Flags naming the key material kept across restarts, shared by `serve` and `cert`.
@@ -457,8 +453,8 @@ pub enum EventCommand {
     Reschedule {
         /// Its `instance-event-...` id.
         id: String,
-        /// The new start, RFC 3339.
-        #[arg(long, value_name = "TIME")]
+        /// The new start: RFC 3339, or a delay from now (`+2h`).
+        #[arg(long, value_name = "WHEN")]
         not_before: String,
     },
     /// Remove every event, spot interruption and lifecycle state (ClearInstanceEvents).

@@ -279,6 +279,20 @@ pub enum ConfigError {
         /// The inconsistency.
         source: InstanceError,
     },
+    /// An `[[instances]]` entry does not describe a possible instance.
+    #[error("{path}: [[instances]] entry {entry} (instance_id = \"{instance}\"): {key}: {reason}")]
+    Entry {
+        /// The file.
+        path: PathBuf,
+        /// Which entry, counting from 1.
+        entry: usize,
+        /// Its instance id.
+        instance: String,
+        /// The key inside the entry, e.g. `network_interfaces[0].mac`.
+        key: String,
+        /// What is wrong with it.
+        reason: String,
+    },
     /// `[[instances]]` contradict each other.
     #[error("{path}: instances: {reason}")]
     Fleet {
@@ -301,10 +315,11 @@ pub enum ConfigError {
         reason: String,
     },
     /// The server settings are unusable.
-    #[error("{path}: server.{key}: {reason}")]
+    #[error("{origin}: server.{key}: {reason}")]
     Server {
-        /// The file (or `built-in default`).
-        path: PathBuf,
+        /// Where the value came from: the file, `built-in default`, or the command line or
+        /// environment when a flag or `IMDS_*` variable set it.
+        origin: String,
         /// Key under `server`.
         key: &'static str,
         /// What is wrong with it.
@@ -385,28 +400,52 @@ impl Config {
 
     fn layered(source: &Path, user: Option<toml::Table>) -> Result<Config, ConfigError> {
         let mut table = parse_toml(Path::new(BUILT_IN), DEFAULT_CONFIG_TOML)?;
-        let default_instance = table.get("instance").cloned();
+        let default_instance = match table.get("instance") {
+            Some(toml::Value::Table(instance)) => instance.clone(),
+            _ => toml::Table::new(),
+        };
+        let default_placement = match default_instance.get("placement") {
+            Some(toml::Value::Table(placement)) => placement.clone(),
+            _ => toml::Table::new(),
+        };
         if let Some(user) = user {
             layer(&mut table, user);
         }
+        if let Some(toml::Value::Table(instance)) = table.get_mut("instance") {
+            partial_placement(instance, &default_placement)
+                .map_err(|(key, reason)| invalid(source, &format!("instance.{key}"), reason))?;
+        }
         // Each of `[[instances]]` starts from the built-in instance, as `[instance]` does.
-        if let (Some(toml::Value::Array(instances)), Some(toml::Value::Table(default))) =
-            (table.get_mut("instances"), default_instance)
-        {
-            for entry in instances.iter_mut() {
+        if let Some(toml::Value::Array(instances)) = table.get_mut("instances") {
+            for (index, entry) in instances.iter_mut().enumerate() {
                 if let toml::Value::Table(own) = entry {
-                    let mut full = default.clone();
+                    let mut full = default_instance.clone();
                     full.extend(std::mem::take(own));
+                    partial_placement(&mut full, &default_placement).map_err(|(key, reason)| {
+                        invalid(source, &entry_key(&full, index, &key), reason)
+                    })?;
                     *own = full;
                 }
             }
         }
+        let entries = table.get("instances").cloned();
         serde_path_to_error::deserialize(toml::Value::Table(table)).map_err(|err| {
-            ConfigError::InvalidKey {
-                path: source.to_owned(),
-                key: err.path().to_string(),
-                reason: err.into_inner().message().to_owned(),
-            }
+            let path = err.path().to_string();
+            // `instances[1].mac` names the entry as the reader counts it, with its id.
+            let key = match (path.strip_prefix("instances["), &entries) {
+                (Some(rest), Some(toml::Value::Array(entries))) => rest
+                    .split_once(']')
+                    .and_then(|(n, rest)| {
+                        let index: usize = n.parse().ok()?;
+                        let toml::Value::Table(entry) = entries.get(index)? else {
+                            return None;
+                        };
+                        Some(entry_key(entry, index, rest.trim_start_matches('.')))
+                    })
+                    .unwrap_or(path),
+                _ => path,
+            };
+            invalid(source, &key, err.into_inner().message().to_owned())
         })
     }
 
@@ -470,10 +509,29 @@ impl Config {
                 *policy = base.join(&*policy);
             }
         }
-        check_server(&self.server, &self.control).map_err(|(key, reason)| ConfigError::Server {
-            path: path.clone(),
-            key,
-            reason,
+        check_server(&self.server, &self.control).map_err(|(key, reason)| {
+            let set_here = match key {
+                "listen" => !overrides.listen.is_empty(),
+                // Also when the guest address a flag gave is the control API's.
+                "control_listen" => {
+                    !overrides.control_listen.is_empty()
+                        || (!overrides.listen.is_empty() && reason.contains("(server.listen)"))
+                }
+                "allowed_hosts" => !overrides.allowed_hosts.is_empty(),
+                "sts_endpoint" => overrides.sts_endpoint.is_some(),
+                "signing_key_file" | "signing_cert_file" => {
+                    overrides.signing_key_file.is_some() || overrides.signing_cert_file.is_some()
+                }
+                _ => false,
+            };
+            ConfigError::Server {
+                origin: match set_here {
+                    true => "command line or environment".to_owned(),
+                    false => path.display().to_string(),
+                },
+                key,
+                reason,
+            }
         })?;
         let instance = Instance::new(self.instance).map_err(|source| ConfigError::Instance {
             path: path.clone(),
@@ -482,12 +540,18 @@ impl Config {
         let instances = self
             .instances
             .into_iter()
-            .map(Instance::new)
-            .collect::<Result<Vec<_>, _>>()
-            .map_err(|source| ConfigError::Instance {
-                path: path.clone(),
-                source,
-            })?;
+            .enumerate()
+            .map(|(index, config)| {
+                let id = config.instance_id.clone();
+                Instance::new(config).map_err(|source| ConfigError::Entry {
+                    path: path.clone(),
+                    entry: index + 1,
+                    instance: id,
+                    key: source.key,
+                    reason: source.reason,
+                })
+            })
+            .collect::<Result<Vec<_>, _>>()?;
         check_fleet(&instances).map_err(|reason| ConfigError::Fleet {
             path: path.clone(),
             reason,
@@ -504,13 +568,106 @@ impl Config {
 
 const BUILT_IN: &str = "built-in default";
 
+fn invalid(source: &Path, key: &str, reason: String) -> ConfigError {
+    ConfigError::InvalidKey {
+        path: source.to_owned(),
+        key: key.to_owned(),
+        reason,
+    }
+}
+
+/// `[[instances]] entry N (instance_id = "...")`, then `key`: an entry as the reader counts
+/// them, from 1, and by its id.
+fn entry_key(entry: &toml::Table, index: usize, key: &str) -> String {
+    let id = entry
+        .get("instance_id")
+        .and_then(toml::Value::as_str)
+        .unwrap_or("?");
+    match key.is_empty() {
+        true => format!("[[instances]] entry {} (instance_id = \"{id}\")", index + 1),
+        false => format!(
+            "[[instances]] entry {} (instance_id = \"{id}\"): {key}",
+            index + 1
+        ),
+    }
+}
+
+/// A `placement` table written in part keeps the default's other keys, as `metadata_options`
+/// does; a zone written without its zone id takes the id derived from the zone (the default's
+/// belongs to the default zone). Errs with the key and why when a Local Zone's id is needed.
+fn partial_placement(
+    instance: &mut toml::Table,
+    default: &toml::Table,
+) -> Result<(), (String, String)> {
+    let Some(toml::Value::Table(given)) = instance.get("placement") else {
+        return Ok(());
+    };
+    let mut merged = default.clone();
+    let text = |table: &toml::Table, key: &str| {
+        table
+            .get(key)
+            .and_then(toml::Value::as_str)
+            .map(str::to_owned)
+    };
+    let default_zone = text(default, "availability_zone").unwrap_or_default();
+    let zone_moved = text(given, "availability_zone").is_some_and(|z| z != default_zone);
+    let region_moved = text(given, "region")
+        .is_some_and(|r| Some(r) != crate::fleet::instance::region_of_zone(&default_zone));
+    if (zone_moved || region_moved) && !given.contains_key("availability_zone_id") {
+        merged.remove("availability_zone_id");
+        let zone = given
+            .get("availability_zone")
+            .or_else(|| default.get("availability_zone"))
+            .and_then(toml::Value::as_str)
+            .unwrap_or_default();
+        let region = given
+            .get("region")
+            .and_then(toml::Value::as_str)
+            .map(str::to_owned)
+            .or_else(|| crate::fleet::instance::region_of_zone(zone));
+        // A zone of another region than the one given is refused when the instance is
+        // validated, saying so: its own region's id stands in until then.
+        let derived = region
+            .and_then(|r| crate::fleet::instance::derived_zone_id(zone, &r))
+            .or_else(|| {
+                let own = crate::fleet::instance::region_of_zone(zone)?;
+                crate::fleet::instance::derived_zone_id(zone, &own)
+            });
+        match derived {
+            Some(id) => {
+                merged.insert("availability_zone_id".into(), id.into());
+            }
+            None => {
+                return Err((
+                    "placement.availability_zone_id".into(),
+                    format!("is needed for zone `{zone}`: its id cannot be derived from its name (a Local Zone's looks like `usw2-lax1-az1`)"),
+                ))
+            }
+        }
+    }
+    merged.extend(given.clone());
+    instance.insert("placement".into(), toml::Value::Table(merged));
+    Ok(())
+}
+
 /// `[[instances]]` must not share ids or addresses: a caller's address names one instance.
 fn check_fleet(instances: &[Instance]) -> Result<(), String> {
     let mut ids = std::collections::BTreeSet::new();
     let mut owners = std::collections::BTreeMap::new();
-    for instance in instances {
+    let entry = |id: &str| {
+        instances
+            .iter()
+            .position(|instance| instance.id() == id)
+            .map_or(0, |i| i + 1)
+    };
+    for (index, instance) in instances.iter().enumerate() {
         if !ids.insert(instance.id()) {
-            return Err(format!("instance_id {} appears twice", instance.id()));
+            return Err(format!(
+                "entries {} and {} both have instance_id = \"{}\": ids must differ",
+                entry(instance.id()),
+                index + 1,
+                instance.id()
+            ));
         }
         for interface in &instance.config.network_interfaces {
             let addresses = interface
@@ -521,7 +678,9 @@ fn check_fleet(instances: &[Instance]) -> Result<(), String> {
             for address in addresses {
                 if let Some(owner) = owners.insert(address, instance.id()) {
                     return Err(format!(
-                        "{address} belongs to both {owner} and {}: a caller's address must name one instance",
+                        "{address} belongs to both entry {} ({owner}) and entry {} ({}): a caller's address must name one instance",
+                        entry(owner),
+                        index + 1,
                         instance.id()
                     ));
                 }
@@ -582,7 +741,7 @@ fn check_server(
     {
         return Err((
             "control_listen",
-            format!("{shared} is also a guest address; instances must never reach the control API"),
+            format!("{shared} is also a guest address (server.listen); instances must never reach the control API: move one of them (--listen, --control-listen; port 0 picks a free port)"),
         ));
     }
     if server.max_connections == 0 {
@@ -780,6 +939,71 @@ mod tests {
             err.contains("10.0.1.5 is not inside the subnet 10.0.0.0/24"),
             "{err}"
         );
+    }
+
+    #[test]
+    fn a_partial_placement_keeps_the_default_keys_and_derives_the_zone_id() {
+        let load = |text: &str| {
+            let (_dir, path) = write("i.toml", text);
+            Config::load(Some(&path)).and_then(|c| c.resolve(&Overrides::default(), Some(&path)))
+        };
+        let loaded = load("[instance.placement]\ngroup_name = \"web\"\n").unwrap();
+        let p = &loaded.instance.config.placement;
+        assert_eq!(
+            (
+                p.availability_zone.as_str(),
+                p.availability_zone_id.as_str()
+            ),
+            ("us-east-1a", "use1-az4")
+        );
+        assert_eq!(p.group_name.as_deref(), Some("web"));
+        let loaded = load("[instance.placement]\navailability_zone = \"eu-west-1c\"\n").unwrap();
+        assert_eq!(
+            loaded.instance.config.placement.availability_zone_id,
+            "euw1-az3"
+        );
+        assert_eq!(loaded.instance.region, "eu-west-1");
+        // A zone id left over from another region contradicts the zone.
+        let err = load("[instance.placement]\navailability_zone = \"eu-west-1a\"\navailability_zone_id = \"use1-az4\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("`use1-az4` is not a zone id of eu-west-1"),
+            "{err}"
+        );
+        // A zone and a region that contradict each other.
+        let err = load(
+            "[instance.placement]\navailability_zone = \"eu-west-1a\"\nregion = \"us-east-1\"\n",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("not a zone of region"), "{err}");
+        // A Local Zone's id cannot be derived: asked for by name.
+        let err = load("[instance.placement]\navailability_zone = \"us-west-2-lax-1a\"\nregion = \"us-west-2\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("instance.placement.availability_zone_id: is needed"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn a_clash_a_flag_makes_is_not_blamed_on_the_built_in_default() {
+        let overrides = Overrides {
+            listen: vec!["127.0.0.1:1339".parse().unwrap()],
+            ..Overrides::default()
+        };
+        let err = Config::load(None)
+            .unwrap()
+            .resolve(&overrides, None)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.starts_with("command line or environment: server.control_listen: 127.0.0.1:1339 is also a guest address"),
+            "{err}"
+        );
+        assert!(err.contains("--control-listen"), "{err}");
     }
 
     #[test]

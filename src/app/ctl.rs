@@ -63,6 +63,7 @@ async fn command(args: &CtlArgs) -> Result<String, CtlError> {
             .access_key_id
             .clone()
             .zip(args.secret_access_key.clone()),
+        region: std::sync::Mutex::new(signing_region()),
     };
     let instance = || fleet::target(&client, args.instance_id.as_deref());
     match &args.command {
@@ -277,11 +278,48 @@ struct Client {
     endpoint: String,
     /// Access key id and secret to sign with, when the control API requires signatures.
     keys: Option<(String, String)>,
+    /// The region signatures are scoped to: AWS_REGION or AWS_DEFAULT_REGION, else
+    /// us-east-1, until the server names the one it serves.
+    region: std::sync::Mutex<String>,
+}
+
+/// The region a client signs for before it knows the server's.
+fn signing_region() -> String {
+    ["AWS_REGION", "AWS_DEFAULT_REGION"]
+        .iter()
+        .find_map(|name| std::env::var(name).ok().filter(|v| !v.is_empty()))
+        .unwrap_or_else(|| "us-east-1".into())
 }
 
 impl Client {
-    /// POSTs `params` (plus `Version`) and returns the XML of a success, or the EC2 error.
+    /// POSTs `params` (plus `Version`) and returns the XML of a success, or the EC2 error. A
+    /// signature scoped to a region the server does not serve is made again for the region it
+    /// names, once.
     async fn call(
+        &self,
+        params: &[(impl AsRef<str>, impl AsRef<str>)],
+    ) -> Result<String, CtlError> {
+        match self.call_once(params).await {
+            Err(CtlError::Refused { code, message })
+                if code == "SignatureDoesNotMatch" && self.keys.is_some() =>
+            {
+                let served = message
+                    .split_once("This endpoint serves ")
+                    .and_then(|(_, rest)| rest.strip_suffix('.'))
+                    .map(str::to_owned);
+                match served {
+                    Some(region) => {
+                        *self.region.lock().unwrap_or_else(|e| e.into_inner()) = region;
+                        self.call_once(params).await
+                    }
+                    None => Err(CtlError::Refused { code, message }),
+                }
+            }
+            other => other,
+        }
+    }
+
+    async fn call_once(
         &self,
         params: &[(impl AsRef<str>, impl AsRef<str>)],
     ) -> Result<String, CtlError> {
@@ -322,7 +360,12 @@ impl Client {
                 .body(Full::new(body.clone()))
                 .map_err(|e| CtlError::Usage(e.to_string()))?;
             if let Some((key_id, secret)) = &self.keys {
-                sign(&mut request, &body, key_id, secret)?;
+                let region = self
+                    .region
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .clone();
+                sign(&mut request, &body, key_id, secret, &region)?;
             }
             let response = sender
                 .send_request(request)
@@ -350,12 +393,13 @@ impl Client {
     }
 }
 
-/// Signs `request` with SigV4 for EC2, as the AWS CLI does (the region is not checked by imds).
+/// Signs `request` with SigV4 for EC2 in `region`, as the AWS CLI does.
 fn sign(
     request: &mut Request<Full<Bytes>>,
     body: &[u8],
     key_id: &str,
     secret: &str,
+    region: &str,
 ) -> Result<(), CtlError> {
     use aws_sigv4::http_request::{SignableBody, SignableRequest, SigningSettings};
     let failed = |e: &dyn std::fmt::Display| CtlError::Usage(format!("cannot sign: {e}"));
@@ -363,7 +407,7 @@ fn sign(
         aws_credential_types::Credentials::new(key_id, secret, None, None, "imds-ctl").into();
     let params = aws_sigv4::sign::v4::SigningParams::builder()
         .identity(&identity)
-        .region("us-east-1")
+        .region(region)
         .name("ec2")
         .time(std::time::SystemTime::now())
         .settings(SigningSettings::default())

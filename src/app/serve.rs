@@ -45,12 +45,16 @@ pub enum ServeError {
     #[error(transparent)]
     LinkLocal(#[from] LinkLocalError),
     /// An address could not be bound.
-    #[error("cannot listen on {addr}: {source}")]
+    #[error("cannot listen on {addr} for {listener}: {source}{}", hint(*listener, source, moved_by))]
     Bind {
         /// The address.
         addr: SocketAddr,
+        /// Which listener.
+        listener: Listener,
         /// Why.
         source: std::io::Error,
+        /// The flags, variables and keys that move this listener elsewhere.
+        moved_by: String,
     },
     /// A guardrail policy file is unreadable or invalid.
     #[error(transparent)]
@@ -62,6 +66,58 @@ pub enum ServeError {
     /// The runtime or the signal handlers could not start.
     #[error("cannot start: {0}")]
     Startup(std::io::Error),
+}
+
+/// The listeners imds binds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Listener {
+    /// The guest API (instance metadata).
+    Guest,
+    /// The control API (EC2 Query API, `/metrics`, `/healthz`, the console).
+    Control,
+    /// The guest API at EC2's own link-local address.
+    LinkLocal,
+}
+
+impl std::fmt::Display for Listener {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Listener::Guest => "the guest API",
+            Listener::Control => "the control API",
+            Listener::LinkLocal => "the link-local guest API (--link-local)",
+        })
+    }
+}
+
+impl Listener {
+    /// How `imds serve` moves this listener.
+    pub fn moved_by(self) -> String {
+        match self {
+            Listener::Guest => "--listen ADDR:PORT (IMDS_LISTEN, [server] listen)".into(),
+            Listener::Control => {
+                "--control-listen ADDR:PORT (IMDS_CONTROL_LISTEN, [server] control_listen)".into()
+            }
+            Listener::LinkLocal => {
+                "nothing: 169.254.169.254:80 is EC2's; stop what holds it".into()
+            }
+        }
+    }
+}
+
+/// What to do about a bind error: for an address in use, what may hold it and how to move it.
+fn hint(listener: Listener, source: &std::io::Error, moved_by: &str) -> String {
+    match source.kind() {
+        std::io::ErrorKind::AddrInUse => format!(
+            " (another imds, or another program, holds it: stop it, or move {listener} with {moved_by}; port 0 picks a free port)"
+        ),
+        std::io::ErrorKind::PermissionDenied => format!(
+            " (ports below 1024 need root or CAP_NET_BIND_SERVICE; or move {listener} with {moved_by})"
+        ),
+        std::io::ErrorKind::AddrNotAvailable => format!(
+            " (no interface of this host has that address; move {listener} with {moved_by})"
+        ),
+        _ => String::new(),
+    }
 }
 
 /// How long the start waits for role credentials from STS before serving without them.
@@ -103,7 +159,7 @@ pub fn run_with(load: LoadConfig, link_local: bool) -> Result<(), ServeError> {
     for (instance, changes) in &persisted.changes {
         tracing::info!(
             instance,
-            ?changes,
+            changes = changes.summary(),
             "control-plane changes from the state directory are layered over the config file"
         );
     }
@@ -121,7 +177,11 @@ pub fn run_with(load: LoadConfig, link_local: bool) -> Result<(), ServeError> {
         .map(|instance| (instance.id(), instance.options()))
         .chain(launched)
         .any(|(id, options)| {
-            let options = persisted.changes_of(id).metadata_options.unwrap_or(options);
+            let changes = persisted.changes_of(id);
+            let options = match changes.metadata_options {
+                Some(changed) => changes.option_fields().over(changed, options),
+                None => options,
+            };
             options.http_protocol_ipv6.is_enabled()
         });
     let mut link_local = match link_local {
@@ -175,10 +235,15 @@ async fn open_store(
     Ok((keys, persisted))
 }
 
-async fn bind(addr: SocketAddr) -> Result<TcpListener, ServeError> {
+async fn bind(addr: SocketAddr, listener: Listener) -> Result<TcpListener, ServeError> {
     TcpListener::bind(addr)
         .await
-        .map_err(|source| ServeError::Bind { addr, source })
+        .map_err(|source| ServeError::Bind {
+            addr,
+            listener,
+            source,
+            moved_by: listener.moved_by(),
+        })
 }
 
 fn announce(bound: &[SocketAddr], control: &[SocketAddr]) {
@@ -211,11 +276,21 @@ async fn serve(
     let mut hangup = signal(SignalKind::hangup()).map_err(ServeError::Startup)?;
     let mut terminate = signal(SignalKind::terminate()).map_err(ServeError::Startup)?;
     let mut interrupt = signal(SignalKind::interrupt()).map_err(ServeError::Startup)?;
-    let mut addresses = loaded.server.listen.clone();
-    addresses.extend(link_local.iter().flat_map(LinkLocal::listen_addrs));
+    let mut addresses: Vec<(SocketAddr, Listener)> = loaded
+        .server
+        .listen
+        .iter()
+        .map(|addr| (*addr, Listener::Guest))
+        .collect();
+    addresses.extend(
+        link_local
+            .iter()
+            .flat_map(LinkLocal::listen_addrs)
+            .map(|addr| (addr, Listener::LinkLocal)),
+    );
     let mut listeners = Vec::with_capacity(addresses.len());
-    for addr in addresses {
-        listeners.push(bind(addr).await?);
+    for (addr, listener) in addresses {
+        listeners.push(bind(addr, listener).await?);
     }
     let bound = listeners
         .iter()
@@ -224,7 +299,7 @@ async fn serve(
         .map_err(ServeError::Startup)?;
     let mut control_listeners = Vec::new();
     for addr in loaded.server.control_listen.clone() {
-        control_listeners.push(bind(addr).await?);
+        control_listeners.push(bind(addr, Listener::Control).await?);
     }
     let control_bound = control_listeners
         .iter()
@@ -277,8 +352,8 @@ async fn serve(
         instance,
         instances,
         fleet = !app.state.is_single(),
-        http_tokens = ?options.http_tokens,
-        http_endpoint = ?options.http_endpoint,
+        http_tokens = %options.http_tokens,
+        http_endpoint = %options.http_endpoint,
         hop_limit = options.http_put_response_hop_limit.get(),
         keep_alive,
         link_local = link_local.is_some(),
@@ -363,10 +438,10 @@ async fn reload(reloader: &Reloader, app: &App) {
         let options = instance.options();
         tracing::info!(
             instance = instance.id(),
-            http_tokens = ?options.http_tokens,
-            http_endpoint = ?options.http_endpoint,
+            http_tokens = %options.http_tokens,
+            http_endpoint = %options.http_endpoint,
             hop_limit = options.http_put_response_hop_limit.get(),
-            http_protocol_ipv6 = ?options.http_protocol_ipv6,
+            http_protocol_ipv6 = %options.http_protocol_ipv6,
             "imds reloaded"
         );
     }
@@ -395,7 +470,7 @@ async fn follow_ipv6(
         accepting.retain(|(addr, _)| *addr != endpoint);
     }
     match link_local.set_ipv6(ipv6) {
-        Ok(true) if ipv6 => match bind(endpoint).await {
+        Ok(true) if ipv6 => match bind(endpoint, Listener::LinkLocal).await {
             Ok(listener) => {
                 accepting.push((endpoint, server.accept_on(listener)));
                 tracing::info!(%endpoint, "link-local IPv6 endpoint opened");

@@ -1,5 +1,5 @@
 //! The account: what belongs to the region and account rather than to one instance (the
-//! instance metadata defaults, the guardrail policies, the session token key generations and
+//! instance metadata defaults, the launch templates, the guardrail policies, the session token key generations and
 //! the identity signing key generation), the revision of each of its stored values, and the
 //! account's lock ([`AccountLock`]), first in the lock order. Values that must change only
 //! under the lock take its guard.
@@ -9,6 +9,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 use super::defaults::MetadataDefaults;
 use super::policy::PolicySet;
+use crate::fleet::launch_templates::LaunchTemplates;
 use crate::fleet::lock_order::{AccountGuard, AccountLock, Unlocked};
 use crate::fleet::token::{TokenGeneration, TokenSealer};
 
@@ -26,6 +27,8 @@ pub(super) struct Account {
     signing_generation: Mutex<Option<u32>>,
     /// The revision of each stored account value as last stored or learned.
     revisions: Mutex<BTreeMap<String, i64>>,
+    /// The launch templates (changed on a copy, swapped).
+    templates: Mutex<Arc<LaunchTemplates>>,
 }
 
 /// A mutex's guard, whether or not a holder panicked (the values stay consistent: each is
@@ -35,10 +38,10 @@ fn held<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
 }
 
 impl Account {
-    /// The account as stored (`defaults`, `revisions`), sealing tokens with `tokens` and the
+    /// The account as stored (`defaults`, `templates`, `revisions`), sealing tokens with `tokens` and the
     /// `generations` known, signing with `signing_generation` (`None`: files imds never rotates).
     pub(super) fn new(
-        defaults: MetadataDefaults,
+        (defaults, templates): (MetadataDefaults, LaunchTemplates),
         revisions: BTreeMap<String, i64>,
         tokens: Arc<TokenSealer>,
         (generations, now_millis): (Vec<TokenGeneration>, u64),
@@ -56,7 +59,18 @@ impl Account {
             token_generations: Mutex::new(generations),
             signing_generation: Mutex::new(signing_generation),
             revisions: Mutex::new(revisions),
+            templates: Mutex::new(Arc::new(templates)),
         }
+    }
+
+    /// The launch templates now.
+    pub(super) fn templates(&self) -> Arc<LaunchTemplates> {
+        held(&self.templates).clone()
+    }
+
+    /// Puts `templates` in force (stored or learned, under the account's lock).
+    pub(super) fn set_templates(&self, templates: LaunchTemplates, _: &AccountGuard<'_>) {
+        *held(&self.templates) = Arc::new(templates);
     }
 
     /// Waits for the account's lock.

@@ -105,16 +105,17 @@ impl ControlApi {
         if query.dry_run() {
             return Err(ControlError::DryRunOperation);
         }
+        let shown = super::sync::to_json(&d);
         let commit = self.account_write(
             crate::store::Commit::default(),
             super::DEFAULTS,
-            super::sync::to_json(&d),
+            shown.clone(),
         );
         let revision = self.persist(commit).await?;
         self.account.set_defaults(d, &account);
         self.account
             .set_revision(super::DEFAULTS, revision, &account);
-        tracing::info!(defaults = ?d, "instance metadata defaults changed");
+        tracing::info!(defaults = shown, "instance metadata defaults changed");
         let mut xml = Xml::response("ModifyInstanceMetadataDefaultsResponse", request_id);
         xml.leaf("return", true);
         Ok(xml.finish())

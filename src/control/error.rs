@@ -39,6 +39,9 @@ pub enum ControlError {
     /// More instances than one request launches.
     #[error("{0}")]
     InstanceLimitExceeded(String),
+    /// The instance's attributes forbid the request (`DisableApiTermination`).
+    #[error("{0}")]
+    OperationNotPermitted(String),
     /// A guardrail policy refused the request.
     #[error("{0}")]
     UnauthorizedOperation(String),
@@ -51,12 +54,25 @@ pub enum ControlError {
     /// A filter name imds does not know.
     #[error("The filter '{0}' is invalid")]
     InvalidFilter(String),
+    /// `DescribeInstanceTypes` of a type imds does not know.
+    #[error("{0}")]
+    InvalidInstanceType(String),
+    /// `DescribeImages` of an image no instance uses.
+    #[error("{0}")]
+    ImageNotFound(String),
+    /// A resource id of no kind imds knows.
+    #[error("The ID '{0}' is not valid")]
+    InvalidId(String),
     /// `Action` names nothing imds serves.
     #[error("The action {0} is not valid for this web service.")]
     InvalidAction(String),
     /// A request EC2 refuses in the current state (e.g. enabling IMDSv1 while enforced).
     #[error("{0}")]
     Unsupported(String),
+    /// The request was signed for another region (its credential scope's), which this
+    /// endpoint does not serve.
+    #[error("Credential should be scoped to a valid region, not '{0}'. This endpoint serves {1}.")]
+    RegionScope(String, String),
     /// The request is not signed with the configured keys.
     #[error("AWS was not able to validate the provided access credentials")]
     AuthFailure,
@@ -86,6 +102,9 @@ pub enum ControlError {
     /// A VPC, subnet, security group, key pair or address request EC2 would refuse.
     #[error(transparent)]
     Network(#[from] crate::fleet::network::NetworkError),
+    /// A launch template request EC2 would refuse.
+    #[error(transparent)]
+    Template(crate::fleet::launch_templates::TemplateError),
 }
 
 impl From<crate::fleet::state::AddressInUse> for ControlError {
@@ -114,12 +133,17 @@ impl ControlError {
             ControlError::IdempotentParameterMismatch(_) => "IdempotentParameterMismatch",
             ControlError::InstanceLimitExceeded(_) => "InstanceLimitExceeded",
             ControlError::UnauthorizedOperation(_) => "UnauthorizedOperation",
+            ControlError::OperationNotPermitted(_) => "OperationNotPermitted",
             ControlError::FilterLimitExceeded(_) => "FilterLimitExceeded",
             ControlError::InvalidRequest(_) => "InvalidRequest",
             ControlError::InvalidFilter(_) => "InvalidParameterValue",
+            ControlError::InvalidId(_) => "InvalidID",
+            ControlError::InvalidInstanceType(_) => "InvalidInstanceType",
+            ControlError::ImageNotFound(_) => "InvalidAMIID.NotFound",
             ControlError::InvalidAction(_) => "InvalidAction",
             ControlError::Unsupported(_) => "UnsupportedOperation",
             ControlError::AuthFailure => "AuthFailure",
+            ControlError::RegionScope(..) => "SignatureDoesNotMatch",
             ControlError::DryRunOperation => "DryRunOperation",
             ControlError::MethodNotAllowed => "UnsupportedOperation",
             ControlError::BrowserRequest => "UnauthorizedOperation",
@@ -128,6 +152,7 @@ impl ControlError {
             | ControlError::OutcomeUnknown(_)
             | ControlError::Conflict(_) => "Unavailable",
             ControlError::Network(error) => error.code(),
+            ControlError::Template(error) => error.code(),
         }
     }
 
@@ -136,6 +161,7 @@ impl ControlError {
         match self {
             ControlError::DryRunOperation => http::StatusCode::PRECONDITION_FAILED,
             ControlError::AuthFailure => http::StatusCode::UNAUTHORIZED,
+            ControlError::RegionScope(..) => http::StatusCode::FORBIDDEN,
             ControlError::BrowserRequest => http::StatusCode::FORBIDDEN,
             ControlError::UnauthorizedOperation(_) => http::StatusCode::FORBIDDEN,
             ControlError::InternalError => http::StatusCode::INTERNAL_SERVER_ERROR,
@@ -151,15 +177,20 @@ impl ControlError {
             | ControlError::FilterLimitExceeded(_)
             | ControlError::InvalidRequest(_)
             | ControlError::IncorrectInstanceState(_)
+            | ControlError::OperationNotPermitted(_)
             | ControlError::IdempotentParameterMismatch(_)
             | ControlError::InstanceLimitExceeded(_)
             | ControlError::TagLimitExceeded(_)
             | ControlError::AssociationNotFound(_)
             | ControlError::IncorrectState(_)
             | ControlError::InvalidAction(_)
+            | ControlError::InvalidId(_)
+            | ControlError::InvalidInstanceType(_)
+            | ControlError::ImageNotFound(_)
             | ControlError::Unsupported(_)
             | ControlError::MethodNotAllowed
-            | ControlError::Network(_) => http::StatusCode::BAD_REQUEST,
+            | ControlError::Network(_)
+            | ControlError::Template(_) => http::StatusCode::BAD_REQUEST,
         }
     }
 

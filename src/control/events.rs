@@ -1,6 +1,7 @@
 //! Events through the control plane. EC2's own actions where they exist:
 //! `DescribeInstanceStatus` (scheduled events, and the instance's state after a spot
-//! interruption) and `ModifyInstanceEventStartTime` (rescheduling, with EC2's rules). imds'
+//! interruption; see `instance_status`) and `ModifyInstanceEventStartTime` (rescheduling, with
+//! EC2's rules). imds'
 //! actions in the same Query style elsewhere:
 //! - `SendSpotInstanceInterruptions` (FIS' `aws:ec2:send-spot-instance-interruptions`):
 //!   `DurationBeforeInterruption` (ISO 8601, PT2M..PT15M, default PT2M) until the interruption;
@@ -36,8 +37,6 @@ const INTERRUPTION_RANGE: (Duration, Duration) =
     (Duration::from_secs(120), Duration::from_secs(900));
 /// How far ahead a rescheduled event must start (EC2's rule).
 const RESCHEDULE_LEAD: u64 = 60 * 60_000;
-/// Most instance ids one `DescribeInstanceStatus` may name, as on EC2.
-const MAX_STATUS_IDS: usize = 100;
 
 impl ControlApi {
     /// Applies `edit` to the instance's events, with every time fixed, as one control change;
@@ -312,77 +311,6 @@ impl ControlApi {
         Ok(xml.finish())
     }
 
-    /// `DescribeInstanceStatus`: the instance (running, or what a past spot interruption made
-    /// it) with its announced, not yet ended events.
-    pub(super) fn describe_instance_status(
-        &self,
-        query: &QueryRequest,
-        request_id: &str,
-    ) -> Result<String, ControlError> {
-        let filters = query.filters()?;
-        let candidates = self.named_or_all(query, MAX_STATUS_IDS)?;
-        let now = self.clock.now_millis();
-        let include_all = query.get("IncludeAllInstances") == Some("true");
-        let mut xml = Xml::response("DescribeInstanceStatusResponse", request_id);
-        xml.open("instanceStatusSet");
-        for slot in candidates {
-            let snapshot = slot.current();
-            let instance = &snapshot.instance;
-            let (code, name) = super::instances::instance_state(&slot, &snapshot, now);
-            let visible = snapshot.schedule.at(now);
-            let mut shown = include_all || name == "running";
-            for (filter, values) in &filters {
-                let any = |actual: &str| values.iter().any(|v| v == actual);
-                shown &= match filter.as_str() {
-                    "instance-id" => any(instance.id()),
-                    "availability-zone" => any(&instance.config.placement.availability_zone),
-                    "instance-state-name" => any(name),
-                    "event.code" => visible.scheduled.iter().any(|e| any(e.code.as_str())),
-                    "event.instance-event-id" => visible.scheduled.iter().any(|e| any(&e.id)),
-                    other => return Err(ControlError::InvalidFilter(other.to_owned())),
-                };
-            }
-            if shown {
-                let running = name == "running";
-                let status = if running { "ok" } else { "not-applicable" };
-                xml.open("item")
-                    .leaf("instanceId", instance.id())
-                    .leaf(
-                        "availabilityZone",
-                        &instance.config.placement.availability_zone,
-                    )
-                    .leaf(
-                        "availabilityZoneId",
-                        &instance.config.placement.availability_zone_id,
-                    )
-                    .open("eventsSet");
-                for event in &visible.scheduled {
-                    xml.open("item");
-                    event_xml(&mut xml, event);
-                    xml.close();
-                }
-                xml.close()
-                    .open("instanceState")
-                    .leaf("code", code)
-                    .leaf("name", name)
-                    .close();
-                for part in ["systemStatus", "instanceStatus"] {
-                    xml.open(part).leaf("status", status).open("details");
-                    if running {
-                        xml.open("item")
-                            .leaf("name", "reachability")
-                            .leaf("status", "passed")
-                            .close();
-                    }
-                    xml.close().close();
-                }
-                xml.close();
-            }
-        }
-        xml.close();
-        Ok(xml.finish())
-    }
-
     /// An answer carrying the event `id` as it now is.
     fn event_answer(
         &self,
@@ -407,7 +335,7 @@ impl ControlApi {
 }
 
 /// An `InstanceStatusEvent`.
-fn event_xml(xml: &mut Xml, event: &crate::fleet::events::MaintenanceEvent) {
+pub(super) fn event_xml(xml: &mut Xml, event: &crate::fleet::events::MaintenanceEvent) {
     let iso = |millis: u64| render::iso_seconds(datetime(millis));
     xml.leaf("instanceEventId", &event.id)
         .leaf("code", event.code.as_str())

@@ -81,7 +81,11 @@ impl ControlApi {
             .map_err(|e| ControlError::InvalidParameterValue(e.to_string()))?;
         let listed = faults.list();
         let added = listed.last().expect("just added");
-        tracing::info!(instance = %slot.id(), fault = ?added.config, "fault injected");
+        tracing::info!(
+            instance = %slot.id(),
+            fault = super::sync::to_json(&added.config),
+            "fault injected"
+        );
         let mut xml = Xml::response("InjectFaultResponse", request_id);
         xml.open("fault");
         fault_xml(&mut xml, &added.config, added.fired);

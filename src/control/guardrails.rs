@@ -7,11 +7,21 @@
 //! absent, as in IAM: "require IMDSv2" policies deny a launch that does not ask for it). An
 //! explicit Deny on any resource, or a resource no allow-list allows, answers
 //! `UnauthorizedOperation`.
+//!
+//! A launch from a launch template is also decided on the template
+//! (`launch-template/lt-...`, with its tags as `aws:ResourceTag/*`), and every one of its
+//! contexts carries `ec2:LaunchTemplate` (the template's ARN) and `ec2:IsLaunchTemplateResource`:
+//! `false` on a resource the request itself names over the template's (an `ImageId` for the
+//! image, a `SubnetId` or `NetworkInterface` for the subnet and the interface, security groups,
+//! a `KeyName`, a `BlockDeviceMapping` for the volume), `true` on the others, as the EC2 User
+//! Guide's launch template policies expect. A direct launch has neither key, so "deny
+//! `RunInstances` unless from a launch template" is `"Null": {"ec2:LaunchTemplate": "true"}`.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use super::error::ControlError;
+use super::launch_templates::TemplateLaunch;
 use super::policy::{key, PolicySet, Request, RequestContext};
 use super::query::{QueryRequest, MAX_IDS};
 use super::ControlApi;
@@ -73,18 +83,69 @@ pub(super) struct Launch<'a> {
     pub(super) key_name: Option<&'a str>,
     /// The tags applied on create.
     pub(super) tags: &'a TagsByType,
+    /// The launch template launched from, if any.
+    pub(super) template: Option<&'a TemplateLaunch>,
+}
+
+/// The top-level `RunInstances` parameters that decide each resource type of a launch: given
+/// by the request (not the template), the resource is not the launch template's.
+const DECIDED_BY: &[(&str, &[&str])] = &[
+    ("image", &["ImageId"]),
+    ("subnet", &["SubnetId", "NetworkInterface"]),
+    (
+        "network-interface",
+        &[
+            "NetworkInterface",
+            "SubnetId",
+            "PrivateIpAddress",
+            "SecondaryPrivateIpAddressCount",
+            "Ipv6AddressCount",
+            "Ipv6Address",
+        ],
+    ),
+    (
+        "security-group",
+        &["SecurityGroupId", "SecurityGroup", "NetworkInterface"],
+    ),
+    ("key-pair", &["KeyName"]),
+    ("volume", &["BlockDeviceMapping"]),
+];
+
+/// `context` (of a `resource_type` resource) with the launch template keys of `template`.
+fn from_template(
+    context: RequestContext,
+    place: Place<'_>,
+    template: Option<&TemplateLaunch>,
+    resource_type: &str,
+) -> RequestContext {
+    let Some(template) = template else {
+        return context;
+    };
+    let overridden = DECIDED_BY
+        .iter()
+        .find(|(kind, _)| *kind == resource_type)
+        .is_some_and(|(_, params)| params.iter().any(|p| template.given.contains(*p)));
+    context
+        .with_value(
+            key::LAUNCH_TEMPLATE,
+            place.arn(&format!("launch-template/{}", template.id)),
+        )
+        .with_value(key::IS_LAUNCH_TEMPLATE_RESOURCE, (!overridden).to_string())
 }
 
 /// `RunInstances` as IAM authorises it: `ec2:RunInstances` on the instance, the image, the
-/// subnet, the network interface, each security group, the key pair (when given) and the
-/// volume; and, when the launch tags on create, `ec2:CreateTags` on each tagged resource type
-/// with `ec2:CreateAction` `RunInstances`.
+/// subnet, the network interface, each security group, the key pair (when given), the volume
+/// and the launch template (when launched from one); and, when the launch tags on create,
+/// `ec2:CreateTags` on each tagged resource type with `ec2:CreateAction` `RunInstances`.
 pub(super) fn run_instances(
     query: &QueryRequest,
     place: Place<'_>,
     launch: &Launch<'_>,
 ) -> Request {
     let run = |arn: String| place.context("ec2:RunInstances", arn);
+    let of = |context: RequestContext, resource_type: &str| {
+        from_template(context, place, launch.template, resource_type)
+    };
     let tagged = |context: RequestContext, resource_type: &str| match launch.tags.get(resource_type)
     {
         Some(tags) => with_request_tags(context, tags),
@@ -105,27 +166,44 @@ pub(super) fn run_instances(
             instance = instance.with_value(key, value);
         }
     }
-    let mut request = Request::new(instance)
-        .and(run(place.image_arn(launch.image_id)).with_value(key::IMAGE_ID, launch.image_id))
-        .and(
+    let mut request = Request::new(of(instance, "instance"))
+        .and(of(
+            run(place.image_arn(launch.image_id)).with_value(key::IMAGE_ID, launch.image_id),
+            "image",
+        ))
+        .and(of(
             run(place.arn(&format!("subnet/{}", launch.subnet_id)))
                 .with_value(key::SUBNET_ID, launch.subnet_id),
-        )
-        .and(tagged(
-            run(place.arn("network-interface/*")),
+            "subnet",
+        ))
+        .and(of(
+            tagged(run(place.arn("network-interface/*")), "network-interface"),
             "network-interface",
         ));
     for group in &launch.security_group_ids {
-        request = request.and(
+        request = request.and(of(
             run(place.arn(&format!("security-group/{group}")))
                 .with_value(key::SECURITY_GROUP_ID, *group),
-        );
+            "security-group",
+        ));
     }
     if let Some(name) = launch.key_name {
-        request = request
-            .and(run(place.arn(&format!("key-pair/{name}"))).with_value(key::KEY_PAIR_NAME, name));
+        request = request.and(of(
+            run(place.arn(&format!("key-pair/{name}"))).with_value(key::KEY_PAIR_NAME, name),
+            "key-pair",
+        ));
     }
-    request = request.and(tagged(run(place.arn("volume/*")), "volume"));
+    request = request.and(of(tagged(run(place.arn("volume/*")), "volume"), "volume"));
+    if let Some(template) = launch.template {
+        let context = run(place.arn(&format!("launch-template/{}", template.id)));
+        let context = template.tags.iter().fold(context, |context, (tag, value)| {
+            context.with_value(
+                &format!("{}{tag}", key::RESOURCE_TAG_PREFIX),
+                value.as_str(),
+            )
+        });
+        request = request.and(of(context, "launch-template"));
+    }
     for (resource_type, tags) in launch.tags {
         if tags.is_empty() {
             continue;
@@ -166,17 +244,21 @@ pub(super) fn iam_action(action: &str) -> Option<String> {
 const MAX_TAGS: usize = 50;
 
 /// Any other change, as IAM authorises it: `iam_action` on each resource the request names
-/// (instances by `InstanceId`/`InstanceId.N`, tagged resources by `ResourceId.N`, each as its
-/// ARN), or on `*` when it names none; the tags `CreateTags` applies as `aws:RequestTag/*` and
-/// `aws:TagKeys`. More ids than EC2 takes in one request are refused before any is looked at.
+/// (instances by `InstanceId`/`InstanceId.N`, tagged resources by `ResourceId.N`, a launch
+/// template by `LaunchTemplateId` or, resolved by the caller, by its name: `named_template`;
+/// each as its ARN), or on `*` when it names none; the tags `CreateTags` applies as
+/// `aws:RequestTag/*` and `aws:TagKeys`. More ids than EC2 takes in one request are refused
+/// before any is looked at.
 pub(super) fn other_change(
     query: &QueryRequest,
     place: Place<'_>,
     iam_action: &str,
+    named_template: Option<&str>,
 ) -> Result<Request, ControlError> {
     let mut ids: Vec<&str> = query.list_at_most("InstanceId", MAX_IDS, "instance IDs")?;
     ids.extend(query.get("InstanceId"));
     ids.extend(query.list_at_most("ResourceId", MAX_IDS, "resource IDs")?);
+    ids.extend(query.get("LaunchTemplateId").or(named_template));
     let arns: Vec<String> = ids.iter().map(|id| resource_arn(place, id)).collect();
     let mut tags = BTreeMap::new();
     if iam_action == "ec2:CreateTags" {

@@ -4,14 +4,18 @@ use super::error::ControlError;
 use super::query::{QueryRequest, MAX_IDS};
 use super::xml::Xml;
 use super::{Change, ControlApi};
+use crate::fleet::changes::OptionFields;
 use crate::fleet::events::SpotAction;
 use crate::fleet::instance::{Instance, InstanceConfig};
 use std::sync::Arc;
 
 use base64::Engine;
 
+use super::instance_xml::{instance_item, Shown, StateReason};
 use super::vpc::Filters;
-use crate::fleet::lifecycle::InstanceState;
+use crate::fleet::changes::InstanceAttributes;
+use crate::fleet::instance::InterfaceConfig;
+use crate::fleet::lifecycle::{InstanceState, Transition};
 use crate::fleet::lock_order::Unlocked;
 use crate::fleet::metadata::render;
 use crate::fleet::options::{HopLimit, HttpTokens, MetadataOptions, Switch};
@@ -44,12 +48,93 @@ const INSTANCE_FILTERS: &[&str] = &[
     "metadata-options.http-protocol-ipv6",
     "metadata-options.instance-metadata-tags",
     "metadata-options.state",
+    "architecture",
+    "dns-name",
+    "hypervisor",
+    "iam-instance-profile.id",
+    "instance.group-id",
+    "instance.group-name",
+    "group-id",
+    "group-name",
+    "launch-time",
+    "launch-index",
+    "ami-launch-index",
+    "client-token",
+    "network-interface.network-interface-id",
+    "network-interface.mac-address",
+    "network-interface.subnet-id",
+    "network-interface.vpc-id",
+    "network-interface.status",
+    "network-interface.owner-id",
+    "network-interface.private-dns-name",
+    "network-interface.group-id",
+    "network-interface.group-name",
+    "network-interface.attachment.device-index",
+    "network-interface.attachment.status",
+    "network-interface.addresses.primary",
+    "network-interface.addresses.association.public-ip",
+    "network-interface.association.public-ip",
+    "placement-group-name",
+    "placement-partition-number",
+    "root-device-name",
+    "root-device-type",
+    "block-device-mapping.device-name",
+    "block-device-mapping.volume-id",
+    "block-device-mapping.status",
+    "virtualization-type",
+    "tenancy",
+    "monitoring-state",
+    "platform-details",
+    "usage-operation",
+    "boot-mode",
+    "current-instance-boot-mode",
+    "hibernation-options.configured",
+    "ipv6-address",
+    "availability-zone-id",
+    "reason",
+    "state-reason-code",
+    "state-reason-message",
+    "ebs-optimized",
+    "ena-support",
+    "source-dest-check",
+    "maintenance-options.auto-recovery",
+    "enclave-options.enabled",
+    "capacity-reservation-specification.capacity-reservation-preference",
+    "private-dns-name-options.hostname-type",
 ];
 
-/// The values of `name` (one of [`INSTANCE_FILTERS`]) for an instance in `state`.
-fn instance_field(name: &str, snapshot: &Snapshot, state: (u16, &str)) -> Vec<String> {
+/// What an instance filter reads beside the snapshot.
+struct Seen<'a> {
+    /// The state code and name now.
+    state: (u16, &'static str),
+    /// `pending` or `applied`.
+    options_state: &'static str,
+    /// What was set at launch or with `ModifyInstanceAttribute`.
+    attributes: &'a InstanceAttributes,
+    /// Why the instance is in its state.
+    reason: Option<StateReason>,
+}
+
+/// The values of `name` (one of [`INSTANCE_FILTERS`]) for an instance.
+fn instance_field(name: &str, snapshot: &Snapshot, seen: &Seen<'_>) -> Vec<String> {
+    let Seen {
+        state,
+        options_state,
+        attributes,
+        reason,
+    } = seen;
     let instance = &snapshot.instance;
     let c = &instance.config;
+    let nics = |field: &dyn Fn(&InterfaceConfig) -> Vec<String>| {
+        c.network_interfaces
+            .iter()
+            .flat_map(field)
+            .collect::<Vec<_>>()
+    };
+    let devices = match name.starts_with("block-device-mapping.") {
+        true => super::instance_xml::ebs_devices(instance),
+        false => Vec::new(),
+    };
     let primary = instance.primary_interface();
     let options = &snapshot.options;
     let one = |value: &str| vec![value.to_owned()];
@@ -100,7 +185,89 @@ fn instance_field(name: &str, snapshot: &Snapshot, state: (u16, &str)) -> Vec<St
         }
         "metadata-options.http-protocol-ipv6" => one(switch(options.http_protocol_ipv6)),
         "metadata-options.instance-metadata-tags" => one(switch(options.instance_metadata_tags)),
-        "metadata-options.state" => one("applied"),
+        "metadata-options.state" => one(options_state),
+        "architecture" => one(&c.architecture),
+        "dns-name" => primary.public_hostname.iter().cloned().collect(),
+        "hypervisor" => one("xen"),
+        "iam-instance-profile.id" => instance
+            .iam
+            .iter()
+            .map(|p| p.instance_profile_id.clone())
+            .collect(),
+        "instance.group-id" | "group-id" | "network-interface.group-id" => {
+            nics(&|nic| nic.security_groups.iter().map(|g| g.id.clone()).collect())
+        }
+        "instance.group-name" | "group-name" | "network-interface.group-name" => {
+            nics(&|nic| nic.security_groups.iter().map(|g| g.name.clone()).collect())
+        }
+        "launch-time" => one(&render::iso_seconds(c.pending_time)),
+        "launch-index" | "ami-launch-index" => vec![c.ami_launch_index.to_string()],
+        "client-token" => attributes.client_token.iter().cloned().collect(),
+        "network-interface.network-interface-id" => nics(&|nic| vec![nic.interface_id.clone()]),
+        "network-interface.mac-address" => nics(&|nic| vec![nic.mac.clone()]),
+        "network-interface.subnet-id" => nics(&|nic| vec![nic.subnet_id.clone()]),
+        "network-interface.vpc-id" => nics(&|nic| vec![nic.vpc_id.clone()]),
+        "network-interface.status" => one("in-use"),
+        "network-interface.attachment.status" => one("attached"),
+        "network-interface.owner-id" => one(&c.account_id),
+        "network-interface.private-dns-name" => instance
+            .interfaces
+            .iter()
+            .map(|i| i.local_hostname.clone())
+            .collect(),
+        "network-interface.attachment.device-index" => {
+            nics(&|nic| vec![nic.device_number.to_string()])
+        }
+        "network-interface.addresses.primary" => vec!["true".into(), "false".into()],
+        "network-interface.addresses.association.public-ip"
+        | "network-interface.association.public-ip" => {
+            nics(&|nic| nic.public_ipv4.iter().map(ToString::to_string).collect())
+        }
+        "placement-group-name" => c.placement.group_name.iter().cloned().collect(),
+        "placement-partition-number" => c
+            .placement
+            .partition_number
+            .iter()
+            .map(ToString::to_string)
+            .collect(),
+        "root-device-name" => c
+            .block_device_mapping
+            .get("root")
+            .cloned()
+            .into_iter()
+            .collect(),
+        "root-device-type" => one("ebs"),
+        "block-device-mapping.device-name" => devices.iter().map(|(d, _)| d.clone()).collect(),
+        "block-device-mapping.volume-id" => devices.iter().map(|(_, v)| v.clone()).collect(),
+        "block-device-mapping.status" => one("attached"),
+        "virtualization-type" => one("hvm"),
+        "tenancy" => one(match c.placement.host_id {
+            Some(_) => "host",
+            None => "default",
+        }),
+        "monitoring-state" => one("disabled"),
+        "platform-details" => one("Linux/UNIX"),
+        "usage-operation" => one("RunInstances"),
+        "boot-mode" | "current-instance-boot-mode" => one(match c.architecture.as_str() {
+            "arm64" => "uefi",
+            _ => "legacy-bios",
+        }),
+        "hibernation-options.configured" => vec![c.hibernation_configured.to_string()],
+        "ipv6-address" => nics(&|nic| nic.ipv6s.iter().map(ToString::to_string).collect()),
+        "availability-zone-id" => one(&c.placement.availability_zone_id),
+        "reason" => reason.iter().map(|r| r.transition.clone()).collect(),
+        "state-reason-code" => reason.iter().map(|r| r.code.to_owned()).collect(),
+        "state-reason-message" => reason.iter().map(|r| r.message.to_owned()).collect(),
+        "ebs-optimized" | "ena-support" => {
+            let nitro = crate::fleet::instance_types::find(&c.instance_type)
+                .map_or(c.system.as_deref() == Some("nitro"), |t| t.ena_supported());
+            vec![nitro.to_string()]
+        }
+        "source-dest-check" => one("true"),
+        "maintenance-options.auto-recovery" => one("default"),
+        "enclave-options.enabled" => one("false"),
+        "capacity-reservation-specification.capacity-reservation-preference" => one("open"),
+        "private-dns-name-options.hostname-type" => one("ip-name"),
         _ => Vec::new(),
     }
 }
@@ -201,7 +368,14 @@ impl ControlApi {
                 continue;
             }
             let instance = &snapshot.instance;
-            let fields = |name: &str| instance_field(name, &snapshot, state);
+            let attributes = slot.changes().attributes.unwrap_or_default();
+            let seen = Seen {
+                state,
+                options_state: self.options_state(&slot),
+                attributes: &attributes,
+                reason: state_reason(&slot, state, now),
+            };
+            let fields = |name: &str| instance_field(name, &snapshot, &seen);
             if !filters.matches(&instance.config.tags, fields) {
                 continue;
             }
@@ -215,15 +389,33 @@ impl ControlApi {
         }
         let mut xml = Xml::response("DescribeInstancesResponse", request_id);
         xml.open("reservationSet");
-        for (slot, snapshot, state) in &shown {
-            let instance = &snapshot.instance;
+        // One reservation per RunInstances call, as on EC2: its instances, in page order.
+        let mut reservations: Vec<(&str, Vec<usize>)> = Vec::new();
+        for (index, (_, snapshot, _)) in shown.iter().enumerate() {
+            let id = snapshot.instance.config.reservation_id.as_str();
+            match reservations.iter_mut().find(|(r, _)| *r == id) {
+                Some((_, members)) => members.push(index),
+                None => reservations.push((id, vec![index])),
+            }
+        }
+        for (reservation, members) in reservations {
+            let first = &shown[members[0]].1.instance;
             xml.open("item")
-                .leaf("reservationId", &instance.config.reservation_id)
-                .leaf("ownerId", &instance.config.account_id)
+                .leaf("reservationId", reservation)
+                .leaf("ownerId", &first.config.account_id)
                 .open("groupSet")
                 .close()
                 .open("instancesSet");
-            self.instance_xml(&mut xml, slot, instance, &snapshot.options, *state);
+            for index in members {
+                let (slot, snapshot, state) = &shown[index];
+                self.instance_xml(
+                    &mut xml,
+                    slot,
+                    &snapshot.instance,
+                    &snapshot.options,
+                    *state,
+                );
+            }
             xml.close().close();
         }
         xml.close();
@@ -233,81 +425,26 @@ impl ControlApi {
         Ok(xml.finish())
     }
 
+    /// Writes one instance's `<item>` (see [`super::instance_xml`]).
     pub(super) fn instance_xml(
         &self,
         xml: &mut Xml,
         slot: &InstanceSlot,
         instance: &Instance,
         options: &MetadataOptions,
-        state: (u16, &str),
+        state: (u16, &'static str),
     ) {
-        let c = &instance.config;
-        let primary = instance.primary_interface();
-        let nic = &primary.config;
-        xml.open("item")
-            .leaf("instanceId", instance.id())
-            .leaf("imageId", &c.ami_id)
-            .open("instanceState")
-            .leaf("code", state.0)
-            .leaf("name", state.1)
-            .close()
-            .leaf("privateDnsName", &primary.local_hostname)
-            .leaf("dnsName", primary.public_hostname.as_deref().unwrap_or(""))
-            .leaf("reason", "")
-            .leaf("amiLaunchIndex", c.ami_launch_index)
-            .open("productCodes")
-            .close()
-            .leaf("instanceType", &c.instance_type)
-            .leaf("launchTime", render::iso_seconds(c.pending_time))
-            .open("placement")
-            .leaf("availabilityZone", &c.placement.availability_zone)
-            .leaf("groupName", c.placement.group_name.as_deref().unwrap_or(""))
-            .leaf("tenancy", "default")
-            .close()
-            .open("monitoring")
-            .leaf("state", "disabled")
-            .close()
-            .leaf("subnetId", &nic.subnet_id)
-            .leaf("vpcId", &nic.vpc_id)
-            .leaf("privateIpAddress", nic.private_ipv4s[0]);
-        if let Some(public) = nic.public_ipv4 {
-            xml.leaf("ipAddress", public);
-        }
-        xml.leaf("sourceDestCheck", true).open("groupSet");
-        for group in &nic.security_groups {
-            xml.open("item")
-                .leaf("groupId", &group.id)
-                .leaf("groupName", &group.name)
-                .close();
-        }
-        xml.close()
-            .leaf("architecture", &c.architecture)
-            .leaf("rootDeviceType", "ebs");
-        if let Some(root) = c.block_device_mapping.get("root") {
-            xml.leaf("rootDeviceName", root);
-        }
-        xml.leaf("virtualizationType", "hvm");
-        // Only spot instances are interrupted: an interruption makes the instance one, as the
-        // guest API's `instance-life-cycle` says.
-        if c.instance_life_cycle == "spot" || c.events.spot.is_some() {
-            xml.leaf("instanceLifecycle", "spot");
-        }
-        if let Some(profile) = &instance.iam {
-            xml.open("iamInstanceProfile")
-                .leaf("arn", &profile.instance_profile_arn)
-                .leaf("id", &profile.instance_profile_id)
-                .close();
-        }
-        xml.open("tagSet");
-        for (key, value) in &c.tags {
-            xml.open("item")
-                .leaf("key", key)
-                .leaf("value", value)
-                .close();
-        }
-        xml.close().leaf("hypervisor", "xen");
-        self.metadata_options_xml(xml, slot, "metadataOptions", options);
-        xml.close();
+        let changes = slot.changes();
+        let attributes = changes.attributes.unwrap_or_default();
+        let shown = Shown {
+            instance,
+            options,
+            options_state: self.options_state(slot),
+            state,
+            reason: state_reason(slot, state, self.clock.now_millis()),
+            attributes: &attributes,
+        };
+        instance_item(xml, &shown);
     }
 
     /// `<{element}>` with the options and whether the last change is applied yet.
@@ -382,6 +519,7 @@ impl ControlApi {
                 Ok(())
             }
         };
+        let named = OptionFields::named(|name| query.get(name).is_some());
         let applied = match query.get("HttpTokens") == Some("optional") {
             // Turning IMDSv1 on is decided on HttpTokensEnforced: under the account lock
             // (which ModifyInstanceMetadataDefaults and learning from the store take), and
@@ -390,11 +528,17 @@ impl ControlApi {
                 let mut account = self.account.lock(order).await;
                 let enforced = self.account.defaults().http_tokens_enforced == Some(true);
                 let checks = self.decided_on_defaults(crate::store::Commit::default());
-                self.change_checked(&mut account, &slot, Change::Options, checks, edit(enforced))
-                    .await?
+                self.change_checked(
+                    &mut account,
+                    &slot,
+                    Change::Options(named),
+                    checks,
+                    edit(enforced),
+                )
+                .await?
             }
             false => {
-                self.change(order, &slot, Change::Options, edit(false))
+                self.change(order, &slot, Change::Options(named), edit(false))
                     .await?
             }
         };
@@ -407,6 +551,25 @@ impl ControlApi {
             &applied.options(),
         );
         Ok(xml.finish())
+    }
+}
+
+/// Why the instance is in `state` (its code and name now): a pending launch or start, a
+/// stop or termination the user asked for, or a spot interruption; `None` while running.
+fn state_reason(slot: &InstanceSlot, state: (u16, &str), now: u64) -> Option<StateReason> {
+    let lifecycle = slot.changes().lifecycle;
+    let at = |millis: u64| crate::fleet::events::datetime(millis);
+    match (state.1, lifecycle) {
+        ("running", _) => None,
+        ("pending", _) => Some(StateReason::pending()),
+        (_, Some(l)) if matches!(l.last, Transition::Stop | Transition::Terminate) => {
+            Some(StateReason::user(at(l.at_millis)))
+        }
+        // Stopped or terminated while the lifecycle says running: a spot interruption.
+        _ => {
+            let spot = slot.current().schedule.spot.map_or(now, |spot| spot.at);
+            Some(StateReason::spot(at(spot)))
+        }
     }
 }
 

@@ -3,11 +3,14 @@
 //! which guests are answered), the snapshot builder, the network registry (the subnets whose
 //! pools addresses come from, changed only under the account's lock), the instance that
 //! `RunInstances` starts from, the `ClientToken`s seen, the stored changes of config-file
-//! instances not served yet, and the count of applied changes others wait on.
+//! instances not served yet, the terminated instances the store still has but this process
+//! does not serve, and the count of applied changes others wait on.
+//! The `ClientToken`s remembered are bounded (see [`super::client_tokens`]).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex, MutexGuard};
 
+use super::client_tokens::ClientTokens;
 use crate::fleet::changes::InstanceChanges;
 use crate::fleet::instance::InstanceConfig;
 use crate::fleet::instance_id::InstanceId;
@@ -28,7 +31,11 @@ pub(super) struct Inventory {
     /// The region's VPCs, subnets, security groups and key pairs (changed on a copy, swapped).
     network: Mutex<Arc<Network>>,
     /// `RunInstances`' client tokens and what they launched.
-    client_tokens: Mutex<BTreeMap<String, ClientToken>>,
+    client_tokens: Mutex<ClientTokens>,
+    /// Launched instances gone (terminated an hour ago) that the store still has but this
+    /// process does not serve (gone before it started, or when it learned them), by id, with
+    /// their row's revision: the next sweep deletes their rows.
+    gone_unserved: Mutex<BTreeMap<String, i64>>,
     /// Stored changes (and their row's revision) of config-file instances not served yet:
     /// an instance a SIGHUP adds starts from them.
     unplaced: Mutex<BTreeMap<String, (InstanceChanges, i64)>>,
@@ -65,7 +72,8 @@ impl Inventory {
             snapshots,
             template,
             network: Mutex::new(network),
-            client_tokens: Mutex::new(BTreeMap::new()),
+            client_tokens: Mutex::new(ClientTokens::default()),
+            gone_unserved: Mutex::new(BTreeMap::new()),
             unplaced: Mutex::new(unplaced),
             applied: tokio::sync::watch::Sender::new(0),
         }
@@ -81,9 +89,44 @@ impl Inventory {
         *held(&self.network) = Arc::new(network);
     }
 
-    /// The `ClientToken`s this process launched with or looked up, and what they launched.
-    pub(super) fn client_tokens(&self) -> MutexGuard<'_, BTreeMap<String, ClientToken>> {
-        held(&self.client_tokens)
+    /// What the `ClientToken` `token` launched, when this process remembers it.
+    pub(super) fn client_token(&self, token: &str) -> Option<ClientToken> {
+        held(&self.client_tokens).get(token).cloned()
+    }
+
+    /// Remembers `token` (launched with, or read from the store).
+    pub(super) fn remember_client_token(&self, token: ClientToken) {
+        held(&self.client_tokens).remember(token);
+    }
+
+    /// Starts the retention of the remembered tokens whose instances are all forgotten, now
+    /// that `forgotten` were, and forgets the tokens whose retention ended by `now_millis`.
+    pub(super) fn expire_client_tokens(
+        &self,
+        forgotten: &BTreeSet<String>,
+        served: impl Fn(&str) -> bool,
+        now_millis: i64,
+    ) -> usize {
+        held(&self.client_tokens).expire(forgotten, served, now_millis)
+    }
+
+    /// Records that the store still has `id`'s rows (at `revision`), a gone instance this
+    /// process does not serve.
+    pub(super) fn keep_gone_unserved(&self, id: String, revision: i64) {
+        held(&self.gone_unserved).insert(id, revision);
+    }
+
+    /// The gone instances not served whose rows the store still has.
+    pub(super) fn gone_unserved(&self) -> BTreeMap<String, i64> {
+        held(&self.gone_unserved).clone()
+    }
+
+    /// Forgets `ids` among the gone instances not served (their rows are gone).
+    pub(super) fn forget_gone_unserved<'a>(&self, ids: impl IntoIterator<Item = &'a String>) {
+        let mut gone = held(&self.gone_unserved);
+        for id in ids {
+            gone.remove(id);
+        }
     }
 
     /// The changes stored for `id`, a config-file instance not served yet, and their revision

@@ -3,6 +3,11 @@
 //! (and at shutdown). A stored count only ever rises, so writing a minute again is harmless.
 //! Each host writes what it counted; an instance's guests reach the host they run on, so that
 //! host's counts are the instance's.
+//!
+//! A failed flush is carried over to the next one, for at most [`MAX_PENDING_MINUTES`]
+//! minutes: older ones are dropped (and counted in `imds_store_history_minutes_dropped_total`),
+//! so a store that fails for a while never makes each flush larger than the last. The store
+//! writes it in batches on a connection of its own, never holding the one control writes need.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -14,6 +19,18 @@ use crate::store::{MinuteCount, StoreError};
 /// How often the counts are written.
 const FLUSH_EVERY: Duration = Duration::from_secs(60);
 const MINUTE_MILLIS: u64 = 60_000;
+/// Most minutes before the current one a flush carries after failed ones.
+const MAX_PENDING_MINUTES: u64 = 10;
+
+/// The first minute the flush at `now_minute` writes when the last good flush was at
+/// `from_minute`, and how many minutes are dropped for it.
+fn pending(from_minute: u64, now_minute: u64) -> (u64, u64) {
+    let oldest = now_minute.saturating_sub(MAX_PENDING_MINUTES);
+    match from_minute < oldest {
+        true => (oldest, oldest - from_minute),
+        false => (from_minute, 0),
+    }
+}
 
 impl ControlApi {
     /// Raises the instances' histories to the counts the store kept for the last 24 hours; how
@@ -85,12 +102,40 @@ impl ControlApi {
         loop {
             tokio::time::sleep(FLUSH_EVERY).await;
             let now = self.clock.now_millis() / MINUTE_MILLIS;
+            let (first, dropped) = pending(from, now);
+            if dropped > 0 {
+                self.store_stats.history_minutes_dropped(dropped);
+                tracing::warn!(
+                    minutes = dropped,
+                    "token-less request history not written for too long: its oldest minutes are dropped"
+                );
+            }
+            from = first;
             match self.flush_history(from).await {
                 Ok(()) => from = now,
                 Err(error) => {
                     tracing::debug!(%error, "the token-less request history was not written; trying again in a minute")
                 }
             }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_flush_after_failures_carries_at_most_ten_minutes() {
+        assert_eq!(pending(100, 101), (100, 0));
+        assert_eq!(pending(100, 110), (100, 0));
+        assert_eq!(pending(100, 111), (101, 1));
+        assert_eq!(pending(100, 1_000), (990, 890));
+        assert_eq!(pending(0, 3), (0, 0));
+        for (from, now) in [(5, 500), (480, 500), (499, 500)] {
+            let (first, dropped) = pending(from, now);
+            assert!(now - first <= MAX_PENDING_MINUTES);
+            assert_eq!(first - from, dropped);
         }
     }
 }

@@ -1,5 +1,6 @@
-//! `ImportKeyPair`, `DescribeKeyPairs` and `DeleteKeyPair`: OpenSSH public keys (RSA or
-//! ED25519) that instances launched with `KeyName` serve at `public-keys/0/openssh-key`.
+//! `CreateKeyPair`, `ImportKeyPair`, `DescribeKeyPairs` and `DeleteKeyPair`: OpenSSH public
+//! keys (RSA or ED25519) that instances launched with `KeyName` serve at
+//! `public-keys/0/openssh-key`; a created key's private half is returned once and never kept.
 
 use base64::Engine;
 use time::OffsetDateTime;
@@ -9,8 +10,9 @@ use super::query::QueryRequest;
 use super::vpc::{dry_run, tag_set, tag_specifications, Filters};
 use super::xml::Xml;
 use super::ControlApi;
+use crate::fleet::key_material::{self, KeyFormat};
 use crate::fleet::lock_order::Unlocked;
-use crate::fleet::network::{KeyPair, NetworkError};
+use crate::fleet::network::{KeyPair, KeyType, NetworkError};
 
 impl ControlApi {
     /// `ImportKeyPair` (`KeyName`, `PublicKeyMaterial`: base64 of the OpenSSH public key, as the
@@ -39,6 +41,77 @@ impl ControlApi {
         tracing::info!(key = pair.name, id = pair.id, "key pair imported");
         let mut xml = Xml::response("ImportKeyPairResponse", request_id);
         xml.leaf("keyFingerprint", &pair.fingerprint)
+            .leaf("keyName", &pair.name)
+            .leaf("keyPairId", &pair.id);
+        tag_set(&mut xml, &pair.tags);
+        Ok(xml.finish())
+    }
+
+    /// `CreateKeyPair` (`KeyName`, `KeyType` `rsa` (default) or `ed25519`, `KeyFormat` `pem`
+    /// (default) or `ppk`, `TagSpecification.N` of `key-pair`, `DryRun`): the private key is in
+    /// this answer only; the public half is stored before it is sent.
+    pub(super) async fn create_key_pair(
+        &self,
+        query: &QueryRequest,
+        request_id: &str,
+        order: &mut Unlocked,
+    ) -> Result<String, ControlError> {
+        let name = query.require("KeyName")?;
+        let key_type = match query.get("KeyType").unwrap_or("rsa") {
+            "rsa" => KeyType::Rsa,
+            "ed25519" => KeyType::Ed25519,
+            other => {
+                return Err(ControlError::InvalidParameterValue(format!(
+                    "Value ({other}) for parameter keyType is invalid. Valid values: rsa, ed25519"
+                )))
+            }
+        };
+        let format = match query.get("KeyFormat").unwrap_or("pem") {
+            "pem" => KeyFormat::Pem,
+            "ppk" => KeyFormat::Ppk,
+            other => {
+                return Err(ControlError::InvalidParameterValue(format!(
+                    "Value ({other}) for parameter keyFormat is invalid. Valid values: pem, ppk"
+                )))
+            }
+        };
+        let tags = tag_specifications(query, "key-pair")?;
+        if self.inventory.network().key_pair(name).is_ok() {
+            return Err(NetworkError::KeyPairDuplicate(name.to_owned()).into());
+        }
+        // RSA generation takes a while: beside the runtime's threads, before any lock.
+        let owned = name.to_owned();
+        let key =
+            tokio::task::spawn_blocking(move || key_material::create(key_type, format, &owned))
+                .await
+                .map_err(|error| {
+                    tracing::error!(%error, "generating a key pair failed");
+                    ControlError::InternalError
+                })?
+                .map_err(|error| {
+                    tracing::error!(%error, "generating a key pair failed");
+                    ControlError::InternalError
+                })?;
+        let created = self.clock_time();
+        let pair = self
+            .change_network(order, |network| {
+                let pair = network
+                    .add_created_key_pair(
+                        name,
+                        &key.openssh,
+                        key.fingerprint.clone(),
+                        created,
+                        tags,
+                    )?
+                    .clone();
+                dry_run(query)?;
+                Ok(pair)
+            })
+            .await?;
+        tracing::info!(key = pair.name, id = pair.id, "key pair created");
+        let mut xml = Xml::response("CreateKeyPairResponse", request_id);
+        xml.leaf("keyFingerprint", &pair.fingerprint)
+            .leaf("keyMaterial", &key.private)
             .leaf("keyName", &pair.name)
             .leaf("keyPairId", &pair.id);
         tag_set(&mut xml, &pair.tags);
@@ -146,7 +219,7 @@ fn key_pair_xml(xml: &mut Xml, pair: &KeyPair, include_public_key: bool) {
 }
 
 /// `2026-11-02T08:14:29.000Z`, as EC2 writes `createTime`.
-fn iso_millis(at: OffsetDateTime) -> String {
+pub(super) fn iso_millis(at: OffsetDateTime) -> String {
     const FORMAT: &[time::format_description::FormatItem<'_>] = time::macros::format_description!(
         "[year]-[month]-[day]T[hour]:[minute]:[second].[subsecond digits:3]Z"
     );

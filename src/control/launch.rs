@@ -2,8 +2,12 @@
 //! the request says (image, type, subnet and addresses, security groups, key pair, tags,
 //! metadata options, instance profile, user data), addresses taken from the subnet, the
 //! account's instance metadata defaults applied, guardrail policies checked, and everything
-//! stored in one transaction before the answer. A `ClientToken` makes a retried request return
-//! the first one's instances.
+//! stored in one transaction before the answer: the instances, one row per address taken (so
+//! launches through different hosts conflict only when they want the same address), and the
+//! `ClientToken`. A `ClientToken` makes a retried request return the first one's instances, as
+//! long as the token is kept (a day after its last instance was forgotten, which is an hour
+//! after it terminated): the instances EC2 no longer shows are then listed as terminated, with
+//! their ids, image, type and launch index, in the first answer's reservation.
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::sync::Arc;
@@ -81,30 +85,34 @@ impl ControlApi {
                 if launched.request_sha256 != request_sha256 {
                     return Err(ControlError::IdempotentParameterMismatch(token.clone()));
                 }
-                let ids = launched
-                    .instance_ids
-                    .iter()
-                    .filter_map(|id| id.parse::<InstanceId>().ok())
-                    .collect::<Vec<_>>();
                 // The launch is stored but may not be learned yet (made through another host,
                 // or by a request whose answer was lost): learn it before answering.
-                if ids
-                    .iter()
-                    .any(|id| self.inventory.state.instance(id).is_none())
-                {
+                let unknown = |id: &String| {
+                    id.parse::<InstanceId>()
+                        .map_or(true, |id| self.inventory.state.instance(&id).is_none())
+                };
+                if launched.instance_ids.iter().any(unknown) {
                     self.catch_up_locked(&mut account)
                         .await
                         .map_err(|error| ControlError::Unavailable(error.to_string()))?;
                 }
-                let slots = ids
-                    .iter()
-                    .filter_map(|id| self.inventory.state.instance(id))
-                    .collect::<Vec<_>>();
-                return Ok(self.reservation_xml("RunInstancesResponse", request_id, &slots));
+                return Ok(self.retried_reservation_xml(query, request_id, &launched));
             }
         }
+        // Decided on the newest addresses in use: a launch through another host that took an
+        // address is learned first, so the two do not pick the same one.
+        self.catch_up_locked(&mut account)
+            .await
+            .map_err(|error| ControlError::Unavailable(error.to_string()))?;
+        // A template's parameters under the request's own: then decided as a direct launch.
+        let from_template = self.with_launch_template(query)?;
+        let (query, template) = match &from_template {
+            Some((merged, template)) => (merged, Some(template)),
+            None => (query, None),
+        };
         let mut network = (*self.inventory.network()).clone();
-        let plan = self.plan(query, &network)?;
+        let mut plan = self.plan(query, &network)?;
+        let attributes = super::attributes::at_launch(query, token.as_deref())?;
         let place = Place {
             partition: &network.partition,
             region: &network.region,
@@ -117,8 +125,14 @@ impl ControlApi {
             security_group_ids: plan.groups.iter().map(|g| g.id.as_str()).collect(),
             key_name: plan.key.as_ref().map(|k| k.name.as_str()),
             tags: &plan.tags,
+            template,
         };
         self.check_policies(&super::guardrails::run_instances(query, place, &launch))?;
+        // EC2's system tags, which no request gives (nor any policy sees as a request tag).
+        if let Some(template) = template {
+            let tags = plan.tags.entry("instance".to_owned()).or_default();
+            tags.extend(template.system_tags());
+        }
         if query.dry_run() {
             return Err(ControlError::DryRunOperation);
         }
@@ -149,11 +163,18 @@ impl ControlApi {
             .admits(&instances.iter().collect::<Vec<_>>())?;
         let lifecycle = InstanceChanges {
             lifecycle: Some(Lifecycle::new(Transition::Launch, now)),
+            attributes: Some(attributes),
             ..InstanceChanges::default()
         };
         let changes_json = super::sync::to_json(&lifecycle);
-        // The options were decided on the defaults (HttpTokensEnforced among them).
-        let mut commit = self.decided_on_defaults(crate::store::Commit::default());
+        // The options were decided on the defaults (HttpTokensEnforced among them), the subnet
+        // and groups on the registry's objects.
+        let mut commit = self
+            .decided_on_defaults(crate::store::Commit::default())
+            .unchanged(
+                super::vpc::NETWORK,
+                self.account.revision(super::vpc::NETWORK),
+            );
         for instance in &instances {
             commit = commit.instance(crate::store::InstanceWrite {
                 instance_id: instance.id().to_owned(),
@@ -161,22 +182,24 @@ impl ControlApi {
                 changes: changes_json.clone(),
                 expected: 0,
             });
+            for (subnet, ip) in addresses(instance) {
+                commit = commit.take(&subnet, ip, instance.id());
+            }
         }
         let client_token = token.map(|token| ClientToken {
             token,
             request_sha256,
             instance_ids: instances.iter().map(|i| i.id().to_owned()).collect(),
             created_millis: now as i64,
+            reservation_id: reservation_id.clone(),
+            owner_id: network.owner_id.clone(),
+            expires_millis: None,
         });
         if let Some(token) = &client_token {
             commit = commit.client_token(token.clone());
         }
-        let commit =
-            self.account_write(commit, super::vpc::NETWORK, super::sync::to_json(&network));
         let revision = self.persist(commit).await?;
         self.inventory.set_network(network, &account);
-        self.account
-            .set_revision(super::vpc::NETWORK, revision, &account);
         let snapshots = self.inventory.snapshots.clone();
         let built = tokio::task::spawn_blocking(move || snapshots.build_all(instances))
             .await
@@ -190,9 +213,7 @@ impl ControlApi {
             .collect();
         self.inventory.state.insert(slots.clone())?;
         if let Some(token) = client_token {
-            self.inventory
-                .client_tokens()
-                .insert(token.token.clone(), token);
+            self.inventory.remember_client_token(token);
         }
         tracing::info!(
             reservation = reservation_id,
@@ -205,7 +226,7 @@ impl ControlApi {
     /// What the `ClientToken` `token` launched, here or (kept in the store) before a restart
     /// or through another host; `None` when it was never used.
     async fn launched_with(&self, token: &str) -> Result<Option<ClientToken>, ControlError> {
-        if let Some(known) = self.inventory.client_tokens().get(token).cloned() {
+        if let Some(known) = self.inventory.client_token(token) {
             return Ok(Some(known));
         }
         let Some(store) = &self.store else {
@@ -222,9 +243,7 @@ impl ControlApi {
                 }
             })?;
         if let Some(stored) = &stored {
-            self.inventory
-                .client_tokens()
-                .insert(token.to_owned(), stored.clone());
+            self.inventory.remember_client_token(stored.clone());
         }
         Ok(stored)
     }
@@ -516,6 +535,79 @@ impl ControlApi {
             let snapshot = slot.current();
             let state = super::instances::instance_state(slot, &snapshot, now);
             self.instance_xml(&mut xml, slot, &snapshot.instance, &snapshot.options, state);
+        }
+        xml.close();
+        xml.finish()
+    }
+
+    /// The answer to a retry of the launch that `launched` recorded: its reservation with each
+    /// instance as it is now, or as terminated, with what the request (the same as the first)
+    /// said of it, once EC2 no longer shows it (forgotten an hour after it terminated).
+    fn retried_reservation_xml(
+        &self,
+        query: &QueryRequest,
+        request_id: &str,
+        launched: &ClientToken,
+    ) -> String {
+        let now = self.clock.now_millis();
+        let slots: Vec<(&str, Option<Arc<InstanceSlot>>)> = launched
+            .instance_ids
+            .iter()
+            .map(|id| {
+                let slot = id
+                    .parse::<InstanceId>()
+                    .ok()
+                    .and_then(|id| self.inventory.state.instance(&id));
+                (id.as_str(), slot)
+            })
+            .collect();
+        let first = slots
+            .iter()
+            .find_map(|(_, slot)| slot.as_ref().map(|s| s.current()));
+        let or_first = |kept: &str, of: fn(&crate::fleet::instance::InstanceConfig) -> &str| match (
+            kept, &first,
+        ) {
+            ("", Some(first)) => of(&first.instance.config).to_owned(),
+            (kept, _) => kept.to_owned(),
+        };
+        let reservation = or_first(&launched.reservation_id, |c| &c.reservation_id);
+        let owner = or_first(&launched.owner_id, |c| &c.account_id);
+        let mut xml = Xml::response("RunInstancesResponse", request_id);
+        xml.leaf("reservationId", &reservation)
+            .leaf("ownerId", &owner)
+            .open("groupSet")
+            .close()
+            .open("instancesSet");
+        let terminated = crate::fleet::lifecycle::InstanceState::Terminated;
+        for (index, (id, slot)) in slots.iter().enumerate() {
+            match slot {
+                Some(slot) => {
+                    let snapshot = slot.current();
+                    let state = super::instances::instance_state(slot, &snapshot, now);
+                    self.instance_xml(&mut xml, slot, &snapshot.instance, &snapshot.options, state);
+                }
+                None => {
+                    xml.open("item")
+                        .leaf("instanceId", *id)
+                        .leaf(
+                            "imageId",
+                            query
+                                .get("ImageId")
+                                .unwrap_or(&self.inventory.template.ami_id),
+                        )
+                        .open("instanceState")
+                        .leaf("code", terminated.code())
+                        .leaf("name", terminated.name())
+                        .close()
+                        .leaf("reason", "")
+                        .leaf("amiLaunchIndex", index)
+                        .leaf(
+                            "instanceType",
+                            query.get("InstanceType").unwrap_or("m1.small"),
+                        )
+                        .close();
+                }
+            }
         }
         xml.close();
         xml.finish()

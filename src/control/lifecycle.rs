@@ -1,7 +1,8 @@
 //! `StopInstances`, `StartInstances`, `RebootInstances` and `TerminateInstances` (fleet mode),
 //! with EC2's state machine ([`crate::fleet::lifecycle`]): a stopped or terminated instance
 //! answers no guest but keeps its private addresses (as on EC2: nobody else gets them), a
-//! terminated one gives its addresses back to its subnet and stays visible for an hour. Every change of one request is stored in one transaction before the answer.
+//! terminated one gives its addresses back to its subnet (their rows deleted) and stays visible
+//! for an hour. Every change of one request is stored in one transaction before the answer.
 
 use std::sync::Arc;
 
@@ -53,12 +54,23 @@ impl ControlApi {
         let mut network = (*self.inventory.network()).clone();
         let mut answer = Vec::with_capacity(slots.len());
         let mut changed = Vec::new();
+        let mut commit = crate::store::Commit::default();
         for slot in &slots {
             let snapshot = slot.current();
             let before = instance_state(slot, &snapshot, now);
             let lifecycle = slot.changes().lifecycle;
             let terminated = lifecycle.is_some_and(|l| l.last == Transition::Terminate);
             let stopped = lifecycle.is_some_and(|l| l.last == Transition::Stop);
+            let protected = slot
+                .changes()
+                .attributes
+                .is_some_and(|a| a.disable_api_termination);
+            if transition == Transition::Terminate && protected && !terminated {
+                return Err(ControlError::OperationNotPermitted(format!(
+                    "The instance '{}' may not be terminated. Modify its 'disableApiTermination' instance attribute and try again.",
+                    slot.id()
+                )));
+            }
             let effect = match (transition, terminated, stopped) {
                 (Transition::Terminate, true, _) => None,
                 (_, true, _) => {
@@ -78,6 +90,7 @@ impl ControlApi {
                 if transition == Transition::Terminate {
                     for (subnet, ip) in super::launch::addresses(&snapshot.instance) {
                         network.release(&subnet, ip);
+                        commit = commit.release(&subnet, ip, slot.id().as_str());
                     }
                 }
                 changed.push((slot.clone(), changes));
@@ -87,12 +100,9 @@ impl ControlApi {
         if query.dry_run() {
             return Err(ControlError::DryRunOperation);
         }
-        let mut commit = crate::store::Commit::default();
         for (slot, changes) in &changed {
             commit = commit.instance(super::sync::instance_write(slot, changes));
         }
-        let commit =
-            self.account_write(commit, super::vpc::NETWORK, super::sync::to_json(&network));
         let revision = self.persist(commit).await?;
         for (slot, changes) in changed {
             let held = slot.guard_in(&locks).expect("every slot changed is locked");
@@ -105,10 +115,14 @@ impl ControlApi {
         }
         drop(locks);
         self.inventory.set_network(network, &account);
-        self.account
-            .set_revision(super::vpc::NETWORK, revision, &account);
+        let action = match transition {
+            Transition::Launch => "RunInstances",
+            Transition::Start => "StartInstances",
+            Transition::Stop => "StopInstances",
+            Transition::Terminate => "TerminateInstances",
+        };
         tracing::info!(
-            ?transition,
+            action,
             instances = answer.len(),
             "instance lifecycle changed"
         );

@@ -65,7 +65,7 @@ impl QueryRequest {
     }
 
     /// Indexes `params`, in linear time.
-    fn from_params(params: Vec<(String, String)>) -> QueryRequest {
+    pub(super) fn from_params(params: Vec<(String, String)>) -> QueryRequest {
         let mut request = QueryRequest {
             first: HashMap::with_capacity(params.len()),
             repeated: None,
@@ -238,6 +238,23 @@ impl QueryRequest {
                 Ok((name, values.into_iter().map(str::to_owned).collect()))
             })
             .collect()
+    }
+
+    /// Every parameter whose name starts with `prefix` and a dot, that start cut off, in
+    /// order (a scan of every parameter: for actions that take a whole structure).
+    pub fn under(&self, prefix: &str) -> Vec<(String, String)> {
+        self.params
+            .iter()
+            .filter_map(|(name, value)| {
+                let rest = name.strip_prefix(prefix)?.strip_prefix('.')?;
+                Some((rest.to_owned(), value.clone()))
+            })
+            .collect()
+    }
+
+    /// Every parameter, in order.
+    pub fn params(&self) -> &[(String, String)] {
+        &self.params
     }
 
     /// Every parameter but `name`, in order.

@@ -77,7 +77,9 @@ impl ControlApi {
             .into_iter()
             .map(|(slot, base)| {
                 let before = slot.current().instance.clone();
-                let instance = self.layer(&slot.changes(), base);
+                let changes = slot.changes();
+                changes.log_shadowed(&base);
+                let instance = self.layer(&changes, base);
                 (slot, before, instance)
             })
             .collect();
@@ -109,11 +111,17 @@ impl ControlApi {
             self.inventory.forget_unplaced(instance.id());
         }
         let mut network = (*self.inventory.network()).clone();
+        let mut released = Vec::new();
         for slot in &dropped {
             self.inventory
                 .keep_unplaced(slot.id().to_string(), slot.changes(), slot.revision());
             for (subnet, ip) in super::launch::addresses(&slot.current().instance) {
                 network.release(&subnet, ip);
+                released.push(crate::store::AddressWrite::new(
+                    &subnet,
+                    ip,
+                    slot.id().as_str(),
+                ));
             }
             tracing::info!(instance = %slot.id(), "the config file no longer lists this instance: it is not served any more");
         }
@@ -133,6 +141,7 @@ impl ControlApi {
             for (subnet, ip) in super::launch::addresses(before) {
                 if !now.contains(&(subnet.clone(), ip)) {
                     network.release(&subnet, ip);
+                    released.push(crate::store::AddressWrite::new(&subnet, ip, before.id()));
                 }
             }
         }
@@ -147,7 +156,7 @@ impl ControlApi {
         drop(locks);
         self.inventory.set_network(network, &account);
         self.inventory.set_file_instances(listed, &account);
-        if let Err(error) = self.store_registry(&mut account).await {
+        if let Err(error) = self.store_registry(&mut account, released).await {
             tracing::warn!(%error, "the addresses the reloaded file holds could not be stored yet: other hosts learn them at the next registry write");
         }
         self.inventory.notify_applied();

@@ -91,6 +91,12 @@ impl ControlApi {
                 .map_err(|error| refused(error, "a new token key could not be stored"))?;
         let number = generation.number;
         self.account.learn_token_generations(vec![generation], now);
+        if let Some(store) = self.store.as_deref() {
+            // The generations every host has retired leave the store with this rotation.
+            if let Err(error) = crate::fleet::keys::prune_token_generations(store, now).await {
+                tracing::debug!(%error, "retired token key generations stay stored until the next rotation");
+            }
+        }
         tracing::warn!(
             generation = number,
             "session token key rotated: new tokens are sealed with the new key; older ones stay valid until they expire"

@@ -165,6 +165,16 @@ impl ControlKeys {
     }
 }
 
+/// The region a SigV4-signed request is scoped to (its `Credential=KEY/DATE/REGION/...`),
+/// signed with the control keys or not.
+pub fn scope_region(parts: &Parts) -> Option<&str> {
+    let authorization = header(parts, "authorization")?.strip_prefix("AWS4-HMAC-SHA256 ")?;
+    let credential = authorization
+        .split(',')
+        .find_map(|field| field.trim().strip_prefix("Credential="))?;
+    credential.split('/').nth(2)
+}
+
 fn header<'p>(parts: &'p Parts, name: &str) -> Option<&'p str> {
     parts.headers.get(name).and_then(|v| v.to_str().ok())
 }

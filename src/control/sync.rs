@@ -4,18 +4,23 @@
 //! - **Writing.** Every write names the revision of each row as this process last saw it; a
 //!   write that raced another host's is refused by the store as a whole ([`StoreError::Conflict`]),
 //!   so no acknowledged change is ever overwritten. The request is then retried from the top
-//!   on the newer state (at most [`ATTEMPTS`] times), which is what a user would have done.
+//!   on the newer state, after a random wait that grows with the attempts (up to
+//!   [`MAX_RETRY_WAIT`]), until it is made or [`RETRY_DEADLINE`] has passed: writers racing on
+//!   one row from several hosts take turns, and are answered, not refused.
 //! - **Learning.** [`ControlApi::catch_up`] loads every row newer than the newest revision
 //!   seen and applies it: instance changes under the instance's change lock (a row already
 //!   applied, e.g. this process's own, is skipped), instances launched elsewhere built and added,
-//!   account values and token key generations swapped in. [`ControlApi::follow_store`] runs it
-//!   at each hint of the store (a PostgreSQL notification, a reconnection) and at a slow poll.
+//!   account values and token key generations swapped in, addresses taken marked in use,
+//!   deletions (tombstones) applied: instances forgotten, addresses given back. A row that does
+//!   not parse is reported and skipped. [`ControlApi::follow_store`] runs it at each hint of the
+//!   store (a PostgreSQL notification, a reconnection) and at a slow poll.
 //! - **Away.** While the store is unreachable, writes fail at once with `Unavailable` (503) and
 //!   nothing changes; reads and guests are answered from memory.
 
+use std::collections::BTreeSet;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use super::error::ControlError;
 use super::query::QueryRequest;
@@ -24,14 +29,22 @@ use crate::fleet::changes::InstanceChanges;
 use crate::fleet::instance::{Instance, InstanceConfig};
 use crate::fleet::instance_id::InstanceId;
 use crate::fleet::lock_order::{AccountGuard, Unlocked};
+use crate::fleet::network::Network;
 use crate::fleet::state::InstanceSlot;
-use crate::store::{Changed, Commit, Health, InstanceWrite, StoreError, StoredInstance};
+use crate::store::{
+    AddressWrite, Changed, Commit, Deleted, Health, InstanceWrite, StoreError, StoredInstance,
+};
 
-/// How often a request that raced other hosts' changes is tried.
+/// How long a request that raced other hosts' changes is retried before it is answered
+/// `Unavailable` (well within the AWS CLI's and SDKs' 60 s read timeout).
+const RETRY_DEADLINE: Duration = Duration::from_secs(20);
+/// The first retry waits a random part of this; each next one up to twice as long, at most
+/// [`MAX_RETRY_WAIT`]: hosts racing for one row take turns instead of colliding again.
+const FIRST_RETRY_WAIT: Duration = Duration::from_millis(2);
+/// The longest a retry waits.
+const MAX_RETRY_WAIT: Duration = Duration::from_millis(100);
+/// How often the registry is stored again when another host stored it meanwhile.
 const ATTEMPTS: u32 = 30;
-/// The most a retry waits (a random part of it, growing with the attempts), so hosts racing
-/// for one row take turns instead of colliding again.
-const MAX_RETRY_WAIT: Duration = Duration::from_millis(50);
 /// How often the store is read without a hint: a backstop for a lost notification.
 const POLL_SHARED: Duration = Duration::from_secs(30);
 /// How often the embedded store is read (other processes, e.g. `imds cert`, may write keys).
@@ -57,6 +70,10 @@ impl ControlApi {
     pub(super) async fn persist(&self, commit: Commit) -> Result<i64, ControlError> {
         let Some(store) = &self.store else {
             return Ok(0);
+        };
+        let commit = Commit {
+            at_millis: self.clock.now_millis() as i64,
+            ..commit
         };
         match store.commit(commit).await {
             Ok(revision) => Ok(revision),
@@ -94,20 +111,29 @@ impl ControlApi {
         query: &QueryRequest,
         request_id: &str,
     ) -> Result<String, ControlError> {
-        let mut attempt = 1;
+        let deadline = Instant::now() + RETRY_DEADLINE;
+        let mut most = FIRST_RETRY_WAIT;
         loop {
             // Each attempt is a task of its own in the lock order: it holds no lock in between.
             let mut order = Unlocked::task();
             match self.dispatch(query, request_id, &mut order).await {
-                Err(ControlError::Conflict(what)) if attempt < ATTEMPTS => {
-                    let most = (MAX_RETRY_WAIT / ATTEMPTS) * attempt;
-                    let wait = rand::random::<f64>() * most.as_secs_f64();
-                    tokio::time::sleep(Duration::from_secs_f64(wait)).await;
-                    attempt += 1;
+                Err(ControlError::Conflict(what)) if Instant::now() < deadline => {
+                    self.store_stats.conflict_retried();
+                    let wait = most.mul_f64(rand::random::<f64>());
+                    most = (most * 2).min(MAX_RETRY_WAIT);
+                    tokio::time::sleep(wait).await;
                     if let Err(error) = self.catch_up().await {
                         tracing::warn!(%error, what, "cannot load the newer state to retry on");
                         return Err(ControlError::Unavailable(error.to_string()));
                     }
+                }
+                Err(ControlError::Conflict(what)) => {
+                    tracing::warn!(
+                        what,
+                        "a control change kept racing other hosts' changes for {} s: refused",
+                        RETRY_DEADLINE.as_secs()
+                    );
+                    return Err(ControlError::Conflict(what));
                 }
                 other => return other,
             }
@@ -146,7 +172,7 @@ impl ControlApi {
             return String::new();
         };
         let up = u8::from(store.health() == Health::Up);
-        format!(
+        let mut out = format!(
             "# HELP imds_store_up Whether the store takes writes (0: unreachable; guests are still served).\n\
              # TYPE imds_store_up gauge\n\
              imds_store_up {up}\n\
@@ -154,7 +180,9 @@ impl ControlApi {
              # TYPE imds_store_revision gauge\n\
              imds_store_revision {}\n",
             self.seen.load(Ordering::Acquire)
-        )
+        );
+        self.store_stats.render(&mut out);
+        out
     }
 
     /// Follows the store until the process ends: catches up at each hint and at a slow poll.
@@ -195,23 +223,41 @@ impl ControlApi {
         }
         let mut order = Unlocked::task();
         let mut account = self.account.lock(&mut order).await;
-        if let Err(error) = self.store_registry(&mut account).await {
+        if let Err(error) = self.store_registry(&mut account, Vec::new()).await {
             tracing::warn!(%error, "the addresses of this host's file instances could not be stored yet; they are at the next registry write");
         }
     }
 
-    /// Stores the network registry as this host holds it (its file instances' addresses
-    /// marked in use, merged with what other hosts stored), so that every host sees them
-    /// before it launches; on another host's newer registry, catches up and tries again.
+    /// Stores the network registry's objects as this host holds them (with its file instances'
+    /// networks, merged with what other hosts stored), the addresses its file instances hold,
+    /// and gives back `released` (addresses file instances no longer hold), so that every host
+    /// sees them before it launches; on another host's newer registry, catches up and tries
+    /// again.
     pub(super) async fn store_registry(
         &self,
         account: &mut AccountGuard<'_>,
+        released: Vec<AddressWrite>,
     ) -> Result<(), ControlError> {
         let mut attempt = 1;
         loop {
             let network = self.inventory.network();
-            let commit =
-                self.account_write(Commit::default(), super::vpc::NETWORK, to_json(&*network));
+            let mut commit = self.account_write(
+                Commit {
+                    released: released.clone(),
+                    ..Commit::default()
+                },
+                super::vpc::NETWORK,
+                to_json(&*network),
+            );
+            let from_file = self.inventory.file_instances();
+            for slot in self.inventory.state.instances() {
+                let holds = slot.changes().lifecycle.is_none_or(|l| l.holds_addresses());
+                if from_file.contains(slot.id()) && holds {
+                    for (subnet, ip) in super::launch::addresses(&slot.current().instance) {
+                        commit = commit.publish(&subnet, ip, slot.id().as_str());
+                    }
+                }
+            }
             match self.persist(commit).await {
                 Ok(revision) => {
                     self.account
@@ -264,9 +310,12 @@ impl ControlApi {
     /// Applies what another writer stored, under the account lock.
     async fn learn(&self, changed: Changed, account: &mut AccountGuard<'_>) -> usize {
         let mut applied = 0;
-        // The registry is merged with the addresses held here once the instance rows are
-        // applied: an instance terminated in this batch holds none.
-        let mut network = None;
+        // The registry: its objects as another host stored them (when they changed), with the
+        // addresses in use this process knows, changed by the rows learned and merged with
+        // the addresses held here once the instance rows are applied (an instance terminated
+        // in this batch holds none).
+        let current = self.inventory.network();
+        let mut network: Option<Network> = None;
         for value in changed.account {
             if value.revision <= self.account.revision(&value.name) {
                 continue;
@@ -275,18 +324,22 @@ impl ControlApi {
                 DEFAULTS => serde_json::from_str(&value.value)
                     .map(|defaults| self.account.set_defaults(defaults, account)),
                 super::vpc::NETWORK => {
-                    serde_json::from_str(&value.value).map(|n| network = Some(n))
+                    serde_json::from_str::<Network>(&value.value).map(|mut learned| {
+                        learned.adopt_pools(&current);
+                        network = Some(learned);
+                    })
                 }
+                super::launch_templates::TEMPLATES => serde_json::from_str(&value.value)
+                    .map(|templates| self.account.set_templates(templates, account)),
                 _ => continue,
             };
+            self.account
+                .set_revision(&value.name, value.revision, account);
             match learned {
-                Ok(()) => {
-                    self.account
-                        .set_revision(&value.name, value.revision, account);
-                    applied += 1;
-                }
+                Ok(()) => applied += 1,
                 Err(error) => {
-                    tracing::error!(name = value.name, %error, "a stored account value is unreadable; not applied")
+                    self.store_stats.corrupt_rows(1);
+                    tracing::warn!(name = value.name, %error, "a stored account value is unreadable: skipped (a later change replaces it)")
                 }
             }
         }
@@ -297,20 +350,61 @@ impl ControlApi {
             self.account
                 .learn_token_generations(generations, self.clock.now_millis());
         }
+        // Deletions: instances forgotten elsewhere are forgotten here; after pruned tombstones,
+        // every launched instance the complete load does not have.
+        let mut forgotten: Vec<InstanceId> = Vec::new();
+        let mut released = Vec::new();
+        for tombstone in &changed.tombstones {
+            match &tombstone.deleted {
+                Deleted::Instance(id) => forgotten.extend(id.parse::<InstanceId>().ok()),
+                Deleted::Address { subnet_id, address } => released.push((subnet_id, address)),
+            }
+        }
+        if changed.complete {
+            let stored: BTreeSet<&str> = changed
+                .instances
+                .iter()
+                .map(|row| row.instance_id.as_str())
+                .collect();
+            let from_file = self.inventory.file_instances();
+            forgotten.extend(
+                self.inventory
+                    .state
+                    .instances()
+                    .into_iter()
+                    .map(|slot| slot.id().clone())
+                    .filter(|id| !from_file.contains(id) && !stored.contains(id.as_str())),
+            );
+        }
+        if !forgotten.is_empty() {
+            let ids: Vec<String> = forgotten.iter().map(ToString::to_string).collect();
+            self.inventory.forget_gone_unserved(&ids);
+            applied += self.forget_in_memory(&forgotten, account);
+            tracing::info!(
+                instances = forgotten.len(),
+                "terminated instances forgotten through another host"
+            );
+        }
         let mut lifecycles = false;
         let mut launched = Vec::new();
         for row in changed.instances {
             let Ok(id) = row.instance_id.parse::<InstanceId>() else {
-                tracing::error!(
+                self.store_stats.corrupt_rows(1);
+                tracing::warn!(
                     instance = row.instance_id,
-                    "a stored instance id is malformed; skipped"
+                    "a stored instance id is malformed: skipped"
                 );
                 continue;
             };
             let changes: InstanceChanges = match serde_json::from_str(&row.changes) {
                 Ok(changes) => changes,
                 Err(error) => {
-                    tracing::error!(instance = row.instance_id, %error, "stored changes are unreadable; not applied");
+                    self.store_stats.corrupt_rows(1);
+                    tracing::warn!(instance = row.instance_id, %error, "stored changes are unreadable: skipped (a later change replaces them)");
+                    if let Some(slot) = self.inventory.state.instance(&id) {
+                        let held = slot.lock(account).await;
+                        slot.set_revision(row.revision.max(slot.revision()), &held);
+                    }
                     continue;
                 }
             };
@@ -354,7 +448,19 @@ impl ControlApi {
                 tracing::error!(%conflict, "learned lifecycles are not indexed: an address would have two instances");
             }
         }
-        if let Some(mut network) = network {
+        let addresses_changed =
+            changed.complete || !released.is_empty() || !changed.addresses.is_empty();
+        if network.is_some() || addresses_changed {
+            let mut network = network.unwrap_or_else(|| (*current).clone());
+            if changed.complete {
+                network.clear_pools();
+            }
+            for (subnet_id, address) in released {
+                super::vpc::release_stored(&mut network, subnet_id, address);
+            }
+            for row in &changed.addresses {
+                super::vpc::mark_stored(&mut network, &row.subnet_id, &row.address);
+            }
             self.learn_network(&mut network);
             self.inventory.set_network(network, account);
         }
@@ -364,7 +470,7 @@ impl ControlApi {
     /// Merges a registry another host stored with what this host's live instances hold: the
     /// addresses it lacks (this host's file instances, which the other host does not know) are
     /// marked again, and reported, never dropped.
-    fn learn_network(&self, network: &mut crate::fleet::network::Network) {
+    fn learn_network(&self, network: &mut Network) {
         let missing = super::vpc::mark_held(network, &self.inventory.state);
         if !missing.is_empty() {
             tracing::warn!(
@@ -388,12 +494,20 @@ impl ControlApi {
             .lifecycle
             .is_some_and(|l| l.is_gone(self.clock.now_millis()))
         {
+            // Not served; its rows go at the next sweep (whichever host sweeps first).
+            self.inventory
+                .keep_gone_unserved(row.instance_id.clone(), row.revision);
             return None;
         }
-        let built = serde_json::from_str::<InstanceConfig>(config)
-            .map_err(|e| e.to_string())
-            .and_then(|config| Instance::new(config).map_err(|e| e.to_string()));
-        match built {
+        let config = match serde_json::from_str::<InstanceConfig>(config) {
+            Ok(config) => config,
+            Err(error) => {
+                self.store_stats.corrupt_rows(1);
+                tracing::warn!(instance = row.instance_id, %error, "a stored launched instance is unreadable: skipped");
+                return None;
+            }
+        };
+        match Instance::new(config) {
             Ok(instance) => Some(self.layer(changes, instance)),
             Err(error) => {
                 tracing::error!(instance = row.instance_id, %error, "a stored launched instance is not valid; not served");

@@ -1,7 +1,8 @@
 //! The networking objects instances launch into: `DescribeVpcs`, `CreateSubnet`,
 //! `DeleteSubnet`, `DescribeSubnets`, `CreateSecurityGroup`, `DeleteSecurityGroup` and
 //! `DescribeSecurityGroups`, over the region's [`Network`] registry. A change is made on a
-//! copy under the change lock, stored whole (the account value `network`), then swapped in.
+//! copy under the change lock, stored whole (the account value `network`: its objects; the
+//! addresses in use are rows of their own), then swapped in.
 
 use std::sync::Arc;
 
@@ -18,10 +19,13 @@ pub(super) const NETWORK: &str = "network";
 
 /// The registry to start from: the stored one, else the default one of the first instance's
 /// region; either way with every live instance's network objects and addresses in it. The
-/// stored addresses in use stay in use: another host's file instances may hold them (an
-/// instance leaves the file through a reload, which frees its addresses for every host).
+/// stored addresses in use (`addresses`) stay in use: other hosts' instances may hold them (an
+/// instance leaves a host's file through a reload, which frees its addresses for every host).
+/// A host `shared` with others looks for free addresses from a random place of each subnet.
 pub(super) fn initial_network(
     stored: Option<Network>,
+    addresses: &[crate::store::StoredAddress],
+    shared: bool,
     state: &State,
     template: &crate::fleet::instance::InstanceConfig,
 ) -> Arc<Network> {
@@ -32,8 +36,40 @@ pub(super) fn initial_network(
                 .expect("the built-in instance is valid"),
         ),
     });
+    // The rows say which addresses are in use (an older imds's pools were migrated to them).
+    network.clear_pools();
+    for row in addresses {
+        mark_stored(&mut network, &row.subnet_id, &row.address);
+    }
     mark_held(&mut network, state);
+    if shared {
+        network.spread_allocations(rand::random::<u64>().max(1));
+    }
     Arc::new(network)
+}
+
+/// Marks the stored address `address` of `subnet_id` in use; one that does not parse or is
+/// outside the registry's subnets is left out, at debug level (a subnet another host's file
+/// instances live in, which it stores with its registry).
+pub(super) fn mark_stored(network: &mut Network, subnet_id: &str, address: &str) {
+    let marked = address
+        .parse::<std::net::IpAddr>()
+        .map_err(|e| e.to_string())
+        .and_then(|ip| {
+            network
+                .mark_in_use(subnet_id, ip)
+                .map_err(|e| e.to_string())
+        });
+    if let Err(error) = marked {
+        tracing::debug!(subnet = subnet_id, address, %error, "a stored address in use is not counted");
+    }
+}
+
+/// Gives the stored address `address` of `subnet_id` back (its row was deleted).
+pub(super) fn release_stored(network: &mut Network, subnet_id: &str, address: &str) {
+    if let Ok(ip) = address.parse::<std::net::IpAddr>() {
+        network.release(subnet_id, ip);
+    }
 }
 
 /// Records in `network` every address a live instance of `state` holds (the fleet index owns
@@ -67,13 +103,21 @@ impl ControlApi {
         edit: impl FnOnce(&mut Network) -> Result<T, ControlError>,
     ) -> Result<T, ControlError> {
         let account = self.account.lock(order).await;
-        let mut network = (*self.inventory.network()).clone();
+        let before = self.inventory.network();
+        let mut network = (*before).clone();
         let out = edit(&mut network)?;
-        let commit = self.account_write(
+        let mut commit = self.account_write(
             crate::store::Commit::default(),
             NETWORK,
             super::sync::to_json(&network),
         );
+        // A subnet deleted must still have no address in use when this commits (a launch
+        // through another host may have taken one since this host last learned).
+        for subnet in before.subnets() {
+            if network.subnet(&subnet.id).is_err() {
+                commit = commit.vacant(&subnet.id);
+            }
+        }
         let revision = self.persist(commit).await?;
         self.inventory.set_network(network, &account);
         self.account.set_revision(NETWORK, revision, &account);
@@ -100,6 +144,12 @@ impl ControlApi {
                 "is-default",
                 "cidr",
                 "cidr-block-association.cidr-block",
+                "cidr-block-association.association-id",
+                "cidr-block-association.state",
+                "ipv6-cidr-block-association.ipv6-cidr-block",
+                "ipv6-cidr-block-association.association-id",
+                "ipv6-cidr-block-association.state",
+                "ipv6-cidr-block-association.ipv6-pool",
                 "state",
                 "owner-id",
                 "dhcp-options-id",
@@ -123,9 +173,26 @@ impl ControlApi {
                 "cidr-block-association.cidr-block" => {
                     vpc.cidrs.iter().map(ToString::to_string).collect()
                 }
+                "cidr-block-association.association-id" => (0..vpc.cidrs.len())
+                    .map(|index| vpc.cidr_association_id(index))
+                    .collect(),
+                "ipv6-cidr-block-association.ipv6-cidr-block" => {
+                    vpc.ipv6_cidrs.iter().map(ToString::to_string).collect()
+                }
+                "ipv6-cidr-block-association.association-id" => (0..vpc.ipv6_cidrs.len())
+                    .map(|index| vpc.ipv6_association_id(index))
+                    .collect(),
+                "cidr-block-association.state" => vec!["associated".into()],
+                "ipv6-cidr-block-association.state" if !vpc.ipv6_cidrs.is_empty() => {
+                    vec!["associated".into()]
+                }
+                "ipv6-cidr-block-association.ipv6-pool" if !vpc.ipv6_cidrs.is_empty() => {
+                    vec!["Amazon".into()]
+                }
                 "state" => vec!["available".into()],
                 "owner-id" => vec![network.owner_id.clone()],
-                _ => vec![vpc.dhcp_options_id.clone()],
+                "dhcp-options-id" => vec![vpc.dhcp_options_id.clone()],
+                _ => Vec::new(),
             });
             if shown {
                 xml.open("item");
@@ -216,7 +283,12 @@ impl ControlApi {
                 "cidr",
                 "cidrBlock",
                 "ipv6-cidr-block-association.ipv6-cidr-block",
+                "ipv6-cidr-block-association.association-id",
+                "ipv6-cidr-block-association.state",
                 "map-public-ip-on-launch",
+                "available-ip-address-count",
+                "subnet-arn",
+                "ipv6-native",
                 "state",
                 "owner-id",
             ],
@@ -236,10 +308,26 @@ impl ControlApi {
                 "ipv6-cidr-block-association.ipv6-cidr-block" => {
                     subnet.ipv6_cidr.iter().map(ToString::to_string).collect()
                 }
+                "ipv6-cidr-block-association.association-id" => subnet
+                    .ipv6_cidr
+                    .map(|_| subnet.ipv6_association_id())
+                    .into_iter()
+                    .collect(),
+                "ipv6-cidr-block-association.state" => subnet
+                    .ipv6_cidr
+                    .map(|_| "associated".to_owned())
+                    .into_iter()
+                    .collect(),
                 "map-public-ip-on-launch" => vec![subnet.map_public_ip_on_launch.to_string()],
+                "available-ip-address-count" => {
+                    vec![subnet.available_ip_address_count().to_string()]
+                }
+                "subnet-arn" => vec![subnet_arn(&network, subnet)],
+                "ipv6-native" => vec!["false".into()],
                 "state" => vec!["available".into()],
                 "owner-id" => vec![network.owner_id.clone()],
-                _ => vec![subnet.cidr.to_string()],
+                "cidr-block" | "cidr" | "cidrBlock" => vec![subnet.cidr.to_string()],
+                _ => Vec::new(),
             });
             if shown {
                 xml.open("item");
@@ -356,6 +444,8 @@ impl ControlApi {
                 "vpc-id",
                 "description",
                 "owner-id",
+                "egress.ip-permission.cidr",
+                "egress.ip-permission.protocol",
             ],
         )?;
         let mut xml = Xml::response("DescribeSecurityGroupsResponse", request_id);
@@ -372,7 +462,10 @@ impl ControlApi {
                 "group-name" => vec![group.name.clone()],
                 "vpc-id" => vec![group.vpc_id.clone()],
                 "description" => vec![group.description.clone()],
-                _ => vec![network.owner_id.clone()],
+                "owner-id" => vec![network.owner_id.clone()],
+                "egress.ip-permission.cidr" => vec!["0.0.0.0/0".into()],
+                "egress.ip-permission.protocol" => vec!["-1".into()],
+                _ => Vec::new(),
             });
             if shown {
                 xml.open("item");
@@ -446,35 +539,36 @@ fn subnet_xml(xml: &mut Xml, network: &Network, subnet: &Subnet) {
             .close();
     }
     xml.close();
-    xml.leaf(
-        "subnetArn",
-        format!(
-            "arn:{}:ec2:{}:{}:subnet/{}",
-            network.partition, network.region, network.owner_id, subnet.id
-        ),
-    )
-    .leaf("enableDns64", false)
-    .leaf("ipv6Native", false)
-    .open("privateDnsNameOptionsOnLaunch")
-    .leaf("hostnameType", "ip-name")
-    .leaf("enableResourceNameDnsARecord", false)
-    .leaf("enableResourceNameDnsAAAARecord", false)
-    .close()
-    .open("blockPublicAccessStates")
-    .leaf("internetGatewayBlockMode", "off")
-    .close()
-    .leaf("subnetId", &subnet.id)
-    .leaf("state", "available")
-    .leaf("vpcId", &subnet.vpc_id)
-    .leaf("cidrBlock", subnet.cidr)
-    .leaf(
-        "availableIpAddressCount",
-        subnet.available_ip_address_count(),
-    )
-    .leaf("availabilityZone", &subnet.availability_zone)
-    .leaf("defaultForAz", subnet.default_for_az)
-    .leaf("mapPublicIpOnLaunch", subnet.map_public_ip_on_launch);
+    xml.leaf("subnetArn", subnet_arn(network, subnet))
+        .leaf("enableDns64", false)
+        .leaf("ipv6Native", false)
+        .open("privateDnsNameOptionsOnLaunch")
+        .leaf("hostnameType", "ip-name")
+        .leaf("enableResourceNameDnsARecord", false)
+        .leaf("enableResourceNameDnsAAAARecord", false)
+        .close()
+        .open("blockPublicAccessStates")
+        .leaf("internetGatewayBlockMode", "off")
+        .close()
+        .leaf("subnetId", &subnet.id)
+        .leaf("state", "available")
+        .leaf("vpcId", &subnet.vpc_id)
+        .leaf("cidrBlock", subnet.cidr)
+        .leaf(
+            "availableIpAddressCount",
+            subnet.available_ip_address_count(),
+        )
+        .leaf("availabilityZone", &subnet.availability_zone)
+        .leaf("defaultForAz", subnet.default_for_az)
+        .leaf("mapPublicIpOnLaunch", subnet.map_public_ip_on_launch);
     tag_set(xml, &subnet.tags);
+}
+
+fn subnet_arn(network: &Network, subnet: &Subnet) -> String {
+    format!(
+        "arn:{}:ec2:{}:{}:subnet/{}",
+        network.partition, network.region, network.owner_id, subnet.id
+    )
 }
 
 fn group_xml(xml: &mut Xml, network: &Network, group: &SecurityGroup) {
@@ -556,15 +650,29 @@ pub(super) fn tag_specifications(
 pub(super) struct Filters(Vec<(String, Vec<String>)>);
 
 impl Filters {
-    /// The request's filters; `InvalidParameterValue` for a name not in `known`.
+    /// The request's filters, each by its documented name; `InvalidParameterValue` for a
+    /// name EC2 does not take (see [`canonical_filter`]).
     pub(super) fn new(query: &QueryRequest, known: &[&str]) -> Result<Filters, ControlError> {
-        let filters = query.filters()?;
-        for (name, _) in &filters {
-            if !known.contains(&name.as_str()) && !name.starts_with("tag:") && name != "tag-key" {
-                return Err(ControlError::InvalidFilter(name.clone()));
-            }
-        }
+        let filters = query
+            .filters()?
+            .into_iter()
+            .map(|(name, values)| Ok((canonical_filter(&name, known)?, values)))
+            .collect::<Result<_, ControlError>>()?;
         Ok(Filters(filters))
+    }
+
+    /// [`Filters::new`] for an action whose answers carry no tags (`DescribeInstanceStatus`):
+    /// `tag:KEY`, `tag-key` and `tag-value` are EC2's `InvalidParameterValue` as well.
+    pub(super) fn untagged(query: &QueryRequest, known: &[&str]) -> Result<Filters, ControlError> {
+        let filters = Filters::new(query, known)?;
+        match filters
+            .0
+            .iter()
+            .find(|(name, _)| !known.contains(&name.as_str()))
+        {
+            Some((name, _)) => Err(ControlError::InvalidFilter(name.clone())),
+            None => Ok(filters),
+        }
     }
 
     /// Whether every filter has a value matching one of the resource's: `field(name)` gives
@@ -575,6 +683,8 @@ impl Filters {
                 tags.get(key).cloned().into_iter().collect()
             } else if name == "tag-key" {
                 tags.keys().cloned().collect()
+            } else if name == "tag-value" {
+                tags.values().cloned().collect()
             } else {
                 field(name)
             };
@@ -585,8 +695,34 @@ impl Filters {
     }
 }
 
+/// The documented name of filter `name` among `known` (plus `tag:KEY`, `tag-key` and
+/// `tag-value`, which every Describe action takes): itself, or the name its legacy camelCase
+/// spelling stands for (`isDefault` for `is-default`, `availabilityZone`, `defaultForAz`),
+/// which EC2 still takes; any other name is EC2's `InvalidParameterValue`.
+pub(super) fn canonical_filter(name: &str, known: &[&str]) -> Result<String, ControlError> {
+    if name.starts_with("tag:") || known.contains(&name) || name == "tag-key" {
+        return Ok(name.to_owned());
+    }
+    let mut kebab = String::with_capacity(name.len() + 4);
+    for c in name.chars() {
+        if c.is_ascii_uppercase() {
+            kebab.push('-');
+            kebab.push(c.to_ascii_lowercase());
+        } else {
+            kebab.push(c);
+        }
+    }
+    if kebab != name && (known.contains(&kebab.as_str()) || kebab == "tag-key") {
+        return Ok(kebab);
+    }
+    if name == "tag-value" || kebab == "tag-value" {
+        return Ok("tag-value".to_owned());
+    }
+    Err(ControlError::InvalidFilter(name.to_owned()))
+}
+
 /// EC2's filter wildcards: `*` any run of characters, `?` any one.
-fn glob(pattern: &str, text: &str) -> bool {
+pub(super) fn glob(pattern: &str, text: &str) -> bool {
     let (p, t): (Vec<char>, Vec<char>) = (pattern.chars().collect(), text.chars().collect());
     let (mut pi, mut ti) = (0, 0);
     let mut star: Option<(usize, usize)> = None;
@@ -624,7 +760,31 @@ pub(super) fn done(root: &'static str, request_id: &str) -> String {
 
 #[cfg(test)]
 mod tests {
-    use super::glob;
+    use super::{canonical_filter, glob};
+
+    #[test]
+    fn legacy_camel_case_filter_names_stand_for_the_documented_ones() {
+        let known = ["is-default", "availability-zone", "vpc-id"];
+        for (given, canonical) in [
+            ("isDefault", "is-default"),
+            ("is-default", "is-default"),
+            ("availabilityZone", "availability-zone"),
+            ("vpcId", "vpc-id"),
+            ("tag:Name", "tag:Name"),
+            ("tagKey", "tag-key"),
+            ("tag-value", "tag-value"),
+        ] {
+            assert_eq!(canonical_filter(given, &known).unwrap(), canonical);
+        }
+        for unknown in ["isdefault", "IsDefault", "is_default", "default", ""] {
+            let refused = canonical_filter(unknown, &known).unwrap_err();
+            assert_eq!(refused.code(), "InvalidParameterValue", "{unknown}");
+            assert_eq!(
+                refused.to_string(),
+                format!("The filter '{unknown}' is invalid")
+            );
+        }
+    }
 
     #[test]
     fn filter_wildcards_match_like_ec2s() {

@@ -54,6 +54,13 @@ fn every_path() -> String {
     "*".into()
 }
 
+/// Most faults set on one instance at once: every matching guest request tries them in order.
+pub const MAX_FAULTS: usize = 50;
+/// Longest path pattern, in bytes (EC2 paths are far shorter).
+pub const MAX_PATH: usize = 1024;
+/// Longest fault id, in bytes.
+pub const MAX_ID: usize = 64;
+
 /// A fault that cannot be set as given.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{0}")]
@@ -95,6 +102,16 @@ impl FaultConfig {
         }
         if !self.path.starts_with('/') && self.path != "*" {
             return bad("path must start with / (or be *)");
+        }
+        if self.path.len() > MAX_PATH {
+            return Err(BadFault(format!("path must be at most {MAX_PATH} bytes")));
+        }
+        if self
+            .id
+            .as_ref()
+            .is_some_and(|id| id.is_empty() || id.len() > MAX_ID)
+        {
+            return Err(BadFault(format!("a fault id must be 1 to {MAX_ID} bytes")));
         }
         if let Some(method) = &self.method {
             if !matches!(method.as_str(), "GET" | "PUT" | "HEAD" | "POST" | "DELETE") {
@@ -173,9 +190,14 @@ impl FaultSet {
     }
 
     /// This set plus `config` (validated, tried last); the faults already set keep their
-    /// counts. An id already in use is refused.
+    /// counts. An id already in use is refused, and so is a fault past [`MAX_FAULTS`].
     pub fn with(&self, mut config: FaultConfig) -> Result<FaultSet, BadFault> {
         config.validate()?;
+        if self.faults.len() >= MAX_FAULTS {
+            return Err(BadFault(format!(
+                "an instance has at most {MAX_FAULTS} faults at once: clear some first"
+            )));
+        }
         let id = config.id.get_or_insert_with(new_fault_id).clone();
         if self
             .faults
@@ -390,5 +412,48 @@ mod tests {
         assert!(check("[[faults]]\nstatus = 500\nreset = true\n").contains("one of"));
         assert!(check("[[faults]]\nstatus = 500\nprobability = 2.0\n").contains("0 to 1"));
         assert!(check("[[faults]]\nstatus = 500\npath = \"latest\"\n").contains("start with /"));
+    }
+
+    #[test]
+    fn an_instance_holds_a_bounded_number_of_faults_and_clearing_makes_room() {
+        let fault = |n: usize| FaultConfig {
+            id: Some(format!("fault-{n:08x}")),
+            path: "*".into(),
+            status: Some(503),
+            ..FaultConfig::default()
+        };
+        let mut faults = FaultSet::default();
+        for n in 0..MAX_FAULTS {
+            faults = faults.with(fault(n)).unwrap();
+        }
+        let refused = faults.with(fault(MAX_FAULTS)).unwrap_err().to_string();
+        assert!(refused.contains("at most 50 faults"), "{refused}");
+        let (fewer, unknown) = faults.without(&["fault-00000000"]);
+        assert!(unknown.is_empty());
+        assert_eq!(
+            fewer.with(fault(MAX_FAULTS)).unwrap().list().len(),
+            MAX_FAULTS
+        );
+    }
+
+    #[test]
+    fn long_paths_and_ids_are_refused() {
+        let long_path = FaultConfig {
+            path: format!("/{}", "a".repeat(MAX_PATH)),
+            status: Some(500),
+            ..FaultConfig::default()
+        };
+        assert!(long_path
+            .validate()
+            .unwrap_err()
+            .to_string()
+            .contains("1024"));
+        let long_id = FaultConfig {
+            id: Some("f".repeat(MAX_ID + 1)),
+            path: "*".into(),
+            status: Some(500),
+            ..FaultConfig::default()
+        };
+        assert!(long_id.validate().unwrap_err().to_string().contains("64"));
     }
 }

@@ -378,12 +378,13 @@ impl Instance {
             ));
         }
         let region = region_of(&config.placement)?;
+        check_zone_id(&config.placement, &region)?;
         let (partition, services_domain) = partition_of(&region);
         let interfaces = check_interfaces(&config, &region)?;
         let iam = check_iam(&config)?;
         check_public_keys(&config.public_keys)?;
         if config.metadata_options.instance_metadata_tags.is_enabled() {
-            for (key, value) in &config.tags {
+            for (key, value) in config.tags.iter().filter(|(k, _)| !is_system_tag(k)) {
                 check_imds_tag(key, value)?;
             }
         }
@@ -469,6 +470,67 @@ fn region_of(placement: &PlacementConfig) -> Result<String, InstanceError> {
             format!("`{zone}` is not a zone name like `us-east-1a` (for a Local Zone, also set placement.region)"),
         )),
     }
+}
+
+/// A zone id names its region the way EC2 abbreviates it (`use1-az4` is a zone of us-east-1,
+/// Local Zone ids such as `usw2-lax1-az1` too): a zone id of another region contradicts the zone.
+fn check_zone_id(placement: &PlacementConfig, region: &str) -> Result<(), InstanceError> {
+    let id = &placement.availability_zone_id;
+    let prefix = zone_id_prefix(region);
+    if id.starts_with(&format!("{prefix}-")) && id.len() > prefix.len() + 1 {
+        return Ok(());
+    }
+    let example = derived_zone_id(&placement.availability_zone, region)
+        .unwrap_or_else(|| format!("{prefix}-az1"));
+    Err(invalid(
+        "placement.availability_zone_id",
+        format!(
+            "`{id}` is not a zone id of {region} (the region of zone `{}`): zone ids there start with `{prefix}-`, e.g. `{example}`; or leave it out to derive it from the zone",
+            placement.availability_zone
+        ),
+    ))
+}
+
+/// The region of a zone name (`us-east-1a` → `us-east-1`), when it is an ordinary zone's.
+pub fn region_of_zone(zone: &str) -> Option<String> {
+    zone.strip_suffix(|c: char| c.is_ascii_lowercase())
+        .filter(|r| is_region_name(r))
+        .map(str::to_owned)
+}
+
+/// A zone id for `zone` of `region` when none is given: the region's prefix and the zone
+/// letter's place (`eu-west-1b` → `euw1-az2`). EC2 maps letters to ids per account; this
+/// mapping is one such. `None` for zones that are not a region and a letter (Local Zones).
+pub fn derived_zone_id(zone: &str, region: &str) -> Option<String> {
+    let letter = zone.strip_prefix(region)?;
+    let [letter] = letter.as_bytes() else {
+        return None;
+    };
+    letter
+        .is_ascii_lowercase()
+        .then(|| format!("{}-az{}", zone_id_prefix(region), letter - b'a' + 1))
+}
+
+/// EC2's abbreviation of a region in its zone ids: `use1` for `us-east-1`, `apse2` for
+/// `ap-southeast-2`, `usgw1` for `us-gov-west-1`.
+pub fn zone_id_prefix(region: &str) -> String {
+    let parts: Vec<&str> = region.split('-').collect();
+    let Some((first, rest)) = parts.split_first() else {
+        return region.to_owned();
+    };
+    let mut prefix = (*first).to_owned();
+    for part in rest {
+        let short = match *part {
+            "northeast" => "ne",
+            "southeast" => "se",
+            "northwest" => "nw",
+            "southwest" => "sw",
+            other if other.chars().all(|c| c.is_ascii_digit()) => other,
+            other => other.get(..1).unwrap_or_default(),
+        };
+        prefix.push_str(short);
+    }
+    prefix
 }
 
 /// `us-east-1`, `cn-north-1`, `us-gov-west-1`: letters, dashes, a final number.
@@ -840,6 +902,13 @@ fn check_public_keys(keys: &[PublicKeyConfig]) -> Result<(), InstanceError> {
     Ok(())
 }
 
+/// Whether tag `key` is one of EC2's own (`aws:` in any case: `aws:ec2launchtemplate:id`,
+/// ...), which IMDS does not show under `tags/instance/` and users cannot change.
+pub fn is_system_tag(key: &str) -> bool {
+    key.get(..4)
+        .is_some_and(|prefix| prefix.eq_ignore_ascii_case("aws:"))
+}
+
 /// Checks a tag against what IMDS can show: keys of `[a-zA-Z0-9+-=._:@]` up to 128 characters,
 /// not `.`, `..` or `_index`; values up to 256 characters.
 pub fn check_imds_tag(key: &str, value: &str) -> Result<(), InstanceError> {
@@ -912,6 +981,37 @@ mod tests {
         );
         assert!(region_of(&placement("eu-west-1a", Some("us-east-1"))).is_err());
         assert!(region_of(&placement("nowhere", None)).is_err());
+    }
+
+    #[test]
+    fn a_zone_id_of_another_region_contradicts_the_zone() {
+        let placement = |zone: &str, id: &str| PlacementConfig {
+            availability_zone: zone.into(),
+            availability_zone_id: id.into(),
+            region: None,
+            group_name: None,
+            partition_number: None,
+            host_id: None,
+        };
+        assert!(check_zone_id(&placement("us-east-1a", "use1-az4"), "us-east-1").is_ok());
+        assert!(check_zone_id(&placement("eu-west-1b", "euw1-az2"), "eu-west-1").is_ok());
+        let err = check_zone_id(&placement("eu-west-1a", "use1-az4"), "eu-west-1")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("`use1-az4` is not a zone id of eu-west-1") && err.contains("`euw1-az1`"),
+            "{err}"
+        );
+        assert!(check_zone_id(&placement("us-east-1a", "use1-"), "us-east-1").is_err());
+        assert_eq!(
+            derived_zone_id("eu-west-1b", "eu-west-1").as_deref(),
+            Some("euw1-az2")
+        );
+        assert_eq!(derived_zone_id("us-west-2-lax-1a", "us-west-2"), None);
+        assert_eq!(
+            region_of_zone("ap-southeast-2c").as_deref(),
+            Some("ap-southeast-2")
+        );
     }
 
     #[test]

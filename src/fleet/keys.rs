@@ -149,6 +149,18 @@ pub fn token_generation_name(number: u32) -> String {
     format!("{TOKEN_GENERATION_PREFIX}{number}")
 }
 
+/// Deletes from `store` the token key generations that no token can need any more: those whose
+/// successor was created a token's longest life (plus the clock slack) before `now_millis`,
+/// the moment every host stops accepting them. How many.
+pub async fn prune_token_generations(store: &Store, now_millis: u64) -> Result<u64, StoreError> {
+    let lifetime = u64::from(crate::fleet::token::MAX_TTL_SECONDS) * 1000
+        + crate::fleet::token::CLOCK_SLACK_MILLIS;
+    let replaced_before = now_millis.saturating_sub(lifetime);
+    store
+        .prune_replaced_keys(TOKEN_GENERATION_PREFIX, replaced_before as i64)
+        .await
+}
+
 /// A new random token key of generation `number`, stored (the first stored wins when two
 /// hosts rotate at once) and returned as stored.
 pub async fn add_token_generation(

@@ -12,7 +12,11 @@
 //! deleted. The pools here record addresses for subnets and for other hosts; who holds an
 //! address is owned by the fleet index ([`crate::fleet::state`]), which allocation consults
 //! (`held`) and which refuses a second owner, so a pool that lags behind (a learned registry,
-//! a reloaded file) never hands out an address a live instance holds. The registry is plain serde data: the control API keeps it as one JSON value.
+//! a reloaded file) never hands out an address a live instance holds. The registry's objects
+//! are plain serde data, which the control API stores as one JSON value; the pools are not part
+//! of it (the store keeps one row per address in use, so launches through different hosts write
+//! different rows): [`Network::clear_pools`], [`Network::adopt_pools`] and
+//! [`Network::mark_in_use`] rebuild them from those rows.
 
 pub mod addresses;
 mod default_vpc;
@@ -187,11 +191,12 @@ pub struct Subnet {
     /// Its tags.
     #[serde(default)]
     pub tags: Tags,
-    /// IPv4 addresses in use.
-    #[serde(default)]
+    /// IPv4 addresses in use (never stored with the registry: the store keeps one row per
+    /// address; an older imds's stored pools are read once, when the store migrates them).
+    #[serde(default, skip_serializing)]
     ipv4: Pool<Ipv4Addr>,
-    /// IPv6 addresses in use.
-    #[serde(default)]
+    /// IPv6 addresses in use (likewise).
+    #[serde(default, skip_serializing)]
     ipv6: Pool<Ipv6Addr>,
 }
 
@@ -297,6 +302,11 @@ pub struct Network {
     security_groups: BTreeMap<String, SecurityGroup>,
     /// By name.
     key_pairs: BTreeMap<String, KeyPair>,
+    /// Where this process starts looking for free addresses in each subnet, as a number the
+    /// subnet's size divides (0: at its first usable address). Processes sharing a store start
+    /// at different places, so launches through different hosts rarely want the same address.
+    #[serde(skip)]
+    spread: u64,
 }
 
 impl Network {
@@ -574,6 +584,25 @@ impl Network {
         Ok(self.key_pairs.entry(name.to_owned()).or_insert(pair))
     }
 
+    /// `CreateKeyPair`: the public half of a key imds just made, with EC2's fingerprint of a
+    /// created key (not of an imported one).
+    pub fn add_created_key_pair(
+        &mut self,
+        name: &str,
+        openssh_key: &str,
+        fingerprint: String,
+        created: OffsetDateTime,
+        tags: Tags,
+    ) -> Result<&KeyPair, NetworkError> {
+        self.import_key_pair(name, openssh_key, created, tags)?;
+        let pair = self
+            .key_pairs
+            .get_mut(name)
+            .ok_or_else(|| NetworkError::KeyPairNotFound(name.to_owned()))?;
+        pair.fingerprint = fingerprint;
+        Ok(pair)
+    }
+
     /// `DeleteKeyPair` by name or id: the pair removed, `None` when there was none (EC2
     /// succeeds then too).
     pub fn delete_key_pair(&mut self, name: Option<&str>, id: Option<&str>) -> Option<KeyPair> {
@@ -585,6 +614,12 @@ impl Network {
         self.key_pairs.remove(&name)
     }
 
+    /// Starts this process's searches for free addresses at a place of each subnet derived
+    /// from `seed` rather than at its first usable address (see [`Network`]'s `spread`).
+    pub fn spread_allocations(&mut self, seed: u64) {
+        self.spread = seed;
+    }
+
     /// Takes `wanted` (EC2's `PrivateIpAddress`) or the next free address of subnet
     /// `subnet_id`, never one of the five EC2 reserves nor one `held` says a live instance
     /// holds (the fleet index's answer, whatever this registry recorded).
@@ -594,8 +629,10 @@ impl Network {
         wanted: Option<Ipv4Addr>,
         held: impl Fn(IpAddr) -> bool,
     ) -> Result<Ipv4Addr, NetworkError> {
+        let spread = self.spread;
         let subnet = self.subnet_mut(subnet_id)?;
         let block = Block::v4(subnet.cidr);
+        subnet.ipv4.start_search_at(block, u128::from(spread));
         subnet
             .ipv4
             .allocate(block, wanted, |ip| held(IpAddr::V4(ip)))
@@ -617,12 +654,16 @@ impl Network {
         wanted: Option<Ipv6Addr>,
         held: impl Fn(IpAddr) -> bool,
     ) -> Result<Ipv6Addr, NetworkError> {
+        let spread = self.spread;
         let subnet = self.subnet_mut(subnet_id)?;
         let Some(cidr) = subnet.ipv6_cidr else {
             return Err(NetworkError::InvalidParameterValue(format!(
                 "The subnet '{subnet_id}' has no IPv6 CIDR block, so instances in it cannot have IPv6 addresses."
             )));
         };
+        subnet
+            .ipv6
+            .start_search_at(Block::v6(cidr), u128::from(spread));
         subnet
             .ipv6
             .allocate(Block::v6(cidr), wanted, |ip| held(IpAddr::V6(ip)))
@@ -660,6 +701,46 @@ impl Network {
             IpAddr::V6(v6) => subnet.ipv6.mark(v6),
         }
         Ok(())
+    }
+
+    /// The tags of the VPC, subnet, security group or key pair (by `key-...` id) `id`, to
+    /// change them; `None` when no such object exists.
+    pub fn tags_mut(&mut self, id: &str) -> Option<&mut Tags> {
+        if let Some(vpc) = self.vpcs.get_mut(id) {
+            return Some(&mut vpc.tags);
+        }
+        if let Some(subnet) = self.subnets.get_mut(id) {
+            return Some(&mut subnet.tags);
+        }
+        if let Some(group) = self.security_groups.get_mut(id) {
+            return Some(&mut group.tags);
+        }
+        self.key_pairs
+            .values_mut()
+            .find(|pair| pair.id == id)
+            .map(|pair| &mut pair.tags)
+    }
+
+    /// Forgets every address in use (before marking the ones the store and the live instances
+    /// say are).
+    pub fn clear_pools(&mut self) {
+        for subnet in self.subnets.values_mut() {
+            subnet.ipv4 = Pool::default();
+            subnet.ipv6 = Pool::default();
+        }
+    }
+
+    /// Takes the pools of `from`'s subnets (the addresses in use this process knows) for the
+    /// same subnets here, and where its searches start: a registry learned from the store
+    /// carries objects, not pools.
+    pub fn adopt_pools(&mut self, from: &Network) {
+        self.spread = from.spread;
+        for (id, subnet) in &mut self.subnets {
+            if let Some(known) = from.subnets.get(id) {
+                subnet.ipv4 = known.ipv4.clone();
+                subnet.ipv6 = known.ipv6.clone();
+            }
+        }
     }
 
     fn subnet_mut(&mut self, id: &str) -> Result<&mut Subnet, NetworkError> {

@@ -33,6 +33,26 @@ impl Switch {
     }
 }
 
+/// As EC2, the flags and the config file spell it: `enabled` or `disabled`.
+impl fmt::Display for Switch {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Switch::Enabled => "enabled",
+            Switch::Disabled => "disabled",
+        })
+    }
+}
+
+/// As EC2, the flags and the config file spell it: `optional` or `required`.
+impl fmt::Display for HttpTokens {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            HttpTokens::Optional => "optional",
+            HttpTokens::Required => "required",
+        })
+    }
+}
+
 /// The IP TTL / IPv6 hop limit of token PUT responses (`HttpPutResponseHopLimit`, 1..=64).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(try_from = "u8", into = "u8")]
@@ -121,6 +141,14 @@ impl Default for MetadataOptions {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn options_print_as_ec2_spells_them() {
+        assert_eq!(HttpTokens::Optional.to_string(), "optional");
+        assert_eq!(HttpTokens::Required.to_string(), "required");
+        assert_eq!(Switch::Enabled.to_string(), "enabled");
+        assert_eq!(Switch::Disabled.to_string(), "disabled");
+    }
 
     #[test]
     fn hop_limit_accepts_one_to_sixty_four_only() {

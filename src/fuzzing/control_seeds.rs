@@ -424,10 +424,56 @@ fn seeds() -> Vec<(&'static str, Vec<Call>, Vec<u16>)> {
                 ("Filter.3.Value.1", "running"),
                 ("Filter.4.Name", "availability-zone"),
                 ("Filter.4.Value.1", "us-east-1a"),
-                ("Filter.5.Name", "instance-id"),
-                ("Filter.5.Value.1", i),
+                ("Filter.5.Name", "system-status.status"),
+                ("Filter.5.Value.1", "ok"),
             ])],
             vec![200],
+        ),
+        (
+            "describe-instance-status-paged",
+            vec![
+                post(&[
+                    ("Action", "DescribeInstanceStatus"),
+                    ("MaxResults", "5"),
+                    ("Filter.1.Name", "instance-status.reachability"),
+                    ("Filter.1.Value.1", "passed"),
+                ]),
+                post(&[
+                    ("Action", "DescribeInstanceStatus"),
+                    ("MaxResults", "5"),
+                    ("InstanceId.1", i),
+                ]),
+            ],
+            vec![200, 400],
+        ),
+        (
+            "launch-template-versions",
+            vec![
+                post(&[
+                    ("Action", "CreateLaunchTemplate"),
+                    ("LaunchTemplateName", "web"),
+                    ("LaunchTemplateData.ImageId", "ami-0abcdef1234567890"),
+                    ("LaunchTemplateData.MetadataOptions.HttpTokens", "required"),
+                ]),
+                post(&[
+                    ("Action", "CreateLaunchTemplateVersion"),
+                    ("LaunchTemplateName", "web"),
+                    ("SourceVersion", "1"),
+                    ("LaunchTemplateData.InstanceType", "t3.micro"),
+                ]),
+                post(&[
+                    ("Action", "DeleteLaunchTemplateVersions"),
+                    ("LaunchTemplateName", "web"),
+                    ("LaunchTemplateVersion.1", "1"),
+                    ("LaunchTemplateVersion.2", "2"),
+                    ("LaunchTemplateVersion.3", "9"),
+                ]),
+                post(&[
+                    ("Action", "DescribeLaunchTemplateVersions"),
+                    ("LaunchTemplateName", "web"),
+                ]),
+            ],
+            vec![200, 200, 200, 200],
         ),
         (
             "modify-instance-event-start-time",

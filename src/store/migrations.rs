@@ -1,7 +1,8 @@
 //! The schema's migrations, embedded in the binary, one folder per backend with the same
-//! versions (`V1__initial`, `V2__revisions`, `V3__history`, `V4__client_tokens`), applied by refinery in one
-//! transaction at open. A database that has a migration this binary does not know was written
-//! by a newer imds and is refused before anything is applied.
+//! versions (`V1__initial`, `V2__revisions`, `V3__history`, `V4__client_tokens`,
+//! `V5__forgetting`), applied by refinery in one transaction at open. A database that has a
+//! migration this binary does not know was written by a newer imds and is refused before
+//! anything is applied.
 
 #[allow(missing_docs)]
 mod sqlite_scripts {
@@ -56,6 +57,6 @@ mod tests {
             v
         };
         assert_eq!(versions(sqlite()), versions(postgres()));
-        assert_eq!(newest(&sqlite()), 4);
+        assert_eq!(newest(&sqlite()), 5);
     }
 }

@@ -18,12 +18,11 @@ use tokio_postgres::{AsyncMessage, Client, Config, IsolationLevel};
 use tokio_postgres_rustls::MakeRustlsConnect;
 use zeroize::Zeroizing;
 
+use super::sql::*;
 use super::{
-    account_row, client_token_row, instance_ids, instance_ids_json, instance_row, migrations,
-    redact, Changed, ClientToken, Commit, Health, MinuteCount, StoreError, StoredCount,
-    StoredInstance, StoredKey, StoredValue, INSERT_CLIENT_TOKEN, NEXT_REVISION, SELECT_ACCOUNT,
-    SELECT_CLIENT_TOKEN, SELECT_HISTORY, SELECT_INSTANCES, SELECT_KEYS, SELECT_REVISION,
-    SELECT_VALUE_REVISION,
+    address_tombstone, migrations, redact, Changed, ClientToken, Commit, Deleted, ForgetInstance,
+    Forgotten, Health, MinuteCount, Pruned, StoreError, StoredAddress, StoredCount, StoredInstance,
+    StoredKey, StoredValue, Tombstone, CLIENT_TOKEN_RETENTION, TOMBSTONE_RETENTION,
 };
 
 /// The channel writes notify on, with their revision as payload.
@@ -38,6 +37,10 @@ const WRITE_TIMEOUT: Duration = Duration::from_secs(5);
 const FIRST_BACKOFF: Duration = Duration::from_millis(200);
 /// The longest wait between reconnection attempts.
 const MAX_BACKOFF: Duration = Duration::from_secs(5);
+/// How long a history flush may take on its connection.
+const HISTORY_TIMEOUT: Duration = Duration::from_secs(30);
+/// Most minute counts one statement of the history flush writes.
+const HISTORY_BATCH: usize = 5_000;
 
 /// The configuration `text` (a URL or a libpq connection string) gives.
 pub fn parse_config(text: &str) -> Result<Config, String> {
@@ -70,6 +73,8 @@ struct Shared {
     config: Config,
     tls: MakeRustlsConnect,
     client: tokio::sync::Mutex<Option<Client>>,
+    /// The history's connection, when open.
+    history: tokio::sync::Mutex<Option<Client>>,
     health: Mutex<Health>,
     hints: tokio::sync::watch::Sender<u64>,
 }
@@ -87,6 +92,7 @@ impl PostgresStore {
             config,
             tls: tls(),
             client: tokio::sync::Mutex::new(None),
+            history: tokio::sync::Mutex::new(None),
             health: Mutex::new(Health::Up),
             hints: tokio::sync::watch::Sender::new(0),
         });
@@ -138,7 +144,10 @@ impl PostgresStore {
                     .read_only(true)
                     .start()
                     .await?;
-                let revision: i64 = tx.query_one(SELECT_REVISION, &[]).await?.get(0);
+                let row = tx.query_one(SELECT_REVISION, &[]).await?;
+                let (revision, pruned): (i64, i64) = (row.get(0), row.get(1));
+                let complete = after < 0 || after < pruned;
+                let after = if complete { -1 } else { after };
                 let instances = tx
                     .query(SELECT_INSTANCES, &[&after])
                     .await?
@@ -170,11 +179,39 @@ impl PostgresStore {
                         created_millis: r.get(2),
                     })
                     .collect();
+                let addresses = tx
+                    .query(SELECT_ADDRESSES, &[&after])
+                    .await?
+                    .into_iter()
+                    .map(|r| StoredAddress {
+                        subnet_id: r.get(0),
+                        address: r.get(1),
+                        holder: r.get(2),
+                        revision: r.get(3),
+                    })
+                    .collect();
+                let tombstones = match complete {
+                    true => Vec::new(),
+                    false => tx
+                        .query(SELECT_TOMBSTONES, &[&after])
+                        .await?
+                        .into_iter()
+                        .filter_map(|r| {
+                            Some(Tombstone {
+                                deleted: Deleted::from_key(r.get(0), r.get(1))?,
+                                revision: r.get(2),
+                            })
+                        })
+                        .collect(),
+                };
                 tx.commit().await?;
                 Ok(Ok(Changed {
                     instances,
                     account,
                     keys,
+                    addresses,
+                    tombstones,
+                    complete,
                     revision,
                 }))
             })
@@ -192,74 +229,10 @@ impl PostgresStore {
             .with_client(move |client| {
                 Box::pin(async move {
                     let tx = client.transaction().await?;
-                    // Every writer holds the revision row from here to its commit, so what this
-                    // reads is what the values are when this commits.
-                    let revision = next_revision(&tx).await?;
-                    for check in &commit.checks {
-                        let stored: i64 = tx
-                            .query_one(SELECT_VALUE_REVISION, &[&check.name])
-                            .await?
-                            .get(0);
-                        if stored != check.expected {
-                            return Ok(Err(account_row(&check.name)));
-                        }
-                    }
-                    if let Some(token) = &commit.client_token {
-                        let inserted = tx
-                            .execute(
-                                INSERT_CLIENT_TOKEN,
-                                &[
-                                    &token.token,
-                                    &token.request_sha256,
-                                    &instance_ids_json(&token.instance_ids),
-                                    &token.created_millis,
-                                    &revision,
-                                ],
-                            )
-                            .await?;
-                        if inserted == 0 {
-                            return Ok(Err(client_token_row(&token.token)));
-                        }
-                    }
-                    for row in &commit.instances {
-                        if let Some(config) = &row.config {
-                            tx.execute(
-                                "INSERT INTO launched_instances (instance_id, config, revision)
-                             VALUES ($1, $2, $3)
-                             ON CONFLICT (instance_id) DO UPDATE SET config = excluded.config,
-                                 revision = excluded.revision",
-                                &[&row.instance_id, config, &revision],
-                            )
-                            .await?;
-                        }
-                        let written = tx
-                            .execute(
-                                "INSERT INTO instance_changes (instance_id, changes, revision)
-                             VALUES ($1, $2, $3)
-                             ON CONFLICT (instance_id) DO UPDATE SET changes = excluded.changes,
-                                 revision = excluded.revision, updated_at = now()
-                             WHERE instance_changes.revision = $4",
-                                &[&row.instance_id, &row.changes, &revision, &row.expected],
-                            )
-                            .await?;
-                        if written == 0 {
-                            return Ok(Err(instance_row(&row.instance_id)));
-                        }
-                    }
-                    for row in &commit.account {
-                        let written = tx
-                            .execute(
-                                "INSERT INTO account (name, value, revision) VALUES ($1, $2, $3)
-                             ON CONFLICT (name) DO UPDATE SET value = excluded.value,
-                                 revision = excluded.revision, updated_at = now()
-                             WHERE account.revision = $4",
-                                &[&row.name, &row.value, &revision, &row.expected],
-                            )
-                            .await?;
-                        if written == 0 {
-                            return Ok(Err(account_row(&row.name)));
-                        }
-                    }
+                    let revision = match write(&tx, &commit).await? {
+                        Ok(revision) => revision,
+                        Err(row) => return Ok(Err(row)),
+                    };
                     notify(&tx, revision).await?;
                     committing.store(true, std::sync::atomic::Ordering::Release);
                     tx.commit().await?;
@@ -279,6 +252,126 @@ impl PostgresStore {
         }
     }
 
+    /// Deletes forgotten instances' rows; see [`super::Store::forget`].
+    pub async fn forget(
+        &self,
+        instances: Vec<ForgetInstance>,
+        now_millis: i64,
+    ) -> Result<Forgotten, StoreError> {
+        let instances = Arc::new(instances);
+        self.with_client(move |client| {
+            Box::pin(async move {
+                let tx = client.transaction().await?;
+                let revision = next_revision(&tx).await?;
+                let mut forgotten = Forgotten::default();
+                let mut deleted = false;
+                for instance in instances.iter() {
+                    let id = &instance.instance_id;
+                    let removed = tx
+                        .execute(DELETE_CHANGES, &[id, &instance.expected])
+                        .await?
+                        > 0;
+                    if !removed {
+                        match tx.query_opt(SELECT_CHANGES_REVISION, &[id]).await? {
+                            Some(_) => forgotten.kept.push(id.clone()),
+                            None => forgotten.gone.push(id.clone()),
+                        }
+                        continue;
+                    }
+                    deleted = true;
+                    let token: Option<String> = tx
+                        .query_opt(DELETE_LAUNCHED, &[id])
+                        .await?
+                        .and_then(|r| r.get(0));
+                    tx.execute(DELETE_HISTORY_OF, &[id]).await?;
+                    let (kind, name) = Deleted::Instance(id.clone()).key();
+                    tx.execute(UPSERT_TOMBSTONE, &[&kind, &name, &revision, &now_millis])
+                        .await?;
+                    if let Some(token) = token {
+                        tx.execute(
+                            FILL_CLIENT_TOKEN,
+                            &[&instance.reservation_id, &instance.owner_id, &token],
+                        )
+                        .await?;
+                        let expires = now_millis + CLIENT_TOKEN_RETENTION.as_millis() as i64;
+                        tx.execute(EXPIRE_CLIENT_TOKEN, &[&expires, &token]).await?;
+                    }
+                    forgotten.gone.push(id.clone());
+                }
+                if deleted {
+                    notify(&tx, revision).await?;
+                    tx.commit().await?;
+                    forgotten.revision = revision;
+                } else {
+                    tx.rollback().await?;
+                }
+                Ok(Ok(forgotten))
+            })
+        })
+        .await
+    }
+
+    /// Deletes replaced keys; see [`super::Store::prune_replaced_keys`].
+    pub async fn prune_replaced_keys(
+        &self,
+        prefix: &str,
+        replaced_before_millis: i64,
+    ) -> Result<u64, StoreError> {
+        let prefix = prefix.to_owned();
+        self.with_client(move |client| {
+            Box::pin(async move {
+                let deleted = client
+                    .execute(PRUNE_REPLACED_KEYS, &[&replaced_before_millis, &prefix])
+                    .await?;
+                Ok(Ok(deleted))
+            })
+        })
+        .await
+    }
+
+    /// Prunes tombstones and expired tokens; see [`super::Store::prune`].
+    pub async fn prune(&self, now_millis: i64) -> Result<Pruned, StoreError> {
+        self.with_client(move |client| {
+            Box::pin(async move {
+                let tx = client.transaction().await?;
+                let before = now_millis - TOMBSTONE_RETENTION.as_millis() as i64;
+                let revisions: Vec<i64> = tx
+                    .query(PRUNE_TOMBSTONES, &[&before])
+                    .await?
+                    .into_iter()
+                    .map(|r| r.get(0))
+                    .collect();
+                if let Some(newest) = revisions.iter().max() {
+                    tx.execute(SET_PRUNED, &[newest]).await?;
+                }
+                let client_tokens = tx.execute(PRUNE_CLIENT_TOKENS, &[&now_millis]).await?;
+                tx.commit().await?;
+                Ok(Ok(Pruned {
+                    tombstones: revisions.len() as u64,
+                    client_tokens,
+                }))
+            })
+        })
+        .await
+    }
+
+    /// Rows per table; see [`super::Store::row_counts`].
+    pub async fn row_counts(&self) -> Result<Vec<(&'static str, i64)>, StoreError> {
+        self.with_client(move |client| {
+            Box::pin(async move {
+                let mut counts = Vec::with_capacity(TABLES.len());
+                for table in TABLES {
+                    let row = client
+                        .query_one(&format!("SELECT count(*) FROM {table}"), &[])
+                        .await?;
+                    counts.push((table, row.get(0)));
+                }
+                Ok(Ok(counts))
+            })
+        })
+        .await
+    }
+
     /// The `ClientToken` `token`; see [`super::Store::client_token`].
     pub async fn client_token(&self, token: &str) -> Result<Option<ClientToken>, StoreError> {
         let token = token.to_owned();
@@ -288,30 +381,29 @@ impl PostgresStore {
                     let row = client.query_opt(SELECT_CLIENT_TOKEN, &[&token]).await?;
                     Ok(Ok(row.map(|r| {
                         let ids: String = r.get(2);
-                        (
-                            r.get::<_, String>(0),
-                            r.get::<_, String>(1),
-                            ids,
-                            r.get::<_, i64>(3),
-                        )
+                        let token = ClientToken {
+                            token: r.get(0),
+                            request_sha256: r.get(1),
+                            instance_ids: Vec::new(),
+                            created_millis: r.get(3),
+                            reservation_id: r.get(4),
+                            owner_id: r.get(5),
+                            expires_millis: r.get(6),
+                        };
+                        (token, ids)
                     })))
                 })
             })
             .await?;
-        let Some((token, request_sha256, ids, created_millis)) = row else {
+        let Some((mut token, ids)) = row else {
             return Ok(None);
         };
-        let instance_ids = instance_ids(&ids).map_err(|reason| StoreError::Corrupt {
+        token.instance_ids = instance_ids(&ids).map_err(|reason| StoreError::Corrupt {
             location: self.shared.location.clone(),
-            what: format!("client token {token}"),
+            what: client_token_row(&token.token),
             reason,
         })?;
-        Ok(Some(ClientToken {
-            token,
-            request_sha256,
-            instance_ids,
-            created_millis,
-        }))
+        Ok(Some(token))
     }
 
     /// Stores a key unless one is stored under `name`; see [`super::Store::add_key`].
@@ -347,36 +439,64 @@ impl PostgresStore {
         .await
     }
 
-    /// Raises the stored minute counts; see [`super::Store::save_history`].
+    /// Raises the stored minute counts; see [`super::Store::save_history`]. On the history's
+    /// own connection, in statements of at most [`HISTORY_BATCH`] counts, within
+    /// [`HISTORY_TIMEOUT`].
     pub async fn save_history(
         &self,
         counts: &[MinuteCount<'_>],
         oldest_minute: i64,
     ) -> Result<(), StoreError> {
-        let rows: Arc<Vec<StoredCount>> = Arc::new(counts.iter().map(StoredCount::from).collect());
-        self.with_client(move |client| {
-            Box::pin(async move {
-                let tx = client.transaction().await?;
-                for row in rows.iter() {
-                    tx.execute(
-                        "INSERT INTO no_token_history (instance_id, metric, minute, count)
-                         VALUES ($1, $2, $3, $4)
-                         ON CONFLICT (instance_id, metric, minute)
-                         DO UPDATE SET count = GREATEST(no_token_history.count, excluded.count)",
-                        &[&row.instance_id, &row.metric, &row.minute, &row.count],
-                    )
-                    .await?;
-                }
+        let shared = &self.shared;
+        let done = tokio::time::timeout(HISTORY_TIMEOUT, async {
+            let mut history = shared.history.lock().await;
+            if history.as_ref().is_none_or(Client::is_closed) {
+                let (client, connection) = shared
+                    .connect()
+                    .await
+                    .map_err(|reason| shared.unavailable(reason))?;
+                // Driven until it closes; the next flush then opens another.
+                tokio::spawn(async move {
+                    if let Err(error) = connection.await {
+                        tracing::debug!(%error, "the history's store connection closed");
+                    }
+                });
+                *history = Some(client);
+            }
+            let client = history.as_mut().expect("connected above");
+            let tx = client.transaction().await.map_err(|e| shared.error(e))?;
+            for batch in counts.chunks(HISTORY_BATCH) {
+                let ids: Vec<&str> = batch.iter().map(|c| c.instance_id).collect();
+                let metrics: Vec<&str> = batch.iter().map(|c| c.metric).collect();
+                let minutes: Vec<i64> = batch.iter().map(|c| c.minute).collect();
+                let values: Vec<i64> = batch.iter().map(|c| c.count).collect();
                 tx.execute(
-                    "DELETE FROM no_token_history WHERE minute < $1",
-                    &[&oldest_minute],
+                    "INSERT INTO no_token_history (instance_id, metric, minute, count)
+                     SELECT * FROM UNNEST($1::text[], $2::text[], $3::bigint[], $4::bigint[])
+                     ON CONFLICT (instance_id, metric, minute)
+                     DO UPDATE SET count = GREATEST(no_token_history.count, excluded.count)",
+                    &[&ids, &metrics, &minutes, &values],
                 )
-                .await?;
-                tx.commit().await?;
-                Ok(Ok(()))
-            })
+                .await
+                .map_err(|e| shared.error(e))?;
+            }
+            tx.execute(PRUNE_HISTORY, &[&oldest_minute])
+                .await
+                .map_err(|e| shared.error(e))?;
+            tx.commit().await.map_err(|e| shared.error(e))
         })
-        .await
+        .await;
+        match done {
+            Ok(result) => result,
+            Err(_) => {
+                // The connection may be mid-statement: the next flush opens another.
+                shared.history.lock().await.take();
+                Err(shared.unavailable(format!(
+                    "the history was not written within {} s",
+                    HISTORY_TIMEOUT.as_secs()
+                )))
+            }
+        }
     }
 
     /// The stored minute counts from `oldest_minute` on.
@@ -625,6 +745,125 @@ async fn notify(
     )
     .await
     .map(drop)
+}
+
+/// Writes `commit` in `tx` at the next revision: the revision, or the row that conflicted
+/// (then `tx` must be dropped, not committed).
+async fn write(
+    tx: &tokio_postgres::Transaction<'_>,
+    commit: &Commit,
+) -> Result<Result<i64, String>, tokio_postgres::Error> {
+    // Every writer holds the revision row from here to its commit, so what this reads is what
+    // the rows are when this commits.
+    let revision = next_revision(tx).await?;
+    for check in &commit.checks {
+        let stored: i64 = tx
+            .query_one(SELECT_VALUE_REVISION, &[&check.name])
+            .await?
+            .get(0);
+        if stored != check.expected {
+            return Ok(Err(account_row(&check.name)));
+        }
+    }
+    for subnet in &commit.vacant {
+        let in_use: i64 = tx.query_one(ADDRESSES_IN_SUBNET, &[subnet]).await?.get(0);
+        if in_use > 0 {
+            return Ok(Err(format!("the addresses in use in {subnet}")));
+        }
+    }
+    let token = commit.client_token.as_ref();
+    if let Some(token) = token {
+        let inserted = tx
+            .execute(
+                INSERT_CLIENT_TOKEN,
+                &[
+                    &token.token,
+                    &token.request_sha256,
+                    &instance_ids_json(&token.instance_ids),
+                    &token.created_millis,
+                    &revision,
+                    &token.reservation_id,
+                    &token.owner_id,
+                ],
+            )
+            .await?;
+        if inserted == 0 {
+            return Ok(Err(client_token_row(&token.token)));
+        }
+    }
+    for row in &commit.instances {
+        if let Some(config) = &row.config {
+            let launched_with = token
+                .filter(|t| t.instance_ids.contains(&row.instance_id))
+                .map(|t| t.token.as_str());
+            tx.execute(
+                UPSERT_LAUNCHED,
+                &[&row.instance_id, config, &revision, &launched_with],
+            )
+            .await?;
+        }
+        let written = tx
+            .execute(
+                UPSERT_CHANGES,
+                &[&row.instance_id, &row.changes, &revision, &row.expected],
+            )
+            .await?;
+        if written == 0 {
+            return Ok(Err(instance_row(&row.instance_id)));
+        }
+    }
+    for row in &commit.account {
+        let written = tx
+            .execute(
+                UPSERT_VALUE,
+                &[&row.name, &row.value, &revision, &row.expected],
+            )
+            .await?;
+        if written == 0 {
+            return Ok(Err(account_row(&row.name)));
+        }
+    }
+    for address in &commit.released {
+        let released = tx
+            .execute(
+                RELEASE_ADDRESS,
+                &[&address.subnet_id, &address.address, &address.holder],
+            )
+            .await?;
+        if released > 0 {
+            let (kind, name) = address_tombstone(address);
+            tx.execute(
+                UPSERT_TOMBSTONE,
+                &[&kind, &name, &revision, &commit.at_millis],
+            )
+            .await?;
+        }
+    }
+    let writes = commit
+        .taken
+        .iter()
+        .map(|a| (a, TAKE_ADDRESS, true))
+        .chain(commit.published.iter().map(|a| (a, PUBLISH_ADDRESS, false)));
+    for (address, statement, conflicts) in writes {
+        let written = tx
+            .execute(
+                statement,
+                &[
+                    &address.subnet_id,
+                    &address.address,
+                    &address.holder,
+                    &revision,
+                ],
+            )
+            .await?;
+        if written > 0 {
+            let (kind, name) = address_tombstone(address);
+            tx.execute(DELETE_TOMBSTONE, &[&kind, &name]).await?;
+        } else if conflicts {
+            return Ok(Err(address_row(&address.subnet_id, &address.address)));
+        }
+    }
+    Ok(Ok(revision))
 }
 
 /// Applies the migrations this binary has, after refusing a database a newer imds wrote.

@@ -15,11 +15,11 @@ use std::time::Duration;
 use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
 use zeroize::Zeroizing;
 
+use super::sql::*;
 use super::{
-    account_row, client_token_row, instance_ids, instance_ids_json, instance_row, migrations,
-    Changed, ClientToken, Commit, MinuteCount, StoreError, StoredCount, StoredInstance, StoredKey,
-    StoredValue, INSERT_CLIENT_TOKEN, NEXT_REVISION, SELECT_ACCOUNT, SELECT_CLIENT_TOKEN,
-    SELECT_HISTORY, SELECT_INSTANCES, SELECT_KEYS, SELECT_REVISION, SELECT_VALUE_REVISION,
+    address_tombstone, migrations, Changed, ClientToken, Commit, Deleted, ForgetInstance,
+    Forgotten, MinuteCount, Pruned, StoreError, StoredAddress, StoredCount, StoredInstance,
+    StoredKey, StoredValue, Tombstone, CLIENT_TOKEN_RETENTION, TOMBSTONE_RETENTION,
 };
 
 /// The database's file name in the state directory.
@@ -30,6 +30,9 @@ const LEGACY_SCHEMA_VERSION: i64 = 3;
 
 /// How long a writer waits for another process holding the database.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
+/// Most minute counts written in one transaction: the history is written in several, so
+/// control writes waiting for the connection never wait behind a large flush.
+const HISTORY_BATCH: usize = 2_000;
 
 /// The state directory's database. Control-plane writes are rare, so one connection behind a
 /// mutex serves them.
@@ -103,70 +106,116 @@ impl SqliteStore {
     pub async fn commit(&self, commit: Commit) -> Result<i64, StoreError> {
         self.blocking(move |c| {
             let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
-            let revision = next_revision(&tx)?;
-            for check in &commit.checks {
-                let stored: i64 =
-                    tx.query_row(SELECT_VALUE_REVISION, [&check.name], |r| r.get(0))?;
-                if stored != check.expected {
-                    return Ok(Err(account_row(&check.name)));
-                }
+            let written = write(&tx, &commit)?;
+            if written.is_ok() {
+                tx.commit()?;
             }
-            if let Some(token) = &commit.client_token {
-                let inserted = tx.execute(
-                    INSERT_CLIENT_TOKEN,
-                    params![
-                        token.token,
-                        token.request_sha256,
-                        instance_ids_json(&token.instance_ids),
-                        token.created_millis,
-                        revision
-                    ],
-                )?;
-                if inserted == 0 {
-                    return Ok(Err(client_token_row(&token.token)));
-                }
-            }
-            for row in &commit.instances {
-                if let Some(config) = &row.config {
-                    tx.execute(
-                        "INSERT INTO launched_instances (instance_id, config, revision)
-                         VALUES (?1, ?2, ?3)
-                         ON CONFLICT (instance_id) DO UPDATE SET config = excluded.config,
-                             revision = excluded.revision",
-                        params![row.instance_id, config, revision],
-                    )?;
-                }
-                let written = tx.execute(
-                    "INSERT INTO instance_changes (instance_id, changes, revision)
-                     VALUES (?1, ?2, ?3)
-                     ON CONFLICT (instance_id) DO UPDATE SET changes = excluded.changes,
-                         revision = excluded.revision,
-                         updated_at = excluded.updated_at
-                     WHERE instance_changes.revision = ?4",
-                    params![row.instance_id, row.changes, revision, row.expected],
-                )?;
-                if written == 0 {
-                    return Ok(Err(instance_row(&row.instance_id)));
-                }
-            }
-            for row in &commit.account {
-                let written = tx.execute(
-                    "INSERT INTO account (name, value, revision) VALUES (?1, ?2, ?3)
-                     ON CONFLICT (name) DO UPDATE SET value = excluded.value,
-                         revision = excluded.revision,
-                         updated_at = excluded.updated_at
-                     WHERE account.revision = ?4",
-                    params![row.name, row.value, revision, row.expected],
-                )?;
-                if written == 0 {
-                    return Ok(Err(account_row(&row.name)));
-                }
-            }
-            tx.commit()?;
-            Ok(Ok(revision))
+            Ok(written)
         })
         .await?
         .map_err(|what| StoreError::Conflict { what })
+    }
+
+    /// Deletes forgotten instances' rows; see [`super::Store::forget`].
+    pub async fn forget(
+        &self,
+        instances: Vec<ForgetInstance>,
+        now_millis: i64,
+    ) -> Result<Forgotten, StoreError> {
+        self.blocking(move |c| {
+            let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            let revision = next_revision(&tx)?;
+            let mut forgotten = Forgotten::default();
+            let mut deleted = false;
+            for instance in &instances {
+                let id = &instance.instance_id;
+                let removed = tx.execute(DELETE_CHANGES, params![id, instance.expected])? > 0;
+                if !removed {
+                    let stored: Option<i64> = tx
+                        .query_row(SELECT_CHANGES_REVISION, [id], |r| r.get(0))
+                        .optional()?;
+                    match stored {
+                        Some(_) => forgotten.kept.push(id.clone()),
+                        None => forgotten.gone.push(id.clone()),
+                    }
+                    continue;
+                }
+                deleted = true;
+                let token: Option<Option<String>> = tx
+                    .query_row(DELETE_LAUNCHED, [id], |r| r.get(0))
+                    .optional()?;
+                tx.execute(DELETE_HISTORY_OF, [id])?;
+                let (kind, name) = Deleted::Instance(id.clone()).key();
+                tx.execute(UPSERT_TOMBSTONE, params![kind, name, revision, now_millis])?;
+                if let Some(Some(token)) = token {
+                    tx.execute(
+                        FILL_CLIENT_TOKEN,
+                        params![instance.reservation_id, instance.owner_id, token],
+                    )?;
+                    let expires = now_millis + CLIENT_TOKEN_RETENTION.as_millis() as i64;
+                    tx.execute(EXPIRE_CLIENT_TOKEN, params![expires, token])?;
+                }
+                forgotten.gone.push(id.clone());
+            }
+            if deleted {
+                tx.commit()?;
+                forgotten.revision = revision;
+            }
+            Ok(forgotten)
+        })
+        .await
+    }
+
+    /// Deletes replaced keys; see [`super::Store::prune_replaced_keys`].
+    pub async fn prune_replaced_keys(
+        &self,
+        prefix: &str,
+        replaced_before_millis: i64,
+    ) -> Result<u64, StoreError> {
+        let prefix = prefix.to_owned();
+        self.blocking(move |c| {
+            c.execute(PRUNE_REPLACED_KEYS, params![replaced_before_millis, prefix])
+                .map(|n| n as u64)
+        })
+        .await
+    }
+
+    /// Prunes tombstones and expired tokens; see [`super::Store::prune`].
+    pub async fn prune(&self, now_millis: i64) -> Result<Pruned, StoreError> {
+        self.blocking(move |c| {
+            let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            let before = now_millis - TOMBSTONE_RETENTION.as_millis() as i64;
+            let revisions: Vec<i64> = {
+                let mut prune = tx.prepare(PRUNE_TOMBSTONES)?;
+                let rows = prune.query_map([before], |r| r.get(0))?;
+                rows.collect::<rusqlite::Result<_>>()?
+            };
+            if let Some(newest) = revisions.iter().max() {
+                tx.execute(SET_PRUNED, [newest])?;
+            }
+            let client_tokens = tx.execute(PRUNE_CLIENT_TOKENS, [now_millis])?;
+            tx.commit()?;
+            Ok(Pruned {
+                tombstones: revisions.len() as u64,
+                client_tokens: client_tokens as u64,
+            })
+        })
+        .await
+    }
+
+    /// Rows per table; see [`super::Store::row_counts`].
+    pub async fn row_counts(&self) -> Result<Vec<(&'static str, i64)>, StoreError> {
+        self.blocking(|c| {
+            TABLES
+                .iter()
+                .map(|table| {
+                    let count =
+                        c.query_row(&format!("SELECT count(*) FROM {table}"), [], |r| r.get(0))?;
+                    Ok((*table, count))
+                })
+                .collect()
+        })
+        .await
     }
 
     /// The `ClientToken` `token`; see [`super::Store::client_token`].
@@ -175,25 +224,29 @@ impl SqliteStore {
         let row = self
             .blocking(move |c| {
                 c.query_row(SELECT_CLIENT_TOKEN, [&token], |r| {
-                    Ok((r.get(0)?, r.get(1)?, r.get::<_, String>(2)?, r.get(3)?))
+                    let token = ClientToken {
+                        token: r.get(0)?,
+                        request_sha256: r.get(1)?,
+                        instance_ids: Vec::new(),
+                        created_millis: r.get(3)?,
+                        reservation_id: r.get(4)?,
+                        owner_id: r.get(5)?,
+                        expires_millis: r.get(6)?,
+                    };
+                    Ok((token, r.get::<_, String>(2)?))
                 })
                 .optional()
             })
             .await?;
-        let Some((token, request_sha256, ids, created_millis)) = row else {
+        let Some((mut token, ids)) = row else {
             return Ok(None);
         };
-        let instance_ids = instance_ids(&ids).map_err(|reason| StoreError::Corrupt {
+        token.instance_ids = instance_ids(&ids).map_err(|reason| StoreError::Corrupt {
             location: self.path.display().to_string(),
-            what: format!("client token {token}"),
+            what: client_token_row(&token.token),
             reason,
         })?;
-        Ok(Some(ClientToken {
-            token,
-            request_sha256,
-            instance_ids,
-            created_millis,
-        }))
+        Ok(Some(token))
     }
 
     /// Stores a key unless one is stored under `name`; see [`super::Store::add_key`].
@@ -225,31 +278,40 @@ impl SqliteStore {
         .await
     }
 
-    /// Raises the stored minute counts; see [`super::Store::save_history`].
+    /// Raises the stored minute counts; see [`super::Store::save_history`]. Written in
+    /// transactions of at most [`HISTORY_BATCH`] counts, the connection given back between
+    /// them.
     pub async fn save_history(
         &self,
         counts: &[MinuteCount<'_>],
         oldest_minute: i64,
     ) -> Result<(), StoreError> {
-        let rows: Vec<StoredCount> = counts.iter().map(StoredCount::from).collect();
-        self.blocking(move |c| {
-            let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
-            for row in &rows {
-                tx.execute(
-                    "INSERT INTO no_token_history (instance_id, metric, minute, count)
-                     VALUES (?1, ?2, ?3, ?4)
-                     ON CONFLICT (instance_id, metric, minute)
-                     DO UPDATE SET count = max(count, excluded.count)",
-                    params![row.instance_id, row.metric, row.minute, row.count],
-                )?;
-            }
-            tx.execute(
-                "DELETE FROM no_token_history WHERE minute < ?1",
-                [oldest_minute],
-            )?;
-            tx.commit()
-        })
-        .await
+        for batch in counts.chunks(HISTORY_BATCH) {
+            let rows: Vec<StoredCount> = batch.iter().map(StoredCount::from).collect();
+            self.blocking(move |c| {
+                let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
+                {
+                    let mut raise = tx.prepare_cached(
+                        "INSERT INTO no_token_history (instance_id, metric, minute, count)
+                         VALUES (?1, ?2, ?3, ?4)
+                         ON CONFLICT (instance_id, metric, minute)
+                         DO UPDATE SET count = max(count, excluded.count)",
+                    )?;
+                    for row in &rows {
+                        raise.execute(params![
+                            row.instance_id,
+                            row.metric,
+                            row.minute,
+                            row.count
+                        ])?;
+                    }
+                }
+                tx.commit()
+            })
+            .await?;
+        }
+        self.blocking(move |c| c.execute(PRUNE_HISTORY, [oldest_minute]).map(drop))
+            .await
     }
 
     /// The stored minute counts from `oldest_minute` on.
@@ -358,48 +420,170 @@ fn next_revision(tx: &rusqlite::Transaction<'_>) -> rusqlite::Result<i64> {
 fn load_since(c: &mut Connection, after: i64) -> rusqlite::Result<Changed> {
     // One read transaction, so the rows and the revision agree.
     let tx = c.transaction()?;
-    let revision: i64 = tx.query_row(SELECT_REVISION, [], |r| r.get(0))?;
-    let instances = {
-        let mut select = tx.prepare(SELECT_INSTANCES)?;
-        let rows = select.query_map([after], |r| {
-            Ok(StoredInstance {
-                instance_id: r.get(0)?,
-                config: r.get(1)?,
-                changes: r.get(2)?,
-                revision: r.get(3)?,
+    let (revision, pruned): (i64, i64) =
+        tx.query_row(SELECT_REVISION, [], |r| Ok((r.get(0)?, r.get(1)?)))?;
+    let complete = after < 0 || after < pruned;
+    let after = if complete { -1 } else { after };
+    let instances = rows(&tx, SELECT_INSTANCES, after, |r| {
+        Ok(StoredInstance {
+            instance_id: r.get(0)?,
+            config: r.get(1)?,
+            changes: r.get(2)?,
+            revision: r.get(3)?,
+        })
+    })?;
+    let account = rows(&tx, SELECT_ACCOUNT, after, |r| {
+        Ok(StoredValue {
+            name: r.get(0)?,
+            value: r.get(1)?,
+            revision: r.get(2)?,
+        })
+    })?;
+    let keys = rows(&tx, SELECT_KEYS, after, |r| {
+        Ok(StoredKey {
+            name: r.get(0)?,
+            value: Zeroizing::new(r.get(1)?),
+            created_millis: r.get(2)?,
+        })
+    })?;
+    let addresses = rows(&tx, SELECT_ADDRESSES, after, |r| {
+        Ok(StoredAddress {
+            subnet_id: r.get(0)?,
+            address: r.get(1)?,
+            holder: r.get(2)?,
+            revision: r.get(3)?,
+        })
+    })?;
+    let tombstones = match complete {
+        true => Vec::new(),
+        false => rows(&tx, SELECT_TOMBSTONES, after, |r| {
+            Ok((r.get::<_, String>(0)?, r.get(1)?, r.get(2)?))
+        })?
+        .into_iter()
+        .filter_map(|(kind, name, revision)| {
+            Some(Tombstone {
+                deleted: Deleted::from_key(&kind, name)?,
+                revision,
             })
-        })?;
-        rows.collect::<rusqlite::Result<Vec<_>>>()?
-    };
-    let account = {
-        let mut select = tx.prepare(SELECT_ACCOUNT)?;
-        let rows = select.query_map([after], |r| {
-            Ok(StoredValue {
-                name: r.get(0)?,
-                value: r.get(1)?,
-                revision: r.get(2)?,
-            })
-        })?;
-        rows.collect::<rusqlite::Result<Vec<_>>>()?
-    };
-    let keys = {
-        let mut select = tx.prepare(SELECT_KEYS)?;
-        let rows = select.query_map([after], |r| {
-            Ok(StoredKey {
-                name: r.get(0)?,
-                value: Zeroizing::new(r.get(1)?),
-                created_millis: r.get(2)?,
-            })
-        })?;
-        rows.collect::<rusqlite::Result<Vec<_>>>()?
+        })
+        .collect(),
     };
     tx.finish()?;
     Ok(Changed {
         instances,
         account,
         keys,
+        addresses,
+        tombstones,
+        complete,
         revision,
     })
+}
+
+/// The rows `select` gives for revisions after `after`.
+fn rows<T>(
+    tx: &rusqlite::Transaction<'_>,
+    select: &str,
+    after: i64,
+    row: impl FnMut(&rusqlite::Row<'_>) -> rusqlite::Result<T>,
+) -> rusqlite::Result<Vec<T>> {
+    let mut select = tx.prepare(select)?;
+    let rows = select.query_map([after], row)?;
+    rows.collect()
+}
+
+/// Writes `commit` in `tx` at the next revision: the revision, or the row that conflicted
+/// (then `tx` must be dropped, not committed).
+fn write(tx: &rusqlite::Transaction<'_>, commit: &Commit) -> rusqlite::Result<Result<i64, String>> {
+    let revision = next_revision(tx)?;
+    for check in &commit.checks {
+        let stored: i64 = tx.query_row(SELECT_VALUE_REVISION, [&check.name], |r| r.get(0))?;
+        if stored != check.expected {
+            return Ok(Err(account_row(&check.name)));
+        }
+    }
+    for subnet in &commit.vacant {
+        let in_use: i64 = tx.query_row(ADDRESSES_IN_SUBNET, [subnet], |r| r.get(0))?;
+        if in_use > 0 {
+            return Ok(Err(format!("the addresses in use in {subnet}")));
+        }
+    }
+    let token = commit.client_token.as_ref();
+    if let Some(token) = token {
+        let inserted = tx.execute(
+            INSERT_CLIENT_TOKEN,
+            params![
+                token.token,
+                token.request_sha256,
+                instance_ids_json(&token.instance_ids),
+                token.created_millis,
+                revision,
+                token.reservation_id,
+                token.owner_id
+            ],
+        )?;
+        if inserted == 0 {
+            return Ok(Err(client_token_row(&token.token)));
+        }
+    }
+    for row in &commit.instances {
+        if let Some(config) = &row.config {
+            let launched_with = token
+                .filter(|t| t.instance_ids.contains(&row.instance_id))
+                .map(|t| t.token.as_str());
+            tx.execute(
+                UPSERT_LAUNCHED,
+                params![row.instance_id, config, revision, launched_with],
+            )?;
+        }
+        let written = tx.execute(
+            UPSERT_CHANGES,
+            params![row.instance_id, row.changes, revision, row.expected],
+        )?;
+        if written == 0 {
+            return Ok(Err(instance_row(&row.instance_id)));
+        }
+    }
+    for row in &commit.account {
+        let written = tx.execute(
+            UPSERT_VALUE,
+            params![row.name, row.value, revision, row.expected],
+        )?;
+        if written == 0 {
+            return Ok(Err(account_row(&row.name)));
+        }
+    }
+    for address in &commit.released {
+        let released = tx.execute(
+            RELEASE_ADDRESS,
+            params![address.subnet_id, address.address, address.holder],
+        )?;
+        if released > 0 {
+            let (kind, name) = address_tombstone(address);
+            tx.execute(
+                UPSERT_TOMBSTONE,
+                params![kind, name, revision, commit.at_millis],
+            )?;
+        }
+    }
+    for (address, statement, conflicts) in commit
+        .taken
+        .iter()
+        .map(|a| (a, TAKE_ADDRESS, true))
+        .chain(commit.published.iter().map(|a| (a, PUBLISH_ADDRESS, false)))
+    {
+        let written = tx.execute(
+            statement,
+            params![address.subnet_id, address.address, address.holder, revision],
+        )?;
+        if written > 0 {
+            let (kind, name) = address_tombstone(address);
+            tx.execute(DELETE_TOMBSTONE, params![kind, name])?;
+        } else if conflicts {
+            return Ok(Err(address_row(&address.subnet_id, &address.address)));
+        }
+    }
+    Ok(Ok(revision))
 }
 
 #[cfg(test)]
@@ -414,6 +598,68 @@ mod tests {
             changes: changes.into(),
             expected,
         }
+    }
+
+    #[tokio::test]
+    async fn only_keys_replaced_long_enough_ago_are_pruned_and_the_newest_stays() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqliteStore::open(dir.path()).await.unwrap();
+        for (name, created) in [
+            ("token-key/1", 0),
+            ("token-key/2", 1_000),
+            ("token-key/3", 5_000),
+            ("signing-key/1", 0),
+            ("signing-key/2", 100),
+        ] {
+            store.add_key(name, b"secret", created).await.unwrap();
+        }
+        let names = |store: &SqliteStore| {
+            let store = store.clone();
+            async move {
+                let mut names: Vec<String> = store
+                    .load_since(-1)
+                    .await
+                    .unwrap()
+                    .keys
+                    .into_iter()
+                    .map(|k| k.name)
+                    .collect();
+                names.sort();
+                names
+            }
+        };
+        assert_eq!(
+            store.prune_replaced_keys("token-key/", 999).await.unwrap(),
+            0
+        );
+        assert_eq!(
+            store
+                .prune_replaced_keys("token-key/", 1_000)
+                .await
+                .unwrap(),
+            1
+        );
+        assert_eq!(
+            names(&store).await,
+            [
+                "signing-key/1",
+                "signing-key/2",
+                "token-key/2",
+                "token-key/3"
+            ]
+        );
+        assert_eq!(
+            store
+                .prune_replaced_keys("token-key/", i64::MAX)
+                .await
+                .unwrap(),
+            1
+        );
+        assert_eq!(
+            names(&store).await,
+            ["signing-key/1", "signing-key/2", "token-key/3"],
+            "the newest stays, and other prefixes are not touched"
+        );
     }
 
     #[tokio::test]

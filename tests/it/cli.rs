@@ -159,7 +159,35 @@ fn a_busy_port_is_a_clear_error() {
     let output = imds(&["serve", "--listen", &addr]);
     assert_eq!(output.status.code(), Some(1));
     let err = String::from_utf8_lossy(&output.stderr);
-    assert!(err.contains(&format!("cannot listen on {addr}")), "{err}");
+    assert!(
+        err.contains(&format!("cannot listen on {addr} for the guest API"))
+            && err.contains("--listen ADDR:PORT"),
+        "{err}"
+    );
+    // The control API's port, taken by another imds: named, with the flag that moves it.
+    let output = imds(&[
+        "serve",
+        "--listen",
+        "127.0.0.1:0",
+        "--control-listen",
+        &addr,
+    ]);
+    let err = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        err.contains(&format!("cannot listen on {addr} for the control API"))
+            && err.contains("move the control API with --control-listen ADDR:PORT"),
+        "{err}"
+    );
+    // ec2-metadata-mock's own flags move its listener.
+    let output = imds(&[
+        "aemm",
+        "-n",
+        "127.0.0.1",
+        "-p",
+        addr.rsplit(':').next().unwrap(),
+    ]);
+    let err = String::from_utf8_lossy(&output.stderr);
+    assert!(err.contains("-p/--port PORT"), "{err}");
 }
 
 #[test]
@@ -263,6 +291,168 @@ fn sighup_reloads_the_config_file_and_keeps_the_old_one_when_the_new_is_broken()
     );
 }
 
+#[test]
+fn a_reload_applies_the_file_options_no_control_change_named_and_names_those_it_shadows() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("i.toml");
+    std::fs::write(
+        &file,
+        "[instance.metadata_options]\nhttp_put_response_hop_limit = 1\n",
+    )
+    .unwrap();
+    let served = serve(
+        &[
+            "--config",
+            file.to_str().unwrap(),
+            "--listen",
+            "127.0.0.1:0",
+        ],
+        &[],
+    );
+    let ctl = |args: &[&str]| crate::process::ctl_ok(&served, args);
+    ctl(&["options", "--http-tokens", "required"]);
+    // The file's hop limit is edited: the control change named only HttpTokens.
+    std::fs::write(
+        &file,
+        "[instance.metadata_options]\nhttp_put_response_hop_limit = 3\n",
+    )
+    .unwrap();
+    served.signal("HUP");
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let described = loop {
+        let described = ctl(&["describe"]);
+        if described.contains("HttpPutResponseHopLimit=3") {
+            break described;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the hop limit edit was dropped: {described}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert!(described.contains("HttpTokens=required"), "{described}");
+    let (_, stderr) = served.stop("TERM");
+    let warning: Vec<&str> = stderr
+        .lines()
+        .filter(|l| l.contains("not applied: a control change"))
+        .collect();
+    assert_eq!(warning.len(), 1, "once: {stderr}");
+    assert!(
+        warning[0].contains("http_tokens (file: optional, served: required)")
+            && warning[0].contains("imds ctl options --http-tokens optional")
+            && !warning[0].contains("hop_limit"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("http_tokens=required"),
+        "EC2's spelling: {stderr}"
+    );
+    assert!(
+        !stderr.contains("Required") && !stderr.contains("Optional"),
+        "no Rust Debug: {stderr}"
+    );
+}
+
+#[test]
+fn check_config_of_a_fleet_file_lists_every_entry_and_names_a_bad_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("fleet.toml");
+    let entry = |id: &str, ip: &str, extra: &str| {
+        format!(
+            "[[instances]]\ninstance_id = \"{id}\"\n{extra}[[instances.network_interfaces]]\nmac = \"0e:00:00:00:00:{}\"\ninterface_id = \"eni-0aaaaaaaaaaaaaaaa\"\nsubnet_id = \"subnet-0a3e5c7b9d1f24681\"\nsubnet_ipv4_cidr_block = \"127.0.0.0/24\"\nvpc_id = \"vpc-0c4f6a8e2b1d35792\"\nvpc_ipv4_cidr_blocks = [\"127.0.0.0/8\"]\nprivate_ipv4s = [\"{ip}\"]\nsecurity_groups = [{{ name = \"default\", id = \"sg-0e1f2a3b4c5d6e7f8\" }}]\n",
+            &id[id.len() - 2..]
+        )
+    };
+    let good = format!(
+        "{}{}",
+        entry("i-0aaaaaaaaaaaaaaaa", "127.0.0.2", ""),
+        entry(
+            "i-0bbbbbbbbbbbbbbbb",
+            "127.0.0.3",
+            "metadata_options = { http_tokens = \"required\" }\n"
+        )
+    );
+    std::fs::write(&file, &good).unwrap();
+    let output = imds(&["check-config", file.to_str().unwrap()]);
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(output.status.success(), "{output:?}");
+    assert!(
+        stdout.contains("2 [[instances]]") && stdout.contains("--fleet"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains(
+            "entry 1: i-0aaaaaaaaaaaaaaaa (t3.medium, us-east-1a, 127.0.0.2), HttpTokens=optional"
+        ),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("entry 2: i-0bbbbbbbbbbbbbbbb") && stdout.contains("HttpTokens=required"),
+        "{stdout}"
+    );
+    assert!(
+        !stdout.contains("i-0b4f7d2c9a1e83f56"),
+        "not the built-in instance: {stdout}"
+    );
+    // A bad value in the second entry: the entry, its id and the key.
+    std::fs::write(&file, good.replace("127.0.0.3\"]", "10.9.9.9\"]")).unwrap();
+    let output = imds(&["check-config", file.to_str().unwrap()]);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("[[instances]] entry 2 (instance_id = \"i-0bbbbbbbbbbbbbbbb\"): network_interfaces[0].private_ipv4s"),
+        "{stderr}"
+    );
+    // A key of the wrong type in the first: named the same way.
+    std::fs::write(
+        &file,
+        good.replacen(
+            "instance_id = \"i-0aaaaaaaaaaaaaaaa\"\n",
+            "instance_id = \"i-0aaaaaaaaaaaaaaaa\"\nami_launch_index = \"x\"\n",
+            1,
+        ),
+    )
+    .unwrap();
+    let output = imds(&["check-config", file.to_str().unwrap()]);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains(
+            "[[instances]] entry 1 (instance_id = \"i-0aaaaaaaaaaaaaaaa\"): ami_launch_index"
+        ),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn ctl_with_control_keys_signs_for_the_region_the_server_serves() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("i.toml");
+    std::fs::write(
+        &file,
+        "[instance.placement]\navailability_zone = \"eu-west-1b\"\n[control]\naccess_key_id = \"AKIAIMDSCONTROL00001\"\nsecret_access_key = \"s3cr3t-for-this-test\"\n",
+    )
+    .unwrap();
+    let served = serve(
+        &[
+            "--config",
+            file.to_str().unwrap(),
+            "--listen",
+            "127.0.0.1:0",
+        ],
+        &[],
+    );
+    let output = Command::new(IMDS)
+        .args(["ctl", "--endpoint", &served.control[0]])
+        .args(["--access-key-id", "AKIAIMDSCONTROL00001"])
+        .args(["--secret-access-key", "s3cr3t-for-this-test", "describe"])
+        .env_remove("AWS_REGION")
+        .env_remove("AWS_DEFAULT_REGION")
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(output.status.success(), "{output:?}");
+    assert!(stdout.contains("eu-west-1b"), "{stdout}");
+}
+
 /// A PUT over plain TCP; returns the token.
 fn http_put_token(endpoint: &str) -> String {
     use std::io::{Read, Write};
@@ -334,6 +524,28 @@ fn debug_logging_shows_each_request_without_its_token() {
     );
     assert!(!stderr.contains(&token), "the token appears in the log");
     assert!(!stderr.contains("ASIA"), "credentials appear in the log");
+}
+
+#[test]
+fn rust_log_sets_the_log_level_unless_the_flag_says_otherwise() {
+    let served = serve(&["--listen", "127.0.0.1:0"], &[("RUST_LOG", "imds=debug")]);
+    http_get(&served.endpoints[0], "/latest/meta-data/instance-id", &[]);
+    let (_, stderr) = served.stop("TERM");
+    assert!(stderr.contains("guest request"), "{stderr}");
+    let served = serve(
+        &["--listen", "127.0.0.1:0", "--log-level", "info"],
+        &[("RUST_LOG", "imds=debug")],
+    );
+    http_get(&served.endpoints[0], "/latest/meta-data/instance-id", &[]);
+    let (_, stderr) = served.stop("TERM");
+    assert!(!stderr.contains("guest request"), "{stderr}");
+    let output = Command::new(IMDS)
+        .args(["serve", "--listen", "127.0.0.1:0"])
+        .env("RUST_LOG", "imds=loud")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("invalid RUST_LOG `imds=loud`"), "{stderr}");
 }
 
 #[test]

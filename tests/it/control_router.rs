@@ -3,16 +3,19 @@
 //! names as in botocore's EC2 model), EC2's error codes, and what the guest API then answers
 //! (through `GuestApi::handle`, faults decided as the guest listener does).
 
+mod automation;
 mod console;
 mod defaults;
 mod events;
 mod faults;
 mod guardrails;
 mod iam;
+mod instance_status;
 mod instances;
 mod maintenance;
 mod rotation;
 mod tags;
+mod template_launches;
 
 use std::net::SocketAddr;
 use std::sync::Arc;

@@ -239,6 +239,20 @@ fn imds_cert_without_a_lasting_key_explains_what_to_do() {
 fn imds_cert_prints_the_certificate_of_a_given_key_and_its_public_key() {
     let dir = tempfile::tempdir().unwrap();
     let state = dir.path().join("s");
+    // A directory that does not exist (a typo) is refused: its new key would verify nothing.
+    let typo = Command::new(IMDS)
+        .args(["cert", "--state-dir"])
+        .arg(&state)
+        .output()
+        .unwrap();
+    assert_eq!(typo.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&typo.stderr);
+    assert!(
+        stderr.contains("does not exist") && stderr.contains("imds serve --state-dir"),
+        "{stderr}"
+    );
+    assert!(!state.exists(), "nothing is created");
+    std::fs::create_dir(&state).unwrap();
     let cert = Command::new(IMDS)
         .args(["cert", "--state-dir"])
         .arg(&state)

@@ -1,8 +1,9 @@
 //! The trust invariants of a fleet, checked over random sequences of everything that can change
 //! them — control actions (RunInstances with and without a chosen address, Stop, Start,
 //! Terminate, ModifyInstanceMetadataOptions, ModifyInstanceMetadataDefaults'
-//! HttpTokensEnforced, CreateTags), config-file reloads, restarts and a second host on the same
-//! store learning through `catch_up` — against a small reference model of what each host knows:
+//! HttpTokensEnforced, CreateTags), config-file reloads, restarts, an hour passing (terminated
+//! launched instances forgotten, their rows deleted) and a second host on the same store
+//! learning through `catch_up` — against a small reference model of what each host knows:
 //!
 //! 1. every live (running or stopped) instance's addresses have one owner on each host, guests
 //!    at an address are answered as its running owner or not at all, and no two hosts give one
@@ -108,6 +109,11 @@ pub enum Step {
     },
     /// The host reads what the store has that it has not seen.
     CatchUp {
+        host: usize,
+    },
+    /// An hour passes; every host catches up and sweeps (from `host` on): the launched
+    /// instances terminated before are forgotten, in the store and on every host.
+    Later {
         host: usize,
     },
 }
@@ -274,6 +280,8 @@ struct Model {
     writes: u64,
     /// Every address a file instance was ever served at.
     file_addresses: BTreeSet<Ipv4Addr>,
+    /// The file instances terminated over an hour ago: still served, but no longer shown.
+    gone: BTreeSet<String>,
 }
 
 /// What the model predicts for a control action.
@@ -342,6 +350,30 @@ impl Model {
                 host.launched.insert(id);
             } else {
                 host.refused.insert(id);
+            }
+        }
+    }
+
+    /// An hour later: launched instances terminated before are forgotten (their rows deleted,
+    /// on every host), file instances terminated before are no longer shown.
+    fn later(&mut self) {
+        let terminated: Vec<(String, bool)> = self
+            .store
+            .instances
+            .iter()
+            .filter(|(_, row)| row.life == Some(Life::Terminate))
+            .map(|(id, row)| (id.clone(), row.launched.is_some()))
+            .collect();
+        for (id, launched) in terminated {
+            if !launched {
+                self.gone.insert(id);
+                continue;
+            }
+            self.store.instances.remove(&id);
+            for host in &mut self.hosts {
+                host.known.instances.remove(&id);
+                host.launched.remove(&id);
+                host.refused.remove(&id);
             }
         }
     }
@@ -559,12 +591,15 @@ async fn apply(fleet: &mut Fleet, model: &mut Model, step: &Step, what: &str) ->
         | Tag { host, .. }
         | Reload { host, .. }
         | Restart { host }
-        | CatchUp { host } => *host % HOSTS,
+        | CatchUp { host }
+        | Later { host } => *host % HOSTS,
     };
     let h = host;
     match step {
         Run { ip, required, .. } => {
             let wanted = ip.map(|i| POOL[i % POOL.len()]);
+            // A launch decides on the newest addresses in use: the host catches up first.
+            model.catch_up(h);
             let before = model.clone();
             let decided = model.decide(h, |host| {
                 if !*required && host.known.enforced.0 {
@@ -637,7 +672,8 @@ async fn apply(fleet: &mut Fleet, model: &mut Model, step: &Step, what: &str) ->
                     launched_required: *required,
                     ..Row::default()
                 };
-                model.commit(h, vec![(id.clone(), row)], None, true);
+                // One row per address: the registry's row is not written.
+                model.commit(h, vec![(id.clone(), row)], None, false);
                 model.hosts[h].launched.insert(id);
             }
             expected
@@ -666,7 +702,6 @@ async fn apply(fleet: &mut Fleet, model: &mut Model, step: &Step, what: &str) ->
                 };
                 let touches = Touches {
                     instances: changed.iter().map(|_| id.clone()).collect(),
-                    network: true,
                     ..Touches::default()
                 };
                 Ok((touches, changed))
@@ -680,7 +715,7 @@ async fn apply(fleet: &mut Fleet, model: &mut Model, step: &Step, what: &str) ->
             assert_eq!(answer(&got), expected, "{what}: {}", got.1);
             if let Ok(changed) = decided {
                 let rows = changed.into_iter().map(|row| (id.clone(), row)).collect();
-                model.commit(h, rows, None, true);
+                model.commit(h, rows, None, false);
             }
             expected
         }
@@ -691,6 +726,10 @@ async fn apply(fleet: &mut Fleet, model: &mut Model, step: &Step, what: &str) ->
             let decided = model.decide(h, |host| {
                 if !host.serves(&id) {
                     return Err("InvalidInstanceID.NotFound");
+                }
+                // A terminated instance's options cannot change, as on EC2.
+                if host.row(&id).life == Some(Life::Terminate) {
+                    return Err("IncorrectInstanceState");
                 }
                 if !*required && host.known.enforced.0 {
                     return Err("UnsupportedOperation");
@@ -850,6 +889,22 @@ async fn apply(fleet: &mut Fleet, model: &mut Model, step: &Step, what: &str) ->
             model.catch_up(h);
             Answer::Ok
         }
+        Later { .. } => {
+            fleet.clock.advance(Duration::from_secs(61 * 60));
+            let order: Vec<usize> = (0..HOSTS).map(|n| (h + n) % HOSTS).collect();
+            for &host in &order {
+                fleet.apps[host].control.catch_up().await.unwrap();
+                model.catch_up(host);
+            }
+            for &host in &order {
+                fleet.apps[host].control.forget_gone().await;
+            }
+            for &host in &order {
+                fleet.apps[host].control.catch_up().await.unwrap();
+            }
+            model.later();
+            Answer::Ok
+        }
     }
 }
 
@@ -943,8 +998,21 @@ async fn check(fleet: &Fleet, model: &Model, what: &str) {
             .into_iter()
             .map(str::to_owned)
             .collect();
-        assert_eq!(ids, host.served(), "{what}: host {h}, the instances served");
-        for id in host.served() {
+        let shown_now: BTreeSet<String> = host.served().difference(&model.gone).cloned().collect();
+        assert_eq!(ids, shown_now, "{what}: host {h}, the instances shown");
+        // Forgotten instances are gone from memory too; the hidden file instances stay.
+        let in_memory: BTreeSet<String> = app
+            .state
+            .instances()
+            .iter()
+            .map(|slot| slot.id().to_string())
+            .collect();
+        assert_eq!(
+            in_memory,
+            host.served(),
+            "{what}: host {h}, the instances held"
+        );
+        for id in shown_now {
             let row = host.row(&id);
             let expected = (
                 row.state().to_owned(),
@@ -954,6 +1022,21 @@ async fn check(fleet: &Fleet, model: &Model, what: &str) {
             assert_eq!(shown(app, &id).await, expected, "{what}: host {h}, {id}");
         }
     }
+    // The store has the rows of the instances not forgotten, and no others.
+    let location = Location::StateDir(fleet.dir.path().join("state"));
+    let stored = Store::open(&location)
+        .await
+        .unwrap()
+        .load_since(-1)
+        .await
+        .unwrap();
+    let rows: BTreeSet<String> = stored
+        .instances
+        .into_iter()
+        .map(|r| r.instance_id)
+        .collect();
+    let expected: BTreeSet<String> = model.store.instances.keys().cloned().collect();
+    assert_eq!(rows, expected, "{what}: the store's instance rows");
     // Hosts serving the same file instances that have learned everything stored never give an
     // address two different live owners (hosts whose files differ may, by their configuration;
     // a host that has not caught up may still see an instance another host terminated).
@@ -991,7 +1074,8 @@ fn step() -> impl Strategy<Value = Step> {
         3 => (0..=HOSTS, proptest::collection::vec((0..FILE_IDS.len(), 0..POOL.len() - 1), 0..=3))
             .prop_map(|(host, file)| Reload { host, file }),
         1 => host.clone().prop_map(|host| Restart { host }),
-        3 => host.prop_map(|host| CatchUp { host }),
+        3 => host.clone().prop_map(|host| CatchUp { host }),
+        1 => host.prop_map(|host| Later { host }),
     ]
 }
 

@@ -18,6 +18,8 @@ pub enum Origin {
     Env(String),
     /// The config file.
     File(PathBuf),
+    /// AEMM's own default (see [`super::defaults`]).
+    Default,
 }
 
 impl std::fmt::Display for Origin {
@@ -26,6 +28,7 @@ impl std::fmt::Display for Origin {
             Origin::Flag => f.write_str("flag"),
             Origin::Env(name) => write!(f, "environment variable {name}"),
             Origin::File(path) => write!(f, "config file {}", path.display()),
+            Origin::Default => f.write_str("AEMM defaults"),
         }
     }
 }

@@ -99,7 +99,7 @@ pub(super) async fn event(
         }
         EventCommand::Reschedule { id, not_before } => {
             params.push(("InstanceEventId", id.clone()));
-            params.push(("NotBefore", not_before.clone()));
+            params.push(("NotBefore", absolute(not_before)?));
             "ModifyInstanceEventStartTime"
         }
         EventCommand::Clear => {
@@ -117,6 +117,16 @@ pub(super) async fn event(
         _ => "scheduled",
     };
     Ok(format!("{verb} {}\n", event_line(&xml)))
+}
+
+/// `when` as the RFC 3339 time `ModifyInstanceEventStartTime` takes, as EC2 does: a delay
+/// (`+2h`, `30m`) counts from now, as it does for `imds ctl event add`.
+fn absolute(when: &str) -> Result<String, CtlError> {
+    match when.parse::<When>() {
+        Ok(When::After(delay)) => Ok(When::At(time::OffsetDateTime::now_utc() + delay).to_string()),
+        Ok(When::At(_)) => Ok(when.trim().to_owned()),
+        Err(e) => Err(CtlError::Usage(format!("--not-before: {e}"))),
+    }
 }
 
 /// `imds ctl asg`.
@@ -171,4 +181,30 @@ fn list(xml: &str) -> String {
         .unwrap_or("unknown");
     out.push_str(&format!("instance {state}\n"));
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_new_start_may_be_a_delay_from_now_like_an_added_events() {
+        let at = absolute("+2h").unwrap();
+        let at = time::OffsetDateTime::parse(&at, &time::format_description::well_known::Rfc3339)
+            .unwrap();
+        let ahead = at - time::OffsetDateTime::now_utc();
+        assert!(
+            ahead > time::Duration::minutes(119) && ahead <= time::Duration::hours(2),
+            "{ahead}"
+        );
+        assert_eq!(
+            absolute("2026-11-24T03:00:00Z").unwrap(),
+            "2026-11-24T03:00:00Z"
+        );
+        let err = absolute("soon").unwrap_err().to_string();
+        assert!(
+            err.contains("--not-before") && err.contains("+30s"),
+            "{err}"
+        );
+    }
 }

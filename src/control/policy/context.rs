@@ -35,6 +35,15 @@ pub mod key {
     pub const TAG_KEYS: &str = "aws:TagKeys";
     /// Followed by a tag key: the value the request gives that tag.
     pub const REQUEST_TAG_PREFIX: &str = "aws:RequestTag/";
+    /// The ARN of the launch template a `RunInstances` launches from (absent on a direct
+    /// launch).
+    pub const LAUNCH_TEMPLATE: &str = "ec2:LaunchTemplate";
+    /// `true` or `false`: whether a resource of a launch from a template is the template's (not
+    /// one the request names over it).
+    pub const IS_LAUNCH_TEMPLATE_RESOURCE: &str = "ec2:IsLaunchTemplateResource";
+    /// Followed by a tag key: the value an existing resource has for that tag (set where imds
+    /// knows the resource's tags: the launch template of a launch).
+    pub const RESOURCE_TAG_PREFIX: &str = "aws:ResourceTag/";
     /// Followed by a parameter name (`HttpTokens`, `HttpPutResponseHopLimit`, `HttpEndpoint`):
     /// the value a `ModifyInstanceMetadataOptions` request sets, absent when it sets none.
     pub const ATTRIBUTE_PREFIX: &str = "ec2:Attribute/";

@@ -7,7 +7,7 @@ use super::render;
 use super::{CredentialsLeaf, Leaf, MetadataTree, Timeline, TreeBuilder};
 use crate::fleet::events::{EventsNow, Schedule};
 use crate::fleet::identity::{DocumentSignatures, IdentitySigner};
-use crate::fleet::instance::{Instance, Interface, SecurityGroup};
+use crate::fleet::instance::{is_system_tag, Instance, Interface, SecurityGroup};
 
 /// Builds the trees an instance serves under every version root, one per stretch of time in
 /// which its events look the same, with its signed identity document.
@@ -166,7 +166,8 @@ fn meta_data(b: &mut TreeBuilder, instance: &Instance) {
     iam(b, instance);
     identity_credentials(b, instance);
     if c.metadata_options.instance_metadata_tags.is_enabled() {
-        for (key, value) in &c.tags {
+        // EC2's own tags (`aws:...`) are not shown, as on EC2.
+        for (key, value) in c.tags.iter().filter(|(k, _)| !is_system_tag(k)) {
             b.text(&m(&format!("tags/instance/{key}")), "2021-03-23", value);
         }
     }

@@ -168,6 +168,18 @@ impl<A: Address> Pool<A> {
         Err(PoolError::Full)
     }
 
+    /// Makes the next search of a free address of `block` start at the `offset`th usable one
+    /// (modulo how many there are), unless a search already took place.
+    pub fn start_search_at(&mut self, block: Block, offset: u128) {
+        if self.next.is_some() || offset == 0 {
+            return;
+        }
+        if let Some((first, last)) = block.usable() {
+            let count = (last - first).saturating_add(1);
+            self.next = Some(A::from_number(first + offset % count));
+        }
+    }
+
     /// Records `address` as in use (an address given by configuration; reserved ones too).
     pub fn mark(&mut self, address: A) {
         self.in_use.insert(address);
@@ -214,6 +226,33 @@ mod tests {
         assert_eq!(got, (4..=14).collect::<Vec<u8>>());
         assert_eq!(block.usable_count(), 11);
         assert_eq!(pool.allocate(block, None, |_| false), Err(PoolError::Full));
+    }
+
+    #[test]
+    fn a_search_starts_at_the_offset_given_modulo_the_usable_addresses() {
+        let block = Block::v4(net("10.0.0.0/28"));
+        let mut pool = Pool::<Ipv4Addr>::default();
+        pool.start_search_at(block, 11 * 3 + 2);
+        assert_eq!(
+            pool.allocate(block, None, |_| false),
+            Ok(Ipv4Addr::new(10, 0, 0, 6))
+        );
+        // Only before the first search.
+        pool.start_search_at(block, 5);
+        assert_eq!(
+            pool.allocate(block, None, |_| false),
+            Ok(Ipv4Addr::new(10, 0, 0, 7))
+        );
+        let mut every = vec![6, 7];
+        while let Ok(address) = pool.allocate(block, None, |_| false) {
+            every.push(address.octets()[3]);
+        }
+        every.sort();
+        assert_eq!(
+            every,
+            (4..=14).collect::<Vec<u8>>(),
+            "every usable address once"
+        );
     }
 
     #[test]

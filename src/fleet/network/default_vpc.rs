@@ -8,7 +8,7 @@ use time::OffsetDateTime;
 
 use super::addresses::{overlaps_v4, overlaps_v6};
 use super::{derived_id, key_pair, KeyPair, Network, SecurityGroup, Subnet, Tags, Vpc, Zone};
-use crate::fleet::instance::Instance;
+use crate::fleet::instance::{zone_id_prefix, Instance};
 
 /// Zone letters of us-east-1, the one region with six.
 const US_EAST_1_ZONES: &str = "abcdef";
@@ -37,6 +37,7 @@ impl Network {
             subnets: BTreeMap::new(),
             security_groups: BTreeMap::new(),
             key_pairs: BTreeMap::new(),
+            spread: 0,
         };
         network.add_instance(instance);
         network.add_default_subnets();
@@ -189,10 +190,7 @@ impl Network {
                 break;
             };
             let ipv6_cidr = vpc_v6.and_then(|block| {
-                let free = block
-                    .subnets(64)
-                    .ok()?
-                    .find(|c| !used_v6.iter().any(|u| overlaps_v6(u, c)))?;
+                let free = first_free_v6_64(block, &used_v6)?;
                 used_v6.push(free);
                 Some(free)
             });
@@ -280,30 +278,56 @@ fn zones_of(region: &str, configured: &str, configured_id: &str) -> Vec<Zone> {
     zones
 }
 
-/// `use1` for `us-east-1`, `apse2` for `ap-southeast-2`, `usgw1` for `us-gov-west-1`.
-fn zone_id_prefix(region: &str) -> String {
-    let parts: Vec<&str> = region.split('-').collect();
-    let Some((first, rest)) = parts.split_first() else {
-        return region.to_owned();
-    };
-    let mut prefix = (*first).to_owned();
-    for part in rest {
-        let short = match *part {
-            "northeast" => "ne",
-            "southeast" => "se",
-            "northwest" => "nw",
-            "southwest" => "sw",
-            other if other.chars().all(|c| c.is_ascii_digit()) => other,
-            other => other.get(..1).unwrap_or_default(),
+/// The first `/64` of `block` that overlaps none of `used`, skipping each used block whole (a
+/// used `/32` in a `/32` VPC block is one step, not 2^32).
+fn first_free_v6_64(block: &Ipv6Net, used: &[Ipv6Net]) -> Option<Ipv6Net> {
+    let step: u128 = 1 << 64;
+    let last = u128::from(block.broadcast());
+    let mut start = u128::from(block.network());
+    loop {
+        let candidate = Ipv6Net::new(start.into(), 64).ok()?;
+        let next = match used.iter().find(|u| overlaps_v6(u, &candidate)) {
+            None => return Some(candidate),
+            // Past the used block, or past the candidate when the used block is inside it.
+            Some(u) => u128::from(u.broadcast())
+                .max(start + (step - 1))
+                .checked_add(1)?,
         };
-        prefix.push_str(short);
+        if next > last {
+            return None;
+        }
+        start = next & !(step - 1);
     }
-    prefix
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_free_ipv6_64_is_found_past_used_blocks_of_any_size() {
+        let net = |s: &str| s.parse::<Ipv6Net>().unwrap();
+        let vpc = net("2001:db8::/32");
+        assert_eq!(first_free_v6_64(&vpc, &[vpc]), None, "one step, not 2^32");
+        assert_eq!(
+            first_free_v6_64(&vpc, &[net("2001:db8::/33")]),
+            Some(net("2001:db8:8000::/64"))
+        );
+        assert_eq!(
+            first_free_v6_64(
+                &net("2600:1f18:4a3:6a00::/56"),
+                &[
+                    net("2600:1f18:4a3:6a00::/64"),
+                    net("2600:1f18:4a3:6a01::/80")
+                ]
+            ),
+            Some(net("2600:1f18:4a3:6a02::/64"))
+        );
+        assert_eq!(
+            first_free_v6_64(&net("2001:db8::/64"), &[]),
+            Some(net("2001:db8::/64"))
+        );
+    }
 
     #[test]
     fn zone_ids_are_abbreviated_like_ec2s() {

@@ -96,12 +96,29 @@ fn the_default_registry_is_the_same_each_time() {
 }
 
 #[test]
-fn the_registry_survives_a_json_round_trip() {
+fn the_registry_survives_a_json_round_trip_without_its_pools() {
     let mut network = network();
-    network.allocate_ipv4(SUBNET, None, |_| false).unwrap();
+    let ip = network.allocate_ipv4(SUBNET, None, |_| false).unwrap();
     let json = serde_json::to_string(&network).unwrap();
-    let back: Network = serde_json::from_str(&json).unwrap();
+    assert!(!json.contains(&format!("\"{ip}\"")), "{json}");
+    let mut back: Network = serde_json::from_str(&json).unwrap();
+    assert!(!back.subnet(SUBNET).unwrap().is_in_use(IpAddr::V4(ip)));
+    back.adopt_pools(&network);
     assert_eq!(back, network);
+    back.clear_pools();
+    assert!(!back.subnet(SUBNET).unwrap().is_in_use(IpAddr::V4(ip)));
+    assert_eq!(back.subnet(SUBNET).unwrap().addresses_in_use(), 0);
+}
+
+#[test]
+fn an_older_registry_with_its_pools_is_still_read() {
+    let mut network = network();
+    let ip = network.allocate_ipv4(SUBNET, None, |_| false).unwrap();
+    let mut json: serde_json::Value = serde_json::to_value(&network).unwrap();
+    json["subnets"][SUBNET]["ipv4"] =
+        serde_json::json!({ "in_use": [ip.to_string()], "next": null });
+    let back: Network = serde_json::from_value(json).unwrap();
+    assert!(back.subnet(SUBNET).unwrap().is_in_use(IpAddr::V4(ip)));
 }
 
 #[test]
@@ -316,4 +333,28 @@ fn another_configured_instance_adds_its_subnet_and_addresses() {
         SUBNET
     );
     assert_eq!(network.vpcs().count(), 1);
+}
+
+#[test]
+fn hosts_sharing_a_store_look_for_free_addresses_from_different_places() {
+    let mut a = network();
+    let mut b = network();
+    let first = network()
+        .allocate_ipv4(SUBNET, None, |_| false)
+        .expect("a free address");
+    a.spread_allocations(1_000);
+    b.spread_allocations(2_000);
+    let from_a = a.allocate_ipv4(SUBNET, None, |_| false).unwrap();
+    let from_b = b.allocate_ipv4(SUBNET, None, |_| false).unwrap();
+    assert!(from_a != from_b && from_a != first && from_b != first);
+    // Then on from there, and a registry learned from the store keeps the place.
+    let next = a.allocate_ipv4(SUBNET, None, |_| false).unwrap();
+    assert_eq!(u32::from(next), u32::from(from_a) + 1);
+    let json = serde_json::to_string(&a).unwrap();
+    let mut learned: Network = serde_json::from_str(&json).unwrap();
+    learned.adopt_pools(&a);
+    assert_eq!(
+        learned.allocate_ipv4(SUBNET, None, |_| false).unwrap(),
+        a.allocate_ipv4(SUBNET, None, |_| false).unwrap()
+    );
 }

@@ -232,7 +232,7 @@ async fn describe_instance_status_shows_a_running_instance_and_its_filters() {
             false,
         ),
         (
-            format!("&Filter.1.Name=instance-id&Filter.1.Value.1={INSTANCE}"),
+            "&Filter.1.Name=system-status.status&Filter.1.Value.1=ok".into(),
             true,
         ),
         (
@@ -254,10 +254,11 @@ async fn describe_instance_status_shows_a_running_instance_and_its_filters() {
         StatusCode::BAD_REQUEST,
         "InvalidInstanceID.Malformed",
     );
+    // Not a filter EC2 documents for DescribeInstanceStatus (see `instance_status`).
     assert_error(
-        &f.query(
-            "Action=DescribeInstanceStatus&Filter.1.Name=system-status.status&Filter.1.Value.1=ok",
-        )
+        &f.query(&format!(
+            "Action=DescribeInstanceStatus&Filter.1.Name=instance-id&Filter.1.Value.1={INSTANCE}"
+        ))
         .await,
         StatusCode::BAD_REQUEST,
         "InvalidParameterValue",

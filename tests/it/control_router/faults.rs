@@ -252,3 +252,31 @@ async fn clear_faults_removes_the_ones_named_or_all() {
     assert!(described(&f).await.is_empty());
     assert_eq!(f.guest("/latest/fault-b").await.0, StatusCode::NOT_FOUND);
 }
+
+#[tokio::test]
+async fn an_instance_holds_at_most_fifty_faults_and_clearing_one_makes_room() {
+    let f = Fixture::new("");
+    for n in 0..50 {
+        let answer = inject(&f, &format!("&Path=/latest/meta-data/{n}&Status=503")).await;
+        assert_ok(&answer, "InjectFaultResponse");
+    }
+    let refused = inject(&f, "&Path=/latest/meta-data/50&Status=503").await;
+    let message = assert_error(&refused, StatusCode::BAD_REQUEST, "InvalidParameterValue");
+    assert!(message.contains("at most 50 faults"), "{message}");
+    assert_eq!(described(&f).await.len(), 50);
+    let first = text(&described(&f).await[0], "faultId").to_owned();
+    assert_ok(
+        &f.query(&format!("Action=ClearFaults&FaultId.1={first}"))
+            .await,
+        "ClearFaultsResponse",
+    );
+    let answer = inject(&f, "&Path=/latest/meta-data/50&Status=503").await;
+    assert_ok(&answer, "InjectFaultResponse");
+    let long = format!("&Path=/{}&Status=503", "a".repeat(1024));
+    let message = assert_error(
+        &inject(&f, &long).await,
+        StatusCode::BAD_REQUEST,
+        "InvalidParameterValue",
+    );
+    assert!(message.contains("1024 bytes"), "{message}");
+}

@@ -1,8 +1,9 @@
 //! Guardrail policies deciding `RunInstances` and `ModifyInstanceMetadataOptions` as IAM does:
 //! one decision per resource the action touches, in this imds' region (us-east-1) and account
-//! (123456789012), so region- and account-scoped statements apply; and every example policy
+//! (123456789012), so region- and account-scoped statements apply; every example policy
 //! AWS publishes (`tests/policies/`, account id substituted) allowing and refusing what it does
-//! on AWS.
+//! on AWS; and launches from launch templates (`ec2:LaunchTemplate`,
+//! `ec2:IsLaunchTemplateResource`, the template's own ARN and tags).
 
 use http::StatusCode;
 use imds::control::policy::{Policy, PolicySet};
@@ -280,6 +281,9 @@ async fn every_example_policy_allows_and_refuses_what_it_does_on_aws() {
         ("deny-modify-metadata-options", &["".into()], &[]),
         ("only-imds-admins-modify-options", &["".into()], &[]),
         ("deny-imdsv1-opt-out", &["".into()], &[]),
+        // Launches from templates: see the tests of launch templates below.
+        ("launch-template-no-overrides", &[], &["".into()]),
+        ("launch-template-tagged-webservers", &[], &["".into()]),
     ];
     for (name, allowed, refused) in launches {
         let f = fleet_with(&[example(name)]).await;
@@ -323,6 +327,17 @@ async fn every_example_policy_allows_and_refuses_what_it_does_on_aws() {
         ),
         ("max-hop-limit", &["&HttpPutResponseHopLimit=64"], &[]),
         ("require-tag-on-create", &["&HttpTokens=required"], &[]),
+        // Allow-lists of RunInstances alone.
+        (
+            "launch-template-no-overrides",
+            &[],
+            &["&HttpTokens=required"],
+        ),
+        (
+            "launch-template-tagged-webservers",
+            &[],
+            &["&HttpTokens=required"],
+        ),
     ];
     for (name, allowed, refused) in modifications {
         let f = fleet_with(&[example(name)]).await;
@@ -349,7 +364,7 @@ async fn every_example_policy_file_is_covered() {
         })
         .count();
     assert_eq!(
-        count, 10,
+        count, 12,
         "add the new example to every_example_policy_allows_and_refuses_what_it_does_on_aws"
     );
 }
@@ -463,4 +478,207 @@ async fn imds_own_actions_are_decided_as_imds_actions_and_reads_are_not_decided(
 /// [`deny_all`] under another policy name, so that two can be attached together.
 fn deny_all_named(action: &str) -> (&'static str, String) {
     ("deny-other-action", deny_all(action).1)
+}
+
+/// A fleet with the launch templates `web` (tagged `Purpose=Webservers`) and `other`, made
+/// before `policies` are put in force (allow-lists of launches allow nothing else): their ids.
+async fn fleet_with_templates(policies: &[(&str, String)]) -> (Fixture, String, String) {
+    let f = Fixture::new("[server]\nfleet = true\n");
+    let mut ids = Vec::new();
+    for (name, tags) in [
+        (
+            "web",
+            "&TagSpecification.1.ResourceType=launch-template\
+             &TagSpecification.1.Tag.1.Key=Purpose&TagSpecification.1.Tag.1.Value=Webservers",
+        ),
+        ("other", ""),
+    ] {
+        let (status, answer) = f
+            .query(&format!(
+                "Action=CreateLaunchTemplate&LaunchTemplateName={name}\
+                 &LaunchTemplateData.ImageId=ami-0aaaaaaaaaaaaaaa1{tags}"
+            ))
+            .await;
+        assert_eq!(status, StatusCode::OK, "{answer}");
+        ids.push(element(&answer, "launchTemplateId").unwrap().to_owned());
+    }
+    let set = policies
+        .iter()
+        .fold(PolicySet::default(), |set, (name, json)| {
+            set.with(*name, Policy::parse(json).unwrap())
+        });
+    f.app.control.set_policies(set);
+    let other = ids.pop().unwrap();
+    (f, ids.pop().unwrap(), other)
+}
+
+/// `RunInstances` of one instance with `params` (naming a template, no image of its own).
+async fn from_template(f: &Fixture, params: &str) -> Result<String, String> {
+    let (status, answer) = f
+        .query(&format!(
+            "Action=RunInstances&MinCount=1&MaxCount=1{params}"
+        ))
+        .await;
+    refused_only_by_guardrails(status, answer)
+}
+
+#[tokio::test]
+async fn aws_launch_template_policies_allow_only_launches_that_keep_the_templates_resources() {
+    let (f, web, other) = fleet_with_templates(&[example("launch-template-no-overrides")]).await;
+    let (_, subnets) = f.query("Action=DescribeSubnets").await;
+    let subnet = element(&subnets, "subnetId").unwrap().to_owned();
+    for params in [
+        "&LaunchTemplate.LaunchTemplateName=web".to_owned(),
+        format!("&LaunchTemplate.LaunchTemplateId={other}&LaunchTemplate.Version=$Latest"),
+        // Not a resource: the instance type is the request's to choose.
+        format!("&LaunchTemplate.LaunchTemplateId={web}&InstanceType=t3.small"),
+    ] {
+        let launched = from_template(&f, &params).await.unwrap();
+        assert!(launched.contains("<instanceId>"), "{launched}");
+    }
+    // A resource the request names over the template's is not the template's.
+    for (params, resource) in [
+        (
+            "&ImageId=ami-0abcdef1234567890".to_owned(),
+            "arn:aws:ec2:us-east-1::image/ami-0abcdef1234567890".to_owned(),
+        ),
+        (
+            format!("&SubnetId={subnet}"),
+            format!("arn:aws:ec2:us-east-1:{ACCOUNT}:subnet/{subnet}"),
+        ),
+    ] {
+        let refused = from_template(
+            &f,
+            &format!("&LaunchTemplate.LaunchTemplateName=web{params}"),
+        )
+        .await
+        .unwrap_err();
+        assert!(
+            refused.contains(&format!(
+                "no statement in service control policy launch-template-no-overrides allows \
+                 ec2:RunInstances on {resource}"
+            )),
+            "{params}: {refused}"
+        );
+    }
+    // Without a template, nothing is allowed.
+    let refused = launch(&f, "").await.unwrap_err();
+    assert!(
+        refused.contains(&format!(
+            "allows ec2:RunInstances on arn:aws:ec2:us-east-1:{ACCOUNT}:instance/*"
+        )),
+        "{refused}"
+    );
+
+    // Only from a template tagged Purpose=Webservers: the template is decided with its tags.
+    let (f, web, other) =
+        fleet_with_templates(&[example("launch-template-tagged-webservers")]).await;
+    from_template(&f, &format!("&LaunchTemplate.LaunchTemplateId={web}"))
+        .await
+        .unwrap();
+    let refused = from_template(&f, &format!("&LaunchTemplate.LaunchTemplateId={other}"))
+        .await
+        .unwrap_err();
+    assert!(
+        refused.contains(&format!(
+            "ec2:RunInstances on arn:aws:ec2:us-east-1:{ACCOUNT}:launch-template/{other}"
+        )),
+        "{refused}"
+    );
+    from_template(
+        &f,
+        "&LaunchTemplate.LaunchTemplateName=web&ImageId=ami-0abcdef1234567890",
+    )
+    .await
+    .unwrap_err();
+}
+
+#[tokio::test]
+async fn an_scp_denying_launches_without_a_launch_template_lets_only_template_launches_through() {
+    let no_template = (
+        "launch-from-templates-only",
+        r#"{"Version": "2012-10-17", "Statement": [{"Sid": "DenyWithoutTemplate",
+            "Effect": "Deny", "Action": "ec2:RunInstances", "Resource": "arn:aws:ec2:*:*:instance/*",
+            "Condition": {"Null": {"ec2:LaunchTemplate": "true"}}}]}"#
+            .to_owned(),
+    );
+    let (f, web, _) = fleet_with_templates(&[example("full-aws-access"), no_template]).await;
+    let refused = launch(&f, "").await.unwrap_err();
+    assert!(
+        refused.contains(
+            "explicit deny in service control policy launch-from-templates-only \
+             (statement DenyWithoutTemplate) for ec2:RunInstances"
+        ),
+        "{refused}"
+    );
+    // From any template, overrides and all (this SCP does not forbid them).
+    from_template(&f, "&LaunchTemplate.LaunchTemplateName=other")
+        .await
+        .unwrap();
+    from_template(
+        &f,
+        &format!("&LaunchTemplate.LaunchTemplateId={web}&ImageId=ami-0abcdef1234567890"),
+    )
+    .await
+    .unwrap();
+
+    // Only from one template: ArnNotLike holds for a direct launch too (the key is absent).
+    let one_template = format!(
+        r#"{{"Version": "2012-10-17", "Statement": [{{"Sid": "DenyOtherTemplates",
+        "Effect": "Deny", "Action": "ec2:RunInstances", "Resource": "*",
+        "Condition": {{"ArnNotLike": {{"ec2:LaunchTemplate":
+            "arn:aws:ec2:us-east-1:{ACCOUNT}:launch-template/{web}"}}}}}}]}}"#
+    );
+    let (_, full) = example("full-aws-access");
+    f.app.control.set_policies(
+        PolicySet::default()
+            .with("full-aws-access", Policy::parse(&full).unwrap())
+            .with(
+                "launch-from-web-only",
+                Policy::parse(&one_template).unwrap(),
+            ),
+    );
+    launch(&f, "").await.unwrap_err();
+    from_template(&f, "&LaunchTemplate.LaunchTemplateName=other")
+        .await
+        .unwrap_err();
+    from_template(&f, "&LaunchTemplate.LaunchTemplateName=web")
+        .await
+        .unwrap();
+}
+
+#[tokio::test]
+async fn a_deny_on_one_launch_template_applies_whether_it_is_named_by_id_or_by_name() {
+    let (f, web, _) = fleet_with_templates(&[]).await;
+    let deny = format!(
+        r#"{{"Version": "2012-10-17", "Statement": [{{"Sid": "KeepWeb", "Effect": "Deny",
+        "Action": ["ec2:DeleteLaunchTemplateVersions", "ec2:CreateLaunchTemplateVersion"],
+        "Resource": "arn:aws:ec2:us-east-1:{ACCOUNT}:launch-template/{web}"}}]}}"#
+    );
+    f.app
+        .control
+        .set_policies(PolicySet::default().with("keep-web", Policy::parse(&deny).unwrap()));
+    for named in [
+        format!("LaunchTemplateId={web}"),
+        "LaunchTemplateName=web".to_owned(),
+    ] {
+        for action in [
+            "DeleteLaunchTemplateVersions&LaunchTemplateVersion.1=1",
+            "CreateLaunchTemplateVersion&LaunchTemplateData.InstanceType=t3.small",
+        ] {
+            let refused = act(&f, &format!("Action={action}&{named}"))
+                .await
+                .unwrap_err();
+            assert!(
+                refused.contains(&format!("launch-template/{web}")),
+                "{action} {named}: {refused}"
+            );
+        }
+    }
+    act(
+        &f,
+        "Action=CreateLaunchTemplateVersion&LaunchTemplateName=other&LaunchTemplateData.InstanceType=t3.small",
+    )
+    .await
+    .unwrap();
 }

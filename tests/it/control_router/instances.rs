@@ -405,3 +405,39 @@ async fn a_terminated_instance_is_forgotten_an_hour_later_slot_metrics_and_all()
         );
     }
 }
+
+/// `Action=DescribeInstances` POSTed with a SigV4 `Authorization` scoped to `region` (the
+/// control API has no keys: only the scope is read).
+async fn described_in(f: &Fixture, region: &str) -> (StatusCode, String) {
+    let request = http::Request::post("/")
+        .header(http::header::HOST, "127.0.0.1:8770")
+        .header(
+            http::header::CONTENT_TYPE,
+            "application/x-www-form-urlencoded; charset=utf-8",
+        )
+        .header(
+            http::header::AUTHORIZATION,
+            format!("AWS4-HMAC-SHA256 Credential=AKIAANYKEY0000000000/20261102/{region}/ec2/aws4_request, SignedHeaders=host, Signature=00"),
+        )
+        .body(http_body_util::Full::new(bytes::Bytes::from(
+            "Action=DescribeInstances&Version=2016-11-15",
+        )))
+        .unwrap();
+    super::control(&f.app, request).await
+}
+
+#[tokio::test]
+async fn a_request_signed_for_another_region_is_refused_with_the_region_it_should_name() {
+    let f = Fixture::new("");
+    let (status, xml) = described_in(&f, "eu-west-1").await;
+    assert_eq!(status, StatusCode::FORBIDDEN, "{xml}");
+    assert_eq!(text(&xml, "Code"), "SignatureDoesNotMatch");
+    assert_eq!(
+        text(&xml, "Message").replace("&apos;", "'"),
+        "Credential should be scoped to a valid region, not 'eu-west-1'. This endpoint serves us-east-1."
+    );
+    assert!(!xml.contains(INSTANCE), "no instance of this region: {xml}");
+    let (status, xml) = described_in(&f, "us-east-1").await;
+    assert_eq!(status, StatusCode::OK, "{xml}");
+    assert!(xml.contains(INSTANCE));
+}

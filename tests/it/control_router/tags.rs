@@ -211,7 +211,7 @@ async fn create_tags_refuses_tags_ec2_refuses_and_changes_nothing() {
         &f.query("Action=DeleteTags&ResourceId.1=vol-0123456789abcdef0")
             .await,
         StatusCode::BAD_REQUEST,
-        "InvalidInstanceID.Malformed",
+        "InvalidID",
     );
     let mut expected = before;
     expected.insert("k".repeat(128), "v".repeat(256));
