@@ -281,6 +281,8 @@ pub struct Metrics {
     unknown_callers: AtomicU64,
     /// Access-log entries dropped because the writer fell behind.
     access_log_dropped: AtomicU64,
+    /// Per surface: connections the listener failed to accept (out of file descriptors).
+    accept_failures: [AtomicU64; 2],
     /// `[surface][reason]`: connections waiting for their client, closed to make room.
     connections_evicted: [[AtomicU64; Eviction::ALL.len()]; 2],
     /// `[surface][reason]`: requests refused as a browser's.
@@ -338,6 +340,11 @@ impl Metrics {
     /// Counts a refused token or token request.
     pub fn token_rejected(&self, why: TokenRejection) {
         self.tokens_rejected[why as usize].fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Counts a connection `surface`'s listener failed to accept.
+    pub fn accept_failed(&self, surface: SurfaceKind) {
+        self.accept_failures[surface as usize].fetch_add(1, Ordering::Relaxed);
     }
 
     /// Counts a request from an address that belongs to no instance.
@@ -468,6 +475,13 @@ impl Metrics {
             "gauge",
             "Connections open, by surface.",
             open,
+        );
+        per_surface(
+            &mut out,
+            "imds_accept_failures_total",
+            "counter",
+            "Connections the listener failed to accept (out of file descriptors and the like), by surface.",
+            SurfaceKind::ALL.map(|surface| load(&self.accept_failures[surface as usize])),
         );
         out.push_str("# HELP imds_connections_evicted_total Connections waiting for their client (idle keep-alive, no complete request head), closed to make room, by surface and reason (server_full: every slot of the server was taken; instance_cap: their instance had as many connections open as it may).\n# TYPE imds_connections_evicted_total counter\n");
         for surface in SurfaceKind::ALL {
@@ -666,6 +680,7 @@ mod tests {
         metrics.token_rejected(TokenRejection::Forwarded);
         metrics.control_action("CreateTags", "ok");
         assert_eq!(metrics.access_log_dropped(), 1);
+        metrics.accept_failed(SurfaceKind::Guest);
         let text = metrics.render(&[]);
         for line in [
             "imds_requests_total{surface=\"guest\",version=\"v1\",route=\"meta_data\",status=\"200\"} 2",
@@ -676,6 +691,8 @@ mod tests {
             "imds_tokens_rejected_total{version=\"v1\",reason=\"missing\"} 0",
             "imds_control_requests_total{action=\"CreateTags\",outcome=\"ok\"} 1",
             "imds_access_log_dropped_total 1",
+            "imds_accept_failures_total{surface=\"guest\"} 1",
+            "imds_accept_failures_total{surface=\"control\"} 0",
             "imds_request_duration_seconds_bucket{le=\"0.000025\"} 3",
             "imds_request_duration_seconds_bucket{le=\"+Inf\"} 4",
             "imds_request_duration_seconds_count 4",

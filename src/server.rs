@@ -47,6 +47,7 @@ use tokio::sync::{watch, Semaphore};
 pub use self::browser::{BrowserRefusal, HostGuard, PassedHost};
 use self::watchdog::{Answering, Signal, Watchdog};
 pub use self::watchdog::{ClientWait, Eviction};
+use crate::log_limit::LogLimit;
 use crate::metrics::{Metrics, SurfaceKind};
 use crate::server::net::{HopLimitedStream, WantedHopLimit};
 
@@ -314,6 +315,8 @@ async fn accept_loop<S: Surface>(
         .local_addr()
         .ok()
         .filter(|addr| !addr.ip().is_unspecified());
+    // Clients can make accepting fail (by holding every file descriptor): one line a minute.
+    let accept_failures = LogLimit::new(Duration::from_secs(60));
     loop {
         let permit = match shared.permits.clone().try_acquire_owned() {
             Ok(permit) => permit,
@@ -339,7 +342,10 @@ async fn accept_loop<S: Surface>(
             Ok(accepted) => accepted,
             Err(error) => {
                 // Out of file descriptors and the like: back off instead of spinning.
-                tracing::warn!(%error, surface = S::KIND.label(), "accept failed");
+                shared.surface.metrics().accept_failed(S::KIND);
+                if let Some(held_back) = accept_failures.allow() {
+                    tracing::warn!(%error, surface = S::KIND.label(), held_back, "accept failed; retrying in 50 ms");
+                }
                 tokio::time::sleep(Duration::from_millis(50)).await;
                 continue;
             }
