@@ -30,6 +30,19 @@ async fn main() -> std::io::Result<()> {
     println!("listening on http://{}", listener.local_addr()?);
     let mut builder = http1::Builder::new();
     builder.keep_alive(!close);
+    // Accepting in a task of the runtime, as imds does: on the thread that blocks on `main`,
+    // every connection would be handed over to a worker thread, waking it.
+    tokio::spawn(serve(listener, builder, close, imds_headers))
+        .await
+        .map_err(std::io::Error::other)?
+}
+
+async fn serve(
+    listener: TcpListener,
+    builder: http1::Builder,
+    close: bool,
+    imds_headers: bool,
+) -> std::io::Result<()> {
     loop {
         let (stream, _) = listener.accept().await?;
         let _ = stream.set_nodelay(true);

@@ -5,6 +5,7 @@
 pub mod access_log;
 mod connection;
 mod error;
+mod recent_paths;
 mod throttle;
 mod unknown_callers;
 
@@ -25,16 +26,16 @@ use crate::clock::Clock;
 use crate::fleet::credentials::Delivery;
 use crate::fleet::faults::Decision;
 use crate::fleet::history::NoTokenMetric;
-use crate::fleet::metadata::path::{self, GuestPath, MetadataPath};
+use crate::fleet::metadata::path::{GuestPath, MetadataPath, PathError};
 use crate::fleet::metadata::version::API_VERSIONS;
 use crate::fleet::metadata::{render, CredentialsLeaf, Found, Leaf};
 use crate::fleet::options::HttpTokens;
 use crate::fleet::state::{InstanceSlot, Snapshot, State};
 use crate::fleet::throttle::ThrottleLimits;
-use crate::fleet::token::{TokenError, TokenSealer, TokenTtl};
+use crate::fleet::token::{TokenError, TokenSealer, TokenTtl, MAX_TTL_SECONDS};
 use crate::guest::access_log::{AccessLog, Entry};
 use crate::log_limit::LogLimit;
-use crate::metrics::{ImdsVersion, Metrics, RouteClass, TokenRejection};
+use crate::metrics::{ImdsVersion, Metrics, TokenRejection};
 use crate::server::net::ResponseHopLimit;
 
 /// `X-aws-ec2-metadata-token`: the session token on a GET.
@@ -51,23 +52,34 @@ const OCTET_STREAM: &str = "application/octet-stream";
 const ALLOW_METADATA: &str = "GET, HEAD";
 const ALLOW_TOKEN: &str = "OPTIONS, PUT";
 
-/// Builds responses from header templates made once, so an answer costs a clone rather than a
-/// hash insert per header.
+/// Builds responses from header templates made once, whole and in IMDS' order, with a slot for
+/// the token TTL (and for `Last-Modified` in answers with data): an answer clones its template
+/// and fills the slots in place, so no header name is hashed for it and its map never grows.
 #[derive(Debug, Clone)]
 struct Responder {
-    /// `Server`, `Connection: close` (unless keep-alive), `Content-Type: text/plain`.
-    plain: HeaderMap,
+    /// `Server`, `Content-Type: text/plain`, `Connection: close` (unless keep-alive).
+    plain: Template,
     /// The same with `Content-Type: text/html` (the 404 page).
-    html: HeaderMap,
-    /// `plain` plus `Accept-Ranges: none`: 200s with data.
-    data: HeaderMap,
+    html: Template,
+    /// `plain` plus `Accept-Ranges: none` and `Last-Modified`: 200s with data.
+    data: Template,
     /// `data` with `Content-Type: application/octet-stream` (user data).
-    octets: HeaderMap,
+    octets: Template,
 }
 
-impl Responder {
-    fn new(connection_close: bool) -> Responder {
-        let template = |content_type: &'static str, data: bool| {
+/// The headers of one kind of answer, without and with the token TTL.
+#[derive(Debug, Clone)]
+struct Template {
+    without_ttl: HeaderMap,
+    with_ttl: HeaderMap,
+}
+
+/// What a template's slots hold until an answer fills them (never sent).
+const SLOT: HeaderValue = HeaderValue::from_static("");
+
+impl Template {
+    fn new(content_type: &'static str, data: bool, connection_close: bool) -> Template {
+        let headers = |ttl: bool| {
             let mut headers = HeaderMap::with_capacity(8);
             headers.insert(header::SERVER, SERVER);
             headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
@@ -77,48 +89,131 @@ impl Responder {
             if data {
                 headers.insert(header::ACCEPT_RANGES, NONE);
             }
+            if ttl {
+                headers.insert(TOKEN_TTL_HEADER, SLOT);
+            }
+            if data {
+                headers.insert(header::LAST_MODIFIED, SLOT);
+            }
             headers
         };
+        Template {
+            without_ttl: headers(false),
+            with_ttl: headers(true),
+        }
+    }
+
+    /// The headers of an answer with `token_ttl` and, in an answer with data, `last_modified`.
+    fn headers(&self, token_ttl: Option<u32>, last_modified: Option<&HeaderValue>) -> HeaderMap {
+        let mut headers = match token_ttl {
+            Some(_) => self.with_ttl.clone(),
+            None => self.without_ttl.clone(),
+        };
+        for (name, value) in headers.iter_mut() {
+            if *name == header::LAST_MODIFIED {
+                if let Some(last_modified) = last_modified {
+                    *value = last_modified.clone();
+                }
+            } else if *name == TOKEN_TTL_HEADER {
+                if let Some(ttl) = token_ttl {
+                    *value = ttl_value(ttl);
+                }
+            }
+        }
+        headers
+    }
+}
+
+impl Responder {
+    fn new(connection_close: bool) -> Responder {
         Responder {
-            plain: template(TEXT_PLAIN, false),
-            html: template("text/html", false),
-            data: template(TEXT_PLAIN, true),
-            octets: template(OCTET_STREAM, true),
+            plain: Template::new(TEXT_PLAIN, false, connection_close),
+            html: Template::new("text/html", false, connection_close),
+            data: Template::new(TEXT_PLAIN, true, connection_close),
+            octets: Template::new(OCTET_STREAM, true, connection_close),
         }
     }
 
     fn response(
         &self,
         status: StatusCode,
-        headers: &HeaderMap,
+        template: &Template,
         body: Bytes,
         token_ttl: Option<u32>,
     ) -> Response<Full<Bytes>> {
         let mut response = Response::new(Full::new(body));
         *response.status_mut() = status;
-        *response.headers_mut() = headers.clone();
-        if let Some(ttl) = token_ttl {
-            response
-                .headers_mut()
-                .insert(TOKEN_TTL_HEADER, HeaderValue::from(ttl));
-        }
+        *response.headers_mut() = template.headers(token_ttl, None);
         response
     }
 
     /// A 200 with data: `Accept-Ranges: none` and `Last-Modified` besides the usual headers.
     fn data(
         &self,
-        headers: &HeaderMap,
+        template: &Template,
         body: Bytes,
         last_modified: &HeaderValue,
         token_ttl: Option<u32>,
     ) -> Response<Full<Bytes>> {
-        let mut response = self.response(StatusCode::OK, headers, body, token_ttl);
-        response
-            .headers_mut()
-            .insert(header::LAST_MODIFIED, last_modified.clone());
+        let mut response = Response::new(Full::new(body));
+        *response.headers_mut() = template.headers(token_ttl, Some(last_modified));
         response
     }
+}
+
+/// Every TTL IMDS reports (0 to [`MAX_TTL_SECONDS`]) in decimal, each in 5 bytes with leading
+/// zeros, built at compile time: the TTL header of an answer is a slice of it, where formatting
+/// the number would allocate (and free) a buffer per answer.
+static TTL_DIGITS: [u8; TTL_WIDTH * (MAX_TTL_SECONDS as usize + 1)] = ttl_digits();
+
+/// Bytes per number in [`TTL_DIGITS`].
+const TTL_WIDTH: usize = 5;
+
+const fn ttl_digits() -> [u8; TTL_WIDTH * (MAX_TTL_SECONDS as usize + 1)] {
+    let mut digits = [b'0'; TTL_WIDTH * (MAX_TTL_SECONDS as usize + 1)];
+    let mut n = 0;
+    while n <= MAX_TTL_SECONDS as usize {
+        let mut rest = n;
+        let mut i = TTL_WIDTH;
+        while rest > 0 {
+            i -= 1;
+            digits[n * TTL_WIDTH + i] = b'0' + (rest % 10) as u8;
+            rest /= 10;
+        }
+        n += 1;
+    }
+    digits
+}
+
+/// `seconds` as the value of `X-aws-ec2-metadata-token-ttl-seconds`.
+fn ttl_value(seconds: u32) -> HeaderValue {
+    let n = seconds as usize;
+    if n > MAX_TTL_SECONDS as usize {
+        return HeaderValue::from(seconds);
+    }
+    let slot = &TTL_DIGITS[n * TTL_WIDTH..(n + 1) * TTL_WIDTH];
+    let first = slot
+        .iter()
+        .position(|digit| *digit != b'0')
+        .unwrap_or(TTL_WIDTH - 1);
+    HeaderValue::from_maybe_shared(Bytes::from_static(&slot[first..]))
+        .unwrap_or_else(|_| HeaderValue::from(seconds))
+}
+
+/// A request as the guest API reads it: its path parsed, and its token headers.
+struct Asked<'r, B> {
+    request: &'r Request<B>,
+    path: Result<GuestPath<'r>, PathError>,
+    tokens: TokenHeaders<'r>,
+}
+
+/// What an answer carries besides its response.
+#[derive(Debug, Default)]
+struct Carried {
+    /// The remaining TTL of the valid token the request carried.
+    token_ttl: Option<u32>,
+    /// The IP TTL the answer leaves with (a token's: the instance's hop limit).
+    hops: Option<ResponseHopLimit>,
 }
 
 /// Answers guest requests.
@@ -163,9 +258,44 @@ fn report_v1_delivery(slot: &InstanceSlot, peer: SocketAddr) {
 
 /// How a request identifies itself: a token PUT or a request carrying a token is IMDSv2.
 fn version_of<B>(request: &Request<B>) -> ImdsVersion {
-    match *request.method() == Method::PUT || request.headers().contains_key(TOKEN_HEADER) {
+    version_with(request, &TokenHeaders::find_in(request.headers()))
+}
+
+/// [`version_of`] for a request whose token headers are `tokens`.
+fn version_with<B>(request: &Request<B>, tokens: &TokenHeaders<'_>) -> ImdsVersion {
+    match *request.method() == Method::PUT || tokens.first.is_some() {
         true => ImdsVersion::V2,
         false => ImdsVersion::V1,
+    }
+}
+
+/// The session token headers of a request: the first, and whether there is another.
+#[derive(Debug, Clone, Copy)]
+struct TokenHeaders<'a> {
+    first: Option<&'a HeaderValue>,
+    repeated: bool,
+}
+
+impl<'a> TokenHeaders<'a> {
+    /// Found by comparing the names of the request's few headers, where looking the name up
+    /// would hash its 24 bytes.
+    fn find_in(headers: &'a HeaderMap) -> TokenHeaders<'a> {
+        let mut tokens = TokenHeaders {
+            first: None,
+            repeated: false,
+        };
+        for (name, value) in headers {
+            if *name == TOKEN_HEADER {
+                match tokens.first {
+                    Some(_) => {
+                        tokens.repeated = true;
+                        break;
+                    }
+                    None => tokens.first = Some(value),
+                }
+            }
+        }
+        tokens
     }
 }
 
@@ -305,10 +435,28 @@ impl GuestApi {
         request: &Request<B>,
         peer: SocketAddr,
     ) -> Response<Full<Bytes>> {
-        let snapshot = slot.snapshot();
+        self.answer_with(slot, &slot.snapshot(), request, peer).0
+    }
+
+    /// [`GuestApi::answer`] from `snapshot` (the slot's, loaded once for the request), and the
+    /// IP TTL the answer must leave with (a token's: the instance's hop limit).
+    fn answer_with<B>(
+        &self,
+        slot: &InstanceSlot,
+        snapshot: &Snapshot,
+        request: &Request<B>,
+        peer: SocketAddr,
+    ) -> (Response<Full<Bytes>>, Option<ResponseHopLimit>) {
         let started = Instant::now();
-        let mut token_ttl = None;
-        let result = self.route(slot, &snapshot, request, peer, &mut token_ttl);
+        let mut carried = Carried::default();
+        let (path, class) = recent_paths::parse(request.uri().path());
+        let asked = Asked {
+            request,
+            path,
+            // Looked up once, for the token check and the version.
+            tokens: TokenHeaders::find_in(request.headers()),
+        };
+        let result = self.route(slot, snapshot, &asked, peer, &mut carried);
         if let Err(error) = &result {
             let rejection = match error {
                 GuestError::ForwardedTokenRequest => Some(TokenRejection::Forwarded),
@@ -324,13 +472,13 @@ impl GuestApi {
                 | GuestError::MethodNotAllowed { .. } => None,
             };
             if let Some(rejection) = rejection {
-                self.token_refused(rejection, &snapshot, peer);
+                self.token_refused(rejection, snapshot, peer);
             }
         }
         let refused_without_token = matches!(result, Err(GuestError::MissingToken));
         let mut response =
-            result.unwrap_or_else(|error| error.into_response(&self.responder, token_ttl));
-        let version = version_of(request);
+            result.unwrap_or_else(|error| error.into_response(&self.responder, carried.token_ttl));
+        let version = version_with(request, &asked.tokens);
         let took = started.elapsed();
         if version == ImdsVersion::V1 {
             slot.counters().no_token.fetch_add(1, Ordering::Relaxed);
@@ -342,18 +490,14 @@ impl GuestApi {
                 .no_token_history
                 .count(metric, self.clock.now_millis());
         }
-        self.metrics.guest_request(
-            version,
-            RouteClass::of(request.uri().path()),
-            response.status().as_u16(),
-            took,
-        );
+        self.metrics
+            .guest_request(version, class, response.status().as_u16(), took);
         tracing::debug!(
             %peer,
             method = %request.method(),
             path = request.uri().path(),
             status = response.status().as_u16(),
-            imds_version = if token_ttl.is_some() { "v2" } else { "v1" },
+            imds_version = if carried.token_ttl.is_some() { "v2" } else { "v1" },
             "guest request"
         );
         if let Some(log) = &self.access_log {
@@ -369,25 +513,33 @@ impl GuestApi {
             };
             log.answered(entry, &mut response);
         }
-        response
+        (response, carried.hops)
     }
 
     fn route<B>(
         &self,
         slot: &InstanceSlot,
         snapshot: &Snapshot,
-        request: &Request<B>,
+        asked: &Asked<'_, B>,
         peer: SocketAddr,
-        token_ttl: &mut Option<u32>,
+        carried: &mut Carried,
     ) -> Result<Response<Full<Bytes>>, GuestError> {
         if !snapshot.options.http_endpoint.is_enabled() {
             return Err(GuestError::EndpointDisabled);
         }
-        let parsed = path::parse(request.uri().path());
+        let request = asked.request;
+        let parsed = asked.path;
         let method = request.method();
         if *method == Method::PUT {
             return match parsed {
-                Ok(GuestPath::TokenEndpoint) => self.issue_token(snapshot, request.headers()),
+                Ok(GuestPath::TokenEndpoint) => {
+                    let response = self.issue_token(slot, request.headers())?;
+                    // Only this answer leaves with the instance's hop limit as its IP TTL (see
+                    // `net`).
+                    let limit = snapshot.options.http_put_response_hop_limit.get();
+                    carried.hops = Some(ResponseHopLimit(limit));
+                    Ok(response)
+                }
                 _ => Err(GuestError::TokenPutOnWrongPath),
             };
         }
@@ -408,8 +560,8 @@ impl GuestApi {
             };
             return Err(GuestError::MethodNotAllowed { allow });
         }
-        *token_ttl = self.check_token(slot, snapshot, request.headers())?;
-        let ttl = *token_ttl;
+        carried.token_ttl = self.check_token(slot, snapshot, &asked.tokens)?;
+        let ttl = carried.token_ttl;
         let modified = &snapshot.last_modified;
         let found = match parsed {
             Ok(GuestPath::VersionList) => {
@@ -423,9 +575,8 @@ impl GuestApi {
                     Some(quiet) if !Self::sees_events(slot, snapshot, peer.ip(), &path) => quiet,
                     _ => &snapshot.timeline,
                 };
-                timeline
-                    .current(&*self.clock)
-                    .find(path.version, path.segments())
+                let tree = timeline.current(&*self.clock);
+                recent_paths::find(tree, request.uri().path(), &path)
             }
             Err(_) => None,
         };
@@ -494,12 +645,11 @@ impl GuestApi {
         &self,
         slot: &InstanceSlot,
         snapshot: &Snapshot,
-        headers: &HeaderMap,
+        tokens: &TokenHeaders<'_>,
     ) -> Result<Option<u32>, GuestError> {
-        let mut tokens = headers.get_all(TOKEN_HEADER).iter();
-        match (tokens.next(), tokens.next()) {
-            (Some(_), Some(_)) => Err(GuestError::InvalidToken(TokenRejection::Ambiguous)),
-            (Some(token), None) => self
+        match (tokens.first, tokens.repeated) {
+            (Some(_), true) => Err(GuestError::InvalidToken(TokenRejection::Ambiguous)),
+            (Some(token), false) => self
                 .tokens
                 .verify_bound(
                     slot.token_binding(|| self.tokens.binding(slot.id().as_str())),
@@ -524,7 +674,7 @@ impl GuestApi {
 
     fn issue_token(
         &self,
-        snapshot: &Snapshot,
+        slot: &InstanceSlot,
         headers: &HeaderMap,
     ) -> Result<Response<Full<Bytes>>, GuestError> {
         if headers.contains_key(X_FORWARDED_FOR) {
@@ -537,20 +687,17 @@ impl GuestApi {
             }
             _ => return Err(GuestError::InvalidTokenTtl),
         };
+        let binding = slot.token_binding(|| self.tokens.binding(slot.id().as_str()));
         let token = self
             .tokens
-            .issue(snapshot.instance.id(), self.clock.now_millis(), ttl);
+            .issue_bound(binding, self.clock.now_millis(), ttl);
         self.metrics.token_issued();
         let plain = &self.responder.plain;
-        let mut response = self.responder.response(
+        Ok(self.responder.response(
             StatusCode::OK,
             plain,
             Bytes::from(token),
             Some(ttl.seconds()),
-        );
-        // Only this answer leaves with the instance's hop limit as its IP TTL (see `net`).
-        let hops = ResponseHopLimit(snapshot.options.http_put_response_hop_limit.get());
-        response.extensions_mut().insert(hops);
-        Ok(response)
+        ))
     }
 }

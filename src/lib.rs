@@ -51,6 +51,7 @@ pub mod control;
 pub mod fleet;
 pub mod fuzzing;
 pub mod guest;
+pub mod id_map;
 pub mod log_limit;
 pub mod metrics;
 pub mod server;

@@ -1,10 +1,17 @@
 //! The app's metrics, owned by it (no global registry), counted with relaxed atomics in fixed
 //! arrays indexed by enums (no lock, no allocation on the guest hot path), and rendered as
 //! Prometheus text for `GET /metrics` on the control listener.
+//!
+//! The counters every guest request or connection moves are kept in [`SHARDS`] copies, each on
+//! cache lines of its own, and a thread adds to the copy it was given on its first count: two
+//! cores answering at once never write the same cache line, where one shared counter would make
+//! every request wait for the line to come back from the other core. A reading sums the copies
+//! (a gauge's increments and decrements may land in different copies: wrapping sums come out
+//! right).
 
 use std::collections::BTreeMap;
 use std::fmt::Write;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -62,23 +69,50 @@ impl RouteClass {
         RouteClass::Other,
     ];
 
-    /// The class of a request path (a few substring checks, no parsing).
+    /// The class of a request path, from the names it contains, in this order: `/` alone,
+    /// `/api/token`, `security-credentials`, `/meta-data`, `/dynamic`, `/user-data`. One pass over
+    /// the path, comparing only where a name can start (a `/` followed by its second letter, or
+    /// an `s`).
     pub fn of(path: &str) -> RouteClass {
         if path == "/" {
-            RouteClass::Versions
-        } else if path.contains("/api/token") {
-            RouteClass::Token
-        } else if path.contains("security-credentials") {
-            RouteClass::Credentials
-        } else if path.contains("/meta-data") {
-            RouteClass::MetaData
-        } else if path.contains("/dynamic") {
-            RouteClass::Dynamic
-        } else if path.contains("/user-data") {
-            RouteClass::UserData
-        } else {
-            RouteClass::Other
+            return RouteClass::Versions;
         }
+        let bytes = path.as_bytes();
+        let mut found = RouteClass::Other;
+        let mut at = 0;
+        while let Some(offset) = bytes[at..].iter().position(|b| *b == b'/' || *b == b's') {
+            at += offset;
+            let rest = &bytes[at..];
+            at += 1;
+            let class = match rest {
+                [b'/', b'a', ..] if rest.starts_with(b"/api/token") => RouteClass::Token,
+                [b'/', b'm', ..] if rest.starts_with(b"/meta-data") => RouteClass::MetaData,
+                [b'/', b'd', ..] if rest.starts_with(b"/dynamic") => RouteClass::Dynamic,
+                [b'/', b'u', ..] if rest.starts_with(b"/user-data") => RouteClass::UserData,
+                [b's', b'e', ..] if rest.starts_with(b"security-credentials") => {
+                    RouteClass::Credentials
+                }
+                _ => continue,
+            };
+            if class.precedes(found) {
+                found = class;
+            }
+        }
+        found
+    }
+
+    /// Whether a path containing both names is of this class rather than `other`.
+    fn precedes(self, other: RouteClass) -> bool {
+        let rank = |class: RouteClass| match class {
+            RouteClass::Versions => 0,
+            RouteClass::Token => 1,
+            RouteClass::Credentials => 2,
+            RouteClass::MetaData => 3,
+            RouteClass::Dynamic => 4,
+            RouteClass::UserData => 5,
+            RouteClass::Other => 6,
+        };
+        rank(self) < rank(other)
     }
 
     fn label(self) -> &'static str {
@@ -209,22 +243,46 @@ const BUCKETS: [f64; 9] = [
     0.000_01, 0.000_025, 0.000_05, 0.000_1, 0.000_25, 0.000_5, 0.001, 0.005, 0.025,
 ];
 
+/// Copies of the per-request counters: more than the threads that answer requests at once
+/// (tokio's workers, one per core) on most machines; threads beyond share copies, still exactly.
+pub const SHARDS: usize = 16;
+
+/// The counters moved by every guest request or connection, one copy per [`SHARDS`]. Aligned
+/// to 128 bytes (two cache lines, as adjacent-line prefetching pairs them), so that no two
+/// copies share a line.
+#[derive(Debug, Default)]
+#[repr(align(128))]
+struct Shard {
+    /// `[version][route][status]`; the last status slot is `other`.
+    guest: [[[AtomicU64; STATUSES.len() + 1]; RouteClass::ALL.len()]; 2],
+    /// Counts per bucket (last: +Inf), and the sum in nanoseconds.
+    latency: [AtomicU64; BUCKETS.len() + 1],
+    latency_sum_nanos: AtomicU64,
+    tokens_issued: AtomicU64,
+    /// Open connections per surface: opened minus closed in this copy (wrapping).
+    connections_open: [AtomicU64; 2],
+}
+
+/// The copy the next thread to count is given.
+static NEXT_SHARD: AtomicUsize = AtomicUsize::new(0);
+
+thread_local! {
+    /// This thread's copy, given on its first count.
+    static SHARD: usize = NEXT_SHARD.fetch_add(1, Ordering::Relaxed) % SHARDS;
+}
+
 /// Counters of one app.
 #[derive(Debug, Default)]
 pub struct Metrics {
-    /// `[version][route][status]`; the last status slot is `other`.
-    guest: [[[AtomicU64; STATUSES.len() + 1]; RouteClass::ALL.len()]; 2],
-    tokens_issued: AtomicU64,
+    /// What every guest request or connection counts, per thread.
+    shards: [Shard; SHARDS],
     tokens_rejected: [AtomicU64; TokenRejection::ALL.len()],
-    /// Cumulative counts per bucket (last: +Inf), and the sum in nanoseconds.
-    latency: [AtomicU64; BUCKETS.len() + 1],
-    latency_sum_nanos: AtomicU64,
     /// Fleet mode: requests from addresses that belong to no instance.
     unknown_callers: AtomicU64,
     /// Access-log entries dropped because the writer fell behind.
     access_log_dropped: AtomicU64,
-    /// Open connections per surface.
-    connections_open: [AtomicU64; 2],
+    /// Per surface: connections the listener failed to accept (out of file descriptors).
+    accept_failures: [AtomicU64; 2],
     /// `[surface][reason]`: connections waiting for their client, closed to make room.
     connections_evicted: [[AtomicU64; Eviction::ALL.len()]; 2],
     /// `[surface][reason]`: requests refused as a browser's.
@@ -236,6 +294,18 @@ pub struct Metrics {
 }
 
 impl Metrics {
+    /// This thread's copy of the per-request counters.
+    fn shard(&self) -> &Shard {
+        &self.shards[SHARD.with(|shard| *shard)]
+    }
+
+    /// The sum over the copies of the counter `pick` chooses.
+    fn sum(&self, pick: impl Fn(&Shard) -> &AtomicU64) -> u64 {
+        self.shards.iter().fold(0u64, |sum, shard| {
+            sum.wrapping_add(pick(shard).load(Ordering::Relaxed))
+        })
+    }
+
     /// Counts one guest request.
     pub fn guest_request(
         &self,
@@ -249,25 +319,32 @@ impl Metrics {
             .position(|s| *s == status)
             .unwrap_or(STATUSES.len());
         let route_slot = route as usize;
-        self.guest[version as usize][route_slot][status_slot].fetch_add(1, Ordering::Relaxed);
+        let shard = self.shard();
+        shard.guest[version as usize][route_slot][status_slot].fetch_add(1, Ordering::Relaxed);
         let seconds = took.as_secs_f64();
         let bucket = BUCKETS
             .iter()
             .position(|b| seconds <= *b)
             .unwrap_or(BUCKETS.len());
-        self.latency[bucket].fetch_add(1, Ordering::Relaxed);
-        self.latency_sum_nanos
+        shard.latency[bucket].fetch_add(1, Ordering::Relaxed);
+        shard
+            .latency_sum_nanos
             .fetch_add(took.as_nanos() as u64, Ordering::Relaxed);
     }
 
     /// Counts an issued token.
     pub fn token_issued(&self) {
-        self.tokens_issued.fetch_add(1, Ordering::Relaxed);
+        self.shard().tokens_issued.fetch_add(1, Ordering::Relaxed);
     }
 
     /// Counts a refused token or token request.
     pub fn token_rejected(&self, why: TokenRejection) {
         self.tokens_rejected[why as usize].fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Counts a connection `surface`'s listener failed to accept.
+    pub fn accept_failed(&self, surface: SurfaceKind) {
+        self.accept_failures[surface as usize].fetch_add(1, Ordering::Relaxed);
     }
 
     /// Counts a request from an address that belongs to no instance.
@@ -287,12 +364,12 @@ impl Metrics {
 
     /// Counts a connection opened on `surface`.
     pub fn connection_opened(&self, surface: SurfaceKind) {
-        self.connections_open[surface as usize].fetch_add(1, Ordering::Relaxed);
+        self.shard().connections_open[surface as usize].fetch_add(1, Ordering::Relaxed);
     }
 
     /// Counts a connection closed on `surface`.
     pub fn connection_closed(&self, surface: SurfaceKind) {
-        self.connections_open[surface as usize].fetch_sub(1, Ordering::Relaxed);
+        self.shard().connections_open[surface as usize].fetch_sub(1, Ordering::Relaxed);
     }
 
     /// Counts a connection waiting for its client on `surface`, closed to make room.
@@ -325,11 +402,8 @@ impl Metrics {
         out.push_str("# HELP imds_requests_total Guest requests by IMDS version, route class and status.\n# TYPE imds_requests_total counter\n");
         for version in [ImdsVersion::V1, ImdsVersion::V2] {
             for route in RouteClass::ALL {
-                for (s, count) in self.guest[version as usize][route as usize]
-                    .iter()
-                    .enumerate()
-                {
-                    let count = load(count);
+                for s in 0..=STATUSES.len() {
+                    let count = self.sum(|shard| &shard.guest[version as usize][route as usize][s]);
                     if count == 0 {
                         continue;
                     }
@@ -381,7 +455,7 @@ impl Metrics {
         let _ = write!(
             out,
             "# HELP imds_tokens_issued_total Session tokens issued.\n# TYPE imds_tokens_issued_total counter\nimds_tokens_issued_total {}\n",
-            load(&self.tokens_issued)
+            self.sum(|shard| &shard.tokens_issued)
         );
         out.push_str("# HELP imds_tokens_rejected_total Session tokens and token requests refused, by IMDS version and reason.\n# TYPE imds_tokens_rejected_total counter\n");
         for why in TokenRejection::ALL {
@@ -393,12 +467,21 @@ impl Metrics {
                 load(&self.tokens_rejected[why as usize])
             );
         }
+        let open = SurfaceKind::ALL
+            .map(|surface| self.sum(|shard| &shard.connections_open[surface as usize]));
         per_surface(
             &mut out,
             "imds_connections_open",
             "gauge",
             "Connections open, by surface.",
-            &self.connections_open,
+            open,
+        );
+        per_surface(
+            &mut out,
+            "imds_accept_failures_total",
+            "counter",
+            "Connections the listener failed to accept (out of file descriptors and the like), by surface.",
+            SurfaceKind::ALL.map(|surface| load(&self.accept_failures[surface as usize])),
         );
         out.push_str("# HELP imds_connections_evicted_total Connections waiting for their client (idle keep-alive, no complete request head), closed to make room, by surface and reason (server_full: every slot of the server was taken; instance_cap: their instance had as many connections open as it may).\n# TYPE imds_connections_evicted_total counter\n");
         for surface in SurfaceKind::ALL {
@@ -465,27 +548,27 @@ impl Metrics {
         out.push_str("# HELP imds_request_duration_seconds Time to answer a guest request.\n# TYPE imds_request_duration_seconds histogram\n");
         let mut cumulative = 0;
         for (i, bound) in BUCKETS.iter().enumerate() {
-            cumulative += load(&self.latency[i]);
+            cumulative += self.sum(|shard| &shard.latency[i]);
             let _ = writeln!(
                 out,
                 "imds_request_duration_seconds_bucket{{le=\"{bound}\"}} {cumulative}"
             );
         }
-        cumulative += load(&self.latency[BUCKETS.len()]);
+        cumulative += self.sum(|shard| &shard.latency[BUCKETS.len()]);
         let _ = write!(
             out,
             "imds_request_duration_seconds_bucket{{le=\"+Inf\"}} {cumulative}\nimds_request_duration_seconds_sum {}\nimds_request_duration_seconds_count {cumulative}\n",
-            load(&self.latency_sum_nanos) as f64 / 1e9
+            self.sum(|shard| &shard.latency_sum_nanos) as f64 / 1e9
         );
         out
     }
 }
 
 /// One series per surface, with its help and type lines.
-fn per_surface(out: &mut String, name: &str, kind: &str, help: &str, counts: &[AtomicU64; 2]) {
+fn per_surface(out: &mut String, name: &str, kind: &str, help: &str, counts: [u64; 2]) {
     let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
     for surface in SurfaceKind::ALL {
-        let count = counts[surface as usize].load(Ordering::Relaxed);
+        let count = counts[surface as usize];
         let _ = writeln!(out, "{name}{{surface=\"{}\"}} {count}", surface.label());
     }
 }
@@ -493,6 +576,77 @@ fn per_surface(out: &mut String, name: &str, kind: &str, help: &str, counts: &[A
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::prelude::*;
+
+    /// What [`RouteClass::of`] must agree with: substring checks in order.
+    fn class_by_substrings(path: &str) -> RouteClass {
+        if path == "/" {
+            RouteClass::Versions
+        } else if path.contains("/api/token") {
+            RouteClass::Token
+        } else if path.contains("security-credentials") {
+            RouteClass::Credentials
+        } else if path.contains("/meta-data") {
+            RouteClass::MetaData
+        } else if path.contains("/dynamic") {
+            RouteClass::Dynamic
+        } else if path.contains("/user-data") {
+            RouteClass::UserData
+        } else {
+            RouteClass::Other
+        }
+    }
+
+    #[test]
+    fn route_classes_of_real_paths() {
+        for (path, class) in [
+            ("/", RouteClass::Versions),
+            ("/latest/api/token", RouteClass::Token),
+            ("/latest/meta-data/instance-id", RouteClass::MetaData),
+            (
+                "/latest/meta-data/iam/security-credentials/role",
+                RouteClass::Credentials,
+            ),
+            (
+                "/latest/meta-data/identity-credentials/ec2/security-credentials/ec2-instance",
+                RouteClass::Credentials,
+            ),
+            (
+                "/latest/dynamic/instance-identity/document",
+                RouteClass::Dynamic,
+            ),
+            ("/latest/user-data", RouteClass::UserData),
+            ("/latest/user-data/meta-data", RouteClass::MetaData),
+            ("/latest", RouteClass::Other),
+            ("//", RouteClass::Other),
+        ] {
+            assert_eq!(RouteClass::of(path), class, "{path}");
+            assert_eq!(class_by_substrings(path), class, "{path}");
+        }
+    }
+
+    proptest! {
+        #[test]
+        fn route_class_is_decided_by_the_names_in_the_path(
+            parts in proptest::collection::vec(
+                prop_oneof![
+                    Just("/api/token"), Just("/api/toke"), Just("security-credentials"),
+                    Just("security-credential"), Just("/meta-data"), Just("/meta"),
+                    Just("/dynamic"), Just("/user-data"), Just("/"), Just("s"), Just("a"),
+                    Just("latest"), Just("-"), Just("é"),
+                ],
+                0..8,
+            )
+        ) {
+            let path: String = parts.concat();
+            prop_assert_eq!(RouteClass::of(&path), class_by_substrings(&path), "{}", path);
+        }
+
+        #[test]
+        fn route_class_of_any_path_agrees(path in "[/a-z-]{0,40}") {
+            prop_assert_eq!(RouteClass::of(&path), class_by_substrings(&path));
+        }
+    }
 
     #[test]
     fn counts_render_as_prometheus_text() {
@@ -526,6 +680,7 @@ mod tests {
         metrics.token_rejected(TokenRejection::Forwarded);
         metrics.control_action("CreateTags", "ok");
         assert_eq!(metrics.access_log_dropped(), 1);
+        metrics.accept_failed(SurfaceKind::Guest);
         let text = metrics.render(&[]);
         for line in [
             "imds_requests_total{surface=\"guest\",version=\"v1\",route=\"meta_data\",status=\"200\"} 2",
@@ -536,6 +691,8 @@ mod tests {
             "imds_tokens_rejected_total{version=\"v1\",reason=\"missing\"} 0",
             "imds_control_requests_total{action=\"CreateTags\",outcome=\"ok\"} 1",
             "imds_access_log_dropped_total 1",
+            "imds_accept_failures_total{surface=\"guest\"} 1",
+            "imds_accept_failures_total{surface=\"control\"} 0",
             "imds_request_duration_seconds_bucket{le=\"0.000025\"} 3",
             "imds_request_duration_seconds_bucket{le=\"+Inf\"} 4",
             "imds_request_duration_seconds_count 4",

@@ -4,26 +4,34 @@
 //! full, `Connection: close` or keep-alive, a `Host` check against DNS rebinding on loopback
 //! connections ([`browser`]), and a graceful drain at shutdown.
 //!
-//! The client deadline is enforced by one coarse watchdog per connection rather
+//! The client deadline is enforced by one coarse watchdog per server ([`watchdog`]) rather
 //! than hyper's per-request header timer: arming a timer for every request cost a quarter of
 //! keep-alive throughput (`scripts/bench`), while a connection records when it became idle
 //! with one clock read and two atomic stores. The deadline only runs while the connection waits
 //! for its client: a request being answered (an injected latency, a silent fault, a control
 //! request reading its body under its own deadline) is never cut off by it.
 //!
-//! When every connection slot is taken, the accept loop asks the connections that are waiting
+//! When every connection slot is taken, the accept loop closes the connections that are waiting
 //! for a request head (idle keep-alive clients, slowloris clients, connections that never sent
-//! anything) to close, so a real request gets in promptly however many such clients there are.
+//! anything), so a real request gets in promptly however many such clients there are.
 //! A surface may evict its own connections the same way ([`ClientWait::evict`]): the guest API
 //! does so at an instance's connection cap.
+//!
+//! A request costs the server no lock, no shared counter and no reference count moved on a
+//! value every connection shares: what a request needs from the server is borrowed for the
+//! connection's lifetime, and the connection's task waits for its watchdog's one message with
+//! one atomic load.
 
 pub mod browser;
 pub mod net;
 pub mod watchdog;
 
-use std::future::Future;
+use std::cell::RefCell;
+use std::future::{Future, Ready};
 use std::net::SocketAddr;
-use std::sync::Arc;
+use std::pin::Pin;
+use std::sync::{Arc, Once, Weak};
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -34,11 +42,12 @@ use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{watch, Notify, Semaphore};
+use tokio::sync::{watch, Semaphore};
 
-pub use self::browser::{BrowserRefusal, HostGuard};
-use self::watchdog::Overdue;
+pub use self::browser::{BrowserRefusal, HostGuard, PassedHost};
+use self::watchdog::{Answering, Signal, Watchdog};
 pub use self::watchdog::{ClientWait, Eviction};
+use crate::log_limit::LogLimit;
 use crate::metrics::{Metrics, SurfaceKind};
 use crate::server::net::{HopLimitedStream, WantedHopLimit};
 
@@ -67,6 +76,55 @@ pub enum NoAnswer {
     /// The request got no answer until the client left or the server stopped.
     #[error("injected fault: no answer")]
     Silence,
+}
+
+/// What a request gets: a response, or none (an injected fault).
+pub type Answered = Result<Response<Full<Bytes>>, NoAnswer>;
+
+/// A surface's answer to one request: ready at once, as most are (held inline: nothing is
+/// allocated for it, and hyper moves nothing larger than the response), or still to come (a
+/// delayed or silent fault, a body to read, a lookup to finish first).
+pub enum Answer<'a> {
+    /// Answered already.
+    Now(Ready<Answered>),
+    /// Answered when the future completes.
+    Later(Pin<Box<dyn Future<Output = Answered> + Send + 'a>>),
+    /// Never answered: the connection is being closed.
+    Never,
+}
+
+impl<'a> Answer<'a> {
+    /// The answer `answered`, given at once.
+    pub fn now(answered: Answered) -> Answer<'a> {
+        Answer::Now(std::future::ready(answered))
+    }
+
+    /// The answer `answering` completes with.
+    pub fn later(answering: impl Future<Output = Answered> + Send + 'a) -> Answer<'a> {
+        Answer::Later(Box::pin(answering))
+    }
+}
+
+impl Future for Answer<'_> {
+    type Output = Answered;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Answered> {
+        match self.get_mut() {
+            Answer::Now(ready) => Pin::new(ready).poll(cx),
+            Answer::Later(answering) => answering.as_mut().poll(cx),
+            Answer::Never => Poll::Pending,
+        }
+    }
+}
+
+impl std::fmt::Debug for Answer<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Answer::Now(_) => "Answer::Now",
+            Answer::Later(_) => "Answer::Later",
+            Answer::Never => "Answer::Never",
+        })
+    }
 }
 
 /// Why the server answered a request without asking its surface.
@@ -129,7 +187,7 @@ pub trait Surface: Send + Sync + Sized + 'static {
         self: &Arc<Self>,
         connection: &Arc<Connection<Self::PerConnection>>,
         request: Request<Full<Bytes>>,
-    ) -> impl Future<Output = Result<Response<Full<Bytes>>, NoAnswer>> + Send + 'static;
+    ) -> Answer<'static>;
 
     /// The answer to a request the server refused before it reached the surface.
     fn refused(&self, why: Refusal) -> Response<Full<Bytes>>;
@@ -161,6 +219,8 @@ pub struct Server<S> {
     shared: Arc<Shared<S>>,
     settings: ServerSettings,
     stop: watch::Sender<bool>,
+    /// Starts the watchdog's sweep with the first listener.
+    sweeping: Once,
 }
 
 /// What every connection of one server shares.
@@ -171,8 +231,8 @@ struct Shared<S> {
     deadline: Duration,
     hosts: Arc<HostGuard>,
     permits: Arc<Semaphore>,
-    /// Wakes idle connections to close when every slot is taken.
-    full: Notify,
+    /// Every open connection's wait for its client.
+    watchdog: Watchdog,
 }
 
 /// Accepting on one listener; dropping it closes the listener (open connections carry on).
@@ -203,15 +263,19 @@ impl<S: Surface> Server<S> {
                 deadline: settings.header_read_timeout,
                 hosts,
                 permits: Arc::new(Semaphore::new(settings.max_connections)),
-                full: Notify::new(),
+                watchdog: Watchdog::default(),
             }),
             settings,
             stop: watch::channel(false).0,
+            sweeping: Once::new(),
         }
     }
 
     /// Starts accepting connections on `listener`.
     pub fn accept_on(&self, listener: TcpListener) -> Accepting {
+        self.sweeping.call_once(|| {
+            tokio::spawn(sweep(Arc::downgrade(&self.shared)));
+        });
         Accepting(tokio::spawn(accept_loop(
             listener,
             self.shared.clone(),
@@ -223,6 +287,7 @@ impl<S: Surface> Server<S> {
     /// grace period. Drop the [`Accepting`] handles first.
     pub async fn drain(self) {
         let _ = self.stop.send(true);
+        self.shared.watchdog.stop();
         let max = u32::try_from(self.settings.max_connections).unwrap_or(u32::MAX);
         let grace = self.settings.shutdown_grace;
         let permits = self.shared.permits.clone();
@@ -244,14 +309,26 @@ async fn accept_loop<S: Surface>(
     shared: Arc<Shared<S>>,
     stop: watch::Receiver<bool>,
 ) {
+    // Bound to one address, the listener's address is every connection's local address (no
+    // system call to ask for it).
+    let bound = listener
+        .local_addr()
+        .ok()
+        .filter(|addr| !addr.ip().is_unspecified());
+    // Clients can make accepting fail (by holding every file descriptor): one line a minute.
+    let accept_failures = LogLimit::new(Duration::from_secs(60));
     loop {
         let permit = match shared.permits.clone().try_acquire_owned() {
             Ok(permit) => permit,
             Err(tokio::sync::TryAcquireError::Closed) => return,
             Err(tokio::sync::TryAcquireError::NoPermits) => loop {
-                // Full: ask the connections waiting for their clients to make room, again
+                // Full: close the connections waiting for their clients to make room, again
                 // while none has (the ones that just connected become evictable shortly).
-                shared.full.notify_waiters();
+                let evicted = shared.watchdog.make_room(EVICTABLE_AFTER);
+                for _ in 0..evicted {
+                    let metrics = shared.surface.metrics();
+                    metrics.connection_evicted(S::KIND, Eviction::ServerFull);
+                }
                 let wait =
                     tokio::time::timeout(EVICTABLE_AFTER, shared.permits.clone().acquire_owned());
                 match wait.await {
@@ -265,7 +342,10 @@ async fn accept_loop<S: Surface>(
             Ok(accepted) => accepted,
             Err(error) => {
                 // Out of file descriptors and the like: back off instead of spinning.
-                tracing::warn!(%error, surface = S::KIND.label(), "accept failed");
+                shared.surface.metrics().accept_failed(S::KIND);
+                if let Some(held_back) = accept_failures.allow() {
+                    tracing::warn!(%error, surface = S::KIND.label(), held_back, "accept failed; retrying in 50 ms");
+                }
                 tokio::time::sleep(Duration::from_millis(50)).await;
                 continue;
             }
@@ -275,106 +355,167 @@ async fn accept_loop<S: Surface>(
         tokio::spawn(async move {
             let metrics = shared.surface.metrics();
             metrics.connection_opened(S::KIND);
-            serve_connection(stream, peer, &shared, stop).await;
+            let local = bound.or_else(|| stream.local_addr().ok());
+            serve_connection(stream, peer, local, &shared, stop).await;
             shared.surface.metrics().connection_closed(S::KIND);
             drop(permit);
         });
     }
 }
 
+/// Closes the connections whose clients have kept them waiting past the deadline, twice per
+/// deadline, while the server or any of its connections is there.
+async fn sweep<S: Surface>(shared: Weak<Shared<S>>) {
+    let Some(deadline) = shared.upgrade().map(|shared| shared.deadline) else {
+        return;
+    };
+    let period = watchdog::sweep_period(deadline);
+    let mut ticks = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        ticks.tick().await;
+        let Some(shared) = shared.upgrade() else {
+            return;
+        };
+        shared.watchdog.sweep(deadline);
+    }
+}
+
 async fn serve_connection<S: Surface>(
     stream: TcpStream,
     peer: SocketAddr,
+    local: Option<SocketAddr>,
     shared: &Shared<S>,
     stop: watch::Receiver<bool>,
 ) {
     let _ = stream.set_nodelay(true);
-    let local = stream.local_addr().ok();
     // DNS rebinding only reaches imds through a loopback address.
     let check_host = local.is_some_and(|local| local.ip().to_canonical().is_loopback());
-    let waiting = Arc::new(ClientWait::new());
+    let (waiting, mut closing) = ClientWait::new();
+    let _watched = shared.watchdog.watch(&waiting);
     let connection = Arc::new(Connection {
         peer,
         local,
         hops: WantedHopLimit::default(),
-        stop: stop.clone(),
+        stop,
         surface: shared.surface.connect(peer, local, &waiting),
     });
-    let marker = waiting.clone();
-    let stream = HopLimitedStream::new(stream, connection.hops.clone());
-    let surface = shared.surface.clone();
-    let hosts = shared.hosts.clone();
-    let deadline = shared.deadline;
-    let this = connection.clone();
+    let stream = HopLimitedStream::new(stream, local, connection.hops.clone());
+    let this = &connection;
+    let wait = &*waiting;
+    // A loopback client's `Host` that passed, to pass its next requests without parsing it.
+    let passed = check_host.then(|| RefCell::new(PassedHost::default()));
     let service = service_fn(move |request: Request<Incoming>| {
-        let surface = surface.clone();
-        let hosts = hosts.clone();
-        let this = this.clone();
-        let marker = marker.clone();
-        async move {
-            // An evicted connection answers nothing more; its watchdog is closing it.
-            let Some(answering) = marker.request_arrived() else {
-                return std::future::pending().await;
-            };
-            let refused = match check(&request, check_host, &hosts, &*surface) {
-                Ok(()) => None,
-                Err(why) => Some(surface.refused(why)),
-            };
-            let (parts, body) = request.into_parts();
-            // While the body comes, a full server may still evict the connection.
-            let body = match (refused, S::MAX_BODY) {
-                (Some(refused), _) => return Ok(refused),
-                (None, 0) => Bytes::new(),
-                (None, max) => match read_body(body, max, deadline).await {
-                    Ok(body) => body,
-                    Err(why) => return Ok(surface.refused(why)),
-                },
-            };
-            if !answering.body_read() {
-                return std::future::pending().await;
-            }
-            let result = surface
-                .respond(&this, Request::from_parts(parts, Full::new(body)))
-                .await;
-            drop(answering);
-            result
-        }
+        let mut passed = passed.as_ref().map(RefCell::borrow_mut);
+        answer(shared, this, wait, passed.as_deref_mut(), request)
     });
     let serving = shared.http.serve_connection(TokioIo::new(stream), service);
     tokio::pin!(serving);
-    let mut stop = stop;
     let result = tokio::select! {
+        biased;
         result = serving.as_mut() => result,
-        why = waiting.overdue(shared.deadline, &shared.full, EVICTABLE_AFTER) => {
-            // Counted by whoever claimed the eviction: here for a full server, by the surface
-            // for its own reasons.
-            if why == Overdue::Evicted(Eviction::ServerFull) {
-                shared.surface.metrics().connection_evicted(S::KIND, Eviction::ServerFull);
+        signal = &mut closing => match signal {
+            Ok(Signal::Close(why)) => {
+                tracing::debug!(%peer, surface = S::KIND.label(), ?why, "client too slow or idle; closing");
+                return;
             }
-            tracing::debug!(%peer, surface = S::KIND.label(), ?why, "client too slow or idle; closing");
-            return;
-        }
-        () = stopping(&mut stop) => {
-            serving.as_mut().graceful_shutdown();
-            serving.await
-        }
+            Ok(Signal::Stop) | Err(_) => {
+                serving.as_mut().graceful_shutdown();
+                serving.await
+            }
+        },
     };
     if let Err(error) = result {
         tracing::debug!(%peer, surface = S::KIND.label(), %error, "connection ended with an error");
     }
 }
 
-/// The server's own checks before a request reaches its surface: on a loopback connection the
-/// `Host`, and on a surface that refuses them, cross-site requests.
+/// The answer to one request on `connection`: the server's checks, the body when the surface
+/// reads one, then the surface's answer. Nothing shared by the server's connections is cloned,
+/// and a surface that reads no body answers here, before hyper first polls the answer: hyper
+/// may read from the socket before polling it, and while the request lives, the buffer its
+/// head was read into cannot be reused (each read would allocate a new one).
+fn answer<'a, S: Surface>(
+    shared: &'a Shared<S>,
+    connection: &'a Arc<Connection<S::PerConnection>>,
+    waiting: &'a ClientWait,
+    passed: Option<&mut PassedHost>,
+    request: Request<Incoming>,
+) -> Reply<'a> {
+    // A connection given up answers nothing more; its task is closing it.
+    let Some(answering) = waiting.request_arrived() else {
+        return Reply {
+            answer: Answer::Never,
+            answering: None,
+        };
+    };
+    let surface = &shared.surface;
+    if let Err(why) = check(&request, passed, &shared.hosts, &**surface) {
+        return Reply {
+            answer: Answer::now(Ok(surface.refused(why))),
+            answering: Some(answering),
+        };
+    }
+    let answer = match S::MAX_BODY {
+        0 => match answering.body_read() {
+            true => {
+                let (parts, _) = request.into_parts();
+                let request = Request::from_parts(parts, Full::new(Bytes::new()));
+                surface.respond(connection, request)
+            }
+            false => Answer::Never,
+        },
+        max => Answer::later(async move {
+            let (parts, body) = request.into_parts();
+            // While the body comes, a full server may still evict the connection.
+            let body = match read_body(body, max, shared.deadline).await {
+                Ok(body) => body,
+                Err(why) => return Ok(surface.refused(why)),
+            };
+            if !waiting.body_read() {
+                return std::future::pending().await;
+            }
+            surface
+                .respond(connection, Request::from_parts(parts, Full::new(body)))
+                .await
+        }),
+    };
+    Reply {
+        answer,
+        answering: Some(answering),
+    }
+}
+
+/// A request's answer, with the connection marked as answering until it is handed over.
+struct Reply<'a> {
+    answer: Answer<'a>,
+    answering: Option<Answering<'a>>,
+}
+
+impl Future for Reply<'_> {
+    type Output = Answered;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Answered> {
+        let this = self.get_mut();
+        let answered = std::task::ready!(Pin::new(&mut this.answer).poll(cx));
+        // The wait for the client starts again.
+        this.answering = None;
+        Poll::Ready(answered)
+    }
+}
+
+/// The server's own checks before a request reaches its surface: on a loopback connection
+/// (which remembers the `Host` that `passed`) the `Host`, and on a surface that refuses them,
+/// cross-site requests.
 fn check<S: Surface>(
     request: &Request<Incoming>,
-    check_host: bool,
+    passed: Option<&mut PassedHost>,
     hosts: &HostGuard,
     surface: &S,
 ) -> Result<(), Refusal> {
     let headers = request.headers();
-    if check_host {
-        hosts.check_host(headers, S::KIND, surface.metrics())?;
+    if let Some(passed) = passed {
+        hosts.check_host_again(headers, S::KIND, surface.metrics(), passed)?;
     }
     if S::REFUSES_CROSS_SITE {
         hosts.check_site(headers, S::KIND, surface.metrics())?;

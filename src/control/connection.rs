@@ -3,7 +3,6 @@
 //! idle connections when full, head and body size limits, graceful drain; plus the refusal of
 //! cross-site requests, which only browsers send.
 
-use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
@@ -14,7 +13,7 @@ use http_body_util::Full;
 use super::console::ServerStop;
 use super::{failure, request_id, ControlApi, ControlError, MAX_BODY};
 use crate::metrics::{Metrics, SurfaceKind};
-use crate::server::{ClientWait, Connection, NoAnswer, Refusal, Surface};
+use crate::server::{Answer, ClientWait, Connection, Refusal, Surface};
 
 impl Surface for ControlApi {
     type PerConnection = ();
@@ -32,12 +31,12 @@ impl Surface for ControlApi {
         self: &Arc<Self>,
         connection: &Arc<Connection<()>>,
         mut request: Request<Full<Bytes>>,
-    ) -> impl Future<Output = Result<Response<Full<Bytes>>, NoAnswer>> + Send + 'static {
+    ) -> Answer<'static> {
         // The console's long polls end when the server stops.
         let stop = ServerStop(connection.stop.clone());
         request.extensions_mut().insert(stop);
         let api = self.clone();
-        async move { Ok(api.handle(request).await) }
+        Answer::later(async move { Ok(api.handle(request).await) })
     }
 
     fn refused(&self, why: Refusal) -> Response<Full<Bytes>> {

@@ -46,7 +46,13 @@ pub enum Found<'a> {
 #[derive(Debug, Clone, Default)]
 pub struct MetadataTree {
     nodes: Vec<Node>,
+    /// Tells this tree (and its clones, which are the same) from every other built in the
+    /// process; 0 for an empty default tree.
+    id: u64,
 }
+
+/// Where the next built tree takes its id.
+static TREE_IDS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
 
 #[derive(Debug, Clone)]
 struct Node {
@@ -82,6 +88,22 @@ impl MetadataTree {
         version: ApiVersion,
         segments: impl Iterator<Item = &'p str>,
     ) -> Option<Found<'a>> {
+        self.found(self.node(version, segments)?, version)
+    }
+
+    /// What no other tree is: a tree never changes once built, so what a path names in it can
+    /// be remembered by this id.
+    pub fn id(&self) -> u64 {
+        self.id
+    }
+
+    /// The node `segments` name in `version` (see [`MetadataTree::find`]).
+    pub fn node<'p>(
+        &self,
+        version: ApiVersion,
+        segments: impl Iterator<Item = &'p str>,
+    ) -> Option<usize> {
+        let mut at = 0;
         let mut node = self.nodes.first()?;
         for segment in segments {
             let NodeKind::Dir(dir) = &node.kind else {
@@ -89,14 +111,20 @@ impl MetadataTree {
             };
             let index = dir
                 .children
-                .binary_search_by(|(name, _)| (**name).cmp(segment))
+                .binary_search_by(|(name, _)| compare_names(name.as_bytes(), segment.as_bytes()))
                 .ok()?;
-            node = &self.nodes[dir.children[index].1];
+            at = dir.children[index].1;
+            node = &self.nodes[at];
             if node.since > version {
                 return None;
             }
         }
-        match &node.kind {
+        Some(at)
+    }
+
+    /// What node `at` (from [`MetadataTree::node`] with `version`) answers in `version`.
+    pub fn found(&self, at: usize, version: ApiVersion) -> Option<Found<'_>> {
+        match &self.nodes.get(at)?.kind {
             NodeKind::Dir(dir) => dir
                 .listings
                 .iter()
@@ -106,6 +134,28 @@ impl MetadataTree {
             NodeKind::Leaf(leaf) => Some(Found::Leaf(leaf)),
         }
     }
+}
+
+/// `a` against `b` as `str` orders them: eight bytes at a time (as big-endian words, which
+/// order as their bytes do), then byte by byte. Names here are short and share prefixes
+/// (`instance-id`, `instance-type`), where a call to compare memory costs more than this.
+fn compare_names(a: &[u8], b: &[u8]) -> std::cmp::Ordering {
+    let (mut a_rest, mut b_rest) = (a, b);
+    while let (Some((x, a_next)), Some((y, b_next))) = (
+        a_rest.split_first_chunk::<8>(),
+        b_rest.split_first_chunk::<8>(),
+    ) {
+        if x != y {
+            return u64::from_be_bytes(*x).cmp(&u64::from_be_bytes(*y));
+        }
+        (a_rest, b_rest) = (a_next, b_next);
+    }
+    for (x, y) in a_rest.iter().zip(b_rest) {
+        if x != y {
+            return x.cmp(y);
+        }
+    }
+    a_rest.len().cmp(&b_rest.len())
 }
 
 /// The trees of one instance over time: each serves from its start (clock milliseconds) until
@@ -255,7 +305,11 @@ impl TreeBuilder {
     /// listings are rendered for each version at which they change.
     pub fn build(mut self) -> MetadataTree {
         self.finish(0);
-        MetadataTree { nodes: self.nodes }
+        let id = TREE_IDS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        MetadataTree {
+            nodes: self.nodes,
+            id,
+        }
     }
 
     /// Returns the node's `since`, after finishing its subtree.
@@ -319,6 +373,15 @@ impl TreeBuilder {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        #[test]
+        fn names_compare_as_strings_do(a in "(instance-)?[a-zé0-9.-]{0,12}", b in "(instance-)?[a-zé0-9.-]{0,12}") {
+            prop_assert_eq!(compare_names(a.as_bytes(), b.as_bytes()), a.as_str().cmp(b.as_str()));
+            prop_assert_eq!(compare_names(a.as_bytes(), a.as_bytes()), std::cmp::Ordering::Equal);
+        }
+    }
 
     fn tree() -> MetadataTree {
         let mut builder = TreeBuilder::default();

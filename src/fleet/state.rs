@@ -544,11 +544,21 @@ impl State {
 
     /// The instance answering a caller at `peer` (IPv4-mapped IPv6 counts as IPv4).
     pub fn for_peer(&self, peer: IpAddr) -> Option<Arc<InstanceSlot>> {
+        self.with_caller(peer, |slot| slot.cloned())
+    }
+
+    /// `answer` called with the instance answering a caller at `peer`, borrowed: unlike
+    /// [`State::for_peer`], no reference count shared by all of the instance's requests moves.
+    pub fn with_caller<R>(
+        &self,
+        peer: IpAddr,
+        answer: impl FnOnce(Option<&Arc<InstanceSlot>>) -> R,
+    ) -> R {
         let index = self.index.load();
-        if let Some(everyone) = &index.everyone {
-            return Some(everyone.clone());
+        match &index.everyone {
+            Some(everyone) => answer(Some(everyone)),
+            None => answer(index.by_address.get(&peer.to_canonical())),
         }
-        index.by_address.get(&peer.to_canonical()).cloned()
     }
 
     /// The live instance (running or stopped) holding `address`, if any.

@@ -24,13 +24,13 @@
 //! or with no complete request head yet), as a full server does; connections answering are
 //! never evicted, and other instances' connections are not the instance's to evict.
 
-use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+use crate::id_map::IdMap;
 use crate::log_limit::LogLimit;
 
 /// `[instance.throttle]`: one instance's limits; an absent key takes the server-wide default
@@ -159,7 +159,7 @@ pub trait Evictable: Send + Sync {
 #[derive(Default)]
 struct OpenConnections {
     next: u64,
-    open: HashMap<u64, Arc<dyn Evictable>>,
+    open: IdMap<Arc<dyn Evictable>>,
 }
 
 impl std::fmt::Debug for OpenConnections {

@@ -16,9 +16,18 @@
 //! clocks). The binding is always keyed by the server secret, so it does not change with the
 //! generation and each instance's stays cached. Version-2 tokens (before generations) are
 //! generation 0's.
+//!
+//! Clients send the same token with every request for hours, so each thread remembers the
+//! last tokens whose seal it checked (a few dozen, by the token's text, with the key
+//! generations in force then): the same text under the same generations is not decoded or
+//! hashed again. Its instance, its expiry and its generation's retirement are checked on every
+//! request, as for a token seen for the first time; only tokens whose seal checked out are
+//! remembered, so a client sending forged tokens gains nothing but full checks.
 
+use std::cell::RefCell;
 use std::fmt;
 use std::str::FromStr;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use base64::engine::general_purpose::URL_SAFE;
 use base64::Engine;
@@ -156,6 +165,39 @@ struct Sealing {
 struct Generations {
     newest: Sealing,
     older: Vec<Sealing>,
+    /// Tells these generations from every other set in the process, past or future (of any
+    /// sealer): a seal checked under them is checked under nothing else.
+    epoch: u64,
+}
+
+/// Where the next set of generations takes its [`Generations::epoch`].
+static EPOCHS: AtomicU64 = AtomicU64::new(0);
+
+/// What a token whose seal checked out says, as a thread remembers it.
+#[derive(Debug, Clone, Copy)]
+struct CheckedSeal {
+    text: [u8; TOKEN_TEXT_LEN],
+    /// The generations in force when its seal was checked.
+    epoch: u64,
+    /// When its generation is retired (`u64::MAX`: the newest).
+    retired_at: u64,
+    binding: [u8; 8],
+    expiry: u64,
+}
+
+/// How many checked seals a thread remembers.
+const REMEMBERED: usize = 64;
+
+thread_local! {
+    /// The last tokens whose seal this thread checked, by a hash of their tag.
+    static CHECKED: RefCell<[Option<CheckedSeal>; REMEMBERED]> =
+        const { RefCell::new([None; REMEMBERED]) };
+}
+
+/// Where a token's checked seal is remembered: from two characters of its tag (random in
+/// every token imds issues; a collision only costs a full check).
+fn remembered_at(token: &[u8; TOKEN_TEXT_LEN]) -> usize {
+    (usize::from(token[40]) * 31 + usize::from(token[41])) % REMEMBERED
 }
 
 /// Issues and verifies tokens with the key generations in force.
@@ -190,6 +232,7 @@ impl TokenSealer {
             generations: arc_swap::ArcSwap::from_pointee(Generations {
                 newest,
                 older: Vec::new(),
+                epoch: EPOCHS.fetch_add(1, Ordering::Relaxed),
             }),
         }
     }
@@ -228,6 +271,7 @@ impl TokenSealer {
         self.generations.store(std::sync::Arc::new(Generations {
             newest,
             older: sealings,
+            epoch: EPOCHS.fetch_add(1, Ordering::Relaxed),
         }));
     }
 
@@ -258,13 +302,18 @@ impl TokenSealer {
 
     /// A token for `instance_id` valid for `ttl` from `now_millis`.
     pub fn issue(&self, instance_id: &str, now_millis: u64, ttl: TokenTtl) -> String {
+        self.issue_bound(&self.binding(instance_id), now_millis, ttl)
+    }
+
+    /// [`TokenSealer::issue`] for the instance whose binding is `binding`.
+    pub fn issue_bound(&self, binding: &TokenBinding, now_millis: u64, ttl: TokenTtl) -> String {
         let generations = self.generations.load();
         let sealing = &generations.newest;
         let mut raw = [0u8; TOKEN_LEN];
         raw[0] = VERSION;
         let expiry = now_millis + u64::from(ttl.seconds()) * 1000;
         raw[1..9].copy_from_slice(&expiry.to_be_bytes());
-        raw[BINDING].copy_from_slice(&self.binding(instance_id).0);
+        raw[BINDING].copy_from_slice(&binding.0);
         raw[GENERATION] = sealing.number as u8;
         rand::thread_rng().fill_bytes(&mut raw[GENERATION + 1..BODY_LEN]);
         let mut mac = sealing.keyed.clone();
@@ -292,40 +341,69 @@ impl TokenSealer {
         token: &[u8],
         now_millis: u64,
     ) -> Result<u32, TokenError> {
-        if token.len() != TOKEN_TEXT_LEN {
-            return Err(TokenError::Malformed);
-        }
-        let mut raw = [0u8; TOKEN_LEN + 2];
-        let len = URL_SAFE
-            .decode_slice(token, &mut raw)
-            .map_err(|_| TokenError::Malformed)?;
-        let generation = match raw[0] {
-            VERSION => raw[GENERATION],
-            VERSION_BEFORE_GENERATIONS => 0,
-            _ => return Err(TokenError::Malformed),
-        };
-        if len != TOKEN_LEN {
-            return Err(TokenError::Malformed);
-        }
+        let text: &[u8; TOKEN_TEXT_LEN] = token.try_into().map_err(|_| TokenError::Malformed)?;
         let generations = self.generations.load();
-        let sealing = std::iter::once(&generations.newest)
-            .chain(&generations.older)
-            .find(|g| g.number as u8 == generation && now_millis < g.retired_at)
-            .ok_or(TokenError::BadSeal)?;
-        let mut mac = sealing.keyed.clone();
-        mac.update(&raw[..BODY_LEN]);
-        mac.verify_truncated_left(&raw[BODY_LEN..TOKEN_LEN])
-            .map_err(|_| TokenError::BadSeal)?;
-        if raw[BINDING] != binding.0 {
+        let at = remembered_at(text);
+        let remembered = CHECKED.with_borrow(|checked| {
+            checked[at].filter(|seal| {
+                seal.epoch == generations.epoch
+                    && seal.text == *text
+                    && now_millis < seal.retired_at
+            })
+        });
+        let seal = match remembered {
+            Some(seal) => seal,
+            None => {
+                let seal = unseal(&generations, text, now_millis)?;
+                CHECKED.with_borrow_mut(|checked| checked[at] = Some(seal));
+                seal
+            }
+        };
+        if seal.binding != binding.0 {
             return Err(TokenError::WrongInstance);
         }
-        let expiry = u64::from_be_bytes(raw[1..9].try_into().expect("8 bytes"));
-        if expiry <= now_millis {
+        if seal.expiry <= now_millis {
             return Err(TokenError::Expired);
         }
-        let left = (expiry - now_millis).div_ceil(1000);
+        let left = (seal.expiry - now_millis).div_ceil(1000);
         Ok(left.min(u64::from(MAX_TTL_SECONDS)) as u32)
     }
+}
+
+/// Decodes `token` and checks its seal with the generation that sealed it, if it is one of
+/// `generations` not yet retired at `now_millis`.
+fn unseal(
+    generations: &Generations,
+    token: &[u8; TOKEN_TEXT_LEN],
+    now_millis: u64,
+) -> Result<CheckedSeal, TokenError> {
+    let mut raw = [0u8; TOKEN_LEN + 2];
+    let len = URL_SAFE
+        .decode_slice(token, &mut raw)
+        .map_err(|_| TokenError::Malformed)?;
+    let generation = match raw[0] {
+        VERSION => raw[GENERATION],
+        VERSION_BEFORE_GENERATIONS => 0,
+        _ => return Err(TokenError::Malformed),
+    };
+    if len != TOKEN_LEN {
+        return Err(TokenError::Malformed);
+    }
+    let sealing = std::iter::once(&generations.newest)
+        .chain(&generations.older)
+        .find(|g| g.number as u8 == generation && now_millis < g.retired_at)
+        .ok_or(TokenError::BadSeal)?;
+    let mut mac = sealing.keyed.clone();
+    mac.update(&raw[..BODY_LEN]);
+    mac.verify_truncated_left(&raw[BODY_LEN..TOKEN_LEN])
+        .map_err(|_| TokenError::BadSeal)?;
+    Ok(CheckedSeal {
+        text: *token,
+        epoch: generations.epoch,
+        retired_at: sealing.retired_at,
+        binding: raw[BINDING].try_into().expect("8 bytes"),
+        expiry: u64::from_be_bytes(raw[1..9].try_into().expect("8 bytes")),
+    })
 }
 
 #[cfg(test)]

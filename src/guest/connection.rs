@@ -4,7 +4,6 @@
 //! it throttles, applies an injected fault, if one fires, marks the answer's hop limit, and
 //! looks up an IMDSv1 caller before answering.
 
-use std::future::Future;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, OnceLock};
 
@@ -18,8 +17,8 @@ use crate::fleet::state::InstanceSlot;
 use crate::fleet::throttle::ConnectionGuard;
 use crate::guest::access_log::ConnectionLog;
 use crate::metrics::{Metrics, SurfaceKind};
-use crate::server::net::{ResponseHopLimit, IMDS_IPV6};
-use crate::server::{stopping, ClientWait, Connection, NoAnswer, Refusal, Surface};
+use crate::server::net::IMDS_IPV6;
+use crate::server::{stopping, Answer, ClientWait, Connection, NoAnswer, Refusal, Surface};
 
 /// What the guest API keeps per connection.
 pub struct GuestConnection {
@@ -75,10 +74,10 @@ impl Surface for GuestApi {
         waiting: &Arc<ClientWait>,
     ) -> Self::PerConnection {
         let counted = OnceLock::new();
-        if let Some(guard) = self
-            .instance_for(peer)
-            .and_then(|slot| self.count_connection(&slot, waiting))
-        {
+        let guard = self.state.with_caller(peer.ip(), |slot| {
+            slot.and_then(|slot| self.count_connection(slot, waiting))
+        });
+        if let Some(guard) = guard {
             let _ = counted.set(guard);
         }
         GuestConnection {
@@ -94,9 +93,8 @@ impl Surface for GuestApi {
         self: &Arc<Self>,
         connection: &Arc<Connection<Self::PerConnection>>,
         request: Request<Full<Bytes>>,
-    ) -> impl Future<Output = Result<Response<Full<Bytes>>, NoAnswer>> + Send + 'static {
+    ) -> Answer<'static> {
         let peer = connection.peer;
-        let slot = self.instance_for(peer);
         // At [fd00:ec2::254] only instances with HttpProtocolIpv6 enabled get an answer. In a
         // fleet, a guest calling from its IPv6 address came by that endpoint too, even when
         // DNAT rewrote the address it reached.
@@ -105,33 +103,43 @@ impl Surface for GuestApi {
             .is_some_and(|local| local.ip() == IpAddr::V6(IMDS_IPV6))
             || (!self.state.is_single()
                 && matches!(peer.ip(), IpAddr::V6(v6) if v6.to_ipv4_mapped().is_none()));
-        let ipv6_refused = (at_ipv6
-            && slot
-                .as_deref()
-                .is_some_and(|s| !s.snapshot().options.http_protocol_ipv6.is_enabled()))
-        .then(|| connection.clone());
-        let throttled = slot.as_deref().and_then(|slot| {
-            let over_cap = !connection.surface.counted(self, slot);
-            self.throttle(slot, &request, peer, over_cap)
-        });
-        // A throttled request meets no fault (and takes none of a fault's count).
-        let fault = match throttled {
-            Some(_) => None,
-            None => slot
-                .as_deref()
-                .and_then(|slot| self.fault(slot, &request, peer)),
-        };
-        // No answer is built for a reset or silence.
-        let mut response = match (fault.map(|f| f.effect), &slot) {
-            _ if ipv6_refused.is_some() => None,
-            _ if throttled.is_some() => throttled,
-            (_, None) => Some(self.unknown_caller(peer)),
-            (None | Some(Effect::Answer), Some(slot)) => Some(self.answer(slot, &request, peer)),
-            (Some(Effect::Status(status)), _) => Some(self.injected_status(status)),
-            (Some(Effect::Reset | Effect::NoAnswer), _) => None,
-        };
-        if let Some(response) = &response {
-            let hops = response.extensions().get::<ResponseHopLimit>().copied();
+        let logged = connection.surface.log.is_some();
+        // The caller's instance is borrowed for the synchronous part of the answer; kept only
+        // for an access log's IMDSv1 caller lookup.
+        let (mut response, hops, fault, ipv6_refused, slot) =
+            self.state.with_caller(peer.ip(), |slot| {
+                let Some(slot) = slot else {
+                    return (Some(self.unknown_caller(peer)), None, None, false, None);
+                };
+                let snapshot = slot.snapshot();
+                let ipv6_refused = at_ipv6 && !snapshot.options.http_protocol_ipv6.is_enabled();
+                let over_cap = !connection.surface.counted(self, slot);
+                let throttled = self.throttle_with(slot, &snapshot, &request, peer, over_cap);
+                // A throttled request meets no fault (and takes none of a fault's count).
+                let fault = match throttled {
+                    Some(_) => None,
+                    None => self.fault(slot, &request, peer),
+                };
+                // No answer is built for a reset or silence.
+                let (response, hops) = match fault.map(|f| f.effect) {
+                    _ if ipv6_refused => (None, None),
+                    _ if throttled.is_some() => (throttled, None),
+                    None | Some(Effect::Answer) => {
+                        let (response, hops) = self.answer_with(slot, &snapshot, &request, peer);
+                        (Some(response), hops)
+                    }
+                    Some(Effect::Status(status)) => (Some(self.injected_status(status)), None),
+                    Some(Effect::Reset | Effect::NoAnswer) => (None, None),
+                };
+                (
+                    response,
+                    hops,
+                    fault,
+                    ipv6_refused,
+                    logged.then(|| slot.clone()),
+                )
+            });
+        if response.is_some() {
             connection.hops.set(hops);
         }
         let v1_entry = connection
@@ -140,9 +148,15 @@ impl Surface for GuestApi {
             .as_ref()
             .zip(response.as_mut())
             .and_then(|(log, response)| Some((log.clone(), log.take_awaiting(response)?)))
-            .map(|(log, entry)| (log, entry, slot.clone()));
+            .map(|(log, entry)| (log, entry, slot));
+        // Most answers are ready now; the rest wait for a fault's delay or an IMDSv1 caller.
+        let response = match (response, &v1_entry, &fault, ipv6_refused) {
+            (Some(response), None, None, false) => return Answer::now(Ok(response)),
+            (response, ..) => response,
+        };
         let faulty = fault.map(|fault| (fault, connection.clone()));
-        async move {
+        let ipv6_refused = ipv6_refused.then(|| connection.clone());
+        Answer::later(async move {
             // An IMDSv1 caller is looked up while it still holds its socket: before answering.
             if let Some((log, entry, slot)) = v1_entry {
                 let caller = log.finish(entry).await;
@@ -173,7 +187,7 @@ impl Surface for GuestApi {
                 return Err(NoAnswer::Reset);
             }
             Ok(response.expect("every request but a reset or a silent one has an answer"))
-        }
+        })
     }
 
     /// 403 with IMDS' headers and no body, whatever the reason.

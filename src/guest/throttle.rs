@@ -72,10 +72,23 @@ impl GuestApi {
         peer: SocketAddr,
         over_cap: bool,
     ) -> Option<Response<Full<Bytes>>> {
+        self.throttle_with(slot, &slot.snapshot(), request, peer, over_cap)
+    }
+
+    /// [`GuestApi::throttle`] with the limits of `snapshot` (the slot's, loaded once for the
+    /// request).
+    pub(super) fn throttle_with<B>(
+        &self,
+        slot: &InstanceSlot,
+        snapshot: &Snapshot,
+        request: &Request<B>,
+        peer: SocketAddr,
+        over_cap: bool,
+    ) -> Option<Response<Full<Bytes>>> {
         let why = match over_cap {
             true => ThrottleReason::Connections,
             false => {
-                let per_second = self.limits(&slot.snapshot()).requests_per_second;
+                let per_second = self.limits(snapshot).requests_per_second;
                 if per_second == 0 || slot.throttle().admit(self.clock.now_millis(), per_second) {
                     return None;
                 }

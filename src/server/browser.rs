@@ -27,6 +27,40 @@ use crate::metrics::{Metrics, SurfaceKind};
 
 const SEC_FETCH_SITE: HeaderName = HeaderName::from_static("sec-fetch-site");
 
+/// The `Host` the last request of a connection passed with: a client sends the same one with
+/// every request, and the same bytes pass again without being parsed (the guard's names never
+/// change while it serves).
+#[derive(Debug, Clone)]
+pub struct PassedHost {
+    len: usize,
+    bytes: [u8; PassedHost::MAX],
+}
+
+impl Default for PassedHost {
+    fn default() -> PassedHost {
+        PassedHost {
+            len: 0,
+            bytes: [0; PassedHost::MAX],
+        }
+    }
+}
+
+impl PassedHost {
+    /// Longest `Host` remembered.
+    const MAX: usize = 64;
+
+    fn is(&self, host: &[u8]) -> bool {
+        self.bytes.get(..self.len) == Some(host) && self.len > 0
+    }
+
+    fn remember(&mut self, host: &[u8]) {
+        if let Some(bytes) = self.bytes.get_mut(..host.len()) {
+            bytes.copy_from_slice(host);
+            self.len = host.len();
+        }
+    }
+}
+
 /// The names a loopback `Host` may carry besides IP literals and `localhost`, and the log limits.
 #[derive(Debug)]
 pub struct HostGuard {
@@ -64,6 +98,30 @@ impl HostGuard {
             if !self.host_allowed(host) {
                 return Err(self.refuse(BrowserRefusal::ForeignHost, surface, metrics, host));
             }
+        }
+        Ok(())
+    }
+
+    /// [`HostGuard::check_host`] for the next request of a connection whose last request passed
+    /// with `passed` (which this updates).
+    pub fn check_host_again(
+        &self,
+        headers: &HeaderMap,
+        surface: SurfaceKind,
+        metrics: &Metrics,
+        passed: &mut PassedHost,
+    ) -> Result<(), BrowserRefusal> {
+        let mut hosts = headers.get_all(HOST).iter();
+        let single = match (hosts.next(), hosts.next()) {
+            (Some(host), None) => Some(host.as_bytes()),
+            _ => None,
+        };
+        if single.is_some_and(|host| passed.is(host)) {
+            return Ok(());
+        }
+        self.check_host(headers, surface, metrics)?;
+        if let Some(host) = single {
+            passed.remember(host);
         }
         Ok(())
     }
@@ -216,6 +274,48 @@ mod tests {
         assert!(text.contains(
             "imds_browser_requests_refused_total{surface=\"control\",reason=\"foreign_host\"} 7"
         ), "{text}");
+    }
+
+    #[test]
+    fn a_host_that_passed_passes_again_and_no_other_does() {
+        let guard = HostGuard::default();
+        let metrics = Metrics::default();
+        let mut passed = PassedHost::default();
+        let check = |pairs: &[(&'static str, &str)], passed: &mut PassedHost| {
+            guard.check_host_again(&headers(pairs), SurfaceKind::Guest, &metrics, passed)
+        };
+        assert_eq!(check(&[("host", "127.0.0.1:1338")], &mut passed), Ok(()));
+        assert!(passed.is(b"127.0.0.1:1338"));
+        assert_eq!(check(&[("host", "127.0.0.1:1338")], &mut passed), Ok(()));
+        for refused in [
+            &[("host", "attacker.example")][..],
+            &[("host", "127.0.0.1:1338"), ("host", "attacker.example")][..],
+            &[("host", "127.0.0.1:1338.attacker.example")][..],
+        ] {
+            assert_eq!(
+                check(refused, &mut passed),
+                Err(BrowserRefusal::ForeignHost),
+                "{refused:?}"
+            );
+            assert!(
+                passed.is(b"127.0.0.1:1338"),
+                "a refused host is not remembered"
+            );
+        }
+        assert_eq!(check(&[("host", "[::1]:1339")], &mut passed), Ok(()));
+        assert!(passed.is(b"[::1]:1339"));
+        assert_eq!(check(&[], &mut passed), Ok(()), "no Host: HTTP/1.0");
+        let long = format!("{}.internal", "a".repeat(70));
+        let guard = HostGuard::new(std::slice::from_ref(&long));
+        let mut fresh = PassedHost::default();
+        let h = headers(&[("host", &long)]);
+        for _ in 0..2 {
+            assert_eq!(
+                guard.check_host_again(&h, SurfaceKind::Guest, &metrics, &mut fresh),
+                Ok(())
+            );
+            assert!(!fresh.is(long.as_bytes()), "too long to remember");
+        }
     }
 
     #[test]

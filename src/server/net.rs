@@ -3,8 +3,8 @@
 //! EC2 sends the answer to `PUT /latest/api/token` with `HttpPutResponseHopLimit` as its IP TTL,
 //! so a caller more router hops away (a container behind a bridge, a proxy) never receives the
 //! token. Every other answer leaves with the system default. [`HopLimitedStream`] applies the TTL
-//! a response asks for just before hyper writes it: the guest API marks token answers with a
-//! [`ResponseHopLimit`] extension, the connection stores it, and the next write sets the socket
+//! a response asks for just before hyper writes it: the guest API gives a token answer's
+//! [`ResponseHopLimit`] to the connection, which stores it, and the next write sets the socket
 //! option only when it changes. The same shared value can ask for the connection to end with a
 //! reset (an injected fault, see [`crate::fleet::faults`]): the stream then closes with `SO_LINGER` 0.
 
@@ -23,7 +23,7 @@ pub const IMDS_IPV4: std::net::Ipv4Addr = std::net::Ipv4Addr::new(169, 254, 169,
 pub const IMDS_IPV6: std::net::Ipv6Addr =
     std::net::Ipv6Addr::new(0xfd00, 0xec2, 0, 0, 0, 0, 0, 0x254);
 
-/// Response extension: send this response with this IP TTL / hop limit.
+/// Send a response with this IP TTL / hop limit.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ResponseHopLimit(pub u8);
 
@@ -54,27 +54,26 @@ pub struct HopLimitedStream {
     inner: TcpStream,
     wanted: WantedHopLimit,
     applied: u8,
-    system_default: u32,
+    /// The socket's own TTL, read before the first change (so a connection that never
+    /// answers a token request costs no system call for it).
+    system_default: Option<u32>,
     ipv6: bool,
 }
 
 impl HopLimitedStream {
-    /// Wraps an accepted stream; `wanted` is shared with the connection's service.
-    pub fn new(inner: TcpStream, wanted: WantedHopLimit) -> HopLimitedStream {
-        let ipv6 = inner.local_addr().is_ok_and(|a| a.is_ipv6());
-        let socket = socket2::SockRef::from(&inner);
-        let system_default = if ipv6 {
-            socket.unicast_hops_v6()
-        } else {
-            socket.ttl_v4()
-        }
-        .unwrap_or(64);
+    /// Wraps an accepted stream whose local address is `local`; `wanted` is shared with the
+    /// connection's service.
+    pub fn new(
+        inner: TcpStream,
+        local: Option<std::net::SocketAddr>,
+        wanted: WantedHopLimit,
+    ) -> HopLimitedStream {
         HopLimitedStream {
             inner,
             wanted,
             applied: 0,
-            system_default,
-            ipv6,
+            system_default: None,
+            ipv6: local.is_some_and(|a| a.is_ipv6()),
         }
     }
 
@@ -83,12 +82,20 @@ impl HopLimitedStream {
         if wanted == self.applied || wanted == RESET {
             return;
         }
+        let socket = socket2::SockRef::from(&self.inner);
+        let ipv6 = self.ipv6;
+        let system_default = *self.system_default.get_or_insert_with(|| {
+            match ipv6 {
+                true => socket.unicast_hops_v6(),
+                false => socket.ttl_v4(),
+            }
+            .unwrap_or(64)
+        });
         let ttl = if wanted == 0 {
-            self.system_default
+            system_default
         } else {
             u32::from(wanted)
         };
-        let socket = socket2::SockRef::from(&self.inner);
         let result = if self.ipv6 {
             socket.set_unicast_hops_v6(ttl)
         } else {
@@ -167,8 +174,9 @@ mod tests {
             .unwrap();
         let (server, _) = listener.accept().await.unwrap();
         let wanted = WantedHopLimit::default();
+        let local = server.local_addr().ok();
         (
-            HopLimitedStream::new(server, wanted.clone()),
+            HopLimitedStream::new(server, local, wanted.clone()),
             wanted,
             client,
         )

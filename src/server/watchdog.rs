@@ -1,24 +1,31 @@
-//! One coarse watchdog per connection: it closes a connection whose client has kept it waiting
-//! for a request head longer than the deadline, or, when the server is full, for longer than a
-//! short grace (also while the client is still sending a body, which has its own deadline). It
-//! never counts while a request is being answered.
+//! The watchdog of one server's connections: it closes a connection whose client has kept it
+//! waiting for a request head longer than the deadline, or, when the server is full, for longer
+//! than a short grace (also while the client is still sending a body, which has its own
+//! deadline). It never counts while a request is being answered.
+//!
+//! One task per server sweeps every connection's [`ClientWait`] twice per deadline, and the
+//! accept loop of a full server goes through them the same way; the connection's own task only
+//! waits for one message ([`Closing`]): to close, or to finish its request and stop. So a
+//! connection arms no timer of its own, and serving a request costs it nothing but the phase
+//! changes below: the clock, the lock of a list shared by every connection, and the wakeups of
+//! a shared notification would each be paid on every request otherwise.
 //!
 //! A connection's surface may evict it too ([`ClientWait`] is a
 //! [`crate::fleet::throttle::Evictable`]): the guest API does so to make room under an
-//! instance's connection cap. Either way the eviction is claimed by one compare-and-swap on the
-//! connection's phase, the same word a request head's arrival moves, so a connection is evicted
+//! instance's connection cap. Either way the closing is claimed by one compare-and-swap on the
+//! connection's phase, the same word a request head's arrival moves, so a connection is closed
 //! only while it waits for its client and a request that arrives meanwhile is never answered
 //! on a connection already given up.
 
 use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
+use tokio::sync::oneshot;
 use tokio::time::Instant;
 
-use tokio::sync::Notify;
-
 use crate::fleet::throttle::Evictable;
+use crate::id_map::IdMap;
 
 /// Why a connection waiting for its client was closed to make room.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -41,14 +48,6 @@ impl Eviction {
             Eviction::InstanceCap => "instance_cap",
         }
     }
-
-    /// The connection's phase once evicted for this reason.
-    fn phase(self) -> u8 {
-        match self {
-            Eviction::ServerFull => EVICTED_SERVER_FULL,
-            Eviction::InstanceCap => EVICTED_INSTANCE_CAP,
-        }
-    }
 }
 
 /// Why the watchdog ended a connection.
@@ -60,6 +59,30 @@ pub enum Overdue {
     Evicted(Eviction),
 }
 
+impl Overdue {
+    /// The connection's phase once closed for this reason.
+    fn phase(self) -> u8 {
+        match self {
+            Overdue::Deadline => OVERDUE,
+            Overdue::Evicted(Eviction::ServerFull) => EVICTED_SERVER_FULL,
+            Overdue::Evicted(Eviction::InstanceCap) => EVICTED_INSTANCE_CAP,
+        }
+    }
+}
+
+/// What a connection's task is told, once.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Signal {
+    /// Close now: the connection was waiting for its client and is given up.
+    Close(Overdue),
+    /// The server is stopping: finish the request in progress, if any, and close.
+    Stop,
+}
+
+/// The message a connection's task waits for beside serving its requests: polling it costs
+/// one atomic load.
+pub type Closing = oneshot::Receiver<Signal>;
+
 /// Waiting for a request head.
 const IDLE: u8 = 0;
 /// A head has arrived; the body is still coming (it has a deadline of its own).
@@ -70,15 +93,8 @@ const ANSWERING: u8 = 2;
 const EVICTED_SERVER_FULL: u8 = 3;
 /// Evicted to make room under its instance's cap: closing, never answering again.
 const EVICTED_INSTANCE_CAP: u8 = 4;
-
-/// Why a connection in `phase` was evicted, if it was.
-fn evicted(phase: u8) -> Option<Eviction> {
-    match phase {
-        EVICTED_SERVER_FULL => Some(Eviction::ServerFull),
-        EVICTED_INSTANCE_CAP => Some(Eviction::InstanceCap),
-        _ => None,
-    }
-}
+/// Its client kept it waiting past the deadline: closing, never answering again.
+const OVERDUE: u8 = 5;
 
 /// What a connection is doing, and since when it has waited for its client.
 #[derive(Debug)]
@@ -87,31 +103,27 @@ pub struct ClientWait {
     phase: AtomicU8,
     /// Milliseconds after `opened` at which the last answer was handed over.
     idle_since_millis: AtomicU64,
-    /// Wakes the watchdog once the connection is evicted.
-    evicted: Notify,
+    /// Tells the connection's task to close or stop; taken by the first to tell it.
+    signal: Mutex<Option<oneshot::Sender<Signal>>>,
 }
 
 /// Held from a request head's arrival until its answer is handed over; the wait for the client
 /// starts again when dropped.
 #[derive(Debug)]
-pub struct Answering(Arc<ClientWait>);
+pub struct Answering<'a>(&'a ClientWait);
 
-impl Answering {
-    /// The body has arrived: the request is being answered. False when the connection was
-    /// evicted while the body came: the request must not be answered.
+impl Answering<'_> {
+    /// [`ClientWait::body_read`].
     pub fn body_read(&self) -> bool {
-        self.0
-            .phase
-            .compare_exchange(READING_BODY, ANSWERING, Ordering::AcqRel, Ordering::Acquire)
-            .is_ok()
+        self.0.body_read()
     }
 }
 
-impl Drop for Answering {
+impl Drop for Answering<'_> {
     fn drop(&mut self) {
         let now = self.0.millis();
         self.0.idle_since_millis.store(now, Ordering::Relaxed);
-        // An evicted connection stays evicted.
+        // A connection given up stays given up.
         let _ = self
             .0
             .phase
@@ -122,14 +134,17 @@ impl Drop for Answering {
 }
 
 impl ClientWait {
-    /// A connection that has just opened (and waits for its first request head).
-    pub fn new() -> ClientWait {
-        ClientWait {
+    /// A connection that has just opened (and waits for its first request head), and the
+    /// message its task waits for.
+    pub fn new() -> (Arc<ClientWait>, Closing) {
+        let (signal, closing) = oneshot::channel();
+        let wait = ClientWait {
             opened: Instant::now(),
             phase: AtomicU8::new(IDLE),
             idle_since_millis: AtomicU64::new(0),
-            evicted: Notify::new(),
-        }
+            signal: Mutex::new(Some(signal)),
+        };
+        (Arc::new(wait), closing)
     }
 
     fn millis(&self) -> u64 {
@@ -138,28 +153,60 @@ impl ClientWait {
 
     /// A whole request head has arrived: the deadline pauses until the answer is handed over
     /// (the connection may still be evicted while its body is coming). `None` when the
-    /// connection has been evicted: the request must not be answered.
-    pub fn request_arrived(self: Arc<Self>) -> Option<Answering> {
+    /// connection has been given up: the request must not be answered.
+    pub fn request_arrived(&self) -> Option<Answering<'_>> {
         self.phase
             .compare_exchange(IDLE, READING_BODY, Ordering::AcqRel, Ordering::Acquire)
             .ok()?;
         Some(Answering(self))
     }
 
+    /// The body of the request that arrived has too: the request is being answered. False
+    /// when the connection was evicted while the body came: the request must not be answered.
+    pub fn body_read(&self) -> bool {
+        self.phase
+            .compare_exchange(READING_BODY, ANSWERING, Ordering::AcqRel, Ordering::Acquire)
+            .is_ok()
+    }
+
     /// Claims the connection for eviction if it is waiting for its client (for a request head
-    /// or the rest of a body), and wakes its watchdog to close it; false if it is not (it is
-    /// answering, or already evicted).
+    /// or the rest of a body), and tells its task to close; false if it is not (it is
+    /// answering, or already given up).
     pub fn evict(&self, why: Eviction) -> bool {
         let claimed = self
             .phase
             .fetch_update(Ordering::AcqRel, Ordering::Acquire, |phase| {
-                matches!(phase, IDLE | READING_BODY).then_some(why.phase())
+                matches!(phase, IDLE | READING_BODY).then_some(Overdue::Evicted(why).phase())
             })
             .is_ok();
         if claimed {
-            self.evicted.notify_one();
+            self.tell(Signal::Close(Overdue::Evicted(why)));
         }
         claimed
+    }
+
+    /// Closes the connection if its client has kept it waiting for a request head for
+    /// `deadline`; whether it did.
+    fn expire(&self, deadline: Duration) -> bool {
+        if self.waited().is_none_or(|waited| waited < deadline) {
+            return false;
+        }
+        let claimed = self
+            .phase
+            .compare_exchange(IDLE, OVERDUE, Ordering::AcqRel, Ordering::Acquire)
+            .is_ok();
+        if claimed {
+            self.tell(Signal::Close(Overdue::Deadline));
+        }
+        claimed
+    }
+
+    /// Sends the connection's task `signal`, unless it was told something already.
+    fn tell(&self, signal: Signal) {
+        let sender = lock(&self.signal).take();
+        if let Some(sender) = sender {
+            let _ = sender.send(signal);
+        }
     }
 
     /// How long the connection has waited for a request head; `None` otherwise.
@@ -185,44 +232,6 @@ impl ClientWait {
             _ => false,
         }
     }
-
-    /// Completes once the client has kept the connection waiting for `deadline` (checked every
-    /// half deadline, so it closes between 1 and 1.5 deadlines after), when `full` is notified
-    /// while it has waited at least `evictable_after`, or once it is evicted ([`Self::evict`]).
-    pub async fn overdue(
-        &self,
-        deadline: Duration,
-        full: &Notify,
-        evictable_after: Duration,
-    ) -> Overdue {
-        let period = (deadline / 2).max(Duration::from_millis(5));
-        let mut ticks = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
-        ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        loop {
-            tokio::select! {
-                _ = ticks.tick() => {
-                    if self.waited().is_some_and(|waited| waited >= deadline) {
-                        return Overdue::Deadline;
-                    }
-                }
-                () = full.notified() => {
-                    if self.evictable(evictable_after) && self.evict(Eviction::ServerFull) {
-                        return Overdue::Evicted(Eviction::ServerFull);
-                    }
-                }
-                () = self.evicted.notified() => {}
-            }
-            if let Some(why) = evicted(self.phase.load(Ordering::Acquire)) {
-                return Overdue::Evicted(why);
-            }
-        }
-    }
-}
-
-impl Default for ClientWait {
-    fn default() -> ClientWait {
-        ClientWait::new()
-    }
 }
 
 impl Evictable for ClientWait {
@@ -238,15 +247,97 @@ impl Evictable for ClientWait {
     }
 }
 
+/// The open connections of one server, as the watchdog goes through them. Locked when a
+/// connection opens or closes, at each sweep, when the server is full and when it stops; never
+/// per request.
+#[derive(Debug, Default)]
+pub struct Watchdog {
+    open: Mutex<Open>,
+}
+
+#[derive(Debug, Default)]
+struct Open {
+    next: u64,
+    waits: IdMap<Arc<ClientWait>>,
+    stopping: bool,
+}
+
+/// A connection watched until dropped (when the connection ends).
+#[derive(Debug)]
+pub struct Watched<'a> {
+    watchdog: &'a Watchdog,
+    id: u64,
+}
+
+impl Drop for Watched<'_> {
+    fn drop(&mut self) {
+        lock(&self.watchdog.open).waits.remove(&self.id);
+    }
+}
+
+impl Watchdog {
+    /// Watches a new connection's `wait` until the returned handle is dropped; a connection
+    /// that opens once the server is stopping is told so at once.
+    pub fn watch(&self, wait: &Arc<ClientWait>) -> Watched<'_> {
+        let mut open = lock(&self.open);
+        let id = open.next;
+        open.next += 1;
+        open.waits.insert(id, wait.clone());
+        if open.stopping {
+            wait.tell(Signal::Stop);
+        }
+        Watched { watchdog: self, id }
+    }
+
+    /// Closes the connections whose client has kept them waiting for a request head for
+    /// `deadline`; how many.
+    pub fn sweep(&self, deadline: Duration) -> usize {
+        let open = lock(&self.open);
+        open.waits
+            .values()
+            .filter(|wait| wait.expire(deadline))
+            .count()
+    }
+
+    /// Evicts the connections waiting for their client (for a request head for at least
+    /// `grace`, or for the rest of a body) to make room in a full server; how many.
+    pub fn make_room(&self, grace: Duration) -> usize {
+        let open = lock(&self.open);
+        open.waits
+            .values()
+            .filter(|wait| wait.evictable(grace) && wait.evict(Eviction::ServerFull))
+            .count()
+    }
+
+    /// Tells every connection, and every one that opens from now on, that the server stops.
+    pub fn stop(&self) {
+        let mut open = lock(&self.open);
+        open.stopping = true;
+        for wait in open.waits.values() {
+            wait.tell(Signal::Stop);
+        }
+    }
+}
+
+/// The period of the sweep for `deadline`: a connection closes between 1 and 1.5 deadlines
+/// after its client last did anything.
+pub fn sweep_period(deadline: Duration) -> Duration {
+    (deadline / 2).max(Duration::from_millis(5))
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(|e| e.into_inner())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
     fn the_wait_pauses_while_answering_and_starts_again_after() {
-        let wait = Arc::new(ClientWait::new());
+        let (wait, _closing) = ClientWait::new();
         assert!(wait.waited().is_some());
-        let answering = wait.clone().request_arrived().unwrap();
+        let answering = wait.request_arrived().unwrap();
         assert_eq!(wait.waited(), None, "no deadline once a head has arrived");
         assert!(
             wait.evictable(Duration::ZERO),
@@ -260,84 +351,97 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn a_connection_answering_for_longer_than_the_deadline_is_not_overdue() {
-        let wait = Arc::new(ClientWait::new());
-        let full = Notify::new();
-        let answering = wait.clone().request_arrived().unwrap();
+        let watchdog = Watchdog::default();
+        let (wait, mut closing) = ClientWait::new();
+        let _watched = watchdog.watch(&wait);
+        let answering = wait.request_arrived().unwrap();
         assert!(answering.body_read());
         let deadline = Duration::from_millis(200);
-        let overdue = wait.overdue(deadline, &full, Duration::ZERO);
-        tokio::pin!(overdue);
-        // Paused time: the timeout advances the clock without waiting for real.
-        assert!(
-            tokio::time::timeout(Duration::from_secs(6), overdue.as_mut())
-                .await
-                .is_err()
-        );
+        tokio::time::advance(Duration::from_secs(6)).await;
+        assert_eq!(watchdog.sweep(deadline), 0, "answering");
         drop(answering);
-        assert_eq!(overdue.await, Overdue::Deadline);
+        tokio::time::advance(Duration::from_millis(150)).await;
+        assert_eq!(watchdog.sweep(deadline), 0, "waiting, not yet for long");
+        assert!(closing.try_recv().is_err());
+        tokio::time::advance(Duration::from_millis(50)).await;
+        assert_eq!(watchdog.sweep(deadline), 1);
+        assert_eq!(closing.await, Ok(Signal::Close(Overdue::Deadline)));
+        assert!(wait.request_arrived().is_none(), "no request after");
+        assert_eq!(watchdog.sweep(deadline), 0, "closed once");
     }
 
     #[tokio::test(start_paused = true)]
-    async fn only_connections_waiting_for_their_client_are_evicted() {
-        let idle = Arc::new(ClientWait::new());
-        let busy = Arc::new(ClientWait::new());
-        let answering = busy.clone().request_arrived().unwrap();
+    async fn only_connections_waiting_for_their_client_long_enough_are_evicted() {
+        let watchdog = Watchdog::default();
+        let (idle, mut idle_closing) = ClientWait::new();
+        let (busy, mut busy_closing) = ClientWait::new();
+        let _watched = [&idle, &busy].map(|wait| watchdog.watch(wait));
+        let answering = busy.request_arrived().unwrap();
         assert!(answering.body_read());
-        let full = Notify::new();
-        let deadline = Duration::from_secs(60);
         let grace = Duration::from_millis(100);
-        let idle_watch = idle.overdue(deadline, &full, grace);
-        let busy_watch = busy.overdue(deadline, &full, grace);
-        tokio::pin!(idle_watch, busy_watch);
         tokio::time::advance(Duration::from_millis(150)).await;
-        let notify = async {
-            tokio::task::yield_now().await;
-            full.notify_waiters();
-            std::future::pending::<()>().await
-        };
-        tokio::select! {
-            why = idle_watch.as_mut() => assert_eq!(why, Overdue::Evicted(Eviction::ServerFull)),
-            _ = busy_watch.as_mut() => panic!("an answering connection was evicted"),
-            () = notify => unreachable!(),
-        }
+        let (young, mut young_closing) = ClientWait::new();
+        let _young = watchdog.watch(&young);
+        assert_eq!(watchdog.make_room(grace), 1);
+        assert_eq!(
+            idle_closing.try_recv(),
+            Ok(Signal::Close(Overdue::Evicted(Eviction::ServerFull)))
+        );
+        assert!(busy_closing.try_recv().is_err(), "answering");
+        assert!(young_closing.try_recv().is_err(), "just connected");
+        let _body_coming = young.request_arrived().unwrap();
+        assert_eq!(watchdog.make_room(grace), 1, "a body still coming");
+        assert!(young_closing.try_recv().is_ok());
     }
 
     #[test]
     fn a_connection_answering_is_never_evicted_and_an_evicted_one_answers_nothing_more() {
-        let wait = Arc::new(ClientWait::new());
-        let answering = wait.clone().request_arrived().unwrap();
+        let (wait, mut closing) = ClientWait::new();
+        let answering = wait.request_arrived().unwrap();
         assert!(answering.body_read());
         assert_eq!(Evictable::waiting(&*wait), None);
         assert!(!wait.evict(Eviction::InstanceCap), "answering");
+        assert!(closing.try_recv().is_err());
         drop(answering);
         assert!(Evictable::waiting(&*wait).is_some(), "idle again");
         assert!(wait.evict(Eviction::InstanceCap));
         assert!(!wait.evict(Eviction::ServerFull), "evicted once");
-        assert!(wait.clone().request_arrived().is_none(), "no request after");
+        assert!(wait.request_arrived().is_none(), "no request after");
         assert_eq!(Evictable::waiting(&*wait), None);
+        assert_eq!(
+            closing.try_recv(),
+            Ok(Signal::Close(Overdue::Evicted(Eviction::InstanceCap)))
+        );
     }
 
     #[test]
     fn a_connection_evicted_while_its_body_comes_does_not_answer_it() {
-        let wait = Arc::new(ClientWait::new());
-        let answering = wait.clone().request_arrived().unwrap();
+        let (wait, _closing) = ClientWait::new();
+        let answering = wait.request_arrived().unwrap();
         assert!(wait.evict(Eviction::InstanceCap));
         assert!(!answering.body_read());
         drop(answering);
-        assert!(wait.clone().request_arrived().is_none(), "still evicted");
+        assert!(wait.request_arrived().is_none(), "still evicted");
     }
 
-    #[tokio::test(start_paused = true)]
-    async fn an_evicted_connection_s_watchdog_ends_it_with_the_reason() {
-        let wait = Arc::new(ClientWait::new());
-        let full = Notify::new();
-        let watch = wait.overdue(Duration::from_secs(60), &full, Duration::from_millis(100));
-        tokio::pin!(watch);
-        tokio::select! {
-            _ = watch.as_mut() => panic!("not overdue yet"),
-            () = tokio::task::yield_now() => {}
-        }
-        assert!(wait.evict(Eviction::InstanceCap));
-        assert_eq!(watch.await, Overdue::Evicted(Eviction::InstanceCap));
+    #[test]
+    fn stopping_tells_every_connection_once_and_those_that_open_after() {
+        let watchdog = Watchdog::default();
+        let (open, mut open_closing) = ClientWait::new();
+        let (evicted, mut evicted_closing) = ClientWait::new();
+        let watched = [&open, &evicted].map(|wait| watchdog.watch(wait));
+        assert!(evicted.evict(Eviction::InstanceCap));
+        watchdog.stop();
+        assert_eq!(open_closing.try_recv(), Ok(Signal::Stop));
+        assert_eq!(
+            evicted_closing.try_recv(),
+            Ok(Signal::Close(Overdue::Evicted(Eviction::InstanceCap))),
+            "the first message stands"
+        );
+        let (late, mut late_closing) = ClientWait::new();
+        let _late = watchdog.watch(&late);
+        assert_eq!(late_closing.try_recv(), Ok(Signal::Stop));
+        drop(watched);
+        assert_eq!(lock(&watchdog.open).waits.len(), 1, "the late one only");
     }
 }
