@@ -378,8 +378,8 @@ mod tests {
         }
     }
 
-    #[test]
-    fn versions_are_numbered_and_named_as_on_ec2() {
+    /// Templates holding `web`, whose version 1 has ImageId `ami-1`, and its id.
+    fn web_template() -> (LaunchTemplates, String) {
         let mut templates = LaunchTemplates::default();
         let id = templates
             .create(
@@ -391,6 +391,12 @@ mod tests {
             .unwrap()
             .id
             .clone();
+        (templates, id)
+    }
+
+    #[test]
+    fn versions_are_numbered_and_named_as_on_ec2() {
+        let (mut templates, id) = web_template();
         templates
             .add_version(&id, new(&[("ImageId", "ami-2")]))
             .unwrap();
@@ -433,17 +439,7 @@ mod tests {
 
     #[test]
     fn deleting_versions_keeps_the_default_and_never_reuses_a_number() {
-        let mut templates = LaunchTemplates::default();
-        let id = templates
-            .create(
-                "web",
-                "arn".into(),
-                new(&[("ImageId", "ami-1")]),
-                Tags::new(),
-            )
-            .unwrap()
-            .id
-            .clone();
+        let (mut templates, id) = web_template();
         for image in ["ami-2", "ami-3"] {
             templates
                 .add_version(&id, new(&[("ImageId", image)]))

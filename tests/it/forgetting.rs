@@ -22,31 +22,12 @@ use imds::App;
 
 use crate::control_router::{assert_error, assert_ok, element, elements, query, START};
 use crate::fleet::{fleet_config, SUBNET};
-use crate::harness::keys_with;
+use crate::harness::{keys_with, open_host};
 use crate::many_hosts::CONFIGURED;
 use crate::postgres::Postgres;
 
 /// An hour and a minute: a terminated instance is gone from view (and forgotten) after it.
 const AN_HOUR_LATER: Duration = Duration::from_secs(61 * 60);
-
-/// A process on the fleet file `config` and the store at `location`.
-async fn open(config: &Path, location: &Location, clock: Arc<ManualClock>) -> App {
-    let store = Arc::new(Store::open(location).await.unwrap());
-    let everything = store.load_since(-1).await.unwrap();
-    let persisted = Persisted::from_store(Some(store), everything).unwrap();
-    let loaded = Config::load(Some(config))
-        .unwrap()
-        .resolve(&Overrides::default(), Some(config))
-        .unwrap();
-    App::new(
-        loaded,
-        &keys_with(ServerSecret::random()),
-        clock,
-        persisted,
-        None,
-    )
-    .unwrap()
-}
 
 /// Rows per table in the store at `location`.
 async fn rows(location: &Location) -> BTreeMap<&'static str, i64> {
@@ -107,8 +88,8 @@ fn held(app: &App, id: &str) -> bool {
 /// process reads only the live rows.
 async fn forgotten_on_every_host(location: Location, config: &Path) {
     let clock = Arc::new(ManualClock::at_millis(START));
-    let a = open(config, &location, clock.clone()).await;
-    let b = open(config, &location, clock.clone()).await;
+    let a = open_host(config, &location, clock.clone()).await;
+    let b = open_host(config, &location, clock.clone()).await;
     let before = rows(&location).await;
     let (id, address) = launched(&query(&a, &launch(None)).await);
     b.control.catch_up().await.unwrap();
@@ -144,7 +125,7 @@ async fn forgotten_on_every_host(location: Location, config: &Path) {
     a.control.catch_up().await.unwrap();
     assert!(held(&a, &second));
     // A new process holds only what is live.
-    let c = open(config, &location, clock.clone()).await;
+    let c = open_host(config, &location, clock.clone()).await;
     assert!(!held(&c, &id) && held(&c, &second));
 }
 
@@ -172,7 +153,7 @@ fn a_terminated_instance_is_forgotten_by_every_host_on_postgres_and_its_rows_del
 /// skipped at start and at catch-up; a later change replaces an unreadable changes row.
 async fn corrupt_rows_are_skipped(location: Location, config: &Path, sql: impl Fn(&str)) {
     let clock = Arc::new(ManualClock::at_millis(START));
-    let a = open(config, &location, clock.clone()).await;
+    let a = open_host(config, &location, clock.clone()).await;
     let tag = |key: &str| {
         format!("Action=CreateTags&ResourceId.1={CONFIGURED}&Tag.1.Key={key}&Tag.1.Value=v")
     };
@@ -187,12 +168,12 @@ async fn corrupt_rows_are_skipped(location: Location, config: &Path, sql: impl F
         "UPDATE launched_instances SET config = 'not json' WHERE instance_id = '{broken}'"
     ));
     // It starts, says so, and serves the rest.
-    let b = open(config, &location, clock.clone()).await;
+    let b = open_host(config, &location, clock.clone()).await;
     assert_eq!(counter(&b, "imds_store_corrupt_rows_total").await, 2);
     assert!(held(&b, CONFIGURED) && held(&b, &fine) && !held(&b, &broken));
     // A change of the instance whose changes were unreadable replaces them.
     assert_ok(&query(&b, &tag("second")).await, "CreateTagsResponse");
-    let c = open(config, &location, clock.clone()).await;
+    let c = open_host(config, &location, clock.clone()).await;
     assert_eq!(counter(&c, "imds_store_corrupt_rows_total").await, 1);
     let tags = query(
         &c,
@@ -285,7 +266,7 @@ async fn a_client_token_outlives_its_forgotten_instance_by_a_day_on_sqlite() {
     let config = fleet_config(dir.path(), "");
     let location = Location::StateDir(dir.path().join("state"));
     let clock = Arc::new(ManualClock::at_millis(START));
-    let app = open(&config, &location, clock.clone()).await;
+    let app = open_host(&config, &location, clock.clone()).await;
     a_token_outlives_its_instance_by_a_day(&app, &clock).await;
     assert_eq!(
         rows(&location).await["client_tokens"],

@@ -2,7 +2,7 @@
 //! client that sends paths exactly as given.
 
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
@@ -11,11 +11,12 @@ use http::{HeaderMap, Method, Request, StatusCode};
 use http_body_util::{BodyExt, Empty, Full};
 use hyper_util::rt::TokioIo;
 use imds::app::config::{Config, Loaded, Overrides};
-use imds::clock::{Clock, SystemClock};
-use imds::control::ControlApi;
+use imds::clock::{Clock, ManualClock, SystemClock};
+use imds::control::{ControlApi, Persisted};
 use imds::fleet::identity::IdentitySigner;
 use imds::fleet::keys::Keys;
 use imds::fleet::secret::ServerSecret;
+use imds::store::{Location, Store};
 use imds::App;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::oneshot;
@@ -46,6 +47,30 @@ impl Answer {
         names.sort();
         names
     }
+}
+
+/// What a process starting on the store at `location` finds there.
+pub async fn persisted_in(location: &Location) -> Persisted {
+    let store = Arc::new(Store::open(location).await.unwrap());
+    let everything = store.load_since(-1).await.unwrap();
+    Persisted::from_store(Some(store), everything).unwrap()
+}
+
+/// A new in-process host on the fleet file `config` and the store at `location`.
+pub async fn open_host(config: &Path, location: &Location, clock: Arc<ManualClock>) -> App {
+    let loaded = Config::load(Some(config))
+        .unwrap()
+        .resolve(&Overrides::default(), Some(config))
+        .unwrap();
+    let persisted = persisted_in(location).await;
+    App::new(
+        loaded,
+        &keys_with(ServerSecret::random()),
+        clock,
+        persisted,
+        None,
+    )
+    .unwrap()
 }
 
 /// Keys with `secret` and a signing key shared by the whole test run (RSA key generation is

@@ -28,7 +28,6 @@ use std::time::Duration;
 use http::StatusCode;
 use imds::app::config::{Config, Overrides};
 use imds::clock::ManualClock;
-use imds::control::Persisted;
 use imds::fleet::secret::ServerSecret;
 use imds::store::{Location, Store};
 use imds::App;
@@ -36,7 +35,7 @@ use proptest::prelude::*;
 
 use crate::control_router::{element, elements, query, START};
 use crate::fleet::SUBNET;
-use crate::harness::keys_with;
+use crate::harness::{keys_with, persisted_in};
 
 /// The file's instance that is always there, at [`ANCHOR_IP`].
 const ANCHOR: &str = "i-0aaaaaaaaaaaaaaa1";
@@ -500,9 +499,7 @@ impl Fleet {
     /// A new process for `host` on its file and the shared store.
     async fn open(&self, host: usize) -> Result<App, imds::app::config::ConfigError> {
         let location = Location::StateDir(self.dir.path().join("state"));
-        let store = Arc::new(Store::open(&location).await.unwrap());
-        let everything = store.load_since(-1).await.unwrap();
-        let persisted = Persisted::from_store(Some(store), everything).unwrap();
+        let persisted = persisted_in(&location).await;
         App::new(
             load(&file_path(self.dir.path(), host)),
             &keys_with(ServerSecret::random()),

@@ -7,16 +7,12 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use http::StatusCode;
-use imds::app::config::{Config, Overrides};
 use imds::clock::ManualClock;
-use imds::control::Persisted;
-use imds::fleet::secret::ServerSecret;
-use imds::store::{Location, Store};
-use imds::App;
+use imds::store::Location;
 
 use crate::control_router::{element, elements, query, START};
 use crate::fleet::fleet_config;
-use crate::harness::keys_with;
+use crate::harness::open_host;
 use crate::many_hosts::{control, eventually, CONFIGURED};
 use crate::postgres::Postgres;
 
@@ -101,29 +97,6 @@ fn create_tags_racing_on_one_instance_from_three_hosts_all_succeed_and_all_land(
     }
 }
 
-/// A new in-process host on the fleet file `config` and the SQLite store in `state`.
-async fn open(config: &std::path::Path, state: &std::path::Path, clock: Arc<ManualClock>) -> App {
-    let store = Arc::new(
-        Store::open(&Location::StateDir(state.to_owned()))
-            .await
-            .unwrap(),
-    );
-    let everything = store.load_since(-1).await.unwrap();
-    let persisted = Persisted::from_store(Some(store), everything).unwrap();
-    let loaded = Config::load(Some(config))
-        .unwrap()
-        .resolve(&Overrides::default(), Some(config))
-        .unwrap();
-    App::new(
-        loaded,
-        &keys_with(ServerSecret::random()),
-        clock,
-        persisted,
-        None,
-    )
-    .unwrap()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn create_tags_racing_on_one_instance_from_two_hosts_on_one_sqlite_store_all_land() {
     let dir = tempfile::tempdir().unwrap();
@@ -131,8 +104,8 @@ async fn create_tags_racing_on_one_instance_from_two_hosts_on_one_sqlite_store_a
     let state = dir.path().join("state");
     let clock = Arc::new(ManualClock::at_millis(START));
     let hosts = [
-        Arc::new(open(&config, &state, clock.clone()).await),
-        Arc::new(open(&config, &state, clock.clone()).await),
+        Arc::new(open_host(&config, &Location::StateDir(state.clone()), clock.clone()).await),
+        Arc::new(open_host(&config, &Location::StateDir(state.clone()), clock.clone()).await),
     ];
     let mut writers = Vec::new();
     for client in 0..2 * CLIENTS {
@@ -183,8 +156,8 @@ async fn a_subnet_deleted_through_a_host_that_missed_a_launch_into_it_stays() {
     let config = fleet_config(dir.path(), "");
     let state = dir.path().join("state");
     let clock = Arc::new(ManualClock::at_millis(START));
-    let a = open(&config, &state, clock.clone()).await;
-    let b = open(&config, &state, clock.clone()).await;
+    let a = open_host(&config, &Location::StateDir(state.clone()), clock.clone()).await;
+    let b = open_host(&config, &Location::StateDir(state.clone()), clock.clone()).await;
     let created = query(
         &a,
         "Action=CreateSubnet&VpcId=vpc-0c4f6a8e2b1d35792&CidrBlock=127.17.0.0/24",

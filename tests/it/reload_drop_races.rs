@@ -14,12 +14,12 @@ use imds::app::config::{Config, Overrides};
 use imds::clock::ManualClock;
 use imds::control::Persisted;
 use imds::fleet::secret::ServerSecret;
-use imds::store::{Location, Store};
+use imds::store::Location;
 use imds::App;
 
 use crate::control_router::{element, query, START};
 use crate::fleet::SUBNET;
-use crate::harness::keys_with;
+use crate::harness::{keys_with, persisted_in};
 
 const ANCHOR: &str = "i-0aaaaaaaaaaaaaaa1";
 const ANCHOR_IP: Ipv4Addr = Ipv4Addr::new(127, 16, 0, 10);
@@ -79,12 +79,7 @@ async fn stop_racing_a_reload_that_drops_its_instance(state_dir: bool) {
     std::fs::write(&path, file_text(true)).unwrap();
     let persisted = match state_dir {
         false => Persisted::default(),
-        true => {
-            let location = Location::StateDir(dir.path().join("state"));
-            let store = Arc::new(Store::open(&location).await.unwrap());
-            let everything = store.load_since(-1).await.unwrap();
-            Persisted::from_store(Some(store), everything).unwrap()
-        }
+        true => persisted_in(&Location::StateDir(dir.path().join("state"))).await,
     };
     let app = Arc::new(
         App::new(
