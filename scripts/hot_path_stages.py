@@ -43,6 +43,7 @@ STAGES = [
     ]),
     ("write (encode and send)", [
         "*Http1Transaction>::encode", "write_head", "poll_flush", "poll_write_vectored", "__GI___writev", "writev",
+        "__GI___libc_write", "__libc_write", "*TcpStream as tokio::io::async_write::AsyncWrite>::poll_write",
         "encode_headers",
     ]),
     ("connection setup and close", [
@@ -169,6 +170,9 @@ def self_test():
          "caller lookup"),
         (["__GI___writev", "poll_write_vectored (inlined)", "hyper::proto::h1::io::Buffered<T,B>::poll_flush"],
          "write (encode and send)"),
+        (["__GI___libc_write", "<std::sys::fd::unix::FileDesc>::write (inlined)",
+          "<tokio::net::tcp::stream::TcpStream as tokio::io::async_write::AsyncWrite>::poll_write",
+          "hyper::proto::h1::io::Buffered<T,B>::poll_flush"], "write (encode and send)"),
         (["epoll_wait", "mio::poll::Poll::poll", "tokio::runtime::io::driver::Driver::turn"],
          "runtime (scheduling, wakeups, epoll)"),
         (["imds::metrics::RouteClass::of", "answer_with<B> (inlined)"], "metrics"),
