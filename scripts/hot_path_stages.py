@@ -43,7 +43,7 @@ STAGES = [
     ]),
     ("write (encode and send)", [
         "*Http1Transaction>::encode", "write_head", "poll_flush", "poll_write_vectored", "__GI___writev", "writev",
-        "__GI___libc_write", "__libc_write", "*TcpStream as tokio::io::async_write::AsyncWrite>::poll_write",
+        "__libc_send", "poll_flush_flattened",
         "encode_headers",
     ]),
     ("connection setup and close", [
@@ -170,9 +170,13 @@ def self_test():
          "caller lookup"),
         (["__GI___writev", "poll_write_vectored (inlined)", "hyper::proto::h1::io::Buffered<T,B>::poll_flush"],
          "write (encode and send)"),
-        (["__GI___libc_write", "<std::sys::fd::unix::FileDesc>::write (inlined)",
-          "<tokio::net::tcp::stream::TcpStream as tokio::io::async_write::AsyncWrite>::poll_write",
-          "hyper::proto::h1::io::Buffered<T,B>::poll_flush"], "write (encode and send)"),
+        # hyper's flattened write: a send, from inlined frames named as hyper's glue is.
+        (["__libc_send (inlined)", "<std::sys::net::connection::socket::TcpStream>::write (inlined)",
+          "write (inlined)", "poll_write (inlined)", "hyper::proto::h1::io::Buffered<T,B>::poll_flush"],
+         "write (encode and send)"),
+        # A runtime's wakeup writes to its eventfd.
+        (["__GI___libc_write", "<std::sys::fd::unix::FileDesc>::write (inlined)", "wake (inlined)",
+          "tokio::runtime::scheduler::multi_thread::park::Unparker::unpark"], "runtime (scheduling, wakeups, epoll)"),
         (["epoll_wait", "mio::poll::Poll::poll", "tokio::runtime::io::driver::Driver::turn"],
          "runtime (scheduling, wakeups, epoll)"),
         (["imds::metrics::RouteClass::of", "answer_with<B> (inlined)"], "metrics"),
